@@ -1,0 +1,749 @@
+//! The segmenter: frames in, CMAF init / parts / segment boundaries out.
+//!
+//! ```text
+//! push(Input::Config | Input::Frame | Input::Discontinuity, now)
+//!    -> startup buffer (until every expected track has a config, and video a keyframe)
+//!    -> timestamp check (backwards or gap => discontinuity) -> output timeline
+//!    -> open part (drive track cuts; other tracks follow by time)
+//! poll_output() -> Init | SegmentStart | Part | SegmentEnd      (call until None)
+//! ```
+//!
+//! The drive track is video when there is video, else audio. A part closes when the
+//! next drive frame would take it past the part target, and always before a video
+//! keyframe, so every keyframe starts an independent part. A segment closes at a part
+//! boundary: on a keyframe once it reached the segment target, or, whatever the GOP,
+//! before the next part could take it past TARGETDURATION. So TARGETDURATION is fixed
+//! for the whole generation: `ceil(1.5 × segment target)`, leaving room for a GOP a
+//! little longer than the target to still cut on keyframes.
+//!
+//! The output timeline never goes back: after a discontinuity (publisher restart,
+//! timestamps jumping back or forward) the new frames continue where the old ones
+//! ended, and the next segment carries `discontinuity: true`.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
+use crate::cmaf::{self, MuxError, Sample, TrackRun};
+use crate::frame::{Frame, TrackConfig, TrackKind};
+
+/// Bounds on the settings an operator may give.
+pub const PART_TARGET_MS_RANGE: std::ops::RangeInclusive<u32> = 50..=5_000;
+pub const SEGMENT_TARGET_MS_MAX: u32 = 60_000;
+
+/// How long to wait for every expected track before starting with the ones present.
+const STARTUP_WAIT_US: i64 = 2_000_000;
+/// Frames held while starting or waiting for a keyframe; the oldest go first. At 60 fps
+/// plus 48 kHz AAC that is over 10 s of media, far beyond the startup wait.
+const MAX_BUFFERED_FRAMES: usize = 1_500;
+/// A forward step between two drive-track frames larger than this is a timestamp jump
+/// (discontinuity), not a frame gap: it keeps every segment under TARGETDURATION + 0.5 s.
+const MAX_DRIVE_GAP_US: i64 = 400_000;
+/// The same for a follower track (audio beside video), whose gaps do not cut parts.
+const MAX_FOLLOWER_GAP_US: i64 = 5_000_000;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackagerSettings {
+    pub part_target_ms: u32,
+    pub segment_target_ms: u32,
+    /// Media sequence number of the first segment (a continuing generation resumes).
+    pub first_msn: u64,
+    /// Tracks to wait for at startup (from FLV header flags or RTMP metadata).
+    pub expect_video: bool,
+    pub expect_audio: bool,
+}
+
+impl Default for PackagerSettings {
+    fn default() -> Self {
+        Self {
+            part_target_ms: 200,
+            segment_target_ms: 2_000,
+            first_msn: 0,
+            expect_video: true,
+            expect_audio: true,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PackagerError {
+    #[error("part_target_ms must be within {min}..={max}, got {got}", min = PART_TARGET_MS_RANGE.start(), max = PART_TARGET_MS_RANGE.end())]
+    PartTarget { got: u32 },
+    #[error("segment_target_ms must be at least part_target_ms ({part}) and at most {SEGMENT_TARGET_MS_MAX}, got {got}")]
+    SegmentTarget { got: u32, part: u32 },
+    #[error(transparent)]
+    Mux(#[from] MuxError),
+}
+
+impl PackagerSettings {
+    pub fn validate(&self) -> Result<(), PackagerError> {
+        if !PART_TARGET_MS_RANGE.contains(&self.part_target_ms) {
+            return Err(PackagerError::PartTarget {
+                got: self.part_target_ms,
+            });
+        }
+        if self.segment_target_ms < self.part_target_ms
+            || self.segment_target_ms > SEGMENT_TARGET_MS_MAX
+        {
+            return Err(PackagerError::SegmentTarget {
+                got: self.segment_target_ms,
+                part: self.part_target_ms,
+            });
+        }
+        Ok(())
+    }
+
+    /// EXT-X-TARGETDURATION in seconds, fixed for the generation.
+    pub fn target_duration_s(&self) -> u32 {
+        (self.segment_target_ms * 3 / 2).div_ceil(1000).max(1)
+    }
+}
+
+/// What the packager is fed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    Config(TrackConfig),
+    Frame(Frame),
+    /// The publisher changed (reconnect): start a new timeline at the next keyframe.
+    Discontinuity,
+}
+
+/// An init segment; parts that follow a `SegmentStart` naming its index use it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InitSegment {
+    pub index: u32,
+    pub data: Bytes,
+    pub tracks: Vec<TrackConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentStart {
+    pub msn: u64,
+    /// Wall-clock time of the segment's first frame, ms since the Unix epoch.
+    pub program_date_time_ms: i64,
+    pub discontinuity: bool,
+    pub init_index: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part {
+    pub msn: u64,
+    pub index: u32,
+    pub duration_us: u64,
+    /// Starts with a keyframe (or is audio only).
+    pub independent: bool,
+    pub data: Bytes,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentEnd {
+    pub msn: u64,
+    pub duration_us: u64,
+    pub parts: u32,
+    pub bytes: u64,
+}
+
+/// What the packager produced, in order. Call `poll_output` until it returns `None`.
+#[must_use]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    Init(InitSegment),
+    SegmentStart(SegmentStart),
+    Part(Part),
+    SegmentEnd(SegmentEnd),
+}
+
+/// Counters a caller may export.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PackagerStats {
+    pub frames_in: u64,
+    pub frames_dropped: u64,
+    pub discontinuities: u64,
+    pub bytes_out: u64,
+    /// Largest bit rate of one closed segment.
+    pub peak_segment_bps: u64,
+    /// Bytes and duration of all closed segments.
+    pub segments_bytes: u64,
+    pub segments_us: u64,
+    pub video_frames: u64,
+    pub video_us: u64,
+}
+
+#[derive(Debug)]
+struct Track {
+    id: u32,
+    config: TrackConfig,
+    timescale: i64,
+    /// Input dts of the last frame taken, for jump detection.
+    last_in_dts: Option<i64>,
+    /// Output dts of the last frame queued in this epoch and its duration.
+    last_out_dts: Option<i64>,
+    /// Output times below this were already written (the end of earlier epochs).
+    floor_out_dts: i64,
+    last_duration: i64,
+    /// Added to input dts to get output dts, in this track's ticks.
+    offset: i64,
+    /// Frames (output times) waiting for the part that will carry them.
+    queue: VecDeque<Frame>,
+}
+
+impl Track {
+    fn to_us(&self, ticks: i64) -> i64 {
+        (i128::from(ticks) * 1_000_000 / i128::from(self.timescale)) as i64
+    }
+
+    fn ticks_of_us(&self, us: i64) -> i64 {
+        (i128::from(us) * i128::from(self.timescale) / 1_000_000) as i64
+    }
+
+    fn nominal_duration(&self) -> i64 {
+        match &self.config {
+            TrackConfig::Audio(a) => i64::from(a.samples_per_frame),
+            TrackConfig::Video(_) => self.last_duration,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct OpenSegment {
+    msn: u64,
+    start: i64,
+    parts: u32,
+    bytes: u64,
+}
+
+/// How the next frame taken maps input times to the output timeline.
+#[derive(Debug, Clone, Copy)]
+enum Anchor {
+    /// Keep the encoder's times (shifted only if negative).
+    KeepInputTimes,
+    /// Continue right after the end of what was already written.
+    ResumeAtUs(i64),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct OpenPart {
+    start: i64,
+}
+
+/// Per-channel segmenter. Time comes in as arguments; it never reads a clock.
+#[derive(Debug)]
+pub struct Packager {
+    settings: PackagerSettings,
+    video_config: Option<TrackConfig>,
+    audio_config: Option<TrackConfig>,
+    started: bool,
+    finished: bool,
+    startup: VecDeque<Frame>,
+    /// Active tracks (video first), and which one drives the cuts.
+    tracks: Vec<Track>,
+    drive: usize,
+    init_dirty: bool,
+    next_init_index: u32,
+    segment: Option<OpenSegment>,
+    part: Option<OpenPart>,
+    next_msn: u64,
+    fragment_sequence: u32,
+    discontinuity_pending: bool,
+    /// Set at start and after a discontinuity: the next frame fixes the offset.
+    reanchor: Option<Anchor>,
+    /// After a publisher change: video frames wait for a keyframe.
+    need_keyframe: bool,
+    pdt_anchor: Option<(i64, i64)>,
+    outputs: VecDeque<Output>,
+    stats: PackagerStats,
+}
+
+impl Packager {
+    pub fn new(settings: PackagerSettings) -> Result<Self, PackagerError> {
+        settings.validate()?;
+        Ok(Self {
+            next_msn: settings.first_msn,
+            settings,
+            video_config: None,
+            audio_config: None,
+            started: false,
+            finished: false,
+            startup: VecDeque::new(),
+            tracks: Vec::new(),
+            drive: 0,
+            init_dirty: true,
+            next_init_index: 0,
+            segment: None,
+            part: None,
+            fragment_sequence: 0,
+            discontinuity_pending: false,
+            reanchor: Some(Anchor::KeepInputTimes),
+            need_keyframe: false,
+            pdt_anchor: None,
+            outputs: VecDeque::new(),
+            stats: PackagerStats::default(),
+        })
+    }
+
+    pub fn settings(&self) -> &PackagerSettings {
+        &self.settings
+    }
+
+    pub fn stats(&self) -> &PackagerStats {
+        &self.stats
+    }
+
+    /// The configs of the tracks being packaged (empty before the start).
+    pub fn track_configs(&self) -> Vec<&TrackConfig> {
+        self.tracks.iter().map(|t| &t.config).collect()
+    }
+
+    /// The next output; call until `None` after each `push`.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// Feeds one input. `now_unix_ms` is the wall clock at ingest (program date-time).
+    pub fn push(&mut self, input: Input, now_unix_ms: i64) -> Result<(), PackagerError> {
+        if self.finished {
+            return Ok(());
+        }
+        match input {
+            Input::Config(config) => self.push_config(config),
+            Input::Frame(frame) => {
+                self.stats.frames_in += 1;
+                if self.started {
+                    self.push_running(frame, now_unix_ms)
+                } else {
+                    self.push_startup(frame, now_unix_ms)
+                }
+            }
+            Input::Discontinuity => {
+                if self.started {
+                    self.discontinuity()?;
+                    self.need_keyframe = true;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Closes the open part and segment: the stream ended.
+    pub fn finish(&mut self) -> Result<(), PackagerError> {
+        if self.started && !self.finished {
+            self.close_epoch()?;
+        }
+        self.finished = true;
+        Ok(())
+    }
+
+    fn push_config(&mut self, config: TrackConfig) -> Result<(), PackagerError> {
+        let slot = match config.kind() {
+            TrackKind::Video => &mut self.video_config,
+            TrackKind::Audio => &mut self.audio_config,
+        };
+        if slot.as_ref() == Some(&config) {
+            return Ok(());
+        }
+        *slot = Some(config.clone());
+        if !self.started {
+            return Ok(());
+        }
+        // A new decoder configuration needs a new init segment, from a new segment on.
+        let config_is_video = config.kind() == TrackKind::Video;
+        match self
+            .tracks
+            .iter_mut()
+            .find(|t| t.config.kind() == config.kind())
+        {
+            Some(track) if track.config.timescale() == config.timescale() => {
+                self.close_epoch()?;
+                let track = self
+                    .tracks
+                    .iter_mut()
+                    .find(|t| t.config.kind() == config.kind());
+                if let Some(track) = track {
+                    track.config = config;
+                }
+                self.init_dirty = true;
+                self.discontinuity_pending = true;
+                self.need_keyframe |= config_is_video;
+                Ok(())
+            }
+            // A new track, or a new audio clock: restart the timeline with it.
+            _ => {
+                self.discontinuity()?;
+                let frames: Vec<Frame> = self
+                    .tracks
+                    .iter_mut()
+                    .flat_map(|t| t.queue.drain(..))
+                    .collect();
+                self.stats.frames_dropped += frames.len() as u64;
+                self.tracks.clear();
+                self.started = false;
+                self.init_dirty = true;
+                Ok(())
+            }
+        }
+    }
+
+    fn push_startup(&mut self, frame: Frame, now_unix_ms: i64) -> Result<(), PackagerError> {
+        let has_config = match frame.track {
+            TrackKind::Video => self.video_config.is_some(),
+            TrackKind::Audio => self.audio_config.is_some(),
+        };
+        if !has_config {
+            self.stats.frames_dropped += 1;
+            return Ok(());
+        }
+        if self.startup.len() >= MAX_BUFFERED_FRAMES {
+            self.startup.pop_front();
+            self.stats.frames_dropped += 1;
+        }
+        self.startup.push_back(frame);
+
+        let has_key = self
+            .startup
+            .iter()
+            .any(|f| f.track == TrackKind::Video && f.keyframe);
+        let has_audio = self.startup.iter().any(|f| f.track == TrackKind::Audio);
+        let ready = (!self.settings.expect_video || has_key)
+            && (!self.settings.expect_audio || has_audio)
+            && (has_key || has_audio);
+        let times = self
+            .startup
+            .iter()
+            .map(|f| us_of(f, &self.video_config, &self.audio_config));
+        let (min, max) = times.fold((i64::MAX, i64::MIN), |(lo, hi), t| (lo.min(t), hi.max(t)));
+        let waited = max.saturating_sub(min) >= STARTUP_WAIT_US;
+        if !(ready || waited) || !(has_key || has_audio) {
+            return Ok(());
+        }
+        self.start(has_key, has_audio);
+        let buffered: Vec<Frame> = self.startup.drain(..).collect();
+        for frame in buffered {
+            self.push_running(frame, now_unix_ms)?;
+        }
+        Ok(())
+    }
+
+    fn start(&mut self, video: bool, audio: bool) {
+        self.tracks.clear();
+        let mut configs = Vec::new();
+        if video {
+            configs.extend(self.video_config.clone());
+        }
+        if audio {
+            configs.extend(self.audio_config.clone());
+        }
+        for config in configs {
+            let id = match config.kind() {
+                TrackKind::Video => 1,
+                TrackKind::Audio => 2,
+            };
+            self.tracks.push(Track {
+                id,
+                timescale: i64::from(config.timescale().max(1)),
+                config,
+                last_in_dts: None,
+                last_out_dts: None,
+                floor_out_dts: 0,
+                last_duration: 0,
+                offset: 0,
+                queue: VecDeque::new(),
+            });
+        }
+        self.drive = 0;
+        self.started = true;
+        self.need_keyframe = video;
+        self.init_dirty = true;
+    }
+
+    fn push_running(&mut self, frame: Frame, now_unix_ms: i64) -> Result<(), PackagerError> {
+        let Some(ti) = self
+            .tracks
+            .iter()
+            .position(|t| t.config.kind() == frame.track)
+        else {
+            self.stats.frames_dropped += 1;
+            return Ok(());
+        };
+        let is_drive = ti == self.drive;
+        let drive_is_video = self.tracks[self.drive].config.kind() == TrackKind::Video;
+        if frame.track == TrackKind::Video && self.need_keyframe {
+            if !frame.keyframe {
+                self.stats.frames_dropped += 1;
+                return Ok(());
+            }
+            self.need_keyframe = false;
+        }
+        // Jumps in the input timeline end the epoch.
+        if let Some(last) = self.tracks[ti].last_in_dts {
+            let step_us = self.tracks[ti].to_us(frame.dts - last);
+            let limit = if is_drive {
+                MAX_DRIVE_GAP_US
+            } else {
+                MAX_FOLLOWER_GAP_US
+            };
+            if frame.dts < last || step_us > limit {
+                self.discontinuity()?;
+            }
+        }
+        if let Some(anchor) = self.reanchor.take() {
+            let frame_us = self.tracks[ti].to_us(frame.dts);
+            let offset_us = match anchor {
+                Anchor::KeepInputTimes => (-frame_us).max(0),
+                Anchor::ResumeAtUs(resume_us) => resume_us - frame_us,
+            };
+            for t in &mut self.tracks {
+                t.offset = t.ticks_of_us(offset_us);
+            }
+        }
+        let track = &mut self.tracks[ti];
+        track.last_in_dts = Some(frame.dts);
+        let out_dts = frame.dts + track.offset;
+        if out_dts < track.last_out_dts.unwrap_or(track.floor_out_dts) || out_dts < 0 {
+            // Overlaps what was already packaged (a follower frame from before a restart).
+            self.stats.frames_dropped += 1;
+            return Ok(());
+        }
+        let frame = Frame {
+            dts: out_dts,
+            ..frame
+        };
+
+        if !is_drive {
+            let track = &mut self.tracks[ti];
+            if let Some(prev) = track.last_out_dts {
+                track.last_duration = out_dts - prev;
+            }
+            track.last_out_dts = Some(out_dts);
+            if track.queue.len() >= MAX_BUFFERED_FRAMES {
+                track.queue.pop_front();
+                self.stats.frames_dropped += 1;
+            }
+            track.queue.push_back(frame);
+            return Ok(());
+        }
+
+        if let Some(part) = self.part {
+            let track = &self.tracks[ti];
+            let elapsed = out_dts - part.start;
+            let part_target = track.ticks_of_us(i64::from(self.settings.part_target_ms) * 1000);
+            let keyframe_cut = drive_is_video && frame.keyframe && elapsed > 0;
+            if keyframe_cut || elapsed + track.last_duration > part_target {
+                self.close_part(out_dts, frame.keyframe, false)?;
+            }
+        }
+        if self.part.is_none() {
+            self.open_part(out_dts, now_unix_ms)?;
+        }
+        let track = &mut self.tracks[ti];
+        if let Some(prev) = track.last_out_dts {
+            track.last_duration = out_dts - prev;
+        }
+        track.last_out_dts = Some(out_dts);
+        if track.config.kind() == TrackKind::Video {
+            self.stats.video_frames += 1;
+        }
+        track.queue.push_back(frame);
+        Ok(())
+    }
+
+    fn open_part(&mut self, start: i64, now_unix_ms: i64) -> Result<(), PackagerError> {
+        if self.segment.is_none() {
+            if self.init_dirty {
+                let tracks: Vec<TrackConfig> =
+                    self.tracks.iter().map(|t| t.config.clone()).collect();
+                let data = Bytes::from(cmaf::init_segment(&tracks)?);
+                self.outputs.push_back(Output::Init(InitSegment {
+                    index: self.next_init_index,
+                    data,
+                    tracks,
+                }));
+                self.next_init_index += 1;
+                self.init_dirty = false;
+            }
+            let start_us = self.tracks[self.drive].to_us(start);
+            let discontinuity = std::mem::take(&mut self.discontinuity_pending);
+            if discontinuity || self.pdt_anchor.is_none() {
+                self.pdt_anchor = Some((now_unix_ms, start_us));
+            }
+            let (anchor_ms, anchor_us) = self.pdt_anchor.unwrap_or((now_unix_ms, start_us));
+            self.outputs.push_back(Output::SegmentStart(SegmentStart {
+                msn: self.next_msn,
+                program_date_time_ms: anchor_ms + (start_us - anchor_us) / 1000,
+                discontinuity,
+                init_index: self.next_init_index.saturating_sub(1),
+            }));
+            self.segment = Some(OpenSegment {
+                msn: self.next_msn,
+                start,
+                parts: 0,
+                bytes: 0,
+            });
+        }
+        self.part = Some(OpenPart { start });
+        Ok(())
+    }
+
+    /// Writes the open part, ending at `boundary` (drive ticks), then decides whether the
+    /// segment ends there too.
+    /// `take_all` puts every queued follower frame in this part (the epoch ends here).
+    fn close_part(
+        &mut self,
+        boundary: i64,
+        next_is_key: bool,
+        take_all: bool,
+    ) -> Result<(), PackagerError> {
+        let (Some(part), Some(mut segment)) = (self.part.take(), self.segment) else {
+            return Ok(());
+        };
+        let boundary_us = self.tracks[self.drive].to_us(boundary);
+        let mut taken: Vec<(u32, Vec<Frame>, i64)> = Vec::with_capacity(self.tracks.len());
+        for (i, track) in self.tracks.iter_mut().enumerate() {
+            let mut frames = Vec::new();
+            while let Some(f) = track.queue.front() {
+                if i != self.drive && !take_all && track.to_us(f.dts) >= boundary_us {
+                    break;
+                }
+                frames.extend(track.queue.pop_front());
+            }
+            // Duration of the last frame: up to the boundary for the drive track, up to
+            // the next queued frame, else the nominal frame duration.
+            let last_end = if i == self.drive {
+                boundary
+            } else if let Some(next) = track.queue.front() {
+                next.dts
+            } else {
+                frames
+                    .last()
+                    .map(|f| f.dts + track.nominal_duration())
+                    .unwrap_or(0)
+            };
+            taken.push((track.id, frames, last_end));
+        }
+        let runs: Vec<TrackRun<'_>> = taken
+            .iter()
+            .map(|(id, frames, last_end)| TrackRun {
+                track_id: *id,
+                base_decode_time: frames.first().map(|f| f.dts.max(0) as u64).unwrap_or(0),
+                samples: frames
+                    .iter()
+                    .enumerate()
+                    .map(|(j, f)| {
+                        let end = frames.get(j + 1).map(|n| n.dts).unwrap_or(*last_end);
+                        Sample {
+                            duration: (end - f.dts).clamp(0, i64::from(u32::MAX)) as u32,
+                            cts: f.cts,
+                            sync: f.keyframe,
+                            data: &f.data,
+                        }
+                    })
+                    .collect(),
+            })
+            .collect();
+        let independent = taken
+            .get(self.drive)
+            .and_then(|(_, frames, _)| frames.first())
+            .is_some_and(|f| f.keyframe);
+        self.fragment_sequence = self.fragment_sequence.wrapping_add(1);
+        let mut data = Vec::new();
+        cmaf::write_fragment(self.fragment_sequence, &runs, &mut data)?;
+        let drive = &self.tracks[self.drive];
+        let duration_us = (drive.to_us(boundary) - drive.to_us(part.start)).max(0) as u64;
+        self.stats.bytes_out += data.len() as u64;
+        if drive.config.kind() == TrackKind::Video {
+            self.stats.video_us += duration_us;
+        }
+        segment.bytes += data.len() as u64;
+        self.outputs.push_back(Output::Part(Part {
+            msn: segment.msn,
+            index: segment.parts,
+            duration_us,
+            independent,
+            data: Bytes::from(data),
+        }));
+        segment.parts += 1;
+        self.segment = Some(segment);
+
+        let seg_ticks = boundary - segment.start;
+        let drive = &self.tracks[self.drive];
+        let segment_target = drive.ticks_of_us(i64::from(self.settings.segment_target_ms) * 1000);
+        let part_target = drive.ticks_of_us(i64::from(self.settings.part_target_ms) * 1000);
+        let max_segment =
+            drive.ticks_of_us(i64::from(self.settings.target_duration_s()) * 1_000_000);
+        if (next_is_key && seg_ticks >= segment_target) || seg_ticks + part_target > max_segment {
+            self.close_segment(boundary);
+        }
+        Ok(())
+    }
+
+    fn close_segment(&mut self, boundary: i64) {
+        let Some(segment) = self.segment.take() else {
+            return;
+        };
+        let drive = &self.tracks[self.drive];
+        let duration_us = (drive.to_us(boundary) - drive.to_us(segment.start)).max(0) as u64;
+        self.stats.segments_bytes += segment.bytes;
+        self.stats.segments_us += duration_us;
+        if let Some(bps) = (segment.bytes * 8 * 1_000_000).checked_div(duration_us) {
+            self.stats.peak_segment_bps = self.stats.peak_segment_bps.max(bps);
+        }
+        self.outputs.push_back(Output::SegmentEnd(SegmentEnd {
+            msn: segment.msn,
+            duration_us,
+            parts: segment.parts,
+            bytes: segment.bytes,
+        }));
+        self.next_msn += 1;
+    }
+
+    /// Ends the open part and segment where the media ends.
+    fn close_epoch(&mut self) -> Result<(), PackagerError> {
+        let drive = &self.tracks[self.drive];
+        let end = drive
+            .last_out_dts
+            .map(|d| d + drive.nominal_duration().max(0));
+        if let Some(end) = end {
+            if self.part.is_some() {
+                self.close_part(end, false, true)?;
+            }
+            self.close_segment(end);
+        }
+        Ok(())
+    }
+
+    /// The timeline breaks here: close what is open; the next frame continues the
+    /// output timeline after the end of everything written so far.
+    fn discontinuity(&mut self) -> Result<(), PackagerError> {
+        self.close_epoch()?;
+        let end_us = self
+            .tracks
+            .iter()
+            .filter_map(|t| {
+                t.last_out_dts
+                    .map(|d| t.to_us(d + t.nominal_duration().max(0)))
+            })
+            .max()
+            .unwrap_or(0);
+        for t in &mut self.tracks {
+            t.last_in_dts = None;
+            if let Some(last) = t.last_out_dts.take() {
+                t.floor_out_dts = last + t.nominal_duration().max(0);
+            }
+        }
+        self.reanchor = Some(Anchor::ResumeAtUs(end_us));
+        self.discontinuity_pending = true;
+        self.stats.discontinuities += 1;
+        Ok(())
+    }
+}
+
+fn us_of(frame: &Frame, video: &Option<TrackConfig>, audio: &Option<TrackConfig>) -> i64 {
+    let config = match frame.track {
+        TrackKind::Video => video,
+        TrackKind::Audio => audio,
+    };
+    let timescale = config.as_ref().map(|c| c.timescale()).unwrap_or(1).max(1);
+    (i128::from(frame.dts) * 1_000_000 / i128::from(timescale)) as i64
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,419 @@
+use proptest::prelude::*;
+
+use super::*;
+use crate::testing::*;
+
+const NOW_MS: i64 = 1_795_249_986_000;
+
+fn run(
+    settings: PackagerSettings,
+    configs: &[TrackConfig],
+    frames: Vec<Frame>,
+) -> (Vec<Output>, Packager) {
+    let mut p = Packager::new(settings).expect("valid settings");
+    for c in configs {
+        p.push(Input::Config(c.clone()), NOW_MS).expect("config");
+    }
+    let mut out = Vec::new();
+    for f in frames {
+        p.push(Input::Frame(f), NOW_MS).expect("frame");
+        while let Some(o) = p.poll_output() {
+            out.push(o);
+        }
+    }
+    p.finish().expect("finish");
+    while let Some(o) = p.poll_output() {
+        out.push(o);
+    }
+    (out, p)
+}
+
+fn video_only() -> PackagerSettings {
+    PackagerSettings {
+        expect_audio: false,
+        ..PackagerSettings::default()
+    }
+}
+
+/// A compact trace: `I0`, `S3`, `S3d` (discontinuity), `P3.1:200000k` (k = independent), `E3:2000000`.
+fn trace(out: &[Output]) -> Vec<String> {
+    out.iter()
+        .map(|o| match o {
+            Output::Init(i) => format!("I{}", i.index),
+            Output::SegmentStart(s) => {
+                format!("S{}{}", s.msn, if s.discontinuity { "d" } else { "" })
+            }
+            Output::Part(p) => format!(
+                "P{}.{}:{}{}",
+                p.msn,
+                p.index,
+                p.duration_us,
+                if p.independent { "k" } else { "" }
+            ),
+            Output::SegmentEnd(e) => format!("E{}:{}", e.msn, e.duration_us),
+        })
+        .collect()
+}
+
+fn segment_durations(out: &[Output]) -> Vec<u64> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::SegmentEnd(e) => Some(e.duration_us),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn two_second_gop_gives_ten_parts_per_segment() {
+    let (out, _) = run(video_only(), &[video_config()], video_frames(30, 60, 120));
+    let mut expected = vec!["I0".to_string(), "S0".to_string()];
+    for msn in 0..2 {
+        if msn == 1 {
+            expected.push("S1".into());
+        }
+        for part in 0..10 {
+            expected.push(format!(
+                "P{msn}.{part}:200000{}",
+                if part == 0 { "k" } else { "" }
+            ));
+        }
+        expected.push(format!("E{msn}:2000000"));
+    }
+    assert_eq!(trace(&out), expected);
+}
+
+#[test]
+fn part_bytes_are_fragments_with_the_frames_in_order() {
+    let (out, _) = run(video_only(), &[video_config()], video_frames(30, 60, 12));
+    let parts: Vec<&Part> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Part(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(parts.len(), 2);
+    let first = read_fragment(&parts[0].data);
+    assert_eq!(
+        first,
+        vec![TrafFacts {
+            track_id: 1,
+            base_decode_time: 0,
+            durations: vec![3000; 6],
+            sizes: vec![6; 6],
+        }]
+    );
+    assert_eq!(read_fragment(&parts[1].data)[0].base_decode_time, 18_000);
+}
+
+#[test]
+fn obs_auto_gop_keeps_segments_within_target_duration() {
+    // 250-frame GOP at 30 fps: 8.33 s between keyframes, TARGETDURATION 3.
+    let (out, p) = run(video_only(), &[video_config()], video_frames(30, 250, 500));
+    assert_eq!(p.settings().target_duration_s(), 3);
+    assert_eq!(
+        segment_durations(&out),
+        vec![3_000_000, 3_000_000, 2_333_333, 3_000_000, 3_000_000, 2_333_333]
+    );
+    let t = trace(&out);
+    // The segment after the keyframe starts with an independent part.
+    let at = t
+        .iter()
+        .position(|s| s == "E2:2333333")
+        .expect("segment 2 ends at the keyframe");
+    assert_eq!(t[at - 1], "P2.11:133333");
+    assert_eq!(t[at + 1], "S3");
+    assert_eq!(t[at + 2], "P3.0:200000k");
+    // Forced cuts mid-GOP start segments with a dependent part.
+    assert!(t.contains(&"P1.0:200000".to_string()));
+}
+
+#[test]
+fn audio_and_video_share_fragments() {
+    let frames = interleave(video_frames(30, 60, 60), audio_frames(94));
+    let (out, p) = run(
+        PackagerSettings::default(),
+        &[video_config(), audio_config()],
+        frames,
+    );
+    let Output::Init(init) = &out[0] else {
+        panic!("init first, got {:?}", out[0]);
+    };
+    assert_eq!(init.tracks.len(), 2);
+    let mut audio_samples = 0;
+    let mut video_samples = 0;
+    let mut last_audio_end = None;
+    for o in &out {
+        if let Output::Part(part) = o {
+            for traf in read_fragment(&part.data) {
+                match traf.track_id {
+                    1 => video_samples += traf.durations.len(),
+                    2 => {
+                        if let Some(end) = last_audio_end {
+                            assert_eq!(traf.base_decode_time, end, "audio runs are contiguous");
+                        }
+                        last_audio_end = Some(
+                            traf.base_decode_time
+                                + traf.durations.iter().map(|d| u64::from(*d)).sum::<u64>(),
+                        );
+                        audio_samples += traf.durations.len();
+                    }
+                    id => panic!("unexpected track {id}"),
+                }
+            }
+        }
+    }
+    assert_eq!((video_samples, audio_samples), (60, 94));
+    assert_eq!(p.stats().frames_dropped, 0);
+}
+
+#[test]
+fn audio_only_parts_are_independent_and_below_target() {
+    let settings = PackagerSettings {
+        expect_video: false,
+        ..PackagerSettings::default()
+    };
+    let (out, _) = run(settings, &[audio_config()], audio_frames(470));
+    let t = trace(&out);
+    // Nine 1024-sample frames (192 ms) fit a 200 ms part.
+    assert_eq!(t[2], "P0.0:192000k");
+    for o in &out {
+        if let Output::Part(p) = o {
+            assert!(p.independent && p.duration_us <= 200_000, "{p:?}");
+        }
+    }
+    assert!(segment_durations(&out)
+        .iter()
+        .all(|d| (2_000_000..=2_200_000).contains(d) || *d < 2_000_000));
+}
+
+#[test]
+fn video_before_the_first_keyframe_is_dropped() {
+    let mut frames = video_frames(30, 60, 70);
+    frames.drain(0..5); // the stream starts mid-GOP
+    let (out, p) = run(video_only(), &[video_config()], frames);
+    assert_eq!(p.stats().frames_dropped, 55);
+    assert_eq!(trace(&out)[2], "P0.0:200000k");
+}
+
+#[test]
+fn backwards_timestamps_start_a_discontinuity_and_keep_output_monotonic() {
+    let mut frames = video_frames(30, 30, 60);
+    frames.extend(video_frames(30, 30, 30)); // encoder restarted at 0
+    let (out, _) = run(video_only(), &[video_config()], frames);
+    let t = trace(&out);
+    assert!(
+        t.contains(&"S1d".to_string()) || t.contains(&"S2d".to_string()),
+        "{t:?}"
+    );
+    let mut last = 0;
+    for o in &out {
+        if let Output::Part(p) = o {
+            let tfdt = read_fragment(&p.data)[0].base_decode_time;
+            assert!(tfdt >= last, "tfdt {tfdt} after {last}");
+            last = tfdt;
+        }
+    }
+    assert_eq!(
+        last,
+        89 * 3000 - 6 * 3000 + 3000,
+        "continues right after 2 s"
+    );
+}
+
+#[test]
+fn forward_jump_is_a_discontinuity() {
+    let mut frames = video_frames(30, 30, 30);
+    frames.extend(video_frames(30, 30, 30).into_iter().map(|f| Frame {
+        dts: f.dts + 90_000 * 3600,
+        ..f
+    }));
+    let (out, p) = run(video_only(), &[video_config()], frames);
+    assert_eq!(p.stats().discontinuities, 1);
+    assert!(trace(&out).iter().any(|s| s.ends_with('d')));
+}
+
+#[test]
+fn explicit_discontinuity_waits_for_a_keyframe() {
+    let mut p = Packager::new(video_only()).expect("settings");
+    p.push(Input::Config(video_config()), NOW_MS)
+        .expect("config");
+    for f in video_frames(30, 30, 20) {
+        p.push(Input::Frame(f), NOW_MS).expect("frame");
+    }
+    p.push(Input::Discontinuity, NOW_MS + 1000)
+        .expect("discontinuity");
+    let mut restarted = video_frames(30, 30, 40);
+    restarted.drain(0..3); // the new publisher's first frames are not a keyframe
+    for f in restarted {
+        p.push(Input::Frame(f), NOW_MS + 2000).expect("frame");
+    }
+    let mut out = Vec::new();
+    while let Some(o) = p.poll_output() {
+        out.push(o);
+    }
+    let start = out
+        .iter()
+        .find_map(|o| match o {
+            Output::SegmentStart(s) if s.discontinuity => Some(s.clone()),
+            _ => None,
+        })
+        .expect("a segment after the discontinuity");
+    assert_eq!(start.program_date_time_ms, NOW_MS + 2000);
+    assert_eq!(p.stats().frames_dropped, 27);
+}
+
+#[test]
+fn a_new_decoder_config_gives_a_new_init_and_discontinuity() {
+    let mut p = Packager::new(video_only()).expect("settings");
+    p.push(Input::Config(video_config()), NOW_MS)
+        .expect("config");
+    for f in video_frames(30, 30, 20) {
+        p.push(Input::Frame(f), NOW_MS).expect("frame");
+    }
+    let TrackConfig::Video(mut v) = video_config() else {
+        unreachable!()
+    };
+    v.width = 640;
+    p.push(Input::Config(TrackConfig::Video(v)), NOW_MS)
+        .expect("config");
+    for f in video_frames(30, 30, 40).into_iter().skip(20) {
+        p.push(Input::Frame(f), NOW_MS).expect("frame");
+    }
+    let mut t = Vec::new();
+    while let Some(o) = p.poll_output() {
+        t.push(o);
+    }
+    let t = trace(&t);
+    let i1 = t.iter().position(|s| s == "I1").expect("second init");
+    assert!(t[i1 + 1].ends_with('d'), "{t:?}");
+}
+
+#[test]
+fn first_msn_is_honoured() {
+    let settings = PackagerSettings {
+        first_msn: 41,
+        ..video_only()
+    };
+    let (out, _) = run(settings, &[video_config()], video_frames(30, 60, 61));
+    assert_eq!(trace(&out)[1], "S41");
+}
+
+#[test]
+fn bad_settings_are_refused() {
+    assert!(Packager::new(PackagerSettings {
+        part_target_ms: 10,
+        ..PackagerSettings::default()
+    })
+    .is_err());
+    assert!(Packager::new(PackagerSettings {
+        segment_target_ms: 100,
+        ..PackagerSettings::default()
+    })
+    .is_err());
+}
+
+/// Invariants over any output sequence.
+fn check_invariants(
+    out: &[Output],
+    settings: &PackagerSettings,
+    cfr: bool,
+) -> Result<(), TestCaseError> {
+    let td_us = u64::from(settings.target_duration_s()) * 1_000_000;
+    let part_target_us = u64::from(settings.part_target_ms) * 1000;
+    let mut expected_msn: Option<u64> = None;
+    let mut open: Option<(u64, u32)> = None;
+    for o in out {
+        match o {
+            Output::Init(_) => {}
+            Output::SegmentStart(s) => {
+                prop_assert!(open.is_none(), "segment started inside another");
+                if let Some(m) = expected_msn {
+                    prop_assert_eq!(s.msn, m);
+                }
+                open = Some((s.msn, 0));
+            }
+            Output::Part(p) => {
+                let (msn, next) =
+                    open.ok_or_else(|| TestCaseError::fail("part outside a segment"))?;
+                prop_assert_eq!((p.msn, p.index), (msn, next));
+                open = Some((msn, next + 1));
+                // A part runs past the target only by how much its last frame outlasted the one before.
+                let limit = if cfr {
+                    part_target_us
+                } else {
+                    part_target_us + 400_000 + 100
+                };
+                prop_assert!(p.duration_us <= limit, "part {} us", p.duration_us);
+            }
+            Output::SegmentEnd(e) => {
+                let (msn, parts) = open
+                    .take()
+                    .ok_or_else(|| TestCaseError::fail("end outside a segment"))?;
+                prop_assert_eq!((e.msn, e.parts), (msn, parts));
+                // EXTINF rounded to the nearest second never exceeds TARGETDURATION.
+                prop_assert!(
+                    (e.duration_us + 500_000) / 1_000_000 <= td_us / 1_000_000,
+                    "segment {} us",
+                    e.duration_us
+                );
+                expected_msn = Some(msn + 1);
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #[test]
+    fn constant_frame_rates_and_any_gop_keep_every_invariant(
+        fps in prop::sample::select(vec![24i64, 25, 30, 50, 60]),
+        gop in 1i64..400,
+        count in 1i64..600,
+        part_target_ms in prop::sample::select(vec![100u32, 200, 333, 500, 1000]),
+        segment_factor in 1u32..8,
+    ) {
+        let settings = PackagerSettings {
+            part_target_ms,
+            segment_target_ms: part_target_ms * segment_factor,
+            expect_audio: false,
+            ..PackagerSettings::default()
+        };
+        let (out, p) = run(settings.clone(), &[video_config()], video_frames(fps, gop, count));
+        check_invariants(&out, &settings, true)?;
+        prop_assert_eq!(p.stats().frames_dropped, 0);
+    }
+
+    #[test]
+    fn arbitrary_timings_never_panic_and_keep_the_invariants(
+        steps in prop::collection::vec((-200_000i64..200_000, any::<bool>(), any::<bool>()), 1..300),
+    ) {
+        let settings = PackagerSettings::default();
+        let mut video_dts = 0i64;
+        let mut audio_dts = 0i64;
+        let mut frames = Vec::new();
+        for (step, key, is_audio) in steps {
+            if is_audio {
+                audio_dts += step * 48 / 90;
+                frames.push(Frame { track: TrackKind::Audio, dts: audio_dts, cts: 0, keyframe: true, data: Bytes::from_static(&[1]) });
+            } else {
+                video_dts += step;
+                frames.push(Frame { dts: video_dts, ..video_at_ticks(0, key) });
+            }
+        }
+        let (out, p) = run(settings.clone(), &[video_config(), audio_config()], frames);
+        check_invariants(&out, &settings, false)?;
+        // Every output timeline is monotonic per track.
+        let mut last = std::collections::HashMap::new();
+        for o in &out {
+            if let Output::Part(part) = o {
+                for traf in read_fragment(&part.data) {
+                    let prev = last.insert(traf.track_id, traf.base_decode_time).unwrap_or(0);
+                    prop_assert!(traf.base_decode_time >= prev);
+                }
+            }
+        }
+        prop_assert!(p.stats().frames_in >= p.stats().frames_dropped);
+    }
+}

@@ -1,0 +1,272 @@
+//! LL-HLS playlists, written by hand (m3u8-rs cannot write LL-HLS tags).
+//!
+//! ```text
+//! packager::Output --apply--> MediaPlaylist (live window) --render(skip, reports)--> m3u8
+//!                                  |--> blocking::decide(query) -> Ready | Wait | BadRequest
+//! multivariant::render(variants) -> m3u8
+//! ```
+//! `tags` writes one tag per function; `names` maps object names to (msn, part) and back.
+
+pub mod blocking;
+pub mod datetime;
+pub mod multivariant;
+pub mod names;
+pub mod tags;
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+
+use crate::packager::Output;
+
+/// Fixed facts of one media playlist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlaylistSettings {
+    pub target_duration_s: u32,
+    pub part_target_ms: u32,
+    /// Complete segments kept in the live playlist.
+    pub window_segments: usize,
+    /// Prefix of every object URI, relative to the media playlist (e.g. `"7/"`).
+    pub uri_prefix: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartEntry {
+    pub duration_us: u64,
+    pub independent: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentEntry {
+    pub msn: u64,
+    pub program_date_time_ms: i64,
+    pub discontinuity: bool,
+    pub init_index: u32,
+    pub parts: Vec<PartEntry>,
+    /// `None` while the segment is still being written.
+    pub duration_us: Option<u64>,
+}
+
+impl SegmentEntry {
+    fn listed_duration_us(&self) -> u64 {
+        self.duration_us
+            .unwrap_or_else(|| self.parts.iter().map(|p| p.duration_us).sum())
+    }
+}
+
+/// A skip request (`_HLS_skip`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Skip {
+    #[default]
+    No,
+    Yes,
+    /// Also skip date ranges (Sluice writes none, so the same as `Yes`).
+    V2,
+}
+
+/// Another rendition's position, for `EXT-X-RENDITION-REPORT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenditionReport {
+    pub uri: String,
+    pub last_msn: u64,
+    pub last_part: Option<u32>,
+}
+
+/// The live window of one rendition.
+#[derive(Debug, Clone)]
+pub struct MediaPlaylist {
+    settings: PlaylistSettings,
+    segments: VecDeque<SegmentEntry>,
+    discontinuity_sequence: u64,
+    ended: bool,
+}
+
+impl MediaPlaylist {
+    pub fn new(settings: PlaylistSettings) -> Self {
+        Self {
+            settings,
+            segments: VecDeque::new(),
+            discontinuity_sequence: 0,
+            ended: false,
+        }
+    }
+
+    pub fn settings(&self) -> &PlaylistSettings {
+        &self.settings
+    }
+
+    pub fn segments(&self) -> impl Iterator<Item = &SegmentEntry> {
+        self.segments.iter()
+    }
+
+    pub fn is_ended(&self) -> bool {
+        self.ended
+    }
+
+    /// Takes one packager output into the window.
+    pub fn apply(&mut self, output: &Output) {
+        match output {
+            Output::Init(_) => {}
+            Output::SegmentStart(s) => self.segments.push_back(SegmentEntry {
+                msn: s.msn,
+                program_date_time_ms: s.program_date_time_ms,
+                discontinuity: s.discontinuity,
+                init_index: s.init_index,
+                parts: Vec::new(),
+                duration_us: None,
+            }),
+            Output::Part(p) => {
+                if let Some(seg) = self.segments.back_mut().filter(|s| s.msn == p.msn) {
+                    seg.parts.push(PartEntry {
+                        duration_us: p.duration_us,
+                        independent: p.independent,
+                    });
+                }
+            }
+            Output::SegmentEnd(e) => {
+                if let Some(seg) = self.segments.back_mut().filter(|s| s.msn == e.msn) {
+                    seg.duration_us = Some(e.duration_us);
+                }
+                self.trim();
+            }
+        }
+    }
+
+    /// Marks the stream ended: `EXT-X-ENDLIST`, no preload hint, blocking requests answer.
+    pub fn end(&mut self) {
+        // A segment that never got a part is not a segment.
+        if self.segments.back().is_some_and(|s| s.parts.is_empty()) {
+            self.segments.pop_back();
+        }
+        self.ended = true;
+    }
+
+    fn trim(&mut self) {
+        let complete = self
+            .segments
+            .iter()
+            .filter(|s| s.duration_us.is_some())
+            .count();
+        let mut excess = complete.saturating_sub(self.settings.window_segments.max(1));
+        while excess > 0 {
+            match self.segments.pop_front() {
+                Some(s) => {
+                    if s.discontinuity {
+                        self.discontinuity_sequence += 1;
+                    }
+                }
+                None => break,
+            }
+            excess -= 1;
+        }
+    }
+
+    /// The last part listed: (msn, part index), the LAST-MSN/LAST-PART of a report.
+    pub fn last_part(&self) -> Option<(u64, u32)> {
+        self.segments
+            .iter()
+            .rev()
+            .find(|s| !s.parts.is_empty())
+            .map(|s| (s.msn, s.parts.len() as u32 - 1))
+    }
+
+    /// The segment with this sequence number, if still in the window.
+    pub fn segment(&self, msn: u64) -> Option<&SegmentEntry> {
+        let first = self.segments.front()?.msn;
+        self.segments
+            .get(usize::try_from(msn.checked_sub(first)?).ok()?)
+            .filter(|s| s.msn == msn)
+    }
+
+    pub fn first_msn(&self) -> Option<u64> {
+        self.segments.front().map(|s| s.msn)
+    }
+
+    /// The part the next `EXT-X-PRELOAD-HINT` names.
+    pub fn next_part(&self) -> (u64, u32) {
+        match self.segments.back() {
+            Some(s) if s.duration_us.is_none() => (s.msn, s.parts.len() as u32),
+            Some(s) => (s.msn + 1, 0),
+            None => (0, 0),
+        }
+    }
+
+    /// Writes the playlist; `skip` gives a delta update when the client asked for one.
+    pub fn render(&self, skip: Skip, reports: &[RenditionReport]) -> String {
+        let s = &self.settings;
+        let td_us = u64::from(s.target_duration_s) * 1_000_000;
+        let mut out = String::with_capacity(256 + self.segments.len() * 160);
+        let _ = writeln!(out, "#EXTM3U");
+        tags::version(&mut out, 9);
+        tags::target_duration(&mut out, s.target_duration_s);
+        tags::server_control(&mut out, s.part_target_ms, s.target_duration_s);
+        tags::part_inf(&mut out, s.part_target_ms);
+        let first_msn = self.first_msn().unwrap_or(0);
+        tags::media_sequence(&mut out, first_msn);
+        tags::discontinuity_sequence(&mut out, self.discontinuity_sequence);
+
+        // Where the window ends, to decide which segments keep parts or may be skipped.
+        let listed: Vec<&SegmentEntry> = self
+            .segments
+            .iter()
+            .filter(|s| !s.parts.is_empty())
+            .collect();
+        let total_us: u64 = listed.iter().map(|s| s.listed_duration_us()).sum();
+        let mut skipped = 0usize;
+        if skip != Skip::No && !self.ended {
+            let skip_until_us = 6 * td_us;
+            let mut end_us = 0u64;
+            for seg in &listed {
+                end_us += seg.listed_duration_us();
+                if seg.duration_us.is_none() || total_us - end_us < skip_until_us {
+                    break;
+                }
+                skipped += 1;
+            }
+            if skipped > 0 {
+                tags::skip(&mut out, skipped);
+            }
+        }
+
+        let parts_from_us = total_us.saturating_sub(3 * td_us);
+        let mut start_us = 0u64;
+        let mut current_init = None;
+        for (i, seg) in listed.iter().enumerate() {
+            let seg_end_us = start_us + seg.listed_duration_us();
+            let seg_start_us = start_us;
+            start_us = seg_end_us;
+            if i < skipped {
+                continue;
+            }
+            if seg.discontinuity && i > 0 {
+                tags::discontinuity(&mut out);
+            }
+            if current_init != Some(seg.init_index) {
+                tags::map(&mut out, &s.uri_prefix, seg.init_index);
+                current_init = Some(seg.init_index);
+            }
+            let _ = seg_start_us;
+            tags::program_date_time(&mut out, seg.program_date_time_ms);
+            if seg_end_us > parts_from_us || seg.duration_us.is_none() {
+                for (p, part) in seg.parts.iter().enumerate() {
+                    tags::part(&mut out, &s.uri_prefix, seg.msn, p as u32, part);
+                }
+            }
+            if let Some(d) = seg.duration_us {
+                tags::segment(&mut out, &s.uri_prefix, seg.msn, d);
+            }
+        }
+        if self.ended {
+            tags::endlist(&mut out);
+        } else {
+            let (msn, part) = self.next_part();
+            tags::preload_hint(&mut out, &s.uri_prefix, msn, part);
+            for r in reports {
+                tags::rendition_report(&mut out, r);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;

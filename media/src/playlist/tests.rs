@@ -1,0 +1,213 @@
+use super::blocking::{decide, Decision, Directives};
+use super::*;
+use crate::packager::{Part, SegmentEnd, SegmentStart};
+
+fn settings() -> PlaylistSettings {
+    PlaylistSettings {
+        target_duration_s: 3,
+        part_target_ms: 200,
+        window_segments: 10,
+        uri_prefix: "1/".into(),
+    }
+}
+
+fn start(msn: u64, disc: bool) -> Output {
+    Output::SegmentStart(SegmentStart {
+        msn,
+        program_date_time_ms: 1_795_249_986_000 + msn as i64 * 2000,
+        discontinuity: disc,
+        init_index: 0,
+    })
+}
+
+fn part(msn: u64, index: u32) -> Output {
+    Output::Part(Part {
+        msn,
+        index,
+        duration_us: 200_000,
+        independent: index == 0,
+        data: bytes::Bytes::new(),
+    })
+}
+
+fn end(msn: u64) -> Output {
+    Output::SegmentEnd(SegmentEnd {
+        msn,
+        duration_us: 2_000_000,
+        parts: 10,
+        bytes: 0,
+    })
+}
+
+/// `segments` complete 2 s segments of ten 200 ms parts, then `open_parts` parts of the next.
+fn playlist(segments: u64, open_parts: u32) -> MediaPlaylist {
+    let mut pl = MediaPlaylist::new(settings());
+    for msn in 0..segments {
+        pl.apply(&start(msn, false));
+        for p in 0..10 {
+            pl.apply(&part(msn, p));
+        }
+        pl.apply(&end(msn));
+    }
+    pl.apply(&start(segments, false));
+    for p in 0..open_parts {
+        pl.apply(&part(segments, p));
+    }
+    pl
+}
+
+#[test]
+fn live_playlist_exact_text() {
+    let mut pl = MediaPlaylist::new(settings());
+    pl.apply(&start(0, false));
+    pl.apply(&part(0, 0));
+    pl.apply(&part(0, 1));
+    pl.apply(&end(0));
+    pl.apply(&start(1, true));
+    pl.apply(&part(1, 0));
+    let text = pl.render(
+        Skip::No,
+        &[RenditionReport {
+            uri: "../low/index.m3u8".into(),
+            last_msn: 1,
+            last_part: Some(0),
+        }],
+    );
+    assert_eq!(
+        text,
+        "#EXTM3U
+#EXT-X-VERSION:9
+#EXT-X-TARGETDURATION:3
+#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,CAN-SKIP-UNTIL=18.000,PART-HOLD-BACK=0.600,HOLD-BACK=9.000
+#EXT-X-PART-INF:PART-TARGET=0.200
+#EXT-X-MEDIA-SEQUENCE:0
+#EXT-X-DISCONTINUITY-SEQUENCE:0
+#EXT-X-MAP:URI=\"1/init.mp4\"
+#EXT-X-PROGRAM-DATE-TIME:2026-11-21T08:33:06.000Z
+#EXT-X-PART:DURATION=0.20000,URI=\"1/0.0.m4s\",INDEPENDENT=YES
+#EXT-X-PART:DURATION=0.20000,URI=\"1/0.1.m4s\"
+#EXTINF:2.00000,
+1/0.m4s
+#EXT-X-DISCONTINUITY
+#EXT-X-PROGRAM-DATE-TIME:2026-11-21T08:33:08.000Z
+#EXT-X-PART:DURATION=0.20000,URI=\"1/1.0.m4s\",INDEPENDENT=YES
+#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"1/1.1.m4s\"
+#EXT-X-RENDITION-REPORT:URI=\"../low/index.m3u8\",LAST-MSN=1,LAST-PART=0
+"
+    );
+}
+
+#[test]
+fn parts_only_for_the_last_three_target_durations() {
+    let text = playlist(8, 3).render(Skip::No, &[]);
+    // 8 × 2 s complete + 0.6 s open: parts listed for segments ending after 16.6 - 9 s.
+    for msn in 0..3 {
+        assert!(
+            !text.contains(&format!("URI=\"1/{msn}.0.m4s\"")),
+            "msn {msn}\n{text}"
+        );
+    }
+    for msn in 3..9 {
+        assert!(
+            text.contains(&format!("URI=\"1/{msn}.0.m4s\"")),
+            "msn {msn}\n{text}"
+        );
+    }
+}
+
+#[test]
+fn window_drops_old_segments_and_counts_discontinuities() {
+    let mut pl = MediaPlaylist::new(PlaylistSettings {
+        window_segments: 2,
+        ..settings()
+    });
+    for msn in 0..5 {
+        pl.apply(&start(msn, msn == 1));
+        pl.apply(&part(msn, 0));
+        pl.apply(&end(msn));
+    }
+    let text = pl.render(Skip::No, &[]);
+    assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:3\n"));
+    assert!(text.contains("#EXT-X-DISCONTINUITY-SEQUENCE:1\n"));
+    assert!(!text.contains("#EXT-X-DISCONTINUITY\n"));
+}
+
+#[test]
+fn delta_update_skips_only_segments_older_than_can_skip_until() {
+    let pl = playlist(10, 2);
+    let full = pl.render(Skip::No, &[]);
+    let delta = pl.render(Skip::Yes, &[]);
+    // 20.4 s listed, CAN-SKIP-UNTIL 18 s: the first segment (ending 18.4 s from the end) goes.
+    assert!(
+        delta.contains("#EXT-X-SKIP:SKIPPED-SEGMENTS=1\n"),
+        "{delta}"
+    );
+    assert!(!delta.contains("\n1/0.m4s\n"));
+    assert!(delta.contains("\n1/1.m4s\n"));
+    assert!(delta.contains("#EXT-X-MAP:URI=\"1/init.mp4\""));
+    // Everything after the skipped segment is the same as in the full playlist.
+    let tail = |t: &str| t[t.find("1/1.m4s").unwrap_or(0)..].to_string();
+    assert_eq!(tail(&full), tail(&delta));
+    // Too short to skip anything: no SKIP tag.
+    assert!(!playlist(3, 1).render(Skip::V2, &[]).contains("EXT-X-SKIP"));
+}
+
+#[test]
+fn ended_playlist_has_endlist_and_no_hint() {
+    let mut pl = playlist(2, 0);
+    pl.end();
+    let text = pl.render(Skip::No, &[]);
+    assert!(text.ends_with("1/1.m4s\n#EXT-X-ENDLIST\n"), "{text}");
+    assert!(!text.contains("PRELOAD-HINT"));
+}
+
+fn q(s: &str) -> Directives {
+    Directives::parse(s).expect("valid query")
+}
+
+#[test]
+fn blocking_decisions() {
+    let pl = playlist(3, 2); // segments 0..=2 complete, segment 3 has parts 0 and 1
+    assert_eq!(decide(&pl, &q("")), Decision::Ready);
+    assert_eq!(decide(&pl, &q("_HLS_msn=2")), Decision::Ready);
+    assert_eq!(decide(&pl, &q("_HLS_msn=3")), Decision::Wait);
+    assert_eq!(decide(&pl, &q("_HLS_msn=3&_HLS_part=1")), Decision::Ready);
+    assert_eq!(decide(&pl, &q("_HLS_msn=3&_HLS_part=2")), Decision::Wait);
+    assert_eq!(decide(&pl, &q("_HLS_msn=4&_HLS_part=0")), Decision::Wait);
+    assert_eq!(decide(&pl, &q("_HLS_msn=5")), Decision::Wait);
+    assert!(matches!(
+        decide(&pl, &q("_HLS_msn=6")),
+        Decision::BadRequest(_)
+    ));
+    assert!(matches!(
+        decide(&pl, &q("_HLS_part=1")),
+        Decision::BadRequest(_)
+    ));
+    // 200 ms parts: the advance part limit is 15.
+    assert_eq!(decide(&pl, &q("_HLS_msn=3&_HLS_part=16")), Decision::Wait);
+    assert!(matches!(
+        decide(&pl, &q("_HLS_msn=3&_HLS_part=17")),
+        Decision::BadRequest(_)
+    ));
+    // A part index past the end of a finished segment means the next segment's first part.
+    assert_eq!(decide(&pl, &q("_HLS_msn=2&_HLS_part=10")), Decision::Ready);
+    let pl = playlist(3, 0);
+    assert_eq!(decide(&pl, &q("_HLS_msn=2&_HLS_part=10")), Decision::Wait);
+}
+
+#[test]
+fn blocking_on_an_ended_playlist_answers_at_once() {
+    let mut pl = playlist(3, 2);
+    pl.end();
+    assert_eq!(decide(&pl, &q("_HLS_msn=4")), Decision::Ready);
+}
+
+#[test]
+fn directive_parse_errors_name_the_parameter() {
+    assert_eq!(
+        Directives::parse("_HLS_msn=x").map_err(|e| e.to_string()),
+        Err("_HLS_msn must be a non-negative integer, got \"x\"".to_string())
+    );
+    assert!(Directives::parse("_HLS_skip=NO").is_err());
+    assert_eq!(q("token=abc&_HLS_skip=v2").skip, Skip::V2);
+}
