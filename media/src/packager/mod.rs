@@ -41,6 +41,12 @@ const MAX_BUFFERED_FRAMES: usize = 1_500;
 const MAX_DRIVE_GAP_US: i64 = 400_000;
 /// The same for a follower track (audio beside video), whose gaps do not cut parts.
 const MAX_FOLLOWER_GAP_US: i64 = 5_000_000;
+/// RTMP rounds each timestamp to the millisecond, so n frames span n × frame ± 1 ms.
+/// PART-TARGET is a whole number of frames plus this, so no part exceeds it.
+const PART_JITTER_US: i64 = 2_000;
+/// A part that is not the last of its segment is at least this share of PART-TARGET
+/// (draft-pantos-hls-rfc8216bis §4.4.4.9); percent.
+const MIN_PART_SHARE_PCT: i64 = 85;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PackagerSettings {
@@ -249,6 +255,9 @@ pub struct Packager {
     reanchor: Option<Anchor>,
     /// After a publisher change: video frames wait for a keyframe.
     need_keyframe: bool,
+    /// PART-TARGET as advertised: the configured target fitted to the frame duration
+    /// seen at the start, fixed for the generation.
+    part_target_us: Option<i64>,
     pdt_anchor: Option<(i64, i64)>,
     outputs: VecDeque<Output>,
     stats: PackagerStats,
@@ -275,6 +284,7 @@ impl Packager {
             discontinuity_pending: false,
             reanchor: Some(Anchor::KeepInputTimes),
             need_keyframe: false,
+            part_target_us: None,
             pdt_anchor: None,
             outputs: VecDeque::new(),
             stats: PackagerStats::default(),
@@ -289,9 +299,46 @@ impl Packager {
         &self.stats
     }
 
+    /// PART-TARGET in milliseconds as the playlist must advertise it: known once the
+    /// first init segment is out (the configured target until then).
+    pub fn part_target_ms(&self) -> u32 {
+        match self.part_target_us {
+            Some(us) => (us as u64).div_ceil(1000) as u32,
+            None => self.settings.part_target_ms,
+        }
+    }
+
     /// The configs of the tracks being packaged (empty before the start).
     pub fn track_configs(&self) -> Vec<&TrackConfig> {
         self.tracks.iter().map(|t| &t.config).collect()
+    }
+
+    /// The multivariant entry for what was packaged so far: codecs, size, bit rates.
+    pub fn variant(&self, uri: String) -> Option<crate::playlist::multivariant::Variant> {
+        if self.tracks.is_empty() {
+            return None;
+        }
+        let stats = &self.stats;
+        let average = (stats.segments_bytes * 8 * 1_000_000).checked_div(stats.segments_us);
+        let video = self.tracks.iter().find_map(|t| match &t.config {
+            TrackConfig::Video(v) => Some(v),
+            TrackConfig::Audio(_) => None,
+        });
+        let measured_fps = (stats.video_frames as f64 * 1e6 / stats.video_us as f64).round();
+        Some(crate::playlist::multivariant::Variant {
+            uri,
+            bandwidth: stats.peak_segment_bps.max(average.unwrap_or(0)),
+            average_bandwidth: average,
+            codecs: self
+                .tracks
+                .iter()
+                .map(|t| t.config.codec_string().to_string())
+                .collect(),
+            resolution: video.map(|v| (v.width, v.height)),
+            frame_rate: video.and_then(|v| v.frame_rate).or_else(|| {
+                (stats.video_us > 0 && measured_fps.is_finite()).then_some(measured_fps)
+            }),
+        })
     }
 
     /// The next output; call until `None` after each `push`.
@@ -398,10 +445,14 @@ impl Packager {
         }
         self.startup.push_back(frame);
 
+        // Video starts at a keyframe with one more frame after it, to see the frame rate.
         let has_key = self
             .startup
             .iter()
-            .any(|f| f.track == TrackKind::Video && f.keyframe);
+            .filter(|f| f.track == TrackKind::Video)
+            .skip_while(|f| !f.keyframe)
+            .nth(1)
+            .is_some();
         let has_audio = self.startup.iter().any(|f| f.track == TrackKind::Audio);
         let ready = (!self.settings.expect_video || has_key)
             && (!self.settings.expect_audio || has_audio)
@@ -432,11 +483,8 @@ impl Packager {
         if audio {
             configs.extend(self.audio_config.clone());
         }
-        for config in configs {
-            let id = match config.kind() {
-                TrackKind::Video => 1,
-                TrackKind::Audio => 2,
-            };
+        // Track ids follow the init segment's order: 1, 2, ...
+        for (id, config) in (1..).zip(configs) {
             self.tracks.push(Track {
                 id,
                 timescale: i64::from(config.timescale().max(1)),
@@ -451,8 +499,45 @@ impl Packager {
         }
         self.drive = 0;
         self.started = true;
+        if self.part_target_us.is_none() {
+            self.part_target_us = Some(self.fitted_part_target_us());
+        }
         self.need_keyframe = video;
         self.init_dirty = true;
+    }
+
+    /// The configured part target as a whole number of drive frames, plus jitter.
+    fn fitted_part_target_us(&self) -> i64 {
+        let configured = i64::from(self.settings.part_target_ms) * 1000;
+        let frame_us = match self.tracks.first().map(|t| &t.config) {
+            Some(TrackConfig::Audio(a)) => {
+                i64::from(a.samples_per_frame) * 1_000_000 / i64::from(a.sample_rate.max(1))
+            }
+            Some(TrackConfig::Video(v)) => {
+                let times: Vec<i64> = self
+                    .startup
+                    .iter()
+                    .filter(|f| f.track == TrackKind::Video)
+                    .map(|f| f.dts)
+                    .collect();
+                let mut steps: Vec<i64> = times
+                    .windows(2)
+                    .map(|w| w[1] - w[0])
+                    .filter(|d| *d > 0)
+                    .collect();
+                steps.sort_unstable();
+                match steps.get(steps.len() / 2) {
+                    Some(ticks) => snap_to_common_rate(
+                        ticks * 1_000_000 / i64::from(crate::frame::VIDEO_TIMESCALE),
+                    ),
+                    None => v.frame_rate.map(|fps| (1e6 / fps) as i64).unwrap_or(33_333),
+                }
+            }
+            None => configured,
+        }
+        .clamp(1_000, 10_000_000);
+        let frames = ((configured + PART_JITTER_US) / frame_us).max(1);
+        frames * frame_us + PART_JITTER_US
     }
 
     fn push_running(&mut self, frame: Frame, now_unix_ms: i64) -> Result<(), PackagerError> {
@@ -522,13 +607,23 @@ impl Packager {
             return Ok(());
         }
 
-        if let Some(part) = self.part {
+        if let (Some(part), Some(segment)) = (self.part, self.segment) {
             let track = &self.tracks[ti];
             let elapsed = out_dts - part.start;
-            let part_target = track.ticks_of_us(i64::from(self.settings.part_target_ms) * 1000);
-            let keyframe_cut = drive_is_video && frame.keyframe && elapsed > 0;
-            if keyframe_cut || elapsed + track.last_duration > part_target {
-                self.close_part(out_dts, frame.keyframe, false)?;
+            let part_target = track.ticks_of_us(self.part_target_us.unwrap_or(0));
+            if elapsed + track.last_duration > part_target {
+                self.close_part(out_dts, frame.keyframe, false, false)?;
+            } else if drive_is_video && frame.keyframe && elapsed > 0 {
+                // A keyframe starts an independent part when the part before it is long
+                // enough, or ends the segment when that one is, so a short part is only
+                // ever the last of its segment. Otherwise it stays inside its part.
+                let half_segment =
+                    track.ticks_of_us(i64::from(self.settings.segment_target_ms) * 500);
+                if elapsed * 100 >= part_target * MIN_PART_SHARE_PCT {
+                    self.close_part(out_dts, true, false, false)?;
+                } else if out_dts - segment.start >= half_segment {
+                    self.close_part(out_dts, true, false, true)?;
+                }
             }
         }
         if self.part.is_none() {
@@ -585,12 +680,14 @@ impl Packager {
 
     /// Writes the open part, ending at `boundary` (drive ticks), then decides whether the
     /// segment ends there too.
-    /// `take_all` puts every queued follower frame in this part (the epoch ends here).
+    /// `take_all` puts every queued follower frame in this part (the epoch ends here);
+    /// `end_segment` ends the segment with it whatever its length.
     fn close_part(
         &mut self,
         boundary: i64,
         next_is_key: bool,
         take_all: bool,
+        end_segment: bool,
     ) -> Result<(), PackagerError> {
         let (Some(part), Some(mut segment)) = (self.part.take(), self.segment) else {
             return Ok(());
@@ -666,10 +763,13 @@ impl Packager {
         let seg_ticks = boundary - segment.start;
         let drive = &self.tracks[self.drive];
         let segment_target = drive.ticks_of_us(i64::from(self.settings.segment_target_ms) * 1000);
-        let part_target = drive.ticks_of_us(i64::from(self.settings.part_target_ms) * 1000);
+        let part_target = drive.ticks_of_us(self.part_target_us.unwrap_or(0));
         let max_segment =
             drive.ticks_of_us(i64::from(self.settings.target_duration_s()) * 1_000_000);
-        if (next_is_key && seg_ticks >= segment_target) || seg_ticks + part_target > max_segment {
+        if end_segment
+            || (next_is_key && seg_ticks >= segment_target)
+            || seg_ticks + part_target > max_segment
+        {
             self.close_segment(boundary);
         }
         Ok(())
@@ -703,7 +803,7 @@ impl Packager {
             .map(|d| d + drive.nominal_duration().max(0));
         if let Some(end) = end {
             if self.part.is_some() {
-                self.close_part(end, false, true)?;
+                self.close_part(end, false, true, true)?;
             }
             self.close_segment(end);
         }
@@ -734,6 +834,33 @@ impl Packager {
         self.stats.discontinuities += 1;
         Ok(())
     }
+}
+
+/// Frame rates encoders use; a measured frame duration within RTMP's millisecond
+/// rounding of one of them is taken to be it.
+const COMMON_FRAME_RATES: [f64; 8] = [
+    24_000.0 / 1001.0,
+    24.0,
+    25.0,
+    30_000.0 / 1001.0,
+    30.0,
+    50.0,
+    60_000.0 / 1001.0,
+    60.0,
+];
+
+fn snap_to_common_rate(frame_us: i64) -> i64 {
+    COMMON_FRAME_RATES
+        .iter()
+        .map(|fps| 1e6 / fps)
+        .filter(|std_us| (std_us - frame_us as f64).abs() <= 1_100.0)
+        .min_by(|a, b| {
+            (a - frame_us as f64)
+                .abs()
+                .total_cmp(&(b - frame_us as f64).abs())
+        })
+        .map(|us| us.round() as i64)
+        .unwrap_or(frame_us)
 }
 
 fn us_of(frame: &Frame, video: &Option<TrackConfig>, audio: &Option<TrackConfig>) -> i64 {

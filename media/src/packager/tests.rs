@@ -114,15 +114,15 @@ fn obs_auto_gop_keeps_segments_within_target_duration() {
     assert_eq!(p.settings().target_duration_s(), 3);
     assert_eq!(
         segment_durations(&out),
-        vec![3_000_000, 3_000_000, 2_333_333, 3_000_000, 3_000_000, 2_333_333]
+        vec![2_800_000, 2_800_000, 2_733_333, 2_800_000, 2_800_000, 2_733_333]
     );
     let t = trace(&out);
     // The segment after the keyframe starts with an independent part.
     let at = t
         .iter()
-        .position(|s| s == "E2:2333333")
+        .position(|s| s == "E2:2733333")
         .expect("segment 2 ends at the keyframe");
-    assert_eq!(t[at - 1], "P2.11:133333");
+    assert_eq!(t[at - 1], "P2.13:133333");
     assert_eq!(t[at + 1], "S3");
     assert_eq!(t[at + 2], "P3.0:200000k");
     // Forced cuts mid-GOP start segments with a dependent part.
@@ -181,6 +181,8 @@ fn audio_only_parts_are_independent_and_below_target() {
     for o in &out {
         if let Output::Part(p) = o {
             assert!(p.independent && p.duration_us <= 200_000, "{p:?}");
+            // The only track is track 1, as in the init segment.
+            assert_eq!(read_fragment(&p.data)[0].track_id, 1);
         }
     }
     assert!(segment_durations(&out)
@@ -315,13 +317,11 @@ fn bad_settings_are_refused() {
 }
 
 /// Invariants over any output sequence.
-fn check_invariants(
-    out: &[Output],
-    settings: &PackagerSettings,
-    cfr: bool,
-) -> Result<(), TestCaseError> {
-    let td_us = u64::from(settings.target_duration_s()) * 1_000_000;
-    let part_target_us = u64::from(settings.part_target_ms) * 1000;
+fn check_invariants(out: &[Output], p: &Packager, cfr: bool) -> Result<(), TestCaseError> {
+    let td_us = u64::from(p.settings().target_duration_s()) * 1_000_000;
+    // What the playlist advertises: the configured target fitted to the frame rate.
+    let part_target_us = u64::from(p.part_target_ms()) * 1000;
+    let mut previous_part: Option<u64> = None;
     let mut expected_msn: Option<u64> = None;
     let mut open: Option<(u64, u32)> = None;
     for o in out {
@@ -333,6 +333,7 @@ fn check_invariants(
                     prop_assert_eq!(s.msn, m);
                 }
                 open = Some((s.msn, 0));
+                previous_part = None;
             }
             Output::Part(p) => {
                 let (msn, next) =
@@ -346,6 +347,15 @@ fn check_invariants(
                     part_target_us + 400_000 + 100
                 };
                 prop_assert!(p.duration_us <= limit, "part {} us", p.duration_us);
+                // Only the last part of a segment may be shorter than 85 % of the target.
+                if let (true, Some(previous)) = (cfr, previous_part) {
+                    prop_assert!(
+                        previous * 100 >= part_target_us * 85,
+                        "short part {} us inside a segment",
+                        previous
+                    );
+                }
+                previous_part = Some(p.duration_us);
             }
             Output::SegmentEnd(e) => {
                 let (msn, parts) = open
@@ -381,7 +391,7 @@ proptest! {
             ..PackagerSettings::default()
         };
         let (out, p) = run(settings.clone(), &[video_config()], video_frames(fps, gop, count));
-        check_invariants(&out, &settings, true)?;
+        check_invariants(&out, &p, true)?;
         prop_assert_eq!(p.stats().frames_dropped, 0);
     }
 
@@ -403,7 +413,7 @@ proptest! {
             }
         }
         let (out, p) = run(settings.clone(), &[video_config(), audio_config()], frames);
-        check_invariants(&out, &settings, false)?;
+        check_invariants(&out, &p, false)?;
         // Every output timeline is monotonic per track.
         let mut last = std::collections::HashMap::new();
         for o in &out {

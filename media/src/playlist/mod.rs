@@ -227,12 +227,15 @@ impl MediaPlaylist {
             }
         }
 
+        // Parts are listed for the last three target durations, and on no more than the
+        // last three segments (what strict validators such as hls-parser require).
         let parts_from_us = total_us.saturating_sub(3 * td_us);
+        let parts_from_index = listed.len().saturating_sub(3);
         let mut start_us = 0u64;
         let mut current_init = None;
         for (i, seg) in listed.iter().enumerate() {
             let seg_end_us = start_us + seg.listed_duration_us();
-            let seg_start_us = start_us;
+
             start_us = seg_end_us;
             if i < skipped {
                 continue;
@@ -244,9 +247,9 @@ impl MediaPlaylist {
                 tags::map(&mut out, &s.uri_prefix, seg.init_index);
                 current_init = Some(seg.init_index);
             }
-            let _ = seg_start_us;
+
             tags::program_date_time(&mut out, seg.program_date_time_ms);
-            if seg_end_us > parts_from_us || seg.duration_us.is_none() {
+            if (seg_end_us > parts_from_us && i >= parts_from_index) || seg.duration_us.is_none() {
                 for (p, part) in seg.parts.iter().enumerate() {
                     tags::part(&mut out, &s.uri_prefix, seg.msn, p as u32, part);
                 }

@@ -1,0 +1,238 @@
+#!/usr/bin/env node
+// Plays an HLS stream with hls.js in headless Chromium and reports what happened.
+// Usage:
+//   node play-hls.mjs --url URL [--min-seconds N] [--timeout-seconds T] [--until-ended]
+//   node play-hls.mjs --dir DIR --playlist REL [same options]   (serves DIR itself)
+// Progress goes to stderr; stdout gets one JSON line:
+//   {"ok":bool,"currentTime":x,"duration":y,"fatalErrors":[...],"nonFatalErrors":n,"latency":z|null,"ended":bool}
+// Exit code 0 only when ok, 1 otherwise, 2 on usage errors.
+import { createServer } from 'node:http';
+import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { chromium } from 'playwright-core';
+
+const CHROMIUM = '/usr/bin/chromium';
+const STEP_TIMEOUT_MS = 30_000; // bound for each browser/page operation
+const POLL_MS = 250;
+
+const CONTENT_TYPES = {
+  '.m3u8': 'application/vnd.apple.mpegurl',
+  '.mp4': 'video/mp4',
+  '.m4s': 'video/iso.segment',
+  '.m4a': 'audio/mp4',
+  '.m4v': 'video/mp4',
+  '.ts': 'video/mp2t',
+  '.aac': 'audio/aac',
+  '.vtt': 'text/vtt',
+  '.js': 'text/javascript',
+  '.html': 'text/html; charset=utf-8',
+};
+
+function usage(message) {
+  if (message) console.error(message);
+  console.error('usage: node play-hls.mjs (--url URL | --dir DIR --playlist REL)'
+    + ' [--min-seconds N] [--timeout-seconds T] [--until-ended]');
+  process.exit(2);
+}
+
+let opts;
+try {
+  opts = parseArgs({
+    options: {
+      url: { type: 'string' },
+      dir: { type: 'string' },
+      playlist: { type: 'string' },
+      'min-seconds': { type: 'string' },
+      'timeout-seconds': { type: 'string', default: '60' },
+      'until-ended': { type: 'boolean', default: false },
+      help: { type: 'boolean', default: false },
+    },
+  }).values;
+} catch (err) {
+  usage(err.message);
+}
+if (opts.help) usage();
+if (Boolean(opts.url) === Boolean(opts.dir)) usage('give exactly one of --url or --dir');
+if (opts.dir && !opts.playlist) usage('--dir needs --playlist');
+const untilEnded = opts['until-ended'];
+// With --until-ended the end of the stream is the goal; otherwise play 5 s by default.
+const minSeconds = Number(opts['min-seconds'] ?? (untilEnded ? 0 : 5));
+const timeoutSeconds = Number(opts['timeout-seconds']);
+if (!Number.isFinite(minSeconds) || !(timeoutSeconds > 0)) usage('bad --min-seconds or --timeout-seconds');
+
+const hlsJsPath = createRequire(import.meta.url).resolve('hls.js/dist/hls.min.js');
+const mediaRoot = opts.dir ? path.resolve(opts.dir) : null;
+
+const PAGE = `<!doctype html>
+<html><head><meta charset="utf-8"><title>play-hls</title></head>
+<body><video id="v" muted playsinline autoplay></video><script src="/hls.js"></script></body></html>`;
+
+// Serves the player page, hls.js and (with --dir) the media files.
+async function handle(req, res) {
+  res.setHeader('Access-Control-Allow-Origin', '*');
+  res.setHeader('Cache-Control', 'no-store');
+  const { pathname } = new URL(req.url, 'http://localhost');
+  let file;
+  if (pathname === '/') {
+    res.writeHead(200, { 'Content-Type': CONTENT_TYPES['.html'] });
+    return res.end(PAGE);
+  } else if (pathname === '/hls.js') {
+    file = hlsJsPath;
+  } else if (mediaRoot && pathname.startsWith('/media/')) {
+    file = path.resolve(mediaRoot, '.' + decodeURIComponent(pathname.slice('/media'.length)));
+    if (!file.startsWith(mediaRoot + path.sep)) file = null; // no escaping DIR
+  }
+  const info = file && (await stat(file).catch(() => null));
+  if (!info || !info.isFile()) {
+    res.writeHead(404, { 'Content-Type': 'text/plain' });
+    return res.end('not found\n');
+  }
+  const type = CONTENT_TYPES[path.extname(file).toLowerCase()] || 'application/octet-stream';
+  res.writeHead(200, { 'Content-Type': type, 'Content-Length': info.size });
+  if (req.method === 'HEAD') return res.end();
+  createReadStream(file).on('error', () => res.destroy()).pipe(res);
+}
+
+// Bounds a promise that could otherwise hang (page calls have no timeout of their own).
+function bounded(promise, ms, what) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} timed out after ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// Runs inside the page: starts hls.js and records events into window.__play.
+function startPlayer(src) {
+  const state = { fatalErrors: [], nonFatalErrors: 0, nonFatalSamples: [], ended: false };
+  window.__play = state;
+  const video = document.getElementById('v');
+  video.addEventListener('ended', () => { state.ended = true; });
+  if (!window.Hls || !window.Hls.isSupported()) {
+    state.fatalErrors.push({ type: 'setup', details: 'hls.js not supported (no MSE?)' });
+    return;
+  }
+  const hls = new window.Hls({ lowLatencyMode: true });
+  window.__hls = hls;
+  hls.on(window.Hls.Events.ERROR, (_event, data) => {
+    const entry = { type: data.type, details: data.details };
+    if (data.response && data.response.code) entry.httpStatus = data.response.code;
+    if (data.frag && data.frag.url) entry.url = data.frag.url;
+    else if (data.url) entry.url = data.url;
+    if (data.error && data.error.message) entry.message = data.error.message;
+    if (data.fatal) {
+      state.fatalErrors.push(entry);
+    } else {
+      state.nonFatalErrors++;
+      state.nonFatalSamples.push(entry); // keep the last few for the timeout report
+      if (state.nonFatalSamples.length > 10) state.nonFatalSamples.shift();
+    }
+  });
+  hls.on(window.Hls.Events.MANIFEST_PARSED, () => { video.play().catch(() => {}); });
+  hls.attachMedia(video);
+  hls.loadSource(src);
+}
+
+// Runs inside the page: a snapshot of playback state.
+function snapshot() {
+  const video = document.getElementById('v');
+  const hls = window.__hls;
+  const state = window.__play;
+  const details = hls && (hls.latestLevelDetails || (hls.levels[hls.currentLevel] || {}).details);
+  // Nudge playback if autoplay stalled in paused state (e.g. play() raced with a load).
+  if (video.paused && !video.ended && video.readyState >= 2) video.play().catch(() => {});
+  return {
+    currentTime: video.currentTime,
+    duration: Number.isFinite(video.duration) ? video.duration : null,
+    fatalErrors: state.fatalErrors,
+    nonFatalErrors: state.nonFatalErrors,
+    nonFatalSamples: state.nonFatalSamples,
+    latency: details && details.live ? hls.latency : null,
+    ended: state.ended || video.ended,
+  };
+}
+
+const result = { ok: false, currentTime: 0, duration: null, fatalErrors: [], nonFatalErrors: 0, latency: null, ended: false };
+let server;
+let browser;
+let finished = false;
+
+async function cleanup() {
+  if (browser) await bounded(browser.close(), 10_000, 'browser close').catch(() => {});
+  if (server) {
+    server.closeAllConnections();
+    await bounded(new Promise((resolve) => server.close(resolve)), 5_000, 'server close').catch(() => {});
+  }
+}
+
+async function finish(reason) {
+  if (finished) return;
+  finished = true;
+  if (reason) result.reason = reason;
+  await cleanup();
+  console.log(JSON.stringify(result));
+  // Playwright kills a browser that is still running when the process exits.
+  process.exit(result.ok ? 0 : 1);
+}
+
+for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => finish(`killed by ${signal}`));
+// Last-resort bound on the whole run, in case a cleanup step itself hangs.
+setTimeout(() => {
+  console.log(JSON.stringify({ ...result, ok: false, reason: 'watchdog expired' }));
+  process.exit(1);
+}, (timeoutSeconds + 90) * 1000).unref();
+
+async function main() {
+  server = createServer((req, res) => handle(req, res).catch(() => res.destroy()));
+  await new Promise((resolve, reject) => server.once('error', reject).listen(0, '127.0.0.1', resolve));
+  const origin = `http://127.0.0.1:${server.address().port}`;
+  const src = opts.url || `${origin}/media/${opts.playlist.split('/').map(encodeURIComponent).join('/')}`;
+
+  // launch() gives Chromium a fresh temporary user-data-dir and deletes it on close.
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    timeout: STEP_TIMEOUT_MS,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic',
+      '--autoplay-policy=no-user-gesture-required'],
+  });
+  const page = await bounded(browser.newPage(), STEP_TIMEOUT_MS, 'new page');
+  page.setDefaultTimeout(STEP_TIMEOUT_MS);
+  const pageErrors = [];
+  page.on('pageerror', (err) => pageErrors.push({ type: 'pageerror', details: err.message }));
+  page.on('crash', () => pageErrors.push({ type: 'crash', details: 'page crashed' }));
+  await page.goto(`${origin}/`, { waitUntil: 'load' });
+  await bounded(page.evaluate(startPlayer, src), STEP_TIMEOUT_MS, 'player start');
+  console.error(`playing ${src}`);
+
+  const deadline = Date.now() + timeoutSeconds * 1000;
+  let lastLog = 0;
+  for (;;) {
+    const snap = await bounded(page.evaluate(snapshot), STEP_TIMEOUT_MS, 'page poll');
+    const { nonFatalSamples, ...rest } = snap;
+    Object.assign(result, rest, { fatalErrors: [...snap.fatalErrors, ...pageErrors] });
+    const reached = snap.currentTime >= minSeconds;
+    if (result.fatalErrors.length > 0) return finish('fatal error');
+    if (untilEnded ? snap.ended && reached : reached) {
+      result.ok = true;
+      return finish();
+    }
+    if (snap.ended) return finish(`ended at ${snap.currentTime.toFixed(3)} s, before --min-seconds`);
+    if (Date.now() >= deadline) {
+      if (nonFatalSamples.length) console.error('recent non-fatal errors:', JSON.stringify(nonFatalSamples));
+      return finish(`timeout after ${timeoutSeconds} s`);
+    }
+    if (Date.now() - lastLog >= 2000) {
+      lastLog = Date.now();
+      console.error(`t=${snap.currentTime.toFixed(2)} latency=${snap.latency ?? '-'} nonFatal=${snap.nonFatalErrors}`);
+    }
+    await sleep(POLL_MS);
+  }
+}
+
+main().catch((err) => finish(`error: ${err.message.split('\n')[0]}`));

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Installs what the media and end-to-end tests need: ffmpeg/ffprobe (fixtures,
+# reference HLS), Chromium (headless playback) and the e2e/js npm packages.
+# Safe to re-run: system packages are only installed when something is missing.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+
+cd "$(dirname "$0")/.."
+CHROMIUM=/usr/bin/chromium
+NODE_MAJOR_MIN=20 # playwright-core requires it
+
+die() { echo "install-test-deps: $*" >&2; exit 1; }
+
+missing=()
+command -v ffmpeg >/dev/null || missing+=(ffmpeg)
+command -v ffprobe >/dev/null || missing+=(ffprobe)
+[ -x "$CHROMIUM" ] || missing+=("$CHROMIUM")
+
+if [ ${#missing[@]} -gt 0 ]; then
+  # ffprobe ships in the ffmpeg package; /usr/bin/chromium in chromium.
+  if [ "$(id -u)" -ne 0 ]; then
+    die "missing: ${missing[*]}. Install as root with:
+  apt-get update && apt-get install -y --no-install-recommends ffmpeg chromium"
+  fi
+  command -v apt-get >/dev/null || die "missing: ${missing[*]}, and apt-get is not available to install them"
+  apt-get update
+  apt-get install -y --no-install-recommends ffmpeg chromium
+fi
+
+# Debian's own nodejs is too old for playwright-core, so Node is not installed here.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  die "missing: node and/or npm. Install Node.js >= $NODE_MAJOR_MIN with npm (https://nodejs.org/en/download)"
+fi
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+[ "$node_major" -ge "$NODE_MAJOR_MIN" ] ||
+  die "node $(node --version) is too old: Node.js >= $NODE_MAJOR_MIN is required"
+
+# Check that every tool actually runs (captured, not piped into head: pipefail + SIGPIPE).
+for tool in ffmpeg ffprobe; do
+  out=$("$tool" -version) || die "'$tool -version' fails (is $tool on PATH?)"
+  echo "${out%%$'\n'*}"
+done
+# The Debian launcher script may print harmless warnings on stderr; show them only on failure.
+"$CHROMIUM" --version 2>/dev/null || { "$CHROMIUM" --version || true; die "$CHROMIUM --version fails"; }
+echo "node $(node --version), npm $(npm --version)"
+
+cd e2e/js
+if [ -f package-lock.json ]; then
+  npm ci --no-audit --no-fund
+else
+  npm install --no-audit --no-fund
+fi
