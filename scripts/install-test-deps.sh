@@ -29,7 +29,7 @@ fi
 
 # Debian's own nodejs is too old for playwright-core, so Node is not installed here.
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
-  die "missing: node and/or npm. Install Node.js >= $NODE_MAJOR_MIN with npm (https://nodejs.org/en/download)"
+  die "missing: node and/or npm. Install Node.js >= $NODE_MAJOR_MIN with npm"
 fi
 node_major=$(node -p 'process.versions.node.split(".")[0]')
 [ "$node_major" -ge "$NODE_MAJOR_MIN" ] ||
@@ -45,7 +45,11 @@ done
 echo "node $(node --version), npm $(npm --version)"
 
 cd e2e/js
-if [ -f package-lock.json ]; then
+# npm ci starts from an empty node_modules; skip it when the install matches the lock.
+if [ -f node_modules/.package-lock.json ] && [ node_modules/.package-lock.json -nt package-lock.json ] &&
+  [ -d node_modules/hls.js ] && [ -d node_modules/hls-parser ] && [ -d node_modules/playwright-core ]; then
+  echo "e2e/js: node_modules up to date"
+elif [ -f package-lock.json ]; then
   npm ci --no-audit --no-fund
 else
   npm install --no-audit --no-fund
