@@ -460,6 +460,44 @@ mod tests {
     }
 
     #[test]
+    fn rtmp_timestamp_rollover_keeps_the_packaged_timeline_continuous() {
+        use crate::packager::{Output, Packager, PackagerSettings};
+        let mut d = FlvDemuxer::new();
+        let mut p = Packager::new(PackagerSettings {
+            expect_audio: false,
+            ..PackagerSettings::default()
+        })
+        .expect("settings");
+        let mut config = vec![0x17, 0, 0, 0, 0];
+        config.extend_from_slice(crate::testing::AVCC_320X180);
+        let input = d.push_video(0, &Bytes::from(config)).expect("config");
+        p.push(input.expect("an input"), 0).expect("push");
+        // Two seconds of 30 fps video whose 32-bit millisecond clock wraps halfway.
+        let start = u32::MAX - 999;
+        for i in 0..60u32 {
+            let ts = start.wrapping_add(i * 1000 / 30);
+            let key = if i % 30 == 0 { 0x17 } else { 0x27 };
+            let body = Bytes::from(vec![key, 1, 0, 0, 0, 0, 0, 0, 1, 0x65]);
+            if let Some(input) = d.push_video(ts, &body).expect("frame") {
+                p.push(input, 0).expect("push");
+            }
+        }
+        p.finish().expect("finish");
+        let mut last_tfdt = 0;
+        while let Some(o) = p.poll_output() {
+            if let Output::Part(part) = o {
+                let tfdt = crate::testing::read_fragment(&part.data)[0].base_decode_time;
+                assert!(tfdt >= last_tfdt);
+                last_tfdt = tfdt;
+            }
+        }
+        assert_eq!(p.stats().discontinuities, 0);
+        assert_eq!(p.stats().frames_dropped, 0);
+        // The encoder's clock is carried through: past 2^32 ms, in 90 kHz ticks.
+        assert!(last_tfdt > u64::from(u32::MAX) * 90);
+    }
+
+    #[test]
     fn frames_before_config_are_refused() {
         let mut d = FlvDemuxer::new();
         assert_eq!(
