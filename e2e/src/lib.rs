@@ -197,6 +197,32 @@ fn last_frame_end(input: &str) -> Result<f64> {
     Ok(ends.get(kind).copied().unwrap_or(0.0) - first.get(kind).copied().unwrap_or(0.0))
 }
 
+/// Makes an FLV test stream with ffmpeg: `testsrc2` at `size`, 30 fps, H.264 with the
+/// given encoder options, plus a 48 kHz AAC sine, `seconds` long.
+pub fn make_test_stream(path: &Path, size: &str, seconds: u32, x264: &[&str]) -> Result<()> {
+    run_ok(
+        Command::new("ffmpeg")
+            .args([
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+            ])
+            .arg(format!("testsrc2=size={size}:rate=30"))
+            .args(["-f", "lavfi", "-i", "sine=sample_rate=48000", "-t"])
+            .arg(seconds.to_string())
+            .args(["-c:v", "libx264", "-threads", "1"])
+            .args(x264)
+            .args(["-c:a", "aac", "-f", "flv"])
+            .arg(path),
+        Duration::from_secs(300),
+    )
+    .map(|_| ())
+}
+
 /// The folder with the project's Node clients (`npm ci` done by the test command).
 pub fn js_dir() -> Result<PathBuf> {
     let dir = workspace_root().join("e2e/js");

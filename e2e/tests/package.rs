@@ -175,40 +175,11 @@ fn hevc_in_enhanced_rtmp_tags_is_packaged() -> Result<()> {
 fn b_frames_keep_their_composition_offsets() -> Result<()> {
     let tmp = TempDir::new("bframes")?;
     let input = tmp.path().join("bframes.flv");
-    run_ok(
-        Command::new("ffmpeg")
-            .args([
-                "-hide_banner",
-                "-loglevel",
-                "error",
-                "-y",
-                "-f",
-                "lavfi",
-                "-i",
-                "testsrc2=size=320x180:rate=30",
-                "-f",
-                "lavfi",
-                "-i",
-                "sine=sample_rate=48000",
-                "-t",
-                "4",
-                "-c:v",
-                "libx264",
-                "-preset",
-                "veryfast",
-                "-bf",
-                "2",
-                "-g",
-                "60",
-                "-threads",
-                "1",
-                "-c:a",
-                "aac",
-                "-f",
-                "flv",
-            ])
-            .arg(&input),
-        Duration::from_secs(60),
+    make_test_stream(
+        &input,
+        "320x180",
+        4,
+        &["-preset", "veryfast", "-bf", "2", "-g", "60"],
     )?;
     let out = tmp.path().join("out");
     package(&input, &out, &[])?;

@@ -7,6 +7,15 @@ use crate::frame::{
     AudioConfig, Frame, TrackConfig, TrackKind, VideoCodec, VideoConfig, VIDEO_TIMESCALE,
 };
 
+/// Bytes from hex digits (white space ignored), for parameter sets kept in tests.
+pub(crate) fn hex(s: &str) -> Vec<u8> {
+    let s: String = s.split_whitespace().collect();
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("test hex"))
+        .collect()
+}
+
 /// avcC of 320x180 High@L1.3 x264 output (ffmpeg testsrc2, 30 fps).
 pub(crate) const AVCC_320X180: &[u8] = &[
     0x01, 0x64, 0x00, 0x0d, 0xff, 0xe1, 0x00, 0x18, 0x67, 0x64, 0x00, 0x0d, 0xac, 0xb4, 0x0a, 0x0c,

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
-use sluice_e2e::{fixture, run_ok, workspace_root};
+use sluice_e2e::{fixture, make_test_stream, run_ok, workspace_root};
 use sluice_media::flv::{FlvDemuxer, FlvFile, FlvTag};
 use sluice_media::{Output, Packager, PackagerSettings};
 
@@ -138,48 +138,26 @@ fn high_bitrate_input(quick: bool) -> Result<PathBuf> {
     if path.exists() {
         return Ok(path);
     }
-    run_ok(
-        Command::new("ffmpeg")
-            .args([
-                "-hide_banner",
-                "-loglevel",
-                "error",
-                "-y",
-                "-f",
-                "lavfi",
-                "-i",
-                "testsrc2=size=1280x720:rate=30",
-                "-f",
-                "lavfi",
-                "-i",
-                "sine=sample_rate=48000",
-                "-t",
-            ])
-            .arg(seconds.to_string())
-            .args([
-                "-c:v",
-                "libx264",
-                "-preset",
-                "ultrafast",
-                "-tune",
-                "zerolatency",
-                "-b:v",
-                "6M",
-                "-minrate",
-                "6M",
-                "-maxrate",
-                "6M",
-                "-bufsize",
-                "1M",
-                "-g",
-                "60",
-                "-c:a",
-                "aac",
-                "-f",
-                "flv",
-            ])
-            .arg(&path),
-        Duration::from_secs(300),
+    make_test_stream(
+        &path,
+        "1280x720",
+        seconds,
+        &[
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+            "-b:v",
+            "6M",
+            "-minrate",
+            "6M",
+            "-maxrate",
+            "6M",
+            "-bufsize",
+            "1M",
+            "-g",
+            "60",
+        ],
     )?;
     Ok(path)
 }

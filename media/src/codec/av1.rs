@@ -212,13 +212,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn hex(s: &str) -> Vec<u8> {
-        let s: String = s.split_whitespace().collect();
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("test hex"))
-            .collect()
-    }
+    use crate::testing::hex;
 
     /// libaom through FFmpeg 5.1's mp4 muxer: testsrc2 320x240, yuv420p.
     const LIBAOM_320X240: &str = "81000c00 0a0b0000 00043cff bcdaf900 40";

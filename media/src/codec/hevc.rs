@@ -694,13 +694,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn hex(s: &str) -> Vec<u8> {
-        let s: String = s.split_whitespace().collect();
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("test hex"))
-            .collect()
-    }
+    use crate::testing::hex;
 
     // libx265 3.5 through FFmpeg 5.1, testsrc2 320x240 at 30 fps, yuv420p (Main).
     const MAIN_VPS: &str = "40010c01ffff01600000030090000003000003003c959809";
