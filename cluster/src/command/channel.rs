@@ -1,0 +1,172 @@
+//! Channels: created, changed and deleted by operators.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Applied, Refusal};
+use crate::model::{Channel, Ingest, LlHlsSettings, Placement, Visibility};
+use crate::state::State;
+
+/// Fields an operator may change on an existing channel; `None` leaves one as it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ChannelPatch {
+    pub title: Option<String>,
+    pub visibility: Option<Visibility>,
+    pub ll_hls: Option<LlHlsSettings>,
+    pub recording: Option<bool>,
+    pub placement: Option<Placement>,
+}
+
+pub(super) struct NewChannel<'a> {
+    pub(super) slug: &'a str,
+    pub(super) title: &'a str,
+    pub(super) visibility: Visibility,
+    pub(super) ingest: &'a Ingest,
+    pub(super) ll_hls: LlHlsSettings,
+    pub(super) recording: bool,
+    pub(super) placement: Placement,
+}
+
+/// A slug is a URL path segment: lower-case letters, digits and dashes.
+pub fn validate_slug(slug: &str) -> Result<(), Refusal> {
+    let ok = (1..=63).contains(&slug.len())
+        && slug
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !slug.starts_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Refusal::invalid(
+            "name",
+            "must be 1 to 63 characters of a-z, 0-9 and '-', not starting with '-'",
+        ))
+    }
+}
+
+fn validate_title(title: &str) -> Result<(), Refusal> {
+    if title.chars().count() > 200 || title.chars().any(char::is_control) {
+        return Err(Refusal::invalid(
+            "title",
+            "must be at most 200 printable characters",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_ll_hls(s: &LlHlsSettings) -> Result<(), Refusal> {
+    if !(50..=5_000).contains(&s.part_target_ms) {
+        return Err(Refusal::invalid(
+            "ll_hls.part_target_ms",
+            "must be within 50..=5000",
+        ));
+    }
+    if s.segment_target_ms < s.part_target_ms || s.segment_target_ms > 60_000 {
+        return Err(Refusal::invalid(
+            "ll_hls.segment_target_ms",
+            "must be at least part_target_ms and at most 60000",
+        ));
+    }
+    if !(3..=10_000).contains(&s.window_segments) {
+        return Err(Refusal::invalid(
+            "ll_hls.window_segments",
+            "must be within 3..=10000",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_placement(state: &State, p: Placement) -> Result<(), Refusal> {
+    match p {
+        Placement::Pinned(node) if !state.nodes.contains_key(&node) => Err(Refusal::invalid(
+            "placement.node",
+            format!("no node {node}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+pub(super) fn create(state: &mut State, at: i64, new: NewChannel<'_>) -> Result<Applied, Refusal> {
+    validate_slug(new.slug)?;
+    validate_title(new.title)?;
+    validate_ll_hls(&new.ll_hls)?;
+    validate_placement(state, new.placement)?;
+    if state.channel_by_slug(new.slug).is_some() {
+        return Err(Refusal::AlreadyExists {
+            what: "channel".into(),
+            name: new.slug.into(),
+        });
+    }
+    state.next_channel_id += 1;
+    let id = state.next_channel_id;
+    state.channels.insert(
+        id,
+        Channel {
+            id,
+            slug: new.slug.into(),
+            title: new.title.into(),
+            visibility: new.visibility,
+            ingest: new.ingest.clone(),
+            ll_hls: new.ll_hls,
+            recording: new.recording,
+            placement: new.placement,
+            created_ms: at,
+            last_generation: 0,
+        },
+    );
+    Ok(Applied::ChannelCreated { id })
+}
+
+pub(super) fn update(
+    state: &mut State,
+    slug: &str,
+    patch: &ChannelPatch,
+) -> Result<Applied, Refusal> {
+    if let Some(t) = &patch.title {
+        validate_title(t)?;
+    }
+    if let Some(s) = &patch.ll_hls {
+        validate_ll_hls(s)?;
+    }
+    if let Some(p) = patch.placement {
+        validate_placement(state, p)?;
+    }
+    let id = state
+        .channel_by_slug(slug)
+        .map(|c| c.id)
+        .ok_or_else(|| Refusal::not_found("channel", slug))?;
+    let Some(channel) = state.channels.get_mut(&id) else {
+        return Err(Refusal::not_found("channel", slug));
+    };
+    if let Some(t) = &patch.title {
+        channel.title = t.clone();
+    }
+    if let Some(v) = patch.visibility {
+        channel.visibility = v;
+    }
+    if let Some(s) = patch.ll_hls {
+        channel.ll_hls = s;
+    }
+    if let Some(r) = patch.recording {
+        channel.recording = r;
+    }
+    if let Some(p) = patch.placement {
+        channel.placement = p;
+    }
+    Ok(Applied::Done)
+}
+
+pub(super) fn delete(state: &mut State, slug: &str) -> Result<Applied, Refusal> {
+    let id = state
+        .channel_by_slug(slug)
+        .map(|c| c.id)
+        .ok_or_else(|| Refusal::not_found("channel", slug))?;
+    if state.active_generation(id).is_some() {
+        return Err(Refusal::ChannelBusy {
+            channel: slug.into(),
+        });
+    }
+    state.channels.remove(&id);
+    // Its keys go with it: a key never verifies against a deleted channel.
+    state.keys.retain(|_, k| k.channel != id);
+    Ok(Applied::Done)
+}

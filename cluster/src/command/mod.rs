@@ -1,0 +1,234 @@
+//! Commands: what a proposer asks of the replicated state. One file per group; each
+//! checks its invariants against the state, then changes it, or refuses with a reason
+//! (and changes nothing).
+
+mod channel;
+mod generation;
+mod key;
+mod node;
+
+pub use channel::{validate_slug, ChannelPatch};
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{
+    ChannelId, Ingest, LlHlsSettings, MediaInfo, NodeId, NodeUrls, Placement, Visibility,
+};
+use crate::state::State;
+
+/// A command with the proposer's clock: `apply` never reads one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    pub at_ms: i64,
+    pub op: Op,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "op")]
+pub enum Op {
+    RegisterNode {
+        node: NodeId,
+        name: String,
+        urls: NodeUrls,
+        lease_ttl_ms: i64,
+    },
+    RenewLease {
+        node: NodeId,
+    },
+    MarkNodeDown {
+        node: NodeId,
+    },
+    CreateChannel {
+        slug: String,
+        title: String,
+        visibility: Visibility,
+        ingest: Ingest,
+        ll_hls: LlHlsSettings,
+        recording: bool,
+        placement: Placement,
+    },
+    UpdateChannel {
+        slug: String,
+        patch: ChannelPatch,
+    },
+    DeleteChannel {
+        slug: String,
+    },
+    CreateKey {
+        channel: String,
+        key_id: String,
+        verifier: String,
+    },
+    RevokeKey {
+        channel: String,
+        key_id: String,
+    },
+    /// A publisher was accepted on `node`: start a generation, or resume the one
+    /// waiting for its publisher to come back.
+    ClaimChannel {
+        channel: String,
+        node: NodeId,
+    },
+    MarkLive {
+        channel: String,
+        generation: u64,
+        node: NodeId,
+    },
+    ReportMedia {
+        channel: String,
+        generation: u64,
+        node: NodeId,
+        last_msn: u64,
+        media: MediaInfo,
+    },
+    MarkReconnecting {
+        channel: String,
+        generation: u64,
+    },
+    EndGeneration {
+        channel: String,
+        generation: u64,
+        failed: bool,
+    },
+}
+
+/// What an applied command answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "applied")]
+pub enum Applied {
+    Done,
+    ChannelCreated {
+        id: ChannelId,
+    },
+    /// A claim won: package as generation `number`, continuing after `last_msn`.
+    Claimed {
+        number: u64,
+        resumed: bool,
+        last_msn: Option<u64>,
+    },
+}
+
+/// Why a command changed nothing. The HTTP layer maps these to 4xx.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "refusal")]
+pub enum Refusal {
+    #[error("{field}: {reason}")]
+    InvalidField { field: String, reason: String },
+    #[error("{what} {name:?} not found")]
+    NotFound { what: String, name: String },
+    #[error("{what} {name:?} already exists")]
+    AlreadyExists { what: String, name: String },
+    #[error("channel {channel:?} is already live on node {origin}")]
+    ChannelAlreadyLive { channel: String, origin: NodeId },
+    #[error("node {node} has no valid lease")]
+    LeaseInvalid { node: NodeId },
+    #[error("node {node} renewed its lease: it is not down")]
+    LeaseStillValid { node: NodeId },
+    #[error("generation {generation} of {channel:?} is not active on node {node}")]
+    NotTheOrigin {
+        channel: String,
+        generation: u64,
+        node: NodeId,
+    },
+    #[error("{what} would go back from {current} to {proposed}")]
+    WentBack {
+        what: String,
+        current: u64,
+        proposed: u64,
+    },
+    #[error("channel {channel:?} has an active generation: stop it first")]
+    ChannelBusy { channel: String },
+    #[error("this stream key verifier already belongs to a channel")]
+    VerifierInUse,
+}
+
+impl Refusal {
+    /// The HTTP status an API answers with.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Refusal::InvalidField { .. } => 422,
+            Refusal::NotFound { .. } => 404,
+            _ => 409,
+        }
+    }
+
+    pub(crate) fn not_found(what: &str, name: impl ToString) -> Self {
+        Refusal::NotFound {
+            what: what.into(),
+            name: name.to_string(),
+        }
+    }
+
+    pub(crate) fn invalid(field: &str, reason: impl Into<String>) -> Self {
+        Refusal::InvalidField {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Applies one command; on refusal the state is unchanged.
+pub fn apply(state: &mut State, cmd: &Command) -> Result<Applied, Refusal> {
+    let at = cmd.at_ms;
+    match &cmd.op {
+        Op::RegisterNode {
+            node,
+            name,
+            urls,
+            lease_ttl_ms,
+        } => node::register(state, at, *node, name, urls, *lease_ttl_ms),
+        Op::RenewLease { node } => node::renew(state, at, *node),
+        Op::MarkNodeDown { node } => node::mark_down(state, at, *node),
+        Op::CreateChannel {
+            slug,
+            title,
+            visibility,
+            ingest,
+            ll_hls,
+            recording,
+            placement,
+        } => channel::create(
+            state,
+            at,
+            channel::NewChannel {
+                slug,
+                title,
+                visibility: *visibility,
+                ingest,
+                ll_hls: *ll_hls,
+                recording: *recording,
+                placement: *placement,
+            },
+        ),
+        Op::UpdateChannel { slug, patch } => channel::update(state, slug, patch),
+        Op::DeleteChannel { slug } => channel::delete(state, slug),
+        Op::CreateKey {
+            channel,
+            key_id,
+            verifier,
+        } => key::create(state, at, channel, key_id, verifier),
+        Op::RevokeKey { channel, key_id } => key::revoke(state, at, channel, key_id),
+        Op::ClaimChannel { channel, node } => generation::claim(state, at, channel, *node),
+        Op::MarkLive {
+            channel,
+            generation,
+            node,
+        } => generation::mark_live(state, at, channel, *generation, *node),
+        Op::ReportMedia {
+            channel,
+            generation,
+            node,
+            last_msn,
+            media,
+        } => generation::report_media(state, at, channel, *generation, *node, *last_msn, media),
+        Op::MarkReconnecting {
+            channel,
+            generation,
+        } => generation::mark_reconnecting(state, at, channel, *generation),
+        Op::EndGeneration {
+            channel,
+            generation,
+            failed,
+        } => generation::end(state, at, channel, *generation, *failed),
+    }
+}

@@ -1,0 +1,84 @@
+//! Nodes and their leases: liveness is per node, one write per renewal.
+
+use super::{Applied, Refusal};
+use crate::model::{GenerationState, Lease, Node, NodeId, NodeUrls};
+use crate::state::State;
+
+/// Bounds on a lease's time to live: shorter flaps on a slow disk, longer leaves a dead
+/// node's channels waiting too long.
+const LEASE_TTL_MS: std::ops::RangeInclusive<i64> = 1_000..=120_000;
+
+pub(super) fn register(
+    state: &mut State,
+    at: i64,
+    id: NodeId,
+    name: &str,
+    urls: &NodeUrls,
+    lease_ttl_ms: i64,
+) -> Result<Applied, Refusal> {
+    if name.is_empty() || name.len() > 64 {
+        return Err(Refusal::invalid("name", "must be 1 to 64 characters"));
+    }
+    if !LEASE_TTL_MS.contains(&lease_ttl_ms) {
+        return Err(Refusal::invalid(
+            "lease_ttl_ms",
+            format!(
+                "must be within {}..={}",
+                LEASE_TTL_MS.start(),
+                LEASE_TTL_MS.end()
+            ),
+        ));
+    }
+    if state.nodes.values().any(|n| n.name == name && n.id != id) {
+        return Err(Refusal::AlreadyExists {
+            what: "node name".into(),
+            name: name.into(),
+        });
+    }
+    // The lease starts now: a node never appears with an expired heartbeat.
+    state.nodes.insert(
+        id,
+        Node {
+            id,
+            name: name.into(),
+            urls: urls.clone(),
+            lease: Lease {
+                heartbeat_ms: at,
+                ttl_ms: lease_ttl_ms,
+            },
+            down: false,
+        },
+    );
+    Ok(Applied::Done)
+}
+
+pub(super) fn renew(state: &mut State, at: i64, id: NodeId) -> Result<Applied, Refusal> {
+    let node = state
+        .nodes
+        .get_mut(&id)
+        .ok_or_else(|| Refusal::not_found("node", id))?;
+    // Heartbeats never go back (a delayed renewal proposed earlier changes nothing).
+    node.lease.heartbeat_ms = node.lease.heartbeat_ms.max(at);
+    node.down = false;
+    Ok(Applied::Done)
+}
+
+pub(super) fn mark_down(state: &mut State, at: i64, id: NodeId) -> Result<Applied, Refusal> {
+    let node = state
+        .nodes
+        .get_mut(&id)
+        .ok_or_else(|| Refusal::not_found("node", id))?;
+    if node.lease.valid_at(at) {
+        // Renewed since the supervisor looked: the node is alive.
+        return Err(Refusal::LeaseStillValid { node: id });
+    }
+    node.down = true;
+    // Its generations wait for their publishers to reconnect anywhere.
+    for g in state.generations.values_mut().flat_map(|g| g.values_mut()) {
+        if g.origin == id && matches!(g.state, GenerationState::Starting | GenerationState::Live) {
+            g.state = GenerationState::Reconnecting;
+            g.state_since_ms = at;
+        }
+    }
+    Ok(Applied::Done)
+}

@@ -1,0 +1,69 @@
+//! The state machine every replica holds.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::command::{self, Applied, Command, Refusal};
+use crate::model::{Channel, ChannelId, Generation, Node, NodeId, StreamKey};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct State {
+    pub nodes: BTreeMap<NodeId, Node>,
+    pub channels: BTreeMap<ChannelId, Channel>,
+    /// Stream keys by key id.
+    pub keys: BTreeMap<String, StreamKey>,
+    /// Generations by channel, then number.
+    pub generations: BTreeMap<ChannelId, BTreeMap<u64, Generation>>,
+    pub next_channel_id: ChannelId,
+}
+
+impl State {
+    /// Applies a command. Deterministic: the same commands give the same state on every
+    /// replica. A refused command leaves the state as it was.
+    pub fn apply(&mut self, cmd: &Command) -> Result<Applied, Refusal> {
+        command::apply(self, cmd)
+    }
+
+    pub fn channel_by_slug(&self, slug: &str) -> Option<&Channel> {
+        self.channels.values().find(|c| c.slug == slug)
+    }
+
+    /// The channel a stream key verifier belongs to (not revoked).
+    pub fn channel_for_verifier(&self, verifier: &str) -> Option<&Channel> {
+        self.keys
+            .values()
+            .find(|k| k.verifier == verifier && k.revoked_ms.is_none())
+            .and_then(|k| self.channels.get(&k.channel))
+    }
+
+    /// The channel's generation that holds it (starting, live or reconnecting).
+    pub fn active_generation(&self, channel: ChannelId) -> Option<&Generation> {
+        self.generations
+            .get(&channel)?
+            .values()
+            .find(|g| g.state.is_active())
+    }
+
+    pub fn generation(&self, channel: ChannelId, number: u64) -> Option<&Generation> {
+        self.generations.get(&channel)?.get(&number)
+    }
+
+    pub(crate) fn generation_mut(
+        &mut self,
+        channel: ChannelId,
+        number: u64,
+    ) -> Option<&mut Generation> {
+        self.generations.get_mut(&channel)?.get_mut(&number)
+    }
+
+    pub fn all_generations(&self) -> impl Iterator<Item = &Generation> {
+        self.generations.values().flat_map(|g| g.values())
+    }
+
+    pub fn lease_valid(&self, node: NodeId, at_ms: i64) -> bool {
+        self.nodes
+            .get(&node)
+            .is_some_and(|n| !n.down && n.lease.valid_at(at_ms))
+    }
+}

@@ -1,0 +1,38 @@
+//! The leader's supervisor, as a pure decision: from the state and the clock, the
+//! commands to propose. The loop that runs it on the leader lives with the node.
+
+use crate::command::{Command, Op};
+use crate::model::GenerationState;
+use crate::state::State;
+
+/// Commands for what time has made true: nodes whose lease expired are marked down
+/// (their generations wait for a publisher to reconnect), and generations that waited
+/// longer than the reconnect grace end.
+pub fn decide(state: &State, now_ms: i64, reconnect_grace_ms: i64) -> Vec<Command> {
+    let mut out = Vec::new();
+    for node in state.nodes.values() {
+        if !node.down && !node.lease.valid_at(now_ms) {
+            out.push(Command {
+                at_ms: now_ms,
+                op: Op::MarkNodeDown { node: node.id },
+            });
+        }
+    }
+    for g in state.all_generations() {
+        if g.state == GenerationState::Reconnecting
+            && now_ms - g.state_since_ms > reconnect_grace_ms
+        {
+            if let Some(channel) = state.channels.get(&g.channel) {
+                out.push(Command {
+                    at_ms: now_ms,
+                    op: Op::EndGeneration {
+                        channel: channel.slug.clone(),
+                        generation: g.number,
+                        failed: false,
+                    },
+                });
+            }
+        }
+    }
+    out
+}

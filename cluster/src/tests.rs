@@ -1,0 +1,607 @@
+//! `apply` for every command and invariant, and the supervisor's decisions.
+
+use proptest::prelude::*;
+
+use crate::command::{Applied, ChannelPatch, Command, Op, Refusal};
+use crate::model::*;
+use crate::state::State;
+use crate::supervisor;
+
+const TTL: i64 = 5_000;
+const VERIFIER_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+const VERIFIER_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+fn cmd(at_ms: i64, op: Op) -> Command {
+    Command { at_ms, op }
+}
+
+fn register(node: NodeId, at: i64) -> Command {
+    cmd(
+        at,
+        Op::RegisterNode {
+            node,
+            name: format!("node-{node}"),
+            urls: NodeUrls::default(),
+            lease_ttl_ms: TTL,
+        },
+    )
+}
+
+fn create_channel(slug: &str, at: i64) -> Command {
+    cmd(
+        at,
+        Op::CreateChannel {
+            slug: slug.into(),
+            title: "A title".into(),
+            visibility: Visibility::Public,
+            ingest: Ingest::Push,
+            ll_hls: LlHlsSettings::default(),
+            recording: false,
+            placement: Placement::Any,
+        },
+    )
+}
+
+fn claim(slug: &str, node: NodeId, at: i64) -> Command {
+    cmd(
+        at,
+        Op::ClaimChannel {
+            channel: slug.into(),
+            node,
+        },
+    )
+}
+
+/// Three registered nodes at t=0 and channel "news".
+fn cluster() -> State {
+    let mut s = State::default();
+    for n in 1..=3 {
+        s.apply(&register(n, 0)).expect("register");
+    }
+    assert_eq!(
+        s.apply(&create_channel("news", 0)),
+        Ok(Applied::ChannelCreated { id: 1 })
+    );
+    s
+}
+
+#[test]
+fn a_lease_is_created_with_its_heartbeat_set() {
+    let mut s = State::default();
+    s.apply(&register(7, 12_345)).expect("register");
+    let lease = s.nodes[&7].lease;
+    assert_eq!(lease.heartbeat_ms, 12_345);
+    assert!(lease.valid_at(12_345 + TTL));
+    assert!(!lease.valid_at(12_345 + TTL + 1));
+    // Nothing for the supervisor to do right after registration.
+    assert!(supervisor::decide(&s, 12_345, 30_000).is_empty());
+}
+
+#[test]
+fn node_registration_validates_and_renewal_never_goes_back() {
+    let mut s = cluster();
+    let bad = cmd(
+        0,
+        Op::RegisterNode {
+            node: 9,
+            name: String::new(),
+            urls: NodeUrls::default(),
+            lease_ttl_ms: TTL,
+        },
+    );
+    assert!(matches!(s.apply(&bad), Err(Refusal::InvalidField { field, .. }) if field == "name"));
+    let bad = cmd(
+        0,
+        Op::RegisterNode {
+            node: 9,
+            name: "x".into(),
+            urls: NodeUrls::default(),
+            lease_ttl_ms: 10,
+        },
+    );
+    assert!(
+        matches!(s.apply(&bad), Err(Refusal::InvalidField { field, .. }) if field == "lease_ttl_ms")
+    );
+    let dup = cmd(
+        0,
+        Op::RegisterNode {
+            node: 9,
+            name: "node-1".into(),
+            urls: NodeUrls::default(),
+            lease_ttl_ms: TTL,
+        },
+    );
+    assert!(matches!(s.apply(&dup), Err(Refusal::AlreadyExists { .. })));
+    s.apply(&cmd(4_000, Op::RenewLease { node: 1 }))
+        .expect("renew");
+    s.apply(&cmd(3_000, Op::RenewLease { node: 1 }))
+        .expect("late renew");
+    assert_eq!(s.nodes[&1].lease.heartbeat_ms, 4_000);
+    assert!(matches!(
+        s.apply(&cmd(0, Op::RenewLease { node: 42 })),
+        Err(Refusal::NotFound { .. })
+    ));
+}
+
+#[test]
+fn channels_validate_every_field_and_slugs_are_unique() {
+    let mut s = cluster();
+    for slug in ["", "UPPER", "-dash", "with space", "a/b", &"x".repeat(64)] {
+        assert!(
+            matches!(s.apply(&create_channel(slug, 1)), Err(Refusal::InvalidField { ref field, .. }) if field == "name"),
+            "{slug:?}"
+        );
+    }
+    assert!(matches!(
+        s.apply(&create_channel("news", 1)),
+        Err(Refusal::AlreadyExists { .. })
+    ));
+    let mut bad = create_channel("sport", 1);
+    if let Op::CreateChannel { ll_hls, .. } = &mut bad.op {
+        ll_hls.part_target_ms = 10;
+    }
+    assert!(
+        matches!(s.apply(&bad), Err(Refusal::InvalidField { field, .. }) if field == "ll_hls.part_target_ms")
+    );
+    let mut bad = create_channel("sport", 1);
+    if let Op::CreateChannel { placement, .. } = &mut bad.op {
+        *placement = Placement::Pinned(99);
+    }
+    assert!(
+        matches!(s.apply(&bad), Err(Refusal::InvalidField { field, .. }) if field == "placement.node")
+    );
+    // Refusals change nothing.
+    assert_eq!(s.channels.len(), 1);
+    assert_eq!(s.next_channel_id, 1);
+    assert_eq!(
+        s.apply(&create_channel("sport", 1)),
+        Ok(Applied::ChannelCreated { id: 2 })
+    );
+}
+
+#[test]
+fn channel_update_and_delete() {
+    let mut s = cluster();
+    let patch = ChannelPatch {
+        title: Some("Evening news".into()),
+        recording: Some(true),
+        ..ChannelPatch::default()
+    };
+    s.apply(&cmd(
+        1,
+        Op::UpdateChannel {
+            slug: "news".into(),
+            patch,
+        },
+    ))
+    .expect("update");
+    let c = s.channel_by_slug("news").expect("channel");
+    assert_eq!((c.title.as_str(), c.recording), ("Evening news", true));
+    let bad = ChannelPatch {
+        title: Some("bad\u{7}".into()),
+        ..ChannelPatch::default()
+    };
+    assert!(matches!(
+        s.apply(&cmd(
+            1,
+            Op::UpdateChannel {
+                slug: "news".into(),
+                patch: bad
+            }
+        )),
+        Err(Refusal::InvalidField { .. })
+    ));
+    assert!(matches!(
+        s.apply(&cmd(
+            1,
+            Op::UpdateChannel {
+                slug: "nope".into(),
+                patch: ChannelPatch::default()
+            }
+        )),
+        Err(Refusal::NotFound { .. })
+    ));
+    // A live channel cannot be deleted; an idle one takes its keys with it.
+    s.apply(&cmd(
+        1,
+        Op::CreateKey {
+            channel: "news".into(),
+            key_id: "k1".into(),
+            verifier: VERIFIER_A.into(),
+        },
+    ))
+    .expect("key");
+    s.apply(&claim("news", 1, 2)).expect("claim");
+    assert!(matches!(
+        s.apply(&cmd(
+            3,
+            Op::DeleteChannel {
+                slug: "news".into()
+            }
+        )),
+        Err(Refusal::ChannelBusy { .. })
+    ));
+    s.apply(&cmd(
+        4,
+        Op::EndGeneration {
+            channel: "news".into(),
+            generation: 1,
+            failed: false,
+        },
+    ))
+    .expect("end");
+    s.apply(&cmd(
+        5,
+        Op::DeleteChannel {
+            slug: "news".into(),
+        },
+    ))
+    .expect("delete");
+    assert!(s.channel_for_verifier(VERIFIER_A).is_none());
+    assert!(s.keys.is_empty());
+}
+
+#[test]
+fn keys_verify_against_exactly_one_channel_until_revoked() {
+    let mut s = cluster();
+    s.apply(&create_channel("sport", 0)).expect("channel");
+    let key = |channel: &str, key_id: &str, verifier: &str| {
+        cmd(
+            1,
+            Op::CreateKey {
+                channel: channel.into(),
+                key_id: key_id.into(),
+                verifier: verifier.into(),
+            },
+        )
+    };
+    s.apply(&key("news", "k1", VERIFIER_A)).expect("key");
+    assert_eq!(
+        s.channel_for_verifier(VERIFIER_A).map(|c| c.slug.as_str()),
+        Some("news")
+    );
+    assert_eq!(
+        s.apply(&key("sport", "k2", VERIFIER_A)),
+        Err(Refusal::VerifierInUse)
+    );
+    assert!(matches!(
+        s.apply(&key("sport", "k1", VERIFIER_B)),
+        Err(Refusal::AlreadyExists { .. })
+    ));
+    assert!(matches!(
+        s.apply(&key("gone", "k3", VERIFIER_B)),
+        Err(Refusal::NotFound { .. })
+    ));
+    assert!(
+        matches!(s.apply(&key("news", "k3", "ABC")), Err(Refusal::InvalidField { field, .. }) if field == "verifier")
+    );
+    assert!(
+        matches!(s.apply(&key("news", "k/3", VERIFIER_B)), Err(Refusal::InvalidField { field, .. }) if field == "key_id")
+    );
+    // Revoking through another channel is not found; through its own, it stops verifying.
+    assert!(matches!(
+        s.apply(&cmd(
+            2,
+            Op::RevokeKey {
+                channel: "sport".into(),
+                key_id: "k1".into()
+            }
+        )),
+        Err(Refusal::NotFound { .. })
+    ));
+    s.apply(&cmd(
+        2,
+        Op::RevokeKey {
+            channel: "news".into(),
+            key_id: "k1".into(),
+        },
+    ))
+    .expect("revoke");
+    assert!(s.channel_for_verifier(VERIFIER_A).is_none());
+    assert_eq!(s.keys["k1"].revoked_ms, Some(2));
+}
+
+#[test]
+fn two_nodes_claim_one_channel_exactly_one_wins() {
+    let mut s = cluster();
+    let first = s.apply(&claim("news", 1, 10));
+    let second = s.apply(&claim("news", 2, 10));
+    assert_eq!(
+        first,
+        Ok(Applied::Claimed {
+            number: 1,
+            resumed: false,
+            last_msn: None
+        })
+    );
+    assert_eq!(
+        second,
+        Err(Refusal::ChannelAlreadyLive {
+            channel: "news".into(),
+            origin: 1
+        })
+    );
+    assert_eq!(s.all_generations().count(), 1);
+}
+
+#[test]
+fn a_claim_needs_a_valid_lease() {
+    let mut s = cluster();
+    assert_eq!(
+        s.apply(&claim("news", 1, TTL + 1)),
+        Err(Refusal::LeaseInvalid { node: 1 })
+    );
+    assert_eq!(
+        s.apply(&claim("news", 99, 1)),
+        Err(Refusal::LeaseInvalid { node: 99 })
+    );
+    assert!(matches!(
+        s.apply(&claim("gone", 1, 1)),
+        Err(Refusal::NotFound { .. })
+    ));
+}
+
+#[test]
+fn generation_lifecycle_and_media_sequence_never_goes_back() {
+    let mut s = cluster();
+    s.apply(&claim("news", 1, 10)).expect("claim");
+    let live = |node| {
+        cmd(
+            20,
+            Op::MarkLive {
+                channel: "news".into(),
+                generation: 1,
+                node,
+            },
+        )
+    };
+    assert!(matches!(
+        s.apply(&live(2)),
+        Err(Refusal::NotTheOrigin { .. })
+    ));
+    s.apply(&live(1)).expect("live");
+    let report = |msn, node| {
+        cmd(
+            30,
+            Op::ReportMedia {
+                channel: "news".into(),
+                generation: 1,
+                node,
+                last_msn: msn,
+                media: MediaInfo::default(),
+            },
+        )
+    };
+    s.apply(&report(5, 1)).expect("report");
+    assert_eq!(
+        s.apply(&report(4, 1)),
+        Err(Refusal::WentBack {
+            what: "last_msn".into(),
+            current: 5,
+            proposed: 4
+        })
+    );
+    assert!(matches!(
+        s.apply(&report(6, 2)),
+        Err(Refusal::NotTheOrigin { .. })
+    ));
+    // The publisher drops, comes back on node 2 within the grace: same generation, after MSN 5.
+    s.apply(&cmd(
+        40,
+        Op::MarkReconnecting {
+            channel: "news".into(),
+            generation: 1,
+        },
+    ))
+    .expect("reconnecting");
+    assert_eq!(
+        s.apply(&claim("news", 2, 50)),
+        Ok(Applied::Claimed {
+            number: 1,
+            resumed: true,
+            last_msn: Some(5)
+        })
+    );
+    assert_eq!(s.generation(1, 1).expect("generation").origin, 2);
+    s.apply(&cmd(
+        60,
+        Op::EndGeneration {
+            channel: "news".into(),
+            generation: 1,
+            failed: false,
+        },
+    ))
+    .expect("end");
+    assert_eq!(
+        s.generation(1, 1).expect("generation").state,
+        GenerationState::Ended
+    );
+    // The next session is a new generation with a higher number.
+    assert_eq!(
+        s.apply(&claim("news", 3, 70)),
+        Ok(Applied::Claimed {
+            number: 2,
+            resumed: false,
+            last_msn: None
+        })
+    );
+    // Ended generations cannot be touched again.
+    assert!(matches!(
+        s.apply(&cmd(
+            80,
+            Op::MarkLive {
+                channel: "news".into(),
+                generation: 1,
+                node: 2
+            }
+        )),
+        Err(Refusal::NotTheOrigin { .. })
+    ));
+}
+
+#[test]
+fn generation_numbers_never_go_back_across_channel_recreation_of_state() {
+    let mut s = cluster();
+    for at in [10, 20, 30] {
+        s.apply(&claim("news", 1, at)).expect("claim");
+        let number = s.active_generation(1).map(|g| g.number).expect("active");
+        s.apply(&cmd(
+            at + 1,
+            Op::EndGeneration {
+                channel: "news".into(),
+                generation: number,
+                failed: true,
+            },
+        ))
+        .expect("end");
+    }
+    let numbers: Vec<u64> = s.all_generations().map(|g| g.number).collect();
+    assert_eq!(numbers, vec![1, 2, 3]);
+    assert_eq!(
+        s.generation(1, 3).expect("generation").state,
+        GenerationState::Failed
+    );
+}
+
+#[test]
+fn supervisor_marks_expired_nodes_down_and_their_generations_reconnecting() {
+    let mut s = cluster();
+    s.apply(&claim("news", 1, 10)).expect("claim");
+    for n in [2, 3] {
+        s.apply(&cmd(6_000, Op::RenewLease { node: n }))
+            .expect("renew");
+    }
+    let decided = supervisor::decide(&s, 6_000, 30_000);
+    assert_eq!(decided, vec![cmd(6_000, Op::MarkNodeDown { node: 1 })]);
+    for c in &decided {
+        s.apply(c).expect("apply decision");
+    }
+    assert!(s.nodes[&1].down);
+    assert_eq!(
+        s.generation(1, 1).expect("generation").state,
+        GenerationState::Reconnecting
+    );
+    // A node that renewed after the supervisor looked is not marked down.
+    s.apply(&cmd(6_500, Op::RenewLease { node: 1 }))
+        .expect("renew");
+    assert_eq!(
+        s.apply(&cmd(6_600, Op::MarkNodeDown { node: 1 })),
+        Err(Refusal::LeaseStillValid { node: 1 })
+    );
+    assert!(!s.nodes[&1].down);
+    // Past the grace, the waiting generation ends.
+    let decided = supervisor::decide(&s, 6_000 + 30_001, 30_000);
+    assert!(decided.contains(&cmd(
+        36_001,
+        Op::EndGeneration {
+            channel: "news".into(),
+            generation: 1,
+            failed: false
+        }
+    )));
+}
+
+#[test]
+fn refusals_map_to_http_statuses() {
+    assert_eq!(Refusal::invalid("name", "x").http_status(), 422);
+    assert_eq!(Refusal::not_found("channel", "x").http_status(), 404);
+    assert_eq!(Refusal::VerifierInUse.http_status(), 409);
+    assert_eq!(
+        Refusal::ChannelAlreadyLive {
+            channel: "x".into(),
+            origin: 1
+        }
+        .http_status(),
+        409
+    );
+}
+
+#[test]
+fn commands_and_state_round_trip_through_serde() {
+    let mut s = cluster();
+    s.apply(&claim("news", 1, 10)).expect("claim");
+    let json = serde_json::to_string(&s).expect("serialize");
+    let back: State = serde_json::from_str(&json).expect("deserialize");
+    assert_eq!(back, s);
+    let c = claim("news", 2, 11);
+    let back: Command = serde_json::from_str(&serde_json::to_string(&c).expect("ser")).expect("de");
+    assert_eq!(back, c);
+}
+
+fn arbitrary_op() -> impl Strategy<Value = Op> {
+    let slug = prop::sample::select(vec!["news", "sport", "music"]).prop_map(String::from);
+    let node = 1u64..=3;
+    let number = 1u64..=4;
+    prop_oneof![
+        (node.clone()).prop_map(|node| Op::RenewLease { node }),
+        (node.clone()).prop_map(|node| Op::MarkNodeDown { node }),
+        (slug.clone(), node.clone()).prop_map(|(channel, node)| Op::ClaimChannel { channel, node }),
+        (slug.clone(), number.clone(), node.clone()).prop_map(|(channel, generation, node)| {
+            Op::MarkLive {
+                channel,
+                generation,
+                node,
+            }
+        }),
+        (slug.clone(), number.clone(), node.clone(), 0u64..20).prop_map(
+            |(channel, generation, node, last_msn)| Op::ReportMedia {
+                channel,
+                generation,
+                node,
+                last_msn,
+                media: MediaInfo::default()
+            }
+        ),
+        (slug.clone(), number.clone()).prop_map(|(channel, generation)| Op::MarkReconnecting {
+            channel,
+            generation
+        }),
+        (slug.clone(), number, any::<bool>()).prop_map(|(channel, generation, failed)| {
+            Op::EndGeneration {
+                channel,
+                generation,
+                failed,
+            }
+        }),
+        slug.prop_map(|slug| Op::DeleteChannel { slug }),
+    ]
+}
+
+proptest! {
+    /// Whatever commands arrive, in any order and with any clock: never two active
+    /// generations for a channel, generation numbers and MSNs never go back, every
+    /// active generation's origin is a node that exists, and replicas agree.
+    #[test]
+    fn invariants_hold_under_arbitrary_commands(ops in prop::collection::vec((arbitrary_op(), 0i64..20_000), 1..200)) {
+        let mut s = State::default();
+        for n in 1..=3 {
+            s.apply(&register(n, 0)).expect("register");
+        }
+        for slug in ["news", "sport", "music"] {
+            s.apply(&create_channel(slug, 0)).expect("channel");
+        }
+        let mut replica = s.clone();
+        let mut last_msn = std::collections::HashMap::new();
+        for (op, at) in ops {
+            let c = cmd(at, op);
+            let before = s.clone();
+            let result = s.apply(&c);
+            prop_assert_eq!(&replica.apply(&c), &result, "replicas disagree");
+            if result.is_err() {
+                prop_assert_eq!(&s, &before, "a refusal changed the state");
+            }
+            for channel in s.channels.keys() {
+                let active = s.all_generations().filter(|g| g.channel == *channel && g.state.is_active()).count();
+                prop_assert!(active <= 1, "{} active generations", active);
+            }
+            for g in s.all_generations() {
+                prop_assert!(s.nodes.contains_key(&g.origin));
+                if let Some(msn) = g.last_msn {
+                    let prev = last_msn.insert((g.channel, g.number), msn).unwrap_or(0);
+                    prop_assert!(msn >= prev);
+                }
+            }
+        }
+        prop_assert_eq!(s, replica);
+    }
+}
