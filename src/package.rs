@@ -61,6 +61,8 @@ pub(crate) fn run(opts: &Options) -> Result<Summary> {
         part_target_ms: opts.part_target_ms,
         segment_target_ms: opts.segment_target_ms,
         first_msn: 0,
+        first_init_index: 0,
+        starts_with_discontinuity: false,
         expect_video: file.header.has_video,
         expect_audio: file.header.has_audio,
     };

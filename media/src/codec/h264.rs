@@ -51,6 +51,14 @@ pub fn parse_avcc_record(record: &[u8]) -> Result<AvcInfo, CodecError> {
         reason: "no sequence parameter set".into(),
     })?;
     let (width, height, frame_rate) = sps_facts(first_sps)?;
+    // The muxer re-reads the record (with its optional High-profile extension): a record
+    // it would refuse is refused here, at the sequence header, not at every part.
+    <mp4_atom::Avcc as mp4_atom::Atom>::decode_body(&mut &record[..]).map_err(|e| {
+        CodecError::Invalid {
+            what: WHAT,
+            reason: e.to_string(),
+        }
+    })?;
     Ok(AvcInfo {
         codec_string: format!("avc1.{:02x}{:02x}{:02x}", record[1], record[2], record[3]),
         width,
@@ -127,8 +135,8 @@ mod tests {
 
     #[test]
     fn truncated_record_is_an_error() {
-        // The trailing High-profile extension is optional; everything before it is not.
-        for len in 0..AVCC_320X180.len() - 4 {
+        // The trailing High-profile extension is optional, but not a part of it.
+        for len in (0..AVCC_320X180.len() - 4).chain(AVCC_320X180.len() - 3..AVCC_320X180.len()) {
             assert!(
                 parse_avcc_record(&AVCC_320X180[..len]).is_err(),
                 "len {len}"

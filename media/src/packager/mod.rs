@@ -39,8 +39,9 @@ const MAX_BUFFERED_FRAMES: usize = 1_500;
 /// A forward step between two drive-track frames larger than this is a timestamp jump
 /// (discontinuity), not a frame gap: it keeps every segment under TARGETDURATION + 0.5 s.
 const MAX_DRIVE_GAP_US: i64 = 400_000;
-/// The same for a follower track (audio beside video), whose gaps do not cut parts.
-const MAX_FOLLOWER_GAP_US: i64 = 5_000_000;
+/// A follower frame (audio beside video) further than this from the drive track's last
+/// frame is from another timeline, or runs ahead of a stalled drive track: dropped.
+const MAX_FOLLOWER_SKEW_US: i64 = 1_000_000;
 /// RTMP rounds each timestamp to the millisecond, so n frames span n × frame ± 1 ms.
 /// PART-TARGET is a whole number of frames plus this, so no part exceeds it.
 const PART_JITTER_US: i64 = 2_000;
@@ -54,6 +55,11 @@ pub struct PackagerSettings {
     pub segment_target_ms: u32,
     /// Media sequence number of the first segment (a continuing generation resumes).
     pub first_msn: u64,
+    /// Index of the first init segment (a resumed generation's inits keep counting,
+    /// so no URL ever names other bytes).
+    pub first_init_index: u32,
+    /// The first segment follows another publisher's (a generation resumed elsewhere).
+    pub starts_with_discontinuity: bool,
     /// Tracks to wait for at startup (from FLV header flags or RTMP metadata).
     pub expect_video: bool,
     pub expect_audio: bool,
@@ -65,6 +71,8 @@ impl Default for PackagerSettings {
             part_target_ms: 200,
             segment_target_ms: 2_000,
             first_msn: 0,
+            first_init_index: 0,
+            starts_with_discontinuity: false,
             expect_video: true,
             expect_audio: true,
         }
@@ -198,6 +206,13 @@ impl Track {
         (i128::from(ticks) * 1_000_000 / i128::from(self.timescale)) as i64
     }
 
+    /// Ticks at or after `us`: where a resumed timeline may start without overlap.
+    fn ticks_at_or_after_us(&self, us: i64) -> i64 {
+        let t = i128::from(self.timescale);
+        (i128::from(us) * t).div_euclid(1_000_000) as i64
+            + i64::from((i128::from(us) * t).rem_euclid(1_000_000) != 0)
+    }
+
     fn ticks_of_us(&self, us: i64) -> i64 {
         (i128::from(us) * i128::from(self.timescale) / 1_000_000) as i64
     }
@@ -219,7 +234,7 @@ struct OpenSegment {
 }
 
 /// How the next frame taken maps input times to the output timeline.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Anchor {
     /// Keep the encoder's times (shifted only if negative).
     KeepInputTimes,
@@ -240,7 +255,8 @@ pub struct Packager {
     audio_config: Option<TrackConfig>,
     started: bool,
     finished: bool,
-    startup: VecDeque<Frame>,
+    /// Frames waiting for the start, each with the wall clock it arrived at.
+    startup: VecDeque<(Frame, i64)>,
     /// Active tracks (video first), and which one drives the cuts.
     tracks: Vec<Track>,
     drive: usize,
@@ -255,6 +271,8 @@ pub struct Packager {
     reanchor: Option<Anchor>,
     /// After a publisher change: video frames wait for a keyframe.
     need_keyframe: bool,
+    /// End of everything written so far (µs of output time): only grows.
+    timeline_end_us: i64,
     /// PART-TARGET as advertised: the configured target fitted to the frame duration
     /// seen at the start, fixed for the generation.
     part_target_us: Option<i64>,
@@ -266,6 +284,8 @@ pub struct Packager {
 impl Packager {
     pub fn new(settings: PackagerSettings) -> Result<Self, PackagerError> {
         settings.validate()?;
+        let first_init_index = settings.first_init_index;
+        let starts_with_discontinuity = settings.starts_with_discontinuity;
         Ok(Self {
             next_msn: settings.first_msn,
             settings,
@@ -277,14 +297,15 @@ impl Packager {
             tracks: Vec::new(),
             drive: 0,
             init_dirty: true,
-            next_init_index: 0,
+            next_init_index: first_init_index,
             segment: None,
             part: None,
             fragment_sequence: 0,
-            discontinuity_pending: false,
+            discontinuity_pending: starts_with_discontinuity,
             reanchor: Some(Anchor::KeepInputTimes),
             need_keyframe: false,
             part_target_us: None,
+            timeline_end_us: 0,
             pdt_anchor: None,
             outputs: VecDeque::new(),
             stats: PackagerStats::default(),
@@ -319,7 +340,9 @@ impl Packager {
             return None;
         }
         let stats = &self.stats;
-        let average = (stats.segments_bytes * 8 * 1_000_000).checked_div(stats.segments_us);
+        let average = (u128::from(stats.segments_bytes) * 8_000_000)
+            .checked_div(u128::from(stats.segments_us))
+            .map(|bps| u64::try_from(bps).unwrap_or(u64::MAX));
         let video = self.tracks.iter().find_map(|t| match &t.config {
             TrackConfig::Video(v) => Some(v),
             TrackConfig::Audio(_) => None,
@@ -392,42 +415,47 @@ impl Packager {
         if !self.started {
             return Ok(());
         }
-        // A new decoder configuration needs a new init segment, from a new segment on.
-        let config_is_video = config.kind() == TrackKind::Video;
-        match self
+        let same_clock = self.tracks.iter().any(|t| {
+            t.config.kind() == config.kind() && t.config.timescale() == config.timescale()
+        });
+        if !same_clock {
+            // A new track, or a new audio clock: start again with the tracks there are.
+            return self.restart();
+        }
+        // A new decoder configuration needs a new init segment, from a new segment on,
+        // starting at a keyframe (a player resets its decoder on a new init).
+        self.close_epoch()?;
+        if let Some(track) = self
             .tracks
             .iter_mut()
             .find(|t| t.config.kind() == config.kind())
         {
-            Some(track) if track.config.timescale() == config.timescale() => {
-                self.close_epoch()?;
-                let track = self
-                    .tracks
-                    .iter_mut()
-                    .find(|t| t.config.kind() == config.kind());
-                if let Some(track) = track {
-                    track.config = config;
-                }
-                self.init_dirty = true;
-                self.discontinuity_pending = true;
-                self.need_keyframe |= config_is_video;
-                Ok(())
-            }
-            // A new track, or a new audio clock: restart the timeline with it.
-            _ => {
-                self.discontinuity()?;
-                let frames: Vec<Frame> = self
-                    .tracks
-                    .iter_mut()
-                    .flat_map(|t| t.queue.drain(..))
-                    .collect();
-                self.stats.frames_dropped += frames.len() as u64;
-                self.tracks.clear();
-                self.started = false;
-                self.init_dirty = true;
-                Ok(())
-            }
+            track.config = config;
         }
+        self.init_dirty = true;
+        self.discontinuity_pending = true;
+        self.need_keyframe = self.has_video();
+        Ok(())
+    }
+
+    fn has_video(&self) -> bool {
+        self.tracks
+            .iter()
+            .any(|t| t.config.kind() == TrackKind::Video)
+    }
+
+    /// Ends the epoch and goes back to startup, to begin again with another set of
+    /// tracks (one joined late, or changed its clock). The timeline continues.
+    fn restart(&mut self) -> Result<(), PackagerError> {
+        self.discontinuity()?;
+        for t in &mut self.tracks {
+            self.stats.frames_dropped += t.queue.len() as u64;
+            t.queue.clear();
+        }
+        self.tracks.clear();
+        self.started = false;
+        self.init_dirty = true;
+        Ok(())
     }
 
     fn push_startup(&mut self, frame: Frame, now_unix_ms: i64) -> Result<(), PackagerError> {
@@ -443,33 +471,36 @@ impl Packager {
             self.startup.pop_front();
             self.stats.frames_dropped += 1;
         }
-        self.startup.push_back(frame);
+        self.startup.push_back((frame, now_unix_ms));
 
         // Video starts at a keyframe with one more frame after it, to see the frame rate.
         let has_key = self
             .startup
             .iter()
-            .filter(|f| f.track == TrackKind::Video)
-            .skip_while(|f| !f.keyframe)
+            .filter(|(f, _)| f.track == TrackKind::Video)
+            .skip_while(|(f, _)| !f.keyframe)
             .nth(1)
             .is_some();
-        let has_audio = self.startup.iter().any(|f| f.track == TrackKind::Audio);
+        let has_audio = self
+            .startup
+            .iter()
+            .any(|(f, _)| f.track == TrackKind::Audio);
         let ready = (!self.settings.expect_video || has_key)
             && (!self.settings.expect_audio || has_audio)
             && (has_key || has_audio);
         let times = self
             .startup
             .iter()
-            .map(|f| us_of(f, &self.video_config, &self.audio_config));
+            .map(|(f, _)| us_of(f, &self.video_config, &self.audio_config));
         let (min, max) = times.fold((i64::MAX, i64::MIN), |(lo, hi), t| (lo.min(t), hi.max(t)));
         let waited = max.saturating_sub(min) >= STARTUP_WAIT_US;
         if !(ready || waited) || !(has_key || has_audio) {
             return Ok(());
         }
         self.start(has_key, has_audio);
-        let buffered: Vec<Frame> = self.startup.drain(..).collect();
-        for frame in buffered {
-            self.push_running(frame, now_unix_ms)?;
+        let buffered: Vec<(Frame, i64)> = self.startup.drain(..).collect();
+        for (frame, arrived_unix_ms) in buffered {
+            self.push_running(frame, arrived_unix_ms)?;
         }
         Ok(())
     }
@@ -504,6 +535,11 @@ impl Packager {
         }
         self.need_keyframe = video;
         self.init_dirty = true;
+        if let Some(Anchor::ResumeAtUs(us)) = self.reanchor {
+            for t in &mut self.tracks {
+                t.floor_out_dts = t.ticks_at_or_after_us(us);
+            }
+        }
     }
 
     /// The configured part target as a whole number of drive frames, plus jitter.
@@ -517,8 +553,8 @@ impl Packager {
                 let times: Vec<i64> = self
                     .startup
                     .iter()
-                    .filter(|f| f.track == TrackKind::Video)
-                    .map(|f| f.dts)
+                    .filter(|(f, _)| f.track == TrackKind::Video)
+                    .map(|(f, _)| f.dts)
                     .collect();
                 let mut steps: Vec<i64> = times
                     .windows(2)
@@ -546,31 +582,42 @@ impl Packager {
             .iter()
             .position(|t| t.config.kind() == frame.track)
         else {
+            // A track that was not there at the start joins at its first keyframe.
+            let joins = frame.track == TrackKind::Audio || frame.keyframe;
+            if joins && !self.tracks.is_empty() {
+                self.restart()?;
+                return self.push_startup(frame, now_unix_ms);
+            }
             self.stats.frames_dropped += 1;
             return Ok(());
         };
         let is_drive = ti == self.drive;
         let drive_is_video = self.tracks[self.drive].config.kind() == TrackKind::Video;
-        if frame.track == TrackKind::Video && self.need_keyframe {
-            if !frame.keyframe {
+        if is_drive && frame.track == TrackKind::Video && self.need_keyframe && !frame.keyframe {
+            self.stats.frames_dropped += 1;
+            return Ok(());
+        }
+        // Jumps in the drive track's input timeline end the epoch. A follower's jumps do
+        // not: its frames are held to the drive's position below.
+        if is_drive {
+            if let Some(last) = self.tracks[ti].last_in_dts {
+                if frame.dts < last || self.tracks[ti].to_us(frame.dts - last) > MAX_DRIVE_GAP_US {
+                    self.discontinuity()?;
+                    if frame.track == TrackKind::Video && !frame.keyframe {
+                        self.stats.frames_dropped += 1;
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        // After a discontinuity the drive track's first frame fixes where the new frames
+        // go; followers wait for it (the few that come first are dropped). At the very
+        // start encoder times are kept, so any track's first frame will do.
+        if let Some(anchor) = self.reanchor {
+            if !is_drive && anchor != Anchor::KeepInputTimes {
                 self.stats.frames_dropped += 1;
                 return Ok(());
             }
-            self.need_keyframe = false;
-        }
-        // Jumps in the input timeline end the epoch.
-        if let Some(last) = self.tracks[ti].last_in_dts {
-            let step_us = self.tracks[ti].to_us(frame.dts - last);
-            let limit = if is_drive {
-                MAX_DRIVE_GAP_US
-            } else {
-                MAX_FOLLOWER_GAP_US
-            };
-            if frame.dts < last || step_us > limit {
-                self.discontinuity()?;
-            }
-        }
-        if let Some(anchor) = self.reanchor.take() {
             let frame_us = self.tracks[ti].to_us(frame.dts);
             let offset_us = match anchor {
                 Anchor::KeepInputTimes => (-frame_us).max(0),
@@ -579,15 +626,27 @@ impl Packager {
             for t in &mut self.tracks {
                 t.offset = t.ticks_of_us(offset_us);
             }
+            // Rounding to ticks must not put the drive's first frame before the floor.
+            let drive = &mut self.tracks[ti];
+            drive.offset = drive.offset.max(drive.floor_out_dts - frame.dts);
+            self.reanchor = None;
         }
-        let track = &mut self.tracks[ti];
-        track.last_in_dts = Some(frame.dts);
+        let track = &self.tracks[ti];
         let out_dts = frame.dts + track.offset;
-        if out_dts < track.last_out_dts.unwrap_or(track.floor_out_dts) || out_dts < 0 {
-            // Overlaps what was already packaged (a follower frame from before a restart).
+        let out_us = track.to_us(out_dts);
+        let overlaps = out_dts < track.last_out_dts.unwrap_or(track.floor_out_dts) || out_dts < 0;
+        // A follower far from the drive's position belongs to another timeline (late
+        // frames from before a jump) or runs ahead of a stalled drive track.
+        let drive = &self.tracks[self.drive];
+        let skewed = !is_drive
+            && drive
+                .last_out_dts
+                .is_some_and(|d| (out_us - drive.to_us(d)).abs() > MAX_FOLLOWER_SKEW_US);
+        if overlaps || skewed {
             self.stats.frames_dropped += 1;
             return Ok(());
         }
+        self.tracks[ti].last_in_dts = Some(frame.dts);
         let frame = Frame {
             dts: out_dts,
             ..frame
@@ -606,13 +665,34 @@ impl Packager {
             track.queue.push_back(frame);
             return Ok(());
         }
+        if frame.keyframe {
+            self.need_keyframe = false;
+        }
 
+        let mut next_start = out_dts;
         if let (Some(part), Some(segment)) = (self.part, self.segment) {
             let track = &self.tracks[ti];
             let elapsed = out_dts - part.start;
             let part_target = track.ticks_of_us(self.part_target_us.unwrap_or(0));
             if elapsed + track.last_duration > part_target {
-                self.close_part(out_dts, frame.keyframe, false, false)?;
+                // A gap (dropped frames) never makes a part longer than PART-TARGET: the
+                // part ends at the target, and the next one starts with the gap.
+                // (Unless the part's frames already reach past the target: a gap longer
+                // than a part cannot be split.)
+                let limit = part.start + part_target;
+                let last = track.last_out_dts.unwrap_or(part.start);
+                let boundary = if last < limit {
+                    out_dts.min(limit)
+                } else {
+                    out_dts
+                };
+                next_start = boundary;
+                self.close_part(
+                    boundary,
+                    frame.keyframe && boundary == out_dts,
+                    false,
+                    false,
+                )?;
             } else if drive_is_video && frame.keyframe && elapsed > 0 {
                 // A keyframe starts an independent part when the part before it is long
                 // enough, or ends the segment when that one is, so a short part is only
@@ -627,7 +707,7 @@ impl Packager {
             }
         }
         if self.part.is_none() {
-            self.open_part(out_dts, now_unix_ms)?;
+            self.open_part(next_start, now_unix_ms)?;
         }
         let track = &mut self.tracks[ti];
         if let Some(prev) = track.last_out_dts {
@@ -783,7 +863,7 @@ impl Packager {
         let duration_us = (drive.to_us(boundary) - drive.to_us(segment.start)).max(0) as u64;
         self.stats.segments_bytes += segment.bytes;
         self.stats.segments_us += duration_us;
-        if let Some(bps) = (segment.bytes * 8 * 1_000_000).checked_div(duration_us) {
+        if let Some(bps) = (segment.bytes.saturating_mul(8_000_000)).checked_div(duration_us) {
             self.stats.peak_segment_bps = self.stats.peak_segment_bps.max(bps);
         }
         self.outputs.push_back(Output::SegmentEnd(SegmentEnd {
@@ -798,9 +878,17 @@ impl Packager {
     /// Ends the open part and segment where the media ends.
     fn close_epoch(&mut self) -> Result<(), PackagerError> {
         let drive = &self.tracks[self.drive];
-        let end = drive
-            .last_out_dts
-            .map(|d| d + drive.nominal_duration().max(0));
+        let part_end = self
+            .part
+            .map(|p| p.start + drive.ticks_of_us(self.part_target_us.unwrap_or(0)));
+        // The last frame lasts as long as the one before it, within the part target.
+        let end = drive.last_out_dts.map(|d| {
+            let estimate = d + drive.nominal_duration().max(0);
+            match part_end {
+                Some(limit) if d < limit => estimate.min(limit),
+                _ => estimate,
+            }
+        });
         if let Some(end) = end {
             if self.part.is_some() {
                 self.close_part(end, false, true, true)?;
@@ -810,27 +898,24 @@ impl Packager {
         Ok(())
     }
 
-    /// The timeline breaks here: close what is open; the next frame continues the
-    /// output timeline after the end of everything written so far.
+    /// The timeline breaks here: close what is open; the next drive frame continues the
+    /// output timeline after the end of everything written so far, from a keyframe.
     fn discontinuity(&mut self) -> Result<(), PackagerError> {
         self.close_epoch()?;
-        let end_us = self
-            .tracks
-            .iter()
-            .filter_map(|t| {
-                t.last_out_dts
-                    .map(|d| t.to_us(d + t.nominal_duration().max(0)))
-            })
-            .max()
-            .unwrap_or(0);
+        let ends = self.tracks.iter().filter_map(|t| {
+            t.last_out_dts
+                .map(|d| t.to_us(d + t.nominal_duration().max(0)))
+        });
+        // Never back: two discontinuities in a row resume where the first one did.
+        self.timeline_end_us = ends.fold(self.timeline_end_us, i64::max);
         for t in &mut self.tracks {
             t.last_in_dts = None;
-            if let Some(last) = t.last_out_dts.take() {
-                t.floor_out_dts = last + t.nominal_duration().max(0);
-            }
+            t.last_out_dts = None;
+            t.floor_out_dts = t.ticks_at_or_after_us(self.timeline_end_us);
         }
-        self.reanchor = Some(Anchor::ResumeAtUs(end_us));
+        self.reanchor = Some(Anchor::ResumeAtUs(self.timeline_end_us));
         self.discontinuity_pending = true;
+        self.need_keyframe = self.has_video() || self.video_config.is_some();
         self.stats.discontinuities += 1;
         Ok(())
     }

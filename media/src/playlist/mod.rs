@@ -223,7 +223,7 @@ impl MediaPlaylist {
                 skipped += 1;
             }
             if skipped > 0 {
-                tags::skip(&mut out, skipped);
+                tags::skip(&mut out, skipped, skip == Skip::V2);
             }
         }
 
@@ -240,7 +240,8 @@ impl MediaPlaylist {
             if i < skipped {
                 continue;
             }
-            if seg.discontinuity && i > 0 {
+            // Also on the first segment listed: the sequence counts only removed tags.
+            if seg.discontinuity {
                 tags::discontinuity(&mut out);
             }
             if current_init != Some(seg.init_index) {

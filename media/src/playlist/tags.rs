@@ -51,8 +51,13 @@ pub fn discontinuity_sequence(out: &mut String, n: u64) {
     let _ = writeln!(out, "#EXT-X-DISCONTINUITY-SEQUENCE:{n}");
 }
 
-pub fn skip(out: &mut String, segments: usize) {
-    let _ = writeln!(out, "#EXT-X-SKIP:SKIPPED-SEGMENTS={segments}");
+/// With `v2` the client also skips date ranges; Sluice writes none, so none were removed.
+pub fn skip(out: &mut String, segments: usize, v2: bool) {
+    let _ = write!(out, "#EXT-X-SKIP:SKIPPED-SEGMENTS={segments}");
+    if v2 {
+        out.push_str(",RECENTLY-REMOVED-DATERANGES=\"\"");
+    }
+    out.push('\n');
 }
 
 pub fn discontinuity(out: &mut String) {

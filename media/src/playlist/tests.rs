@@ -212,3 +212,32 @@ fn directive_parse_errors_name_the_parameter() {
     assert!(Directives::parse("_HLS_skip=NO").is_err());
     assert_eq!(q("token=abc&_HLS_skip=v2").skip, Skip::V2);
 }
+
+#[test]
+fn a_discontinuity_first_in_the_window_keeps_its_tag() {
+    let mut pl = MediaPlaylist::new(PlaylistSettings {
+        window_segments: 2,
+        ..settings()
+    });
+    for msn in 0..3 {
+        pl.apply(&start(msn, msn == 1));
+        pl.apply(&part(msn, 0));
+        pl.apply(&end(msn));
+    }
+    let text = pl.render(Skip::No, &[]);
+    // Segment 1 (discontinuity sequence 1) is first: the count stays 0, the tag stays.
+    assert!(
+        text.contains("#EXT-X-MEDIA-SEQUENCE:1\n#EXT-X-DISCONTINUITY-SEQUENCE:0\n"),
+        "{text}"
+    );
+    assert!(text.contains("#EXT-X-DISCONTINUITY\n"), "{text}");
+}
+
+#[test]
+fn skip_v2_says_no_date_range_was_removed() {
+    let text = playlist(10, 2).render(Skip::V2, &[]);
+    assert!(
+        text.contains("#EXT-X-SKIP:SKIPPED-SEGMENTS=1,RECENTLY-REMOVED-DATERANGES=\"\"\n"),
+        "{text}"
+    );
+}
