@@ -15,6 +15,7 @@
 pub mod command;
 pub mod model;
 pub mod state;
+pub mod store;
 pub mod supervisor;
 
 #[cfg(test)]
