@@ -14,6 +14,7 @@
 
 pub mod command;
 pub mod model;
+pub mod network;
 pub mod state;
 pub mod store;
 pub mod supervisor;

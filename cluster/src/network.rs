@@ -1,0 +1,287 @@
+//! Raft RPC over HTTP on the node's cluster listener. Every request carries the cluster
+//! secret as a bearer token; a request without it is refused with 401 and logged.
+//!
+//! ```text
+//! openraft --append_entries/vote/install_snapshot--> HttpPeer --POST /raft/{rpc}--> peer
+//! peer: router(raft, secret) --check secret--> raft.append_entries(...) --> JSON Result
+//! ```
+//! `Faults` lets tests drop, delay or partition traffic between chosen nodes; the
+//! product runs with none.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use axum::extract::State as AxumState;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{BasicNode, Raft};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::store::{NodeId, TypeConfig};
+
+/// Longest a single RPC may take on the wire, whatever openraft allows.
+const RPC_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Faults injected into outgoing traffic (tests only set them).
+#[derive(Debug, Default)]
+pub struct Faults {
+    /// Pairs (from, to) whose messages are dropped.
+    blocked: RwLock<BTreeSet<(NodeId, NodeId)>>,
+    /// Delay added to every message from a node.
+    delays: RwLock<BTreeMap<NodeId, Duration>>,
+}
+
+impl Faults {
+    /// Cuts every link between the two groups, both ways.
+    pub fn partition(&self, a: &[NodeId], b: &[NodeId]) {
+        let mut blocked = self.blocked.write().unwrap_or_else(PoisonError::into_inner);
+        for x in a {
+            for y in b {
+                blocked.insert((*x, *y));
+                blocked.insert((*y, *x));
+            }
+        }
+    }
+
+    /// Cuts one node off from everybody.
+    pub fn isolate(&self, node: NodeId, others: &[NodeId]) {
+        self.partition(&[node], others);
+    }
+
+    pub fn heal(&self) {
+        self.blocked
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        self.delays
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+
+    pub fn delay(&self, from: NodeId, by: Duration) {
+        self.delays
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(from, by);
+    }
+
+    fn check(&self, from: NodeId, to: NodeId) -> (bool, Duration) {
+        let blocked = self
+            .blocked
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&(from, to));
+        let delay = self
+            .delays
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&from)
+            .copied()
+            .unwrap_or_default();
+        (blocked, delay)
+    }
+}
+
+/// Creates clients to the other nodes.
+#[derive(Clone)]
+pub struct HttpNetwork {
+    from: NodeId,
+    client: reqwest::Client,
+    secret: Arc<str>,
+    faults: Arc<Faults>,
+}
+
+impl HttpNetwork {
+    pub fn new(
+        from: NodeId,
+        secret: Arc<str>,
+        faults: Arc<Faults>,
+    ) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(RPC_TIMEOUT)
+            .build()?;
+        Ok(Self {
+            from,
+            client,
+            secret,
+            faults,
+        })
+    }
+}
+
+pub struct HttpPeer {
+    net: HttpNetwork,
+    target: NodeId,
+    /// The peer's cluster listener, e.g. `http://10.0.0.2:7000`.
+    addr: String,
+}
+
+impl RaftNetworkFactory<TypeConfig> for HttpNetwork {
+    type Network = HttpPeer;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> HttpPeer {
+        HttpPeer {
+            net: self.clone(),
+            target,
+            addr: node.addr.trim_end_matches('/').to_string(),
+        }
+    }
+}
+
+impl HttpPeer {
+    async fn call<Req, Resp, E>(
+        &self,
+        path: &str,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let (blocked, delay) = self.net.faults.check(self.net.from, self.target);
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        if blocked {
+            let e = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "partitioned");
+            return Err(RPCError::Unreachable(Unreachable::new(&e)));
+        }
+        let response = self
+            .net
+            .client
+            .post(format!("{}/raft/{path}", self.addr))
+            .bearer_auth(&*self.net.secret)
+            .timeout(option.hard_ttl().min(RPC_TIMEOUT))
+            .json(req)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_connect() {
+                    RPCError::Unreachable(Unreachable::new(&e))
+                } else {
+                    RPCError::Network(NetworkError::new(&e))
+                }
+            })?;
+        if !response.status().is_success() {
+            let e = std::io::Error::other(format!("{} answered {}", self.addr, response.status()));
+            return Err(RPCError::Network(NetworkError::new(&e)));
+        }
+        let result: Result<Resp, RaftError<NodeId, E>> = response
+            .json()
+            .await
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for HttpPeer {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.call("append", &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        self.call("snapshot", &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.call("vote", &rpc, &option).await
+    }
+}
+
+#[derive(Clone)]
+struct RpcState {
+    raft: Raft<TypeConfig>,
+    secret: Arc<str>,
+}
+
+/// Compares in time independent of where the first difference is.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Whether a request carries the cluster secret.
+pub fn authorized(headers: &HeaderMap, secret: &str) -> bool {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|token| constant_time_eq(token.as_bytes(), secret.as_bytes()))
+}
+
+fn refuse(rpc: &str) -> Response {
+    tracing::warn!(rpc, "Raft RPC refused: missing or wrong cluster secret");
+    (StatusCode::UNAUTHORIZED, "cluster secret required\n").into_response()
+}
+
+/// The Raft RPC routes of the cluster listener.
+pub fn raft_router(raft: Raft<TypeConfig>, secret: Arc<str>) -> Router {
+    Router::new()
+        .route("/raft/append", post(append))
+        .route("/raft/vote", post(vote))
+        .route("/raft/snapshot", post(snapshot))
+        .with_state(RpcState { raft, secret })
+}
+
+async fn append(
+    AxumState(s): AxumState<RpcState>,
+    headers: HeaderMap,
+    Json(req): Json<AppendEntriesRequest<TypeConfig>>,
+) -> Response {
+    if !authorized(&headers, &s.secret) {
+        return refuse("append");
+    }
+    Json(s.raft.append_entries(req).await).into_response()
+}
+
+async fn vote(
+    AxumState(s): AxumState<RpcState>,
+    headers: HeaderMap,
+    Json(req): Json<VoteRequest<NodeId>>,
+) -> Response {
+    if !authorized(&headers, &s.secret) {
+        return refuse("vote");
+    }
+    Json(s.raft.vote(req).await).into_response()
+}
+
+async fn snapshot(
+    AxumState(s): AxumState<RpcState>,
+    headers: HeaderMap,
+    Json(req): Json<InstallSnapshotRequest<TypeConfig>>,
+) -> Response {
+    if !authorized(&headers, &s.secret) {
+        return refuse("snapshot");
+    }
+    Json(s.raft.install_snapshot(req).await).into_response()
+}

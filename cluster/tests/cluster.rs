@@ -1,0 +1,366 @@
+//! In-process clusters over real HTTP on loopback, with faults injected in the network
+//! layer (`tc netem` is not available): forming, leader loss, partitions, restarts,
+//! snapshots to a lagging node, and the cluster secret.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::{BasicNode, Config, Raft, SnapshotPolicy};
+use sluice_cluster::command::{Applied, Command, Op};
+use sluice_cluster::model::{Ingest, Placement, Visibility};
+use sluice_cluster::network::{raft_router, Faults, HttpNetwork};
+use sluice_cluster::store::{open_database, LogStore, NodeId, Response, StateMachine, TypeConfig};
+
+const SECRET: &str = "test-cluster-secret";
+const WAIT: Duration = Duration::from_secs(10);
+
+struct TestNode {
+    id: NodeId,
+    addr: String,
+    raft: Raft<TypeConfig>,
+    sm: StateMachine,
+    server: tokio::task::JoinHandle<()>,
+}
+
+struct TestCluster {
+    dir: tempfile::TempDir,
+    faults: Arc<Faults>,
+    nodes: BTreeMap<NodeId, TestNode>,
+    config: Arc<Config>,
+}
+
+fn config(snapshot_every: u64) -> Arc<Config> {
+    let c = Config {
+        heartbeat_interval: 100,
+        election_timeout_min: 400,
+        election_timeout_max: 800,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(snapshot_every),
+        max_in_snapshot_log_to_keep: 0,
+        purge_batch_size: 1,
+        ..Default::default()
+    };
+    Arc::new(c.validate().expect("valid config"))
+}
+
+fn db_path(dir: &Path, id: NodeId) -> PathBuf {
+    dir.join(format!("node-{id}.redb"))
+}
+
+impl TestCluster {
+    async fn new(snapshot_every: u64) -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("temp dir"),
+            faults: Arc::new(Faults::default()),
+            nodes: BTreeMap::new(),
+            config: config(snapshot_every),
+        }
+    }
+
+    /// Starts node `id` on a fresh port (or its old one) from its redb file.
+    async fn start(&mut self, id: NodeId, addr: Option<String>) {
+        let listener = match &addr {
+            Some(a) => bind_retry(a.trim_start_matches("http://")).await,
+            None => tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind"),
+        };
+        let addr = format!("http://{}", listener.local_addr().expect("addr"));
+        let db = open_retry(&db_path(self.dir.path(), id)).await;
+        let sm = StateMachine::open(db.clone()).expect("state machine");
+        let net = HttpNetwork::new(id, Arc::from(SECRET), self.faults.clone()).expect("client");
+        let raft = Raft::new(id, self.config.clone(), net, LogStore::new(db), sm.clone())
+            .await
+            .expect("raft");
+        let app = raft_router(raft.clone(), Arc::from(SECRET));
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        self.nodes.insert(
+            id,
+            TestNode {
+                id,
+                addr,
+                raft,
+                sm,
+                server,
+            },
+        );
+    }
+
+    /// Stops a node as a crash would: its server and Raft go, its redb file stays.
+    async fn kill(&mut self, id: NodeId) -> String {
+        let node = self.nodes.remove(&id).expect("node to kill");
+        node.server.abort();
+        let _ = node.server.await;
+        node.raft.shutdown().await.expect("shutdown");
+        node.addr
+    }
+
+    async fn form(&mut self, n: NodeId) {
+        for id in 1..=n {
+            self.start(id, None).await;
+        }
+        let first = &self.nodes[&1];
+        first
+            .raft
+            .initialize(BTreeMap::from([(1, BasicNode::new(&first.addr))]))
+            .await
+            .expect("initialize");
+        self.wait_leader(&[1]).await;
+        for id in 2..=n {
+            let addr = self.nodes[&id].addr.clone();
+            first
+                .raft
+                .add_learner(id, BasicNode::new(addr), true)
+                .await
+                .expect("learner");
+        }
+        first
+            .raft
+            .change_membership((1..=n).collect::<BTreeSet<_>>(), false)
+            .await
+            .expect("membership");
+    }
+
+    /// The leader all `among` agree on.
+    async fn wait_leader(&self, among: &[NodeId]) -> NodeId {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let leaders: BTreeSet<Option<NodeId>> = among
+                .iter()
+                .map(|id| self.nodes[id].raft.metrics().borrow().current_leader)
+                .collect();
+            if let (1, Some(Some(leader))) = (leaders.len(), leaders.first()) {
+                if among.contains(leader) {
+                    return *leader;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no leader among {among:?}: {leaders:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn write(&self, leader: NodeId, cmd: Command) -> Result<Response, String> {
+        match tokio::time::timeout(
+            Duration::from_secs(3),
+            self.nodes[&leader].raft.client_write(cmd),
+        )
+        .await
+        {
+            Ok(Ok(r)) => Ok(r.data),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("timed out".into()),
+        }
+    }
+
+    async fn wait_channels(&self, id: NodeId, count: usize) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while self.nodes[&id].sm.read(|s| s.channels.len()) < count {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "node {id} never had {count} channels"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn slugs(&self, id: NodeId) -> BTreeSet<String> {
+        self.nodes[&id]
+            .sm
+            .read(|s| s.channels.values().map(|c| c.slug.clone()).collect())
+    }
+}
+
+async fn bind_retry(addr: &str) -> tokio::net::TcpListener {
+    for _ in 0..50 {
+        if let Ok(l) = tokio::net::TcpListener::bind(addr).await {
+            return l;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("could not bind {addr} again");
+}
+
+/// A killed node's tasks release its redb file shortly after shutdown.
+async fn open_retry(path: &Path) -> Arc<redb::Database> {
+    for _ in 0..50 {
+        if let Ok(db) = open_database(path) {
+            return db;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("could not open {}", path.display());
+}
+
+fn create(slug: &str) -> Command {
+    Command {
+        at_ms: 1,
+        op: Op::CreateChannel {
+            slug: slug.into(),
+            title: String::new(),
+            visibility: Visibility::Public,
+            ingest: Ingest::Push,
+            ll_hls: Default::default(),
+            recording: false,
+            placement: Placement::Any,
+        },
+    }
+}
+
+fn created(r: &Response) -> bool {
+    matches!(r, Response(Some(Ok(Applied::ChannelCreated { .. }))))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_form_and_replicate() {
+    let mut c = TestCluster::new(1000).await;
+    c.form(3).await;
+    let leader = c.wait_leader(&[1, 2, 3]).await;
+    assert!(created(
+        &c.write(leader, create("news")).await.expect("write")
+    ));
+    for id in 1..=3 {
+        c.wait_channels(id, 1).await;
+        assert_eq!(c.slugs(id), BTreeSet::from(["news".to_string()]));
+    }
+    let voters: Vec<NodeId> = c.nodes[&1]
+        .raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .collect();
+    assert_eq!(voters, vec![1, 2, 3]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_elects_another_and_loses_no_acknowledged_write() {
+    let mut c = TestCluster::new(1000).await;
+    c.form(3).await;
+    let leader = c.wait_leader(&[1, 2, 3]).await;
+    let mut acked = BTreeSet::new();
+    for i in 0..20 {
+        let slug = format!("ch-{i}");
+        if c.write(leader, create(&slug))
+            .await
+            .is_ok_and(|r| created(&r))
+        {
+            acked.insert(slug);
+        }
+    }
+    assert_eq!(acked.len(), 20);
+    c.kill(leader).await;
+    let survivors: Vec<NodeId> = c.nodes.keys().copied().collect();
+    let new_leader = c.wait_leader(&survivors).await;
+    assert_ne!(new_leader, leader);
+    for id in &survivors {
+        c.wait_channels(*id, 20).await;
+        assert!(
+            c.slugs(*id).is_superset(&acked),
+            "node {id} lost an acknowledged write"
+        );
+    }
+    assert!(created(
+        &c.write(new_leader, create("after"))
+            .await
+            .expect("write after failover")
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_minority_cannot_commit_and_catches_up_after_healing() {
+    let mut c = TestCluster::new(1000).await;
+    c.form(3).await;
+    let old = c.wait_leader(&[1, 2, 3]).await;
+    let others: Vec<NodeId> = (1..=3).filter(|id| *id != old).collect();
+    c.faults.isolate(old, &others);
+    // The old leader alone cannot commit.
+    assert!(c.write(old, create("minority")).await.is_err());
+    let new_leader = c.wait_leader(&others).await;
+    assert!(created(
+        &c.write(new_leader, create("majority"))
+            .await
+            .expect("majority write")
+    ));
+    c.faults.heal();
+    c.wait_channels(old, 1).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while c.slugs(old) != BTreeSet::from(["majority".to_string()]) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "old leader did not catch up: {:?}",
+            c.slugs(old)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for id in &others {
+        assert!(!c.slugs(*id).contains("minority"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_rejoins_and_a_far_behind_one_gets_a_snapshot() {
+    // Snapshot every 10 entries and keep no log behind it: a node that missed more
+    // than that can only catch up from a snapshot.
+    let mut c = TestCluster::new(10).await;
+    c.form(3).await;
+    let leader = c.wait_leader(&[1, 2, 3]).await;
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    assert!(created(
+        &c.write(leader, create("first")).await.expect("write")
+    ));
+    c.wait_channels(follower, 1).await;
+    let addr = c.kill(follower).await;
+    for i in 0..40 {
+        c.write(leader, create(&format!("while-down-{i}")))
+            .await
+            .expect("write while down");
+    }
+    c.nodes[&leader]
+        .raft
+        .wait(Some(WAIT))
+        .metrics(
+            |m| m.purged.is_some_and(|p| p.index > 5),
+            "the leader purges its log behind a snapshot",
+        )
+        .await
+        .expect("log purged");
+    c.start(follower, Some(addr)).await;
+    c.wait_channels(follower, 41).await;
+    let snapshot = c.nodes[&follower].raft.metrics().borrow().snapshot;
+    assert!(
+        snapshot.is_some(),
+        "the restarted node caught up from a snapshot"
+    );
+    assert_eq!(c.slugs(follower), c.slugs(leader));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_rpc_without_the_cluster_secret_is_refused() {
+    let mut c = TestCluster::new(1000).await;
+    c.form(1).await;
+    let url = format!("{}/raft/vote", c.nodes[&1].addr);
+    let client = reqwest::Client::new();
+    let body =
+        r#"{"vote":{"leader_id":{"term":9,"node_id":2},"committed":false},"last_log_id":null}"#;
+    for auth in [None, Some("Bearer wrong")] {
+        let mut req = client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        let status = req.send().await.expect("request").status();
+        assert_eq!(status, reqwest::StatusCode::UNAUTHORIZED, "auth {auth:?}");
+    }
+    // The node was not disturbed: still leader in term 1.
+    assert_eq!(c.nodes[&1].raft.metrics().borrow().current_term, 1);
+    let _ = c.nodes[&1].id;
+}
