@@ -364,3 +364,167 @@ async fn raft_rpc_without_the_cluster_secret_is_refused() {
     assert_eq!(c.nodes[&1].raft.metrics().borrow().current_term, 1);
     let _ = c.nodes[&1].id;
 }
+
+/// A small deterministic generator, so a failing run can be replayed from its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Writes through whichever node `via` believes leads (a minority side fails).
+async fn write_via(c: &TestCluster, via: NodeId, cmd: Command) -> Option<Response> {
+    let leader = c.nodes[&via].raft.metrics().borrow().current_leader?;
+    let node = c.nodes.get(&leader)?;
+    match tokio::time::timeout(Duration::from_secs(2), node.raft.client_write(cmd)).await {
+        Ok(Ok(r)) => Some(r.data),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_partitions_and_concurrent_claims_keep_the_invariants() {
+    // SLUICE_SEED replays a run; the seed is printed either way.
+    let seed = std::env::var("SLUICE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64 | 1)
+                .unwrap_or(0x5eed)
+        });
+    println!("random_partitions seed: SLUICE_SEED={seed}");
+    let mut rng = Rng(seed);
+    let mut c = TestCluster::new(50).await;
+    c.form(3).await;
+    let leader = c.wait_leader(&[1, 2, 3]).await;
+    for node in 1..=3 {
+        let register = Command {
+            at_ms: 0,
+            op: Op::RegisterNode {
+                node,
+                name: format!("node-{node}"),
+                urls: Default::default(),
+                lease_ttl_ms: 120_000,
+            },
+        };
+        c.write(leader, register).await.expect("register");
+    }
+    let channels = ["a", "b", "c"];
+    for slug in channels {
+        c.write(leader, create(slug)).await.expect("channel");
+    }
+
+    let mut acked_claims: Vec<(String, u64)> = Vec::new();
+    let mut acked_ends = 0;
+    for round in 0..30u64 {
+        match rng.below(4) {
+            0 => {
+                let node = 1 + rng.below(3);
+                let others: Vec<NodeId> = (1..=3).filter(|n| *n != node).collect();
+                c.faults.isolate(node, &others);
+            }
+            1 => c.faults.heal(),
+            _ => {}
+        }
+        // Two nodes claim the same channel at once, each through the leader it sees.
+        let slug = channels[rng.below(3) as usize];
+        let (x, y) = (1 + rng.below(3), 1 + rng.below(3));
+        let claim_by = |node: NodeId| Command {
+            at_ms: 1_000 + round as i64,
+            op: Op::ClaimChannel {
+                channel: slug.into(),
+                node,
+            },
+        };
+        let (rx, ry) = tokio::join!(write_via(&c, x, claim_by(x)), write_via(&c, y, claim_by(y)));
+        let wins: Vec<u64> = [rx, ry]
+            .into_iter()
+            .flatten()
+            .filter_map(|r| match r {
+                Response(Some(Ok(Applied::Claimed { number, .. }))) => Some(number),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            wins.len() <= 1,
+            "seed {seed}: two claims of {slug} won in round {round}"
+        );
+        acked_claims.extend(wins.into_iter().map(|n| (slug.to_string(), n)));
+        // Sometimes the stream ends, so the channel can be claimed again.
+        if rng.below(2) == 0 {
+            let state_gen = c.nodes[&x].sm.read(|s| {
+                s.channel_by_slug(slug)
+                    .and_then(|ch| s.active_generation(ch.id))
+                    .map(|g| g.number)
+            });
+            if let Some(generation) = state_gen {
+                let end = Command {
+                    at_ms: 1_000 + round as i64,
+                    op: Op::EndGeneration {
+                        channel: slug.into(),
+                        generation,
+                        failed: false,
+                    },
+                };
+                if let Some(Response(Some(Ok(_)))) = write_via(&c, x, end).await {
+                    acked_ends += 1;
+                }
+            }
+        }
+    }
+    c.faults.heal();
+    let leader = c.wait_leader(&[1, 2, 3]).await;
+    // A write through the healed leader makes every node catch up to the same log.
+    c.write(leader, create("final")).await.expect("final write");
+    for id in 1..=3 {
+        c.wait_channels(id, 4).await;
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let states: Vec<_> = (1..=3)
+            .map(|id| c.nodes[&id].sm.read(|s| s.clone()))
+            .collect();
+        if states.windows(2).all(|w| w[0] == w[1]) {
+            let s = &states[0];
+            for (slug, number) in &acked_claims {
+                let ch = s.channel_by_slug(slug).expect("channel");
+                assert!(
+                    s.generation(ch.id, *number).is_some(),
+                    "seed {seed}: acknowledged claim {slug}#{number} lost"
+                );
+            }
+            for ch in s.channels.values() {
+                let active = s
+                    .all_generations()
+                    .filter(|g| g.channel == ch.id && g.state.is_active())
+                    .count();
+                assert!(
+                    active <= 1,
+                    "seed {seed}: {active} active generations on {}",
+                    ch.slug
+                );
+            }
+            println!(
+                "{} claims and {acked_ends} ends acknowledged",
+                acked_claims.len()
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "seed {seed}: replicas did not converge"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
