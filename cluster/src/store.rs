@@ -389,62 +389,6 @@ mod tests {
         Suite::test_all(Builder)
     }
 
-    /// A one-node cluster needs no peers: every RPC is unreachable.
-    struct NoPeers;
-
-    struct NoPeer;
-
-    impl openraft::network::RaftNetworkFactory<TypeConfig> for NoPeers {
-        type Network = NoPeer;
-        async fn new_client(&mut self, _target: NodeId, _node: &BasicNode) -> NoPeer {
-            NoPeer
-        }
-    }
-
-    fn unreachable<E: std::error::Error>() -> openraft::error::RPCError<NodeId, BasicNode, E> {
-        let e = std::io::Error::new(std::io::ErrorKind::NotConnected, "no peers in this test");
-        openraft::error::RPCError::Unreachable(openraft::error::Unreachable::new(&e))
-    }
-
-    impl openraft::network::RaftNetwork<TypeConfig> for NoPeer {
-        async fn append_entries(
-            &mut self,
-            _rpc: openraft::raft::AppendEntriesRequest<TypeConfig>,
-            _option: openraft::network::RPCOption,
-        ) -> Result<
-            openraft::raft::AppendEntriesResponse<NodeId>,
-            openraft::error::RPCError<NodeId, BasicNode, openraft::error::RaftError<NodeId>>,
-        > {
-            Err(unreachable())
-        }
-
-        async fn install_snapshot(
-            &mut self,
-            _rpc: openraft::raft::InstallSnapshotRequest<TypeConfig>,
-            _option: openraft::network::RPCOption,
-        ) -> Result<
-            openraft::raft::InstallSnapshotResponse<NodeId>,
-            openraft::error::RPCError<
-                NodeId,
-                BasicNode,
-                openraft::error::RaftError<NodeId, openraft::error::InstallSnapshotError>,
-            >,
-        > {
-            Err(unreachable())
-        }
-
-        async fn vote(
-            &mut self,
-            _rpc: openraft::raft::VoteRequest<NodeId>,
-            _option: openraft::network::RPCOption,
-        ) -> Result<
-            openraft::raft::VoteResponse<NodeId>,
-            openraft::error::RPCError<NodeId, BasicNode, openraft::error::RaftError<NodeId>>,
-        > {
-            Err(unreachable())
-        }
-    }
-
     async fn start(path: &Path) -> (openraft::Raft<TypeConfig>, StateMachine) {
         let config = openraft::Config {
             heartbeat_interval: 100,
@@ -455,7 +399,10 @@ mod tests {
         let config = Arc::new(config.validate().expect("valid config"));
         let db = open_database(path).expect("database");
         let sm = StateMachine::open(db.clone()).expect("state machine");
-        let raft = openraft::Raft::new(1, config, NoPeers, LogStore::new(db), sm.clone())
+        // A one-node cluster never calls a peer.
+        let net = crate::network::HttpNetwork::new(1, Arc::from("secret"), Arc::default())
+            .expect("client");
+        let raft = openraft::Raft::new(1, config, net, LogStore::new(db), sm.clone())
             .await
             .expect("raft");
         (raft, sm)
