@@ -13,6 +13,7 @@
 //! invariants of DESIGN §3 hold everywhere, like constraints in a database.
 
 pub mod command;
+pub mod handle;
 pub mod model;
 pub mod network;
 pub mod state;

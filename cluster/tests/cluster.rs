@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::{BasicNode, Config, Raft, SnapshotPolicy};
-use sluice_cluster::command::{Applied, Command, Op};
+use sluice_cluster::command::{Applied, Command, Op, Refusal};
+use sluice_cluster::handle::{ClusterError, ClusterHandle};
 use sluice_cluster::model::{Ingest, Placement, Visibility};
 use sluice_cluster::network::{raft_router, Faults, HttpNetwork};
 use sluice_cluster::store::{open_database, LogStore, NodeId, Response, StateMachine, TypeConfig};
@@ -19,6 +20,7 @@ const WAIT: Duration = Duration::from_secs(10);
 struct TestNode {
     id: NodeId,
     addr: String,
+    handle: ClusterHandle,
     raft: Raft<TypeConfig>,
     sm: StateMachine,
     server: tokio::task::JoinHandle<()>,
@@ -73,7 +75,9 @@ impl TestCluster {
         let raft = Raft::new(id, self.config.clone(), net, LogStore::new(db), sm.clone())
             .await
             .expect("raft");
-        let app = raft_router(raft.clone(), Arc::from(SECRET));
+        let handle =
+            ClusterHandle::new(id, raft.clone(), sm.clone(), Arc::from(SECRET)).expect("handle");
+        let app = raft_router(raft.clone(), Arc::from(SECRET)).merge(handle.router());
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -82,6 +86,7 @@ impl TestCluster {
             TestNode {
                 id,
                 addr,
+                handle,
                 raft,
                 sm,
                 server,
@@ -526,5 +531,78 @@ async fn random_partitions_and_concurrent_claims_keep_the_invariants() {
             "seed {seed}: replicas did not converge"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_join_through_any_member_and_followers_forward_proposals() {
+    let mut c = TestCluster::new(1000).await;
+    for id in 1..=3 {
+        c.start(id, None).await;
+    }
+    let first = &c.nodes[&1];
+    first
+        .raft
+        .initialize(BTreeMap::from([(1, BasicNode::new(&first.addr))]))
+        .await
+        .expect("initialize");
+    c.wait_leader(&[1]).await;
+    // Node 2 joins through the leader, node 3 through node 2, a follower.
+    c.nodes[&2]
+        .handle
+        .join(&c.nodes[&1].addr, &c.nodes[&2].addr)
+        .await
+        .expect("join 2");
+    c.nodes[&3]
+        .handle
+        .join(&c.nodes[&2].addr, &c.nodes[&3].addr)
+        .await
+        .expect("join 3");
+    c.wait_leader(&[1, 2, 3]).await;
+    let voters: Vec<NodeId> = c.nodes[&3]
+        .raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .collect();
+    assert_eq!(voters, vec![1, 2, 3]);
+
+    let leader = c.wait_leader(&[1, 2, 3]).await;
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    let h = &c.nodes[&follower].handle;
+    assert_eq!(
+        h.propose(create("via-follower")).await.expect("propose"),
+        Applied::ChannelCreated { id: 1 }
+    );
+    // A refusal comes back typed through the forwarding.
+    match h.propose(create("via-follower")).await {
+        Err(ClusterError::Refused(Refusal::AlreadyExists { .. })) => {}
+        other => panic!("expected AlreadyExists, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_linearizable_read_on_a_follower_sees_every_acknowledged_write() {
+    let mut c = TestCluster::new(1000).await;
+    c.form(3).await;
+    let leader = c.wait_leader(&[1, 2, 3]).await;
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    // Slow the leader's replication so a plain local read on the follower would lag.
+    c.faults.delay(leader, Duration::from_millis(30));
+    for i in 0..10 {
+        let slug = format!("ch-{i}");
+        c.nodes[&leader]
+            .handle
+            .propose(create(&slug))
+            .await
+            .expect("write");
+        let seen = c.nodes[&follower]
+            .handle
+            .read_linearizable(|s| s.channel_by_slug(&slug).is_some())
+            .await
+            .expect("read");
+        assert!(seen, "follower read missed {slug}");
     }
 }

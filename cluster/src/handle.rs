@@ -1,0 +1,326 @@
+//! What the rest of a node uses: propose a command (forwarded to the leader when this
+//! node follows), read the local state, read linearizably (the leader confirms its
+//! leadership and gives a read index; a follower waits to apply up to it), watch for
+//! changes, and join a cluster through any member.
+//!
+//! ```text
+//! propose(cmd) --leader?--> raft.client_write
+//!              --follower--> POST {leader}/cluster/propose  (cluster secret)
+//! read_linearizable(f) --> index = leader's ensure_linearizable --> wait applied >= index --> f(&State)
+//! join(any member URL) --> POST /cluster/join --> leader: add_learner(blocking), add voter
+//! ```
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State as AxumState;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers, Raft};
+use serde::{Deserialize, Serialize};
+
+use crate::command::{Applied, Command, Refusal};
+use crate::network::authorized;
+use crate::state::State;
+use crate::store::{NodeId, Response as Answer, StateMachine, TypeConfig};
+
+/// How long a forwarded request or a read-index wait may take.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error("no leader is known yet")]
+    NoLeader,
+    #[error("the leader did not answer: {0}")]
+    Unavailable(String),
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+impl ClusterError {
+    /// The HTTP status an API answers with.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            ClusterError::Refused(r) => r.http_status(),
+            ClusterError::NoLeader | ClusterError::Unavailable(_) => 503,
+            ClusterError::Raft(_) => 502,
+        }
+    }
+}
+
+/// Cheap to clone: one per node, shared by every task.
+#[derive(Clone)]
+pub struct ClusterHandle {
+    id: NodeId,
+    raft: Raft<TypeConfig>,
+    sm: StateMachine,
+    secret: Arc<str>,
+    client: reqwest::Client,
+}
+
+#[derive(Serialize, Deserialize)]
+struct JoinRequest {
+    id: NodeId,
+    addr: String,
+}
+
+/// An error a forwarded call returns, as JSON.
+#[derive(Serialize, Deserialize)]
+struct ForwardError {
+    message: String,
+    refusal: Option<Refusal>,
+}
+
+impl ClusterHandle {
+    pub fn new(
+        id: NodeId,
+        raft: Raft<TypeConfig>,
+        sm: StateMachine,
+        secret: Arc<str>,
+    ) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .timeout(FORWARD_TIMEOUT)
+            .build()?;
+        Ok(Self {
+            id,
+            raft,
+            sm,
+            secret,
+            client,
+        })
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    pub fn raft(&self) -> &Raft<TypeConfig> {
+        &self.raft
+    }
+
+    /// Reads this replica's state as applied so far (may lag the leader).
+    pub fn read_local<T>(&self, f: impl FnOnce(&State) -> T) -> T {
+        self.sm.read(f)
+    }
+
+    /// A receiver that changes whenever this replica applies or the leader changes.
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<openraft::RaftMetrics<NodeId, BasicNode>> {
+        self.raft.metrics()
+    }
+
+    fn leader_addr(&self) -> Result<String, ClusterError> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let leader = metrics.current_leader.ok_or(ClusterError::NoLeader)?;
+        metrics
+            .membership_config
+            .membership()
+            .get_node(&leader)
+            .map(|n| n.addr.trim_end_matches('/').to_string())
+            .ok_or(ClusterError::NoLeader)
+    }
+
+    async fn forward<Req: Serialize, Resp: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        req: &Req,
+    ) -> Result<Resp, ClusterError> {
+        let addr = self.leader_addr()?;
+        let response = self
+            .client
+            .post(format!("{addr}/cluster/{path}"))
+            .bearer_auth(&*self.secret)
+            .json(req)
+            .send()
+            .await
+            .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
+        if response.status().is_success() {
+            return response
+                .json()
+                .await
+                .map_err(|e| ClusterError::Unavailable(e.to_string()));
+        }
+        let status = response.status();
+        match response.json::<ForwardError>().await {
+            Ok(ForwardError {
+                refusal: Some(r), ..
+            }) => Err(ClusterError::Refused(r)),
+            Ok(ForwardError { message, .. }) => {
+                Err(ClusterError::Unavailable(format!("{status}: {message}")))
+            }
+            Err(_) => Err(ClusterError::Unavailable(format!(
+                "leader answered {status}"
+            ))),
+        }
+    }
+
+    /// Proposes a command and waits until it is committed and applied.
+    pub async fn propose(&self, cmd: Command) -> Result<Applied, ClusterError> {
+        let answer = match self.raft.client_write(cmd.clone()).await {
+            Ok(r) => r.data,
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                self.forward("propose", &cmd).await?
+            }
+            Err(e) => return Err(ClusterError::Raft(e.to_string())),
+        };
+        match answer.0 {
+            Some(result) => Ok(result?),
+            None => Err(ClusterError::Raft("no answer for a command".into())),
+        }
+    }
+
+    /// Reads after everything committed before the call is applied here (ReadIndex).
+    pub async fn read_linearizable<T>(
+        &self,
+        f: impl FnOnce(&State) -> T,
+    ) -> Result<T, ClusterError> {
+        let index: Option<u64> = match self.raft.ensure_linearizable().await {
+            Ok(log_id) => log_id.map(|l| l.index),
+            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(_))) => {
+                self.forward("read-index", &()).await?
+            }
+            Err(e) => return Err(ClusterError::Raft(e.to_string())),
+        };
+        if let Some(index) = index {
+            self.raft
+                .wait(Some(FORWARD_TIMEOUT))
+                .applied_index_at_least(Some(index), "read index applied")
+                .await
+                .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
+        }
+        Ok(self.sm.read(f))
+    }
+
+    /// Joins the cluster `member` (any member's cluster URL) belongs to, as `my_addr`.
+    pub async fn join(&self, member: &str, my_addr: &str) -> Result<(), ClusterError> {
+        let response = self
+            .client
+            .post(format!("{}/cluster/join", member.trim_end_matches('/')))
+            .bearer_auth(&*self.secret)
+            .json(&JoinRequest {
+                id: self.id,
+                addr: my_addr.to_string(),
+            })
+            .send()
+            .await
+            .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            let status = response.status();
+            let text = response.text().await.unwrap_or_default();
+            Err(ClusterError::Unavailable(format!(
+                "{member} answered {status}: {text}"
+            )))
+        }
+    }
+
+    async fn add_member(&self, id: NodeId, addr: String) -> Result<(), ClusterError> {
+        let raft_err = |e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>| {
+            ClusterError::Raft(e.to_string())
+        };
+        self.raft
+            .add_learner(id, BasicNode::new(addr), true)
+            .await
+            .map_err(raft_err)?;
+        self.raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+            .await
+            .map_err(raft_err)?;
+        Ok(())
+    }
+
+    /// The routes other nodes call on this node's cluster listener.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/cluster/propose", post(propose_route))
+            .route("/cluster/read-index", post(read_index_route))
+            .route("/cluster/join", post(join_route))
+            .with_state(self.clone())
+    }
+}
+
+fn failure(status: StatusCode, e: ClusterError) -> Response {
+    let refusal = match &e {
+        ClusterError::Refused(r) => Some(r.clone()),
+        _ => None,
+    };
+    let body = ForwardError {
+        message: e.to_string(),
+        refusal,
+    };
+    (status, Json(body)).into_response()
+}
+
+fn unauthorized(route: &str) -> Response {
+    tracing::warn!(
+        route,
+        "cluster request refused: missing or wrong cluster secret"
+    );
+    (StatusCode::UNAUTHORIZED, "cluster secret required\n").into_response()
+}
+
+/// Only the leader answers forwarded calls: a follower would forward again.
+fn not_leader(h: &ClusterHandle) -> Option<Response> {
+    let leader = h.raft.metrics().borrow().current_leader;
+    (leader != Some(h.id)).then(|| failure(StatusCode::SERVICE_UNAVAILABLE, ClusterError::NoLeader))
+}
+
+async fn propose_route(
+    AxumState(h): AxumState<ClusterHandle>,
+    headers: HeaderMap,
+    Json(cmd): Json<Command>,
+) -> Response {
+    if !authorized(&headers, &h.secret) {
+        return unauthorized("propose");
+    }
+    if let Some(r) = not_leader(&h) {
+        return r;
+    }
+    match h.raft.client_write(cmd).await {
+        Ok(r) => Json::<Answer>(r.data).into_response(),
+        Err(e) => failure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ClusterError::Raft(e.to_string()),
+        ),
+    }
+}
+
+async fn read_index_route(AxumState(h): AxumState<ClusterHandle>, headers: HeaderMap) -> Response {
+    if !authorized(&headers, &h.secret) {
+        return unauthorized("read-index");
+    }
+    match h.raft.ensure_linearizable().await {
+        Ok(log_id) => Json(log_id.map(|l| l.index)).into_response(),
+        Err(e) => failure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ClusterError::Raft(e.to_string()),
+        ),
+    }
+}
+
+async fn join_route(
+    AxumState(h): AxumState<ClusterHandle>,
+    headers: HeaderMap,
+    Json(req): Json<JoinRequest>,
+) -> Response {
+    if !authorized(&headers, &h.secret) {
+        return unauthorized("join");
+    }
+    // Any member accepts a join; a follower passes it to the leader.
+    if h.raft.metrics().borrow().current_leader != Some(h.id) {
+        return match h.forward::<JoinRequest, ()>("join", &req).await {
+            Ok(()) => Json(()).into_response(),
+            Err(e) => failure(StatusCode::BAD_GATEWAY, e),
+        };
+    }
+    match h.add_member(req.id, req.addr).await {
+        Ok(()) => Json(()).into_response(),
+        Err(e) => failure(StatusCode::SERVICE_UNAVAILABLE, e),
+    }
+}
