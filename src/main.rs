@@ -1,6 +1,8 @@
 //! The `sluice` binary: command line, and the IO around the sans-IO media core.
 
+mod cli;
 mod package;
+mod serve;
 
 use std::path::PathBuf;
 
@@ -20,6 +22,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a node: with no arguments, a one-node cluster in ./sluice-data.
+    Serve(serve::ServeArgs),
+    /// The cluster's members and leader.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+        #[command(flatten)]
+        api: cli::ApiArgs,
+    },
     /// Package an FLV file (as ffmpeg or an RTMP recorder writes it) into LL-HLS, as the
     /// live origin would show it at the end of the stream.
     Package {
@@ -35,9 +46,33 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Leader and members (id, name, voter, healthy).
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Serve(args) => {
+            tracing_subscriber::fmt()
+                .with_writer(std::io::stderr)
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                        tracing_subscriber::EnvFilter::new("info,openraft=warn")
+                    }),
+                )
+                .init();
+            runtime()?.block_on(serve::run(args))
+        }
+        Command::Cluster {
+            command: ClusterCommand::Status { json },
+            api,
+        } => runtime()?.block_on(cli::cluster_status(&api, json)),
         Command::Package {
             input,
             out,
@@ -54,4 +89,10 @@ fn main() -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }

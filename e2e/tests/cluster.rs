@@ -1,0 +1,194 @@
+//! Three real `sluice serve` processes on loopback form a cluster through `--join`,
+//! survive kill -9 of the leader, and take the killed node back.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use sluice_e2e::{run_ok, sluice_bin, TempDir};
+
+/// A port free right now on loopback.
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+struct Node {
+    dir: PathBuf,
+    http: u16,
+    cluster: u16,
+    child: Option<Child>,
+}
+
+impl Node {
+    fn new(root: &Path, name: &str) -> Result<Self> {
+        Ok(Self {
+            dir: root.join(name),
+            http: free_port()?,
+            cluster: free_port()?,
+            child: None,
+        })
+    }
+
+    fn cluster_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.cluster)
+    }
+
+    fn start(&mut self, join: Option<(&str, &Path)>) -> Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("serve.log"))?;
+        let mut cmd = Command::new(sluice_bin()?);
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .args(["--http", &format!("127.0.0.1:{}", self.http)])
+            .args(["--cluster", &format!("127.0.0.1:{}", self.cluster)])
+            .args(["--rtmp", "127.0.0.1:0", "--srt", "127.0.0.1:0"]);
+        if let Some((member, secret)) = join {
+            cmd.args(["--join", member])
+                .arg("--cluster-secret-file")
+                .arg(secret);
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill(); // SIGKILL
+            let _ = c.wait();
+        }
+    }
+
+    fn node_id(&self) -> Result<u64> {
+        Ok(std::fs::read_to_string(self.dir.join("node.id"))?
+            .trim()
+            .parse()?)
+    }
+
+    fn status(&self) -> Result<serde_json::Value> {
+        let out = run_ok(
+            Command::new(sluice_bin()?)
+                .args(["cluster", "status", "--json", "--data-dir"])
+                .arg(&self.dir),
+            Duration::from_secs(15),
+        )?;
+        Ok(serde_json::from_str(&out)?)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Polls `f` until it returns `Some`, for at most `limit`.
+fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> Result<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {limit:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// (leader, voters, healthy members) as one node reports them.
+fn summary(status: &serde_json::Value) -> (Option<u64>, usize, usize) {
+    let members = status["members"].as_array().cloned().unwrap_or_default();
+    (
+        status["leader"].as_u64(),
+        members.iter().filter(|m| m["voter"] == true).count(),
+        members.iter().filter(|m| m["healthy"] == true).count(),
+    )
+}
+
+fn logs(nodes: &[Node]) -> String {
+    nodes
+        .iter()
+        .map(|n| std::fs::read_to_string(n.dir.join("serve.log")).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n---\n")
+}
+
+#[test]
+fn three_processes_form_a_cluster_survive_the_leaders_death_and_take_it_back() -> Result<()> {
+    let tmp = TempDir::new("cluster")?;
+    let mut nodes = vec![
+        Node::new(tmp.path(), "n1")?,
+        Node::new(tmp.path(), "n2")?,
+        Node::new(tmp.path(), "n3")?,
+    ];
+    nodes[0].start(None)?;
+    let secret = nodes[0].dir.join("cluster.secret");
+    wait_for(Duration::from_secs(20), "node 1 to lead", || {
+        nodes[0].status().ok().filter(|s| summary(s).0.is_some())
+    })?;
+    // Node 2 joins through node 1; node 3 through node 2, a follower.
+    let url1 = nodes[0].cluster_url();
+    nodes[1].start(Some((&url1, &secret)))?;
+    wait_for(Duration::from_secs(20), "node 2 to join", || {
+        nodes[0].status().ok().filter(|s| summary(s).1 == 2)
+    })?;
+    let url2 = nodes[1].cluster_url();
+    nodes[2].start(Some((&url2, &secret)))?;
+    let formed = wait_for(Duration::from_secs(20), "3 healthy voters", || {
+        nodes[2].status().ok().filter(|s| {
+            let (leader, voters, healthy) = summary(s);
+            leader.is_some() && voters == 3 && healthy == 3
+        })
+    })
+    .with_context(|| logs(&nodes))?;
+    let leader = summary(&formed).0.context("a leader")?;
+
+    // kill -9 the leader: the two others elect a new one within a few seconds.
+    let dead = nodes
+        .iter()
+        .position(|n| n.node_id().ok() == Some(leader))
+        .context("the leader is one of ours")?;
+    nodes[dead].kill9();
+    let killed_at = Instant::now();
+    let survivor = (dead + 1) % 3;
+    let new_leader = wait_for(Duration::from_secs(20), "a new leader", || {
+        let s = nodes[survivor].status().ok()?;
+        summary(&s).0.filter(|l| *l != leader)
+    })
+    .with_context(|| logs(&nodes))?;
+    println!(
+        "new leader {new_leader} {:?} after kill -9 of {leader}",
+        killed_at.elapsed()
+    );
+    let other = 3 - dead - survivor;
+    wait_for(Duration::from_secs(20), "both survivors to agree", || {
+        let s = nodes[other].status().ok()?;
+        (summary(&s).0 == Some(new_leader)).then_some(())
+    })?;
+
+    // The killed node restarts from its data dir and rejoins.
+    nodes[dead].start(None)?;
+    wait_for(
+        Duration::from_secs(30),
+        "the restarted node to rejoin",
+        || {
+            let s = nodes[dead].status().ok()?;
+            let (l, voters, healthy) = summary(&s);
+            (l == Some(new_leader) && voters == 3 && healthy == 3).then_some(())
+        },
+    )
+    .with_context(|| logs(&nodes))?;
+    Ok(())
+}

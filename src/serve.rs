@@ -1,0 +1,505 @@
+//! `sluice serve`: the node. Configuration (defaults < TOML file < environment < flags),
+//! the data dir with its secrets, the Raft member, and the listeners.
+//!
+//! ```text
+//! data dir: node.id, cluster.secret (0600), admin.token (0600), raft.redb
+//! cluster listener: /raft/* (Raft RPC), /cluster/* (propose, read-index, join)
+//! http listener:    /healthz, /readyz, /api/v1/cluster
+//! tasks: lease renewal (every node), supervisor (acts on the leader only)
+//! ```
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use axum::extract::State as AxumState;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use openraft::{BasicNode, Config as RaftConfig, Raft};
+use serde::{Deserialize, Serialize};
+use sluice_cluster::command::{Command, Op};
+use sluice_cluster::handle::ClusterHandle;
+use sluice_cluster::model::NodeUrls;
+use sluice_cluster::network::{authorized, raft_router, Faults, HttpNetwork};
+use sluice_cluster::store::{open_database, LogStore, StateMachine};
+use sluice_cluster::supervisor;
+
+/// Every key of the configuration file, with its default.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Config {
+    pub(crate) data_dir: PathBuf,
+    pub(crate) name: Option<String>,
+    pub(crate) http: SocketAddr,
+    pub(crate) cluster: SocketAddr,
+    pub(crate) rtmp: SocketAddr,
+    pub(crate) srt: SocketAddr,
+    /// The cluster listener of any member, to join its cluster on first start.
+    pub(crate) join: Option<String>,
+    pub(crate) cluster_secret_file: Option<PathBuf>,
+    /// URL other nodes use to reach this one's cluster listener (default from `cluster`).
+    pub(crate) advertise_cluster: Option<String>,
+    pub(crate) lease_ttl_ms: i64,
+    pub(crate) reconnect_grace_ms: i64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("sluice-data"),
+            name: None,
+            http: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            cluster: SocketAddr::from(([0, 0, 0, 0], 7000)),
+            rtmp: SocketAddr::from(([0, 0, 0, 0], 1935)),
+            srt: SocketAddr::from(([0, 0, 0, 0], 9000)),
+            join: None,
+            cluster_secret_file: None,
+            advertise_cluster: None,
+            lease_ttl_ms: 6_000,
+            reconnect_grace_ms: 30_000,
+        }
+    }
+}
+
+/// Flags given on the command line; each overrides the file and the environment.
+#[derive(Debug, Default, clap::Args)]
+pub(crate) struct ServeArgs {
+    /// TOML file with the same keys as the flags (see config/sluice.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    #[arg(long)]
+    name: Option<String>,
+    #[arg(long)]
+    http: Option<SocketAddr>,
+    #[arg(long)]
+    cluster: Option<SocketAddr>,
+    #[arg(long)]
+    rtmp: Option<SocketAddr>,
+    #[arg(long)]
+    srt: Option<SocketAddr>,
+    /// Cluster URL of any member (e.g. http://10.0.0.1:7000) to join on first start.
+    #[arg(long)]
+    join: Option<String>,
+    /// File with the cluster secret (needed with --join; a new cluster makes one).
+    #[arg(long)]
+    cluster_secret_file: Option<PathBuf>,
+    #[arg(long)]
+    advertise_cluster: Option<String>,
+}
+
+impl ServeArgs {
+    /// defaults < file < SLUICE_* environment < flags.
+    pub(crate) fn resolve(&self) -> Result<Config> {
+        let mut c = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                toml::from_str(&text).with_context(|| format!("{}", path.display()))?
+            }
+            None => Config::default(),
+        };
+        let env = |key: &str| std::env::var(format!("SLUICE_{key}")).ok();
+        let parse_addr = |key: &str, v: String| -> Result<SocketAddr> {
+            v.parse()
+                .with_context(|| format!("SLUICE_{key}: not an address: {v}"))
+        };
+        if let Some(v) = env("DATA_DIR") {
+            c.data_dir = v.into();
+        }
+        if let Some(v) = env("NAME") {
+            c.name = Some(v);
+        }
+        if let Some(v) = env("HTTP") {
+            c.http = parse_addr("HTTP", v)?;
+        }
+        if let Some(v) = env("CLUSTER") {
+            c.cluster = parse_addr("CLUSTER", v)?;
+        }
+        if let Some(v) = env("JOIN") {
+            c.join = Some(v);
+        }
+        if let Some(v) = env("CLUSTER_SECRET_FILE") {
+            c.cluster_secret_file = Some(v.into());
+        }
+        macro_rules! flag {
+            ($field:ident) => {
+                if let Some(v) = &self.$field {
+                    c.$field = v.clone().into();
+                }
+            };
+        }
+        flag!(data_dir);
+        flag!(http);
+        flag!(cluster);
+        flag!(rtmp);
+        flag!(srt);
+        if self.name.is_some() {
+            c.name = self.name.clone();
+        }
+        if self.join.is_some() {
+            c.join = self.join.clone();
+        }
+        if self.cluster_secret_file.is_some() {
+            c.cluster_secret_file = self.cluster_secret_file.clone();
+        }
+        if self.advertise_cluster.is_some() {
+            c.advertise_cluster = self.advertise_cluster.clone();
+        }
+        Ok(c)
+    }
+}
+
+/// 32 random bytes as hex, from the kernel's generator.
+fn random_hex() -> Result<String> {
+    let mut bytes = [0u8; 32];
+    let mut f = std::fs::File::open("/dev/urandom").context("opening /dev/urandom")?;
+    std::io::Read::read_exact(&mut f, &mut bytes).context("reading /dev/urandom")?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Writes a secret readable by its owner only.
+fn write_secret(path: &Path, value: &str) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    writeln!(f, "{value}")?;
+    Ok(())
+}
+
+fn read_secret(path: &Path) -> Result<String> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let value = text.trim().to_string();
+    if value.is_empty() {
+        bail!("{} is empty", path.display());
+    }
+    Ok(value)
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The node's identity and secrets, made on first start.
+struct DataDir {
+    node_id: u64,
+    cluster_secret: String,
+    admin_token: String,
+    fresh: bool,
+}
+
+fn prepare_data_dir(c: &Config) -> Result<DataDir> {
+    std::fs::create_dir_all(&c.data_dir)
+        .with_context(|| format!("creating {}", c.data_dir.display()))?;
+    let id_path = c.data_dir.join("node.id");
+    let fresh = !id_path.exists();
+    if fresh {
+        // A random id: nodes never agree on ids by accident.
+        let id = u64::from_str_radix(&random_hex()?[..15], 16)?.max(1);
+        std::fs::write(&id_path, format!("{id}\n"))?;
+    }
+    let node_id: u64 = read_secret(&id_path)?.parse().context("node.id")?;
+    let secret_path = c.data_dir.join("cluster.secret");
+    if !secret_path.exists() {
+        let secret = match (&c.cluster_secret_file, &c.join) {
+            (Some(file), _) => read_secret(file)?,
+            (None, Some(_)) => {
+                bail!("--join needs --cluster-secret-file (the cluster.secret of a member)")
+            }
+            (None, None) => random_hex()?,
+        };
+        write_secret(&secret_path, &secret)?;
+    }
+    let token_path = c.data_dir.join("admin.token");
+    if !token_path.exists() {
+        write_secret(&token_path, &random_hex()?)?;
+    }
+    Ok(DataDir {
+        node_id,
+        cluster_secret: read_secret(&secret_path)?,
+        admin_token: read_secret(&token_path)?,
+        fresh,
+    })
+}
+
+/// Member facts for `GET /api/v1/cluster`.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct ClusterStatus {
+    pub(crate) leader: Option<u64>,
+    pub(crate) term: u64,
+    pub(crate) members: Vec<MemberStatus>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct MemberStatus {
+    pub(crate) id: u64,
+    pub(crate) name: String,
+    pub(crate) addr: String,
+    pub(crate) voter: bool,
+    pub(crate) healthy: bool,
+}
+
+#[derive(Clone)]
+struct ApiState {
+    handle: ClusterHandle,
+    admin_token: Arc<str>,
+}
+
+fn api_router(state: ApiState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/api/v1/cluster", get(cluster_status))
+        .with_state(state)
+}
+
+async fn readyz(AxumState(s): AxumState<ApiState>) -> Response {
+    let joined = s.handle.raft().metrics().borrow().current_leader.is_some();
+    if joined {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not joined to a cluster with a leader\n",
+        )
+            .into_response()
+    }
+}
+
+async fn cluster_status(AxumState(s): AxumState<ApiState>, headers: HeaderMap) -> Response {
+    if !authorized(&headers, &s.admin_token) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(serde_json::json!({"error": "bearer admin token required"})),
+        )
+            .into_response();
+    }
+    let metrics = s.handle.raft().metrics().borrow().clone();
+    let membership = metrics.membership_config.membership().clone();
+    let voters: Vec<u64> = membership.voter_ids().collect();
+    let now = now_ms();
+    let members = s.handle.read_local(|state| {
+        membership
+            .nodes()
+            .map(|(id, node)| {
+                let replicated = state.nodes.get(id);
+                MemberStatus {
+                    id: *id,
+                    name: replicated.map(|n| n.name.clone()).unwrap_or_default(),
+                    addr: node.addr.clone(),
+                    voter: voters.contains(id),
+                    healthy: replicated.is_some_and(|n| !n.down && n.lease.valid_at(now)),
+                }
+            })
+            .collect()
+    });
+    Json(ClusterStatus {
+        leader: metrics.current_leader,
+        term: metrics.current_term,
+        members,
+    })
+    .into_response()
+}
+
+pub(crate) async fn run(args: ServeArgs) -> Result<()> {
+    let c = args.resolve()?;
+    let dir = prepare_data_dir(&c)?;
+    let name = c
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("node-{:x}", dir.node_id & 0xffff));
+    let cluster_listener = tokio::net::TcpListener::bind(c.cluster)
+        .await
+        .with_context(|| format!("binding cluster listener {}", c.cluster))?;
+    let http_listener = tokio::net::TcpListener::bind(c.http)
+        .await
+        .with_context(|| format!("binding http listener {}", c.http))?;
+    let cluster_addr = cluster_listener.local_addr()?;
+    let http_addr = http_listener.local_addr()?;
+    // Where the local CLI finds this node (`--data-dir`); not a secret.
+    let http_host = if http_addr.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        http_addr.ip().to_string()
+    };
+    std::fs::write(
+        c.data_dir.join("http.url"),
+        format!("http://{http_host}:{}\n", http_addr.port()),
+    )?;
+    let advertise = c.advertise_cluster.clone().unwrap_or_else(|| {
+        let host = if cluster_addr.ip().is_unspecified() {
+            "127.0.0.1".to_string()
+        } else {
+            cluster_addr.ip().to_string()
+        };
+        format!("http://{host}:{}", cluster_addr.port())
+    });
+
+    let raft_config = RaftConfig {
+        heartbeat_interval: 250,
+        election_timeout_min: 1_000,
+        election_timeout_max: 2_000,
+        ..Default::default()
+    };
+    let raft_config = Arc::new(raft_config.validate().context("raft config")?);
+    let db = open_database(&c.data_dir.join("raft.redb")).context("opening raft.redb")?;
+    let sm = StateMachine::open(db.clone()).map_err(|e| anyhow::anyhow!("state machine: {e}"))?;
+    let secret: Arc<str> = Arc::from(dir.cluster_secret.as_str());
+    let net = HttpNetwork::new(dir.node_id, secret.clone(), Arc::new(Faults::default()))?;
+    let raft = Raft::new(dir.node_id, raft_config, net, LogStore::new(db), sm.clone()).await?;
+    let handle = ClusterHandle::new(dir.node_id, raft.clone(), sm, secret.clone())?;
+
+    let shutdown = tokio_util_shutdown();
+    let cluster_app = raft_router(raft.clone(), secret).merge(handle.router());
+    let http_app = api_router(ApiState {
+        handle: handle.clone(),
+        admin_token: Arc::from(dir.admin_token.as_str()),
+    });
+    let mut tasks = tokio::task::JoinSet::new();
+    {
+        let rx = shutdown.subscribe();
+        tasks.spawn(async move {
+            let _ = axum::serve(cluster_listener, cluster_app)
+                .with_graceful_shutdown(wait(rx))
+                .await;
+        });
+    }
+    {
+        let rx = shutdown.subscribe();
+        tasks.spawn(async move {
+            let _ = axum::serve(http_listener, http_app)
+                .with_graceful_shutdown(wait(rx))
+                .await;
+        });
+    }
+
+    let initialized = raft.is_initialized().await.unwrap_or(false);
+    if !initialized {
+        match &c.join {
+            None if dir.fresh => {
+                raft.initialize(BTreeMap::from([(dir.node_id, BasicNode::new(&advertise))]))
+                    .await?;
+                tracing::info!(node = dir.node_id, "started a new one-node cluster");
+            }
+            None => tracing::warn!(
+                "this node is not in a cluster and has no --join: waiting to be added"
+            ),
+            Some(member) => {
+                handle
+                    .join(member, &advertise)
+                    .await
+                    .with_context(|| format!("joining through {member}"))?;
+                tracing::info!(node = dir.node_id, member, "joined the cluster");
+            }
+        }
+    }
+
+    // Register, then renew the lease; the leader also runs the supervisor.
+    let lease_ttl_ms = c.lease_ttl_ms;
+    {
+        let handle = handle.clone();
+        let rx = shutdown.subscribe();
+        let urls = NodeUrls {
+            http: format!("http://{}", c.http),
+            cluster: advertise.clone(),
+            rtmp: format!("rtmp://{}", c.rtmp),
+            srt: format!("srt://{}", c.srt),
+        };
+        let reconnect_grace_ms = c.reconnect_grace_ms;
+        tasks.spawn(async move {
+            liveness_loop(handle, name, urls, lease_ttl_ms, reconnect_grace_ms, rx).await;
+        });
+    }
+
+    println!(
+        "sluice node {} serving: http {} cluster {advertise}",
+        dir.node_id, c.http
+    );
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    let _ = shutdown.send(true);
+    while tasks.join_next().await.is_some() {}
+    raft.shutdown().await.ok();
+    Ok(())
+}
+
+fn tokio_util_shutdown() -> tokio::sync::watch::Sender<bool> {
+    tokio::sync::watch::channel(false).0
+}
+
+async fn wait(mut rx: tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+async fn wait_for_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+async fn liveness_loop(
+    handle: ClusterHandle,
+    name: String,
+    urls: NodeUrls,
+    lease_ttl_ms: i64,
+    reconnect_grace_ms: i64,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let every = Duration::from_millis((lease_ttl_ms / 3).max(200) as u64);
+    let mut registered = false;
+    loop {
+        let op = if registered {
+            Op::RenewLease { node: handle.id() }
+        } else {
+            Op::RegisterNode {
+                node: handle.id(),
+                name: name.clone(),
+                urls: urls.clone(),
+                lease_ttl_ms,
+            }
+        };
+        match handle
+            .propose(Command {
+                at_ms: now_ms(),
+                op,
+            })
+            .await
+        {
+            Ok(_) => registered = true,
+            Err(e) => tracing::debug!(error = %e, "lease write failed; retrying"),
+        }
+        if handle.raft().metrics().borrow().current_leader == Some(handle.id()) {
+            let decided =
+                handle.read_local(|s| supervisor::decide(s, now_ms(), reconnect_grace_ms));
+            for cmd in decided {
+                if let Err(e) = handle.propose(cmd).await {
+                    tracing::debug!(error = %e, "supervisor command refused");
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
