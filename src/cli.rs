@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::serve::ClusterStatus;
+use crate::http::api::ClusterStatus;
 
 /// Where the API is and how to authenticate: `--server` and `--token-file`, or both
 /// found in a local `--data-dir`.
@@ -85,6 +85,171 @@ pub(crate) async fn cluster_status(api: &ApiArgs, json: bool) -> Result<()> {
             "{:<20} {:<16} {:<28} {:<6} {}",
             m.id, m.name, m.addr, m.voter, m.healthy
         );
+    }
+    Ok(())
+}
+
+/// Calls the API; a non-2xx answer is an error carrying the API's message.
+async fn call(
+    api: &ApiArgs,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Result<serde_json::Value> {
+    let (server, token) = api.resolve()?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()?;
+    let mut req = client
+        .request(method, format!("{server}{path}"))
+        .bearer_auth(token);
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let response = req
+        .send()
+        .await
+        .with_context(|| format!("calling {server}"))?;
+    let status = response.status();
+    let text = response.text().await?;
+    if !status.is_success() {
+        let message = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(String::from))
+            .unwrap_or(text);
+        bail!("{status}: {message}");
+    }
+    Ok(if text.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_str(&text)?
+    })
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum ChannelCommand {
+    /// Create a channel; prints its stream key once.
+    Create {
+        name: String,
+        #[arg(long, default_value = "")]
+        title: String,
+        #[arg(long)]
+        json: bool,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    Show {
+        name: String,
+    },
+    Delete {
+        name: String,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum KeyCommand {
+    /// A new stream key for a channel; printed once.
+    Create {
+        channel: String,
+        #[arg(long)]
+        json: bool,
+    },
+    Revoke {
+        channel: String,
+        key_id: String,
+    },
+}
+
+pub(crate) async fn channel(api: &ApiArgs, cmd: ChannelCommand) -> Result<()> {
+    use reqwest::Method;
+    match cmd {
+        ChannelCommand::Create { name, title, json } => {
+            let v = call(
+                api,
+                Method::POST,
+                "/api/v1/channels",
+                Some(serde_json::json!({"name": name, "title": title})),
+            )
+            .await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"channel": v["channel"], "stream_key": v["stream_key"], "key_id": v["key_id"]})
+                );
+            } else {
+                println!("channel {} created", name);
+                println!(
+                    "stream key (shown once): {}",
+                    v["stream_key"].as_str().unwrap_or_default()
+                );
+                println!("key id: {}", v["key_id"].as_str().unwrap_or_default());
+            }
+        }
+        ChannelCommand::List { json } => {
+            let v = call(api, Method::GET, "/api/v1/channels", None).await?;
+            if json {
+                println!("{v}");
+            } else {
+                for c in v["channels"].as_array().into_iter().flatten() {
+                    println!(
+                        "{}\t{}",
+                        c["slug"].as_str().unwrap_or_default(),
+                        c["title"].as_str().unwrap_or_default()
+                    );
+                }
+            }
+        }
+        ChannelCommand::Show { name } => {
+            let v = call(api, Method::GET, &format!("/api/v1/channels/{name}"), None).await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        ChannelCommand::Delete { name } => {
+            call(
+                api,
+                Method::DELETE,
+                &format!("/api/v1/channels/{name}"),
+                None,
+            )
+            .await?;
+            println!("channel {name} deleted");
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn key(api: &ApiArgs, cmd: KeyCommand) -> Result<()> {
+    use reqwest::Method;
+    match cmd {
+        KeyCommand::Create { channel, json } => {
+            let v = call(
+                api,
+                Method::POST,
+                &format!("/api/v1/channels/{channel}/keys"),
+                None,
+            )
+            .await?;
+            if json {
+                println!("{v}");
+            } else {
+                println!(
+                    "stream key (shown once): {}",
+                    v["stream_key"].as_str().unwrap_or_default()
+                );
+                println!("key id: {}", v["key_id"].as_str().unwrap_or_default());
+            }
+        }
+        KeyCommand::Revoke { channel, key_id } => {
+            call(
+                api,
+                Method::DELETE,
+                &format!("/api/v1/channels/{channel}/keys/{key_id}"),
+                None,
+            )
+            .await?;
+            println!("key {key_id} of {channel} revoked");
+        }
     }
     Ok(())
 }

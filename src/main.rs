@@ -1,6 +1,7 @@
 //! The `sluice` binary: command line, and the IO around the sans-IO media core.
 
 mod cli;
+mod http;
 mod package;
 mod serve;
 
@@ -24,6 +25,20 @@ struct Cli {
 enum Command {
     /// Run a node: with no arguments, a one-node cluster in ./sluice-data.
     Serve(serve::ServeArgs),
+    /// Channels: create (prints the stream key once), list, show, delete.
+    Channel {
+        #[command(subcommand)]
+        command: cli::ChannelCommand,
+        #[command(flatten)]
+        api: cli::ApiArgs,
+    },
+    /// Stream keys: create (printed once), revoke.
+    Key {
+        #[command(subcommand)]
+        command: cli::KeyCommand,
+        #[command(flatten)]
+        api: cli::ApiArgs,
+    },
     /// The cluster's members and leader.
     Cluster {
         #[command(subcommand)]
@@ -73,6 +88,8 @@ fn main() -> Result<()> {
             command: ClusterCommand::Status { json },
             api,
         } => runtime()?.block_on(cli::cluster_status(&api, json)),
+        Command::Channel { command, api } => runtime()?.block_on(cli::channel(&api, command)),
+        Command::Key { command, api } => runtime()?.block_on(cli::key(&api, command)),
         Command::Package {
             input,
             out,

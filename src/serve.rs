@@ -16,17 +16,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
-use axum::extract::State as AxumState;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use openraft::{BasicNode, Config as RaftConfig, Raft};
 use serde::{Deserialize, Serialize};
 use sluice_cluster::command::{Command, Op};
 use sluice_cluster::handle::ClusterHandle;
 use sluice_cluster::model::NodeUrls;
-use sluice_cluster::network::{authorized, raft_router, Faults, HttpNetwork};
+use sluice_cluster::network::{raft_router, Faults, HttpNetwork};
 use sluice_cluster::store::{open_database, LogStore, StateMachine};
 use sluice_cluster::supervisor;
 
@@ -158,7 +153,7 @@ impl ServeArgs {
 }
 
 /// 32 random bytes as hex, from the kernel's generator.
-fn random_hex() -> Result<String> {
+pub(crate) fn random_hex() -> Result<String> {
     let mut bytes = [0u8; 32];
     let mut f = std::fs::File::open("/dev/urandom").context("opening /dev/urandom")?;
     std::io::Read::read_exact(&mut f, &mut bytes).context("reading /dev/urandom")?;
@@ -237,85 +232,6 @@ fn prepare_data_dir(c: &Config) -> Result<DataDir> {
     })
 }
 
-/// Member facts for `GET /api/v1/cluster`.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct ClusterStatus {
-    pub(crate) leader: Option<u64>,
-    pub(crate) term: u64,
-    pub(crate) members: Vec<MemberStatus>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct MemberStatus {
-    pub(crate) id: u64,
-    pub(crate) name: String,
-    pub(crate) addr: String,
-    pub(crate) voter: bool,
-    pub(crate) healthy: bool,
-}
-
-#[derive(Clone)]
-struct ApiState {
-    handle: ClusterHandle,
-    admin_token: Arc<str>,
-}
-
-fn api_router(state: ApiState) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/api/v1/cluster", get(cluster_status))
-        .with_state(state)
-}
-
-async fn readyz(AxumState(s): AxumState<ApiState>) -> Response {
-    let joined = s.handle.raft().metrics().borrow().current_leader.is_some();
-    if joined {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not joined to a cluster with a leader\n",
-        )
-            .into_response()
-    }
-}
-
-async fn cluster_status(AxumState(s): AxumState<ApiState>, headers: HeaderMap) -> Response {
-    if !authorized(&headers, &s.admin_token) {
-        return (
-            StatusCode::UNAUTHORIZED,
-            Json(serde_json::json!({"error": "bearer admin token required"})),
-        )
-            .into_response();
-    }
-    let metrics = s.handle.raft().metrics().borrow().clone();
-    let membership = metrics.membership_config.membership().clone();
-    let voters: Vec<u64> = membership.voter_ids().collect();
-    let now = now_ms();
-    let members = s.handle.read_local(|state| {
-        membership
-            .nodes()
-            .map(|(id, node)| {
-                let replicated = state.nodes.get(id);
-                MemberStatus {
-                    id: *id,
-                    name: replicated.map(|n| n.name.clone()).unwrap_or_default(),
-                    addr: node.addr.clone(),
-                    voter: voters.contains(id),
-                    healthy: replicated.is_some_and(|n| !n.down && n.lease.valid_at(now)),
-                }
-            })
-            .collect()
-    });
-    Json(ClusterStatus {
-        leader: metrics.current_leader,
-        term: metrics.current_term,
-        members,
-    })
-    .into_response()
-}
-
 pub(crate) async fn run(args: ServeArgs) -> Result<()> {
     let c = args.resolve()?;
     let dir = prepare_data_dir(&c)?;
@@ -366,7 +282,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
 
     let shutdown = tokio_util_shutdown();
     let cluster_app = raft_router(raft.clone(), secret).merge(handle.router());
-    let http_app = api_router(ApiState {
+    let http_app = crate::http::api::router(crate::http::api::ApiState {
         handle: handle.clone(),
         admin_token: Arc::from(dir.admin_token.as_str()),
     });

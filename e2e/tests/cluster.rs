@@ -76,6 +76,17 @@ impl Node {
             .parse()?)
     }
 
+    /// Runs a CLI command against this node; its stdout.
+    fn cli(&self, args: &[&str]) -> Result<String> {
+        run_ok(
+            Command::new(sluice_bin()?)
+                .args(args)
+                .arg("--data-dir")
+                .arg(&self.dir),
+            Duration::from_secs(20),
+        )
+    }
+
     fn status(&self) -> Result<serde_json::Value> {
         let out = run_ok(
             Command::new(sluice_bin()?)
@@ -154,6 +165,22 @@ fn three_processes_form_a_cluster_survive_the_leaders_death_and_take_it_back() -
     })
     .with_context(|| logs(&nodes))?;
     let leader = summary(&formed).0.context("a leader")?;
+    // Channels created before the leader dies, through a follower's API.
+    let follower = nodes
+        .iter()
+        .position(|n| n.node_id().ok() != Some(leader))
+        .context("a follower")?;
+    for name in ["news", "sport"] {
+        let out = nodes[follower].cli(&["channel", "create", name, "--json"])?;
+        let created: serde_json::Value = serde_json::from_str(&out)?;
+        assert_eq!(created["channel"], name);
+        assert!(
+            created["stream_key"]
+                .as_str()
+                .is_some_and(|k| k.len() >= 32),
+            "{out}"
+        );
+    }
 
     // kill -9 the leader: the two others elect a new one within a few seconds.
     let dead = nodes
@@ -177,6 +204,21 @@ fn three_processes_form_a_cluster_survive_the_leaders_death_and_take_it_back() -
         let s = nodes[other].status().ok()?;
         (summary(&s).0 == Some(new_leader)).then_some(())
     })?;
+    for n in [survivor, other] {
+        let listed: serde_json::Value =
+            serde_json::from_str(&nodes[n].cli(&["channel", "list", "--json"])?)?;
+        let names: Vec<&str> = listed["channels"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["slug"].as_str())
+            .collect();
+        assert_eq!(
+            names,
+            vec!["news", "sport"],
+            "survivor {n} lists the channels made before the failover"
+        );
+    }
 
     // The killed node restarts from its data dir and rejoins.
     nodes[dead].start(None)?;
@@ -190,5 +232,60 @@ fn three_processes_form_a_cluster_survive_the_leaders_death_and_take_it_back() -
         },
     )
     .with_context(|| logs(&nodes))?;
+    Ok(())
+}
+
+#[test]
+fn bad_input_gets_a_clear_error_naming_the_field_and_changes_nothing() -> Result<()> {
+    let tmp = TempDir::new("api")?;
+    let mut node = Node::new(tmp.path(), "n1")?;
+    node.start(None)?;
+    wait_for(Duration::from_secs(20), "the node to lead", || {
+        node.status().ok().filter(|s| summary(s).0.is_some())
+    })?;
+    node.cli(&["channel", "create", "news"])?;
+    let fail = |args: &[&str]| -> Result<String> {
+        let out = sluice_e2e::run(
+            Command::new(sluice_bin()?)
+                .args(args)
+                .arg("--data-dir")
+                .arg(&node.dir),
+            Duration::from_secs(20),
+        )?;
+        assert!(!out.status.success(), "{args:?} succeeded");
+        Ok(String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    assert!(fail(&["channel", "create", "news"])?.contains("409"));
+    let bad = fail(&["channel", "create", "Not A Slug"])?;
+    assert!(bad.contains("422") && bad.contains("name"), "{bad}");
+    assert!(fail(&["key", "create", "missing"])?.contains("404"));
+    assert!(fail(&["key", "revoke", "news", "nokey"])?.contains("404"));
+    node.cli(&["channel", "delete", "news"])?;
+    assert!(
+        fail(&["key", "create", "news"])?.contains("404"),
+        "a key for a deleted channel"
+    );
+    let listed: serde_json::Value =
+        serde_json::from_str(&node.cli(&["channel", "list", "--json"])?)?;
+    assert_eq!(listed["channels"], serde_json::json!([]));
+    // The API refuses a request with a wrong admin token.
+    let wrong = tmp.path().join("wrong.token");
+    std::fs::write(&wrong, "not-the-token")?;
+    let out = sluice_e2e::run(
+        Command::new(sluice_bin()?)
+            .args([
+                "channel",
+                "list",
+                "--server",
+                &format!("http://127.0.0.1:{}", node.http),
+                "--token-file",
+            ])
+            .arg(&wrong),
+        Duration::from_secs(20),
+    )?;
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("401"),
+        "{out:?}"
+    );
     Ok(())
 }

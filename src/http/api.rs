@@ -1,0 +1,389 @@
+//! The admin API: cluster status, channels, stream keys. JSON in and out; errors are
+//! `{"error": message, "field": name}` with 400/401/404/409/422/503.
+
+// Helpers return the refusal response itself as their error, made once per refused
+// request; boxing it would only add an allocation.
+#![allow(clippy::result_large_err)]
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State as AxumState};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sluice_cluster::command::{Applied, ChannelPatch, Command, Op, Refusal};
+use sluice_cluster::handle::{ClusterError, ClusterHandle};
+use sluice_cluster::model::{Channel, Ingest, LlHlsSettings, Placement, Visibility};
+use sluice_cluster::network::authorized;
+
+use crate::serve::{now_ms, random_hex};
+
+#[derive(Clone)]
+pub(crate) struct ApiState {
+    pub(crate) handle: ClusterHandle,
+    pub(crate) admin_token: Arc<str>,
+}
+
+pub(crate) fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/api/v1/cluster", get(cluster_status))
+        .route("/api/v1/channels", get(list_channels).post(create_channel))
+        .route(
+            "/api/v1/channels/{name}",
+            get(show_channel)
+                .patch(update_channel)
+                .delete(delete_channel),
+        )
+        .route("/api/v1/channels/{name}/keys", post(create_key))
+        .route("/api/v1/channels/{name}/keys/{key_id}", delete(revoke_key))
+        .with_state(state)
+}
+
+#[derive(Serialize)]
+struct ApiError {
+    error: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<String>,
+}
+
+fn error(status: StatusCode, message: impl Into<String>, field: Option<&str>) -> Response {
+    let body = ApiError {
+        error: message.into(),
+        field: field.map(String::from),
+    };
+    (status, Json(body)).into_response()
+}
+
+fn cluster_error(e: ClusterError) -> Response {
+    let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let field = match &e {
+        ClusterError::Refused(Refusal::InvalidField { field, .. }) => Some(field.as_str()),
+        _ => None,
+    };
+    error(status, e.to_string(), field)
+}
+
+fn check_token(s: &ApiState, headers: &HeaderMap) -> Result<(), Response> {
+    if authorized(headers, &s.admin_token) {
+        Ok(())
+    } else {
+        Err(error(
+            StatusCode::UNAUTHORIZED,
+            "bearer admin token required",
+            None,
+        ))
+    }
+}
+
+/// Parses a JSON body; the error names what serde could not read.
+fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
+    serde_json::from_slice(body).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("invalid JSON body: {e}"),
+            None,
+        )
+    })
+}
+
+async fn readyz(AxumState(s): AxumState<ApiState>) -> Response {
+    if s.handle.raft().metrics().borrow().current_leader.is_some() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not joined to a cluster with a leader\n",
+        )
+            .into_response()
+    }
+}
+
+/// Member facts for `GET /api/v1/cluster`.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct ClusterStatus {
+    pub(crate) leader: Option<u64>,
+    pub(crate) term: u64,
+    pub(crate) members: Vec<MemberStatus>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct MemberStatus {
+    pub(crate) id: u64,
+    pub(crate) name: String,
+    pub(crate) addr: String,
+    pub(crate) voter: bool,
+    pub(crate) healthy: bool,
+}
+
+async fn cluster_status(AxumState(s): AxumState<ApiState>, headers: HeaderMap) -> Response {
+    if let Err(r) = check_token(&s, &headers) {
+        return r;
+    }
+    let metrics = s.handle.raft().metrics().borrow().clone();
+    let membership = metrics.membership_config.membership().clone();
+    let voters: Vec<u64> = membership.voter_ids().collect();
+    let now = now_ms();
+    let members = s.handle.read_local(|state| {
+        membership
+            .nodes()
+            .map(|(id, node)| {
+                let replicated = state.nodes.get(id);
+                MemberStatus {
+                    id: *id,
+                    name: replicated.map(|n| n.name.clone()).unwrap_or_default(),
+                    addr: node.addr.clone(),
+                    voter: voters.contains(id),
+                    healthy: replicated.is_some_and(|n| !n.down && n.lease.valid_at(now)),
+                }
+            })
+            .collect()
+    });
+    Json(ClusterStatus {
+        leader: metrics.current_leader,
+        term: metrics.current_term,
+        members,
+    })
+    .into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewChannel {
+    name: String,
+    #[serde(default)]
+    title: String,
+    #[serde(default)]
+    visibility: Visibility,
+    #[serde(default)]
+    recording: bool,
+    #[serde(default)]
+    ll_hls: LlHlsSettings,
+    #[serde(default)]
+    placement: Placement,
+}
+
+/// A new stream key: the plaintext goes to the caller once, the cluster keeps a SHA-256.
+struct NewKey {
+    key_id: String,
+    plaintext: String,
+    verifier: String,
+}
+
+fn new_key() -> Result<NewKey, Response> {
+    let random = |n: usize| {
+        random_hex()
+            .map(|h| h[..n].to_string())
+            .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))
+    };
+    let plaintext = format!("sk{}", random(40)?);
+    let verifier = Sha256::digest(plaintext.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok(NewKey {
+        key_id: random(8)?,
+        plaintext,
+        verifier,
+    })
+}
+
+async fn propose(s: &ApiState, op: Op) -> Result<Applied, Response> {
+    s.handle
+        .propose(Command {
+            at_ms: now_ms(),
+            op,
+        })
+        .await
+        .map_err(cluster_error)
+}
+
+async fn create_channel(
+    AxumState(s): AxumState<ApiState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = check_token(&s, &headers) {
+        return r;
+    }
+    let req: NewChannel = match parse(&body) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let key = match new_key() {
+        Ok(k) => k,
+        Err(r) => return r,
+    };
+    let op = Op::CreateChannel {
+        slug: req.name.clone(),
+        title: req.title,
+        visibility: req.visibility,
+        ingest: Ingest::Push,
+        ll_hls: req.ll_hls,
+        recording: req.recording,
+        placement: req.placement,
+    };
+    if let Err(r) = propose(&s, op).await {
+        return r;
+    }
+    let key_op = Op::CreateKey {
+        channel: req.name.clone(),
+        key_id: key.key_id.clone(),
+        verifier: key.verifier,
+    };
+    if let Err(r) = propose(&s, key_op).await {
+        return r;
+    }
+    let channel = s
+        .handle
+        .read_local(|st| st.channel_by_slug(&req.name).cloned());
+    (
+        StatusCode::CREATED,
+        Json(serde_json::json!({
+            "channel": req.name,
+            "stream_key": key.plaintext,
+            "key_id": key.key_id,
+            "details": channel,
+        })),
+    )
+        .into_response()
+}
+
+async fn list_channels(AxumState(s): AxumState<ApiState>, headers: HeaderMap) -> Response {
+    if let Err(r) = check_token(&s, &headers) {
+        return r;
+    }
+    match s
+        .handle
+        .read_linearizable(|st| st.channels.values().cloned().collect::<Vec<Channel>>())
+        .await
+    {
+        Ok(list) => Json(serde_json::json!({ "channels": list })).into_response(),
+        Err(e) => cluster_error(e),
+    }
+}
+
+async fn show_channel(
+    AxumState(s): AxumState<ApiState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    if let Err(r) = check_token(&s, &headers) {
+        return r;
+    }
+    let found = s
+        .handle
+        .read_linearizable(|st| {
+            st.channel_by_slug(&name).map(|c| {
+                let keys: Vec<_> = st.keys.values().filter(|k| k.channel == c.id).map(|k| {
+                    serde_json::json!({"key_id": k.key_id, "created_ms": k.created_ms, "revoked_ms": k.revoked_ms})
+                }).collect();
+                serde_json::json!({"channel": c, "keys": keys, "generation": st.active_generation(c.id)})
+            })
+        })
+        .await;
+    match found {
+        Ok(Some(v)) => Json(v).into_response(),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            format!("channel {name:?} not found"),
+            Some("name"),
+        ),
+        Err(e) => cluster_error(e),
+    }
+}
+
+async fn update_channel(
+    AxumState(s): AxumState<ApiState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = check_token(&s, &headers) {
+        return r;
+    }
+    let patch: ChannelPatch = match parse(&body) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    match propose(
+        &s,
+        Op::UpdateChannel {
+            slug: name.clone(),
+            patch,
+        },
+    )
+    .await
+    {
+        Ok(_) => Json(s.handle.read_local(|st| st.channel_by_slug(&name).cloned())).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn delete_channel(
+    AxumState(s): AxumState<ApiState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    if let Err(r) = check_token(&s, &headers) {
+        return r;
+    }
+    match propose(&s, Op::DeleteChannel { slug: name }).await {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn create_key(
+    AxumState(s): AxumState<ApiState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    if let Err(r) = check_token(&s, &headers) {
+        return r;
+    }
+    let key = match new_key() {
+        Ok(k) => k,
+        Err(r) => return r,
+    };
+    let op = Op::CreateKey {
+        channel: name.clone(),
+        key_id: key.key_id.clone(),
+        verifier: key.verifier,
+    };
+    match propose(&s, op).await {
+        Ok(_) => (
+            StatusCode::CREATED,
+            Json(serde_json::json!({"channel": name, "key_id": key.key_id, "stream_key": key.plaintext})),
+        )
+            .into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn revoke_key(
+    AxumState(s): AxumState<ApiState>,
+    headers: HeaderMap,
+    Path((name, key_id)): Path<(String, String)>,
+) -> Response {
+    if let Err(r) = check_token(&s, &headers) {
+        return r;
+    }
+    match propose(
+        &s,
+        Op::RevokeKey {
+            channel: name,
+            key_id,
+        },
+    )
+    .await
+    {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(r) => r,
+    }
+}

@@ -1,0 +1,3 @@
+//! HTTP routers of a node. `api`: the admin API under `/api/v1` (bearer admin token).
+
+pub(crate) mod api;
