@@ -419,6 +419,7 @@ mod tests {
                 ll_hls: Default::default(),
                 recording: false,
                 placement: Default::default(),
+                first_key: None,
             },
         }
     }

@@ -38,6 +38,7 @@ fn create_channel(slug: &str, at: i64) -> Command {
             ll_hls: LlHlsSettings::default(),
             recording: false,
             placement: Placement::Any,
+            first_key: None,
         },
     )
 }
@@ -604,4 +605,43 @@ proptest! {
         }
         prop_assert_eq!(s, replica);
     }
+}
+
+#[test]
+fn a_channel_and_its_first_key_are_created_together_or_not_at_all() {
+    let mut s = cluster();
+    s.apply(&cmd(
+        1,
+        Op::CreateKey {
+            channel: "news".into(),
+            key_id: "k1".into(),
+            verifier: VERIFIER_A.into(),
+        },
+    ))
+    .expect("key");
+    let with_key = |slug: &str, key_id: &str, verifier: &str| {
+        let mut c = create_channel(slug, 2);
+        if let Op::CreateChannel { first_key, .. } = &mut c.op {
+            *first_key = Some(crate::command::FirstKey {
+                key_id: key_id.into(),
+                verifier: verifier.into(),
+            });
+        }
+        c
+    };
+    // The key's verifier is taken: neither channel nor key is created.
+    assert_eq!(
+        s.apply(&with_key("sport", "k2", VERIFIER_A)),
+        Err(Refusal::VerifierInUse)
+    );
+    assert!(s.channel_by_slug("sport").is_none());
+    assert!(!s.keys.contains_key("k2"));
+    assert_eq!(
+        s.apply(&with_key("sport", "k2", VERIFIER_B)),
+        Ok(Applied::ChannelCreated { id: 2 })
+    );
+    assert_eq!(
+        s.channel_for_verifier(VERIFIER_B).map(|c| c.slug.as_str()),
+        Some("sport")
+    );
 }

@@ -213,6 +213,7 @@ fn create(slug: &str) -> Command {
             ll_hls: Default::default(),
             recording: false,
             placement: Placement::Any,
+            first_key: None,
         },
     }
 }

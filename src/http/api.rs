@@ -15,7 +15,7 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use sluice_cluster::command::{Applied, ChannelPatch, Command, Op, Refusal};
+use sluice_cluster::command::{Applied, ChannelPatch, Command, FirstKey, Op, Refusal};
 use sluice_cluster::handle::{ClusterError, ClusterHandle};
 use sluice_cluster::model::{Channel, Ingest, LlHlsSettings, Placement, Visibility};
 use sluice_cluster::network::authorized;
@@ -227,16 +227,13 @@ async fn create_channel(
         ll_hls: req.ll_hls,
         recording: req.recording,
         placement: req.placement,
+        // One command: the channel never exists without its key.
+        first_key: Some(FirstKey {
+            key_id: key.key_id.clone(),
+            verifier: key.verifier,
+        }),
     };
     if let Err(r) = propose(&s, op).await {
-        return r;
-    }
-    let key_op = Op::CreateKey {
-        channel: req.name.clone(),
-        key_id: key.key_id.clone(),
-        verifier: key.verifier,
-    };
-    if let Err(r) = propose(&s, key_op).await {
         return r;
     }
     let channel = s

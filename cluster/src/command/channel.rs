@@ -24,6 +24,7 @@ pub(super) struct NewChannel<'a> {
     pub(super) ll_hls: LlHlsSettings,
     pub(super) recording: bool,
     pub(super) placement: Placement,
+    pub(super) first_key: Option<&'a super::FirstKey>,
 }
 
 /// A slug is a URL path segment: lower-case letters, digits and dashes.
@@ -96,6 +97,9 @@ pub(super) fn create(state: &mut State, at: i64, new: NewChannel<'_>) -> Result<
             name: new.slug.into(),
         });
     }
+    if let Some(k) = new.first_key {
+        super::key::check_new(state, &k.key_id, &k.verifier)?;
+    }
     state.next_channel_id += 1;
     let id = state.next_channel_id;
     state.channels.insert(
@@ -113,6 +117,9 @@ pub(super) fn create(state: &mut State, at: i64, new: NewChannel<'_>) -> Result<
             last_generation: 0,
         },
     );
+    if let Some(k) = new.first_key {
+        super::key::insert(state, at, id, &k.key_id, &k.verifier);
+    }
     Ok(Applied::ChannelCreated { id })
 }
 

@@ -11,6 +11,17 @@ pub(super) fn create(
     key_id: &str,
     verifier: &str,
 ) -> Result<Applied, Refusal> {
+    check_new(state, key_id, verifier)?;
+    let channel_id = state
+        .channel_by_slug(channel)
+        .map(|c| c.id)
+        .ok_or_else(|| Refusal::not_found("channel", channel))?;
+    insert(state, at, channel_id, key_id, verifier);
+    Ok(Applied::Done)
+}
+
+/// A new key's id and verifier are well formed and unused.
+pub(super) fn check_new(state: &State, key_id: &str, verifier: &str) -> Result<(), Refusal> {
     if key_id.is_empty() || key_id.len() > 32 || !key_id.bytes().all(|b| b.is_ascii_alphanumeric())
     {
         return Err(Refusal::invalid(
@@ -28,10 +39,6 @@ pub(super) fn create(
             "must be a lower-case hex SHA-256",
         ));
     }
-    let channel_id = state
-        .channel_by_slug(channel)
-        .map(|c| c.id)
-        .ok_or_else(|| Refusal::not_found("channel", channel))?;
     if state.keys.contains_key(key_id) {
         return Err(Refusal::AlreadyExists {
             what: "key".into(),
@@ -42,6 +49,16 @@ pub(super) fn create(
     if state.keys.values().any(|k| k.verifier == verifier) {
         return Err(Refusal::VerifierInUse);
     }
+    Ok(())
+}
+
+pub(super) fn insert(
+    state: &mut State,
+    at: i64,
+    channel_id: crate::model::ChannelId,
+    key_id: &str,
+    verifier: &str,
+) {
     state.keys.insert(
         key_id.into(),
         StreamKey {
@@ -52,7 +69,6 @@ pub(super) fn create(
             revoked_ms: None,
         },
     );
-    Ok(Applied::Done)
 }
 
 pub(super) fn revoke(

@@ -46,6 +46,9 @@ pub enum Op {
         ll_hls: LlHlsSettings,
         recording: bool,
         placement: Placement,
+        /// The channel's first stream key, created with it in the same command.
+        #[serde(default)]
+        first_key: Option<FirstKey>,
     },
     UpdateChannel {
         slug: String,
@@ -90,6 +93,13 @@ pub enum Op {
         generation: u64,
         failed: bool,
     },
+}
+
+/// A stream key created together with its channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirstKey {
+    pub key_id: String,
+    pub verifier: String,
 }
 
 /// What an applied command answers.
@@ -187,6 +197,7 @@ pub fn apply(state: &mut State, cmd: &Command) -> Result<Applied, Refusal> {
             ll_hls,
             recording,
             placement,
+            first_key,
         } => channel::create(
             state,
             at,
@@ -198,6 +209,7 @@ pub fn apply(state: &mut State, cmd: &Command) -> Result<Applied, Refusal> {
                 ll_hls: *ll_hls,
                 recording: *recording,
                 placement: *placement,
+                first_key: first_key.as_ref(),
             },
         ),
         Op::UpdateChannel { slug, patch } => channel::update(state, slug, patch),
