@@ -50,25 +50,12 @@ impl ApiArgs {
 }
 
 pub(crate) async fn cluster_status(api: &ApiArgs, json: bool) -> Result<()> {
-    let (server, token) = api.resolve()?;
-    let response = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()?
-        .get(format!("{server}/api/v1/cluster"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .with_context(|| format!("calling {server}"))?;
-    let status = response.status();
-    let text = response.text().await?;
-    if !status.is_success() {
-        bail!("{server} answered {status}: {text}");
-    }
+    let v = call(api, reqwest::Method::GET, "/api/v1/cluster", None).await?;
     if json {
-        println!("{text}");
+        println!("{v}");
         return Ok(());
     }
-    let s: ClusterStatus = serde_json::from_str(&text)?;
+    let s: ClusterStatus = serde_json::from_value(v)?;
     println!(
         "leader: {}  term: {}",
         s.leader

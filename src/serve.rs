@@ -268,6 +268,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
 
     let raft_config = RaftConfig {
         heartbeat_interval: 250,
+        snapshot_max_chunk_size: sluice_cluster::network::SNAPSHOT_CHUNK_BYTES,
         election_timeout_min: 1_000,
         election_timeout_max: 2_000,
         ..Default::default()

@@ -33,6 +33,12 @@ use crate::store::{NodeId, TypeConfig};
 
 /// Longest a single RPC may take on the wire, whatever openraft allows.
 const RPC_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest Raft RPC body accepted: a snapshot chunk (`SNAPSHOT_CHUNK_BYTES`) or a batch
+/// of entries, JSON-encoded (bytes become arrays of numbers, about 4x), with room.
+pub const MAX_RPC_BODY_BYTES: usize = 16 << 20;
+/// Snapshot chunk size for the node's Raft config: well inside `MAX_RPC_BODY_BYTES`
+/// once JSON-encoded (openraft's default, 3 MiB, is not).
+pub const SNAPSHOT_CHUNK_BYTES: u64 = 1 << 20;
 
 /// Faults injected into outgoing traffic (tests only set them).
 #[derive(Debug, Default)]
@@ -250,6 +256,7 @@ pub fn raft_router(raft: Raft<TypeConfig>, secret: Arc<str>) -> Router {
         .route("/raft/append", post(append))
         .route("/raft/vote", post(vote))
         .route("/raft/snapshot", post(snapshot))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_RPC_BODY_BYTES))
         .with_state(RpcState { raft, secret })
 }
 

@@ -37,6 +37,7 @@ fn config(snapshot_every: u64) -> Arc<Config> {
     let c = Config {
         heartbeat_interval: 100,
         election_timeout_min: 400,
+        snapshot_max_chunk_size: sluice_cluster::network::SNAPSHOT_CHUNK_BYTES,
         election_timeout_max: 800,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(snapshot_every),
         max_in_snapshot_log_to_keep: 0,
@@ -366,6 +367,20 @@ async fn raft_rpc_without_the_cluster_secret_is_refused() {
         let status = req.send().await.expect("request").status();
         assert_eq!(status, reqwest::StatusCode::UNAUTHORIZED, "auth {auth:?}");
     }
+    // A snapshot chunk as large as a node sends fits the body limit (refused as bad
+    // JSON, not as too large).
+    let chunk = vec![b'7'; 4 * sluice_cluster::network::SNAPSHOT_CHUNK_BYTES as usize];
+    let status = client
+        .post(format!("{}/raft/snapshot", c.nodes[&1].addr))
+        .bearer_auth(SECRET)
+        .header("content-type", "application/json")
+        .body(chunk)
+        .send()
+        .await
+        .expect("request")
+        .status();
+    assert_ne!(status, reqwest::StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(status.is_client_error(), "{status}");
     // The node was not disturbed: still leader in term 1.
     assert_eq!(c.nodes[&1].raft.metrics().borrow().current_term, 1);
     let _ = c.nodes[&1].id;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State as AxumState};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
@@ -29,9 +29,7 @@ pub(crate) struct ApiState {
 }
 
 pub(crate) fn router(state: ApiState) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
+    let api = Router::new()
         .route("/api/v1/cluster", get(cluster_status))
         .route("/api/v1/channels", get(list_channels).post(create_channel))
         .route(
@@ -42,6 +40,15 @@ pub(crate) fn router(state: ApiState) -> Router {
         )
         .route("/api/v1/channels/{name}/keys", post(create_key))
         .route("/api/v1/channels/{name}/keys/{key_id}", delete(revoke_key))
+        // Every admin route needs the admin token; one check for all of them.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .merge(api)
         .with_state(state)
 }
 
@@ -69,15 +76,19 @@ fn cluster_error(e: ClusterError) -> Response {
     error(status, e.to_string(), field)
 }
 
-fn check_token(s: &ApiState, headers: &HeaderMap) -> Result<(), Response> {
-    if authorized(headers, &s.admin_token) {
-        Ok(())
+async fn require_token(
+    AxumState(s): AxumState<ApiState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if authorized(request.headers(), &s.admin_token) {
+        next.run(request).await
     } else {
-        Err(error(
+        error(
             StatusCode::UNAUTHORIZED,
             "bearer admin token required",
             None,
-        ))
+        )
     }
 }
 
@@ -121,10 +132,7 @@ pub(crate) struct MemberStatus {
     pub(crate) healthy: bool,
 }
 
-async fn cluster_status(AxumState(s): AxumState<ApiState>, headers: HeaderMap) -> Response {
-    if let Err(r) = check_token(&s, &headers) {
-        return r;
-    }
+async fn cluster_status(AxumState(s): AxumState<ApiState>) -> Response {
     let metrics = s.handle.raft().metrics().borrow().clone();
     let membership = metrics.membership_config.membership().clone();
     let voters: Vec<u64> = membership.voter_ids().collect();
@@ -203,14 +211,7 @@ async fn propose(s: &ApiState, op: Op) -> Result<Applied, Response> {
         .map_err(cluster_error)
 }
 
-async fn create_channel(
-    AxumState(s): AxumState<ApiState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if let Err(r) = check_token(&s, &headers) {
-        return r;
-    }
+async fn create_channel(AxumState(s): AxumState<ApiState>, body: Bytes) -> Response {
     let req: NewChannel = match parse(&body) {
         Ok(r) => r,
         Err(r) => return r,
@@ -251,10 +252,7 @@ async fn create_channel(
         .into_response()
 }
 
-async fn list_channels(AxumState(s): AxumState<ApiState>, headers: HeaderMap) -> Response {
-    if let Err(r) = check_token(&s, &headers) {
-        return r;
-    }
+async fn list_channels(AxumState(s): AxumState<ApiState>) -> Response {
     match s
         .handle
         .read_linearizable(|st| st.channels.values().cloned().collect::<Vec<Channel>>())
@@ -265,14 +263,7 @@ async fn list_channels(AxumState(s): AxumState<ApiState>, headers: HeaderMap) ->
     }
 }
 
-async fn show_channel(
-    AxumState(s): AxumState<ApiState>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-) -> Response {
-    if let Err(r) = check_token(&s, &headers) {
-        return r;
-    }
+async fn show_channel(AxumState(s): AxumState<ApiState>, Path(name): Path<String>) -> Response {
     let found = s
         .handle
         .read_linearizable(|st| {
@@ -297,13 +288,9 @@ async fn show_channel(
 
 async fn update_channel(
     AxumState(s): AxumState<ApiState>,
-    headers: HeaderMap,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = check_token(&s, &headers) {
-        return r;
-    }
     let patch: ChannelPatch = match parse(&body) {
         Ok(p) => p,
         Err(r) => return r,
@@ -322,28 +309,14 @@ async fn update_channel(
     }
 }
 
-async fn delete_channel(
-    AxumState(s): AxumState<ApiState>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-) -> Response {
-    if let Err(r) = check_token(&s, &headers) {
-        return r;
-    }
+async fn delete_channel(AxumState(s): AxumState<ApiState>, Path(name): Path<String>) -> Response {
     match propose(&s, Op::DeleteChannel { slug: name }).await {
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
         Err(r) => r,
     }
 }
 
-async fn create_key(
-    AxumState(s): AxumState<ApiState>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-) -> Response {
-    if let Err(r) = check_token(&s, &headers) {
-        return r;
-    }
+async fn create_key(AxumState(s): AxumState<ApiState>, Path(name): Path<String>) -> Response {
     let key = match new_key() {
         Ok(k) => k,
         Err(r) => return r,
@@ -365,12 +338,8 @@ async fn create_key(
 
 async fn revoke_key(
     AxumState(s): AxumState<ApiState>,
-    headers: HeaderMap,
     Path((name, key_id)): Path<(String, String)>,
 ) -> Response {
-    if let Err(r) = check_token(&s, &headers) {
-        return r;
-    }
     match propose(
         &s,
         Op::RevokeKey {
