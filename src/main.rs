@@ -2,6 +2,9 @@
 
 mod cli;
 mod http;
+mod ingest;
+mod metrics;
+mod origin;
 mod package;
 mod serve;
 
@@ -21,6 +24,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of the `serve` flags does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run a node: with no arguments, a one-node cluster in ./sluice-data.
@@ -71,6 +76,8 @@ enum ClusterCommand {
 }
 
 fn main() -> Result<()> {
+    // One TLS crypto provider for the process, before anything uses rustls.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => {

@@ -25,6 +25,9 @@ use sluice_cluster::network::{raft_router, Faults, HttpNetwork};
 use sluice_cluster::store::{open_database, LogStore, StateMachine};
 use sluice_cluster::supervisor;
 
+use crate::metrics::Metrics;
+use crate::origin::{spool, Origins};
+
 /// Every key of the configuration file, with its default.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -41,7 +44,22 @@ pub(crate) struct Config {
     /// URL other nodes use to reach this one's cluster listener (default from `cluster`).
     pub(crate) advertise_cluster: Option<String>,
     pub(crate) lease_ttl_ms: i64,
+    /// How long a live stream whose publisher dropped waits for it to come back.
     pub(crate) reconnect_grace_ms: i64,
+    /// The RTMP application encoders publish to (`rtmp://host/<app>/<stream key>`).
+    pub(crate) rtmp_app: String,
+    /// A publisher that sends nothing for this long is disconnected.
+    pub(crate) publisher_timeout_ms: u64,
+    /// Spooled objects older than this, and out of the live window, are deleted.
+    pub(crate) spool_retention_s: u64,
+    /// Where the player page loads hls.js from.
+    pub(crate) hlsjs_url: String,
+    /// With both, the HTTP listener speaks TLS (HTTP/2 and HTTP/1.1).
+    pub(crate) tls_cert: Option<PathBuf>,
+    pub(crate) tls_key: Option<PathBuf>,
+    /// Host name printed in the OBS and watch URLs (default: the listener's address,
+    /// or 127.0.0.1 when it listens on all addresses).
+    pub(crate) public_host: Option<String>,
 }
 
 impl Default for Config {
@@ -58,6 +76,13 @@ impl Default for Config {
             advertise_cluster: None,
             lease_ttl_ms: 6_000,
             reconnect_grace_ms: 30_000,
+            rtmp_app: "live".into(),
+            publisher_timeout_ms: 10_000,
+            spool_retention_s: 600,
+            hlsjs_url: crate::http::watch::DEFAULT_HLSJS_URL.into(),
+            tls_cert: None,
+            tls_key: None,
+            public_host: None,
         }
     }
 }
@@ -88,6 +113,21 @@ pub(crate) struct ServeArgs {
     cluster_secret_file: Option<PathBuf>,
     #[arg(long)]
     advertise_cluster: Option<String>,
+    /// Reconnect grace in milliseconds (default 30000).
+    #[arg(long)]
+    reconnect_grace_ms: Option<i64>,
+    /// Certificate chain (PEM) for TLS on the HTTP listener.
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) for TLS on the HTTP listener.
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+    /// URL the player page loads hls.js from.
+    #[arg(long)]
+    hlsjs_url: Option<String>,
+    /// Host name to print in the OBS and watch URLs.
+    #[arg(long)]
+    public_host: Option<String>,
 }
 
 impl ServeArgs {
@@ -124,6 +164,15 @@ impl ServeArgs {
         if let Some(v) = env("CLUSTER_SECRET_FILE") {
             c.cluster_secret_file = Some(v.into());
         }
+        if let Some(v) = env("RTMP") {
+            c.rtmp = parse_addr("RTMP", v)?;
+        }
+        if let Some(v) = env("HLSJS_URL") {
+            c.hlsjs_url = v;
+        }
+        if let Some(v) = env("PUBLIC_HOST") {
+            c.public_host = Some(v);
+        }
         macro_rules! flag {
             ($field:ident) => {
                 if let Some(v) = &self.$field {
@@ -147,6 +196,24 @@ impl ServeArgs {
         }
         if self.advertise_cluster.is_some() {
             c.advertise_cluster = self.advertise_cluster.clone();
+        }
+        if let Some(v) = self.reconnect_grace_ms {
+            c.reconnect_grace_ms = v;
+        }
+        if let Some(v) = &self.hlsjs_url {
+            c.hlsjs_url = v.clone();
+        }
+        if self.tls_cert.is_some() {
+            c.tls_cert = self.tls_cert.clone();
+        }
+        if self.tls_key.is_some() {
+            c.tls_key = self.tls_key.clone();
+        }
+        if self.public_host.is_some() {
+            c.public_host = self.public_host.clone();
+        }
+        if c.tls_cert.is_some() != c.tls_key.is_some() {
+            bail!("TLS needs both --tls-cert and --tls-key");
         }
         Ok(c)
     }
@@ -283,10 +350,30 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
 
     let shutdown = tokio_util_shutdown();
     let cluster_app = raft_router(raft.clone(), secret).merge(handle.router());
-    let http_app = crate::http::api::router(crate::http::api::ApiState {
-        handle: handle.clone(),
-        admin_token: Arc::from(dir.admin_token.as_str()),
-    });
+    let metrics = Arc::new(Metrics::default());
+    let spool_root = c.data_dir.join("spool");
+    let spool_status = Arc::new(std::sync::Mutex::new(spool::check_writable(&spool_root)));
+    if let Ok(Err(why)) = spool_status.lock().as_deref() {
+        tracing::error!(%why, "the spool is not writable: live serving works from memory, /readyz says not ready");
+    }
+    let origins = Arc::new(Origins::new(
+        handle.clone(),
+        spool_root.clone(),
+        metrics.clone(),
+    ));
+    let rtmp_listener = tokio::net::TcpListener::bind(c.rtmp)
+        .await
+        .with_context(|| format!("binding rtmp listener {}", c.rtmp))?;
+    let rtmp_addr = rtmp_listener.local_addr()?;
+    let http_app = crate::http::app(
+        crate::http::api::ApiState {
+            handle: handle.clone(),
+            admin_token: Arc::from(dir.admin_token.as_str()),
+            spool: spool_status.clone(),
+        },
+        origins.clone(),
+        Arc::from(c.hlsjs_url.as_str()),
+    );
     let mut tasks = tokio::task::JoinSet::new();
     {
         let rx = shutdown.subscribe();
@@ -297,20 +384,96 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
         });
     }
     {
+        let tls = match (&c.tls_cert, &c.tls_key) {
+            (Some(cert), Some(key)) => Some(
+                axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                    .await
+                    .with_context(|| {
+                        format!("loading TLS {} / {}", cert.display(), key.display())
+                    })?,
+            ),
+            _ => None,
+        };
+        let server_handle = axum_server::Handle::new();
+        let listener = http_listener.into_std()?;
+        let app = http_app.into_make_service_with_connect_info::<SocketAddr>();
+        let serving = server_handle.clone();
+        tasks.spawn(async move {
+            let result = match tls {
+                Some(config) => match axum_server::from_tcp_rustls(listener, config) {
+                    Ok(mut server) => {
+                        tune_http(server.http_builder());
+                        server.handle(serving).serve(app).await
+                    }
+                    Err(e) => Err(e),
+                },
+                None => match axum_server::from_tcp(listener) {
+                    Ok(mut server) => {
+                        tune_http(server.http_builder());
+                        server.handle(serving).serve(app).await
+                    }
+                    Err(e) => Err(e),
+                },
+            };
+            if let Err(e) = result {
+                tracing::error!(error = %e, "http listener failed");
+            }
+        });
         let rx = shutdown.subscribe();
         tasks.spawn(async move {
-            let _ = axum::serve(http_listener, http_app)
-                .with_graceful_shutdown(wait(rx))
-                .await;
+            wait(rx).await;
+            server_handle.graceful_shutdown(Some(Duration::from_secs(2)));
+        });
+    }
+    {
+        let settings = crate::ingest::rtmp::RtmpSettings {
+            app: c.rtmp_app.clone(),
+            idle_timeout: Duration::from_millis(c.publisher_timeout_ms.max(1_000)),
+            ..Default::default()
+        };
+        tasks.spawn(crate::ingest::rtmp::serve(
+            rtmp_listener,
+            origins.clone(),
+            settings,
+            shutdown.subscribe(),
+        ));
+    }
+    {
+        let origins = origins.clone();
+        let retention = Duration::from_secs(c.spool_retention_s);
+        let mut rx = shutdown.subscribe();
+        tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(SPOOL_PRUNE_EVERY) => {}
+                    _ = rx.wait_for(|s| *s) => return,
+                }
+                let active = origins.active();
+                let root = origins.spool_root().to_path_buf();
+                let checked = tokio::task::spawn_blocking(move || {
+                    spool::prune_disk(&root, retention, &active);
+                    spool::check_writable(&root)
+                })
+                .await
+                .unwrap_or(Ok(()));
+                if let Err(why) = &checked {
+                    tracing::error!(%why, "the spool is not writable");
+                }
+                if let Ok(mut status) = spool_status.lock() {
+                    *status = checked;
+                }
+            }
         });
     }
 
     let initialized = raft.is_initialized().await.unwrap_or(false);
+    let mut created_cluster = false;
     if !initialized {
         match &c.join {
             None if dir.fresh => {
                 raft.initialize(BTreeMap::from([(dir.node_id, BasicNode::new(&advertise))]))
                     .await?;
+                created_cluster = true;
                 tracing::info!(node = dir.node_id, "started a new one-node cluster");
             }
             None => tracing::warn!(
@@ -343,16 +506,107 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
         });
     }
 
+    if created_cluster {
+        if let Err(e) = create_first_channel(&handle, &c.data_dir).await {
+            tracing::warn!(error = %format!("{e:#}"), "could not create the first channel");
+        }
+    }
+    let host = c.public_host.clone().unwrap_or_else(|| http_host.clone());
+    let scheme = if c.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     println!(
-        "sluice node {} serving: http {} cluster {advertise}",
-        dir.node_id, c.http
+        "sluice node {} serving: http {} rtmp {} cluster {advertise}",
+        dir.node_id, http_addr, rtmp_addr
     );
+    print_getting_started(&c, &host, scheme, http_addr.port(), rtmp_addr.port());
     wait_for_signal().await;
     tracing::info!("shutting down");
     let _ = shutdown.send(true);
     while tasks.join_next().await.is_some() {}
     raft.shutdown().await.ok();
     Ok(())
+}
+
+/// How often old spool objects are pruned (and the spool's writability checked).
+const SPOOL_PRUNE_EVERY: Duration = Duration::from_secs(30);
+/// The channel a fresh one-node cluster starts with, so OBS can publish at once.
+const FIRST_CHANNEL: &str = "main";
+
+/// Slow or silent HTTP clients cannot hold a connection forever.
+fn tune_http(builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>) {
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10));
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(20));
+}
+
+/// Creates channel `main` with a stream key written to `<data-dir>/main.stream-key`.
+async fn create_first_channel(handle: &ClusterHandle, data_dir: &Path) -> Result<()> {
+    let key = crate::http::api::new_key()?;
+    let op = Op::CreateChannel {
+        slug: FIRST_CHANNEL.into(),
+        title: "Main".into(),
+        visibility: Default::default(),
+        ingest: sluice_cluster::model::Ingest::Push,
+        ll_hls: Default::default(),
+        recording: false,
+        placement: Default::default(),
+        first_key: Some(sluice_cluster::command::FirstKey {
+            key_id: key.key_id,
+            verifier: key.verifier,
+        }),
+    };
+    // The new cluster elects its leader first.
+    let mut last = None;
+    for _ in 0..40 {
+        match handle
+            .propose(Command {
+                at_ms: now_ms(),
+                op: op.clone(),
+            })
+            .await
+        {
+            Ok(_) => {
+                write_secret(
+                    &data_dir.join(format!("{FIRST_CHANNEL}.stream-key")),
+                    &key.plaintext,
+                )?;
+                return Ok(());
+            }
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    bail!("no leader: {last:?}")
+}
+
+fn print_getting_started(c: &Config, host: &str, scheme: &str, http_port: u16, rtmp_port: u16) {
+    let rtmp_port = if rtmp_port == 1935 {
+        String::new()
+    } else {
+        format!(":{rtmp_port}")
+    };
+    let key_file = c.data_dir.join(format!("{FIRST_CHANNEL}.stream-key"));
+    let data_dir = c.data_dir.display();
+    println!("\nOBS settings (Settings > Stream > Custom):");
+    println!("  Server:     rtmp://{host}{rtmp_port}/{}", c.rtmp_app);
+    if key_file.exists() {
+        println!("  Stream Key: the contents of {}", key_file.display());
+        println!("Watch:        {scheme}://{host}:{http_port}/watch/{FIRST_CHANNEL}");
+    } else {
+        println!(
+            "  Stream Key: create a channel: sluice channel create NAME --data-dir {data_dir}"
+        );
+        println!("Watch:        {scheme}://{host}:{http_port}/watch/NAME");
+    }
+    println!("More channels: sluice channel create NAME --data-dir {data_dir}\n");
 }
 
 fn tokio_util_shutdown() -> tokio::sync::watch::Sender<bool> {

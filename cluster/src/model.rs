@@ -135,6 +135,10 @@ pub struct MediaInfo {
     pub width: u32,
     pub height: u32,
     pub bitrate_bps: u64,
+    /// Set while the origin cannot write the spool (full disk, permissions): live
+    /// serving from memory goes on, the archive is incomplete.
+    #[serde(default)]
+    pub spool_error: Option<String>,
 }
 
 /// One live session of a channel.

@@ -27,4 +27,4 @@ pub mod playlist;
 pub(crate) mod testing;
 
 pub use frame::{AudioConfig, Frame, TrackConfig, TrackKind, VideoCodec, VideoConfig};
-pub use packager::{Input, Output, Packager, PackagerSettings};
+pub use packager::{Input, Output, Packager, PackagerError, PackagerSettings};

@@ -26,6 +26,8 @@ use crate::serve::{now_ms, random_hex};
 pub(crate) struct ApiState {
     pub(crate) handle: ClusterHandle,
     pub(crate) admin_token: Arc<str>,
+    /// Whether the spool can be written (`Err` names why not), for `/readyz`.
+    pub(crate) spool: Arc<std::sync::Mutex<Result<(), String>>>,
 }
 
 pub(crate) fn router(state: ApiState) -> Router {
@@ -39,6 +41,7 @@ pub(crate) fn router(state: ApiState) -> Router {
                 .delete(delete_channel),
         )
         .route("/api/v1/channels/{name}/keys", post(create_key))
+        .route("/api/v1/channels/{name}/stop", post(stop_channel))
         .route("/api/v1/channels/{name}/keys/{key_id}", delete(revoke_key))
         // Every admin route needs the admin token; one check for all of them.
         .route_layer(axum::middleware::from_fn_with_state(
@@ -104,14 +107,21 @@ fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
 }
 
 async fn readyz(AxumState(s): AxumState<ApiState>) -> Response {
-    if s.handle.raft().metrics().borrow().current_leader.is_some() {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (
+    if s.handle.raft().metrics().borrow().current_leader.is_none() {
+        return (
             StatusCode::SERVICE_UNAVAILABLE,
             "not joined to a cluster with a leader\n",
         )
-            .into_response()
+            .into_response();
+    }
+    let spool = s.spool.lock().map(|r| r.clone()).unwrap_or(Ok(()));
+    match spool {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("spool not writable: {why}\n"),
+        )
+            .into_response(),
     }
 }
 
@@ -177,28 +187,27 @@ struct NewChannel {
 }
 
 /// A new stream key: the plaintext goes to the caller once, the cluster keeps a SHA-256.
-struct NewKey {
-    key_id: String,
-    plaintext: String,
-    verifier: String,
+pub(crate) struct NewKey {
+    pub(crate) key_id: String,
+    pub(crate) plaintext: String,
+    pub(crate) verifier: String,
 }
 
-fn new_key() -> Result<NewKey, Response> {
-    let random = |n: usize| {
-        random_hex()
-            .map(|h| h[..n].to_string())
-            .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))
-    };
-    let plaintext = format!("sk{}", random(40)?);
+pub(crate) fn new_key() -> anyhow::Result<NewKey> {
+    let plaintext = format!("sk{}", &random_hex()?[..40]);
     let verifier = Sha256::digest(plaintext.as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
     Ok(NewKey {
-        key_id: random(8)?,
+        key_id: random_hex()?[..8].to_string(),
         plaintext,
         verifier,
     })
+}
+
+fn new_key_or_500() -> Result<NewKey, Response> {
+    new_key().map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))
 }
 
 async fn propose(s: &ApiState, op: Op) -> Result<Applied, Response> {
@@ -216,7 +225,7 @@ async fn create_channel(AxumState(s): AxumState<ApiState>, body: Bytes) -> Respo
         Ok(r) => r,
         Err(r) => return r,
     };
-    let key = match new_key() {
+    let key = match new_key_or_500() {
         Ok(k) => k,
         Err(r) => return r,
     };
@@ -317,7 +326,7 @@ async fn delete_channel(AxumState(s): AxumState<ApiState>, Path(name): Path<Stri
 }
 
 async fn create_key(AxumState(s): AxumState<ApiState>, Path(name): Path<String>) -> Response {
-    let key = match new_key() {
+    let key = match new_key_or_500() {
         Ok(k) => k,
         Err(r) => return r,
     };
@@ -350,6 +359,48 @@ async fn revoke_key(
     .await
     {
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(r) => r,
+    }
+}
+
+/// Ends the channel's live generation now (viewers get `EXT-X-ENDLIST`); its origin
+/// closes the publisher's connection.
+async fn stop_channel(AxumState(s): AxumState<ApiState>, Path(name): Path<String>) -> Response {
+    let active = s
+        .handle
+        .read_linearizable(|st| {
+            st.channel_by_slug(&name)
+                .map(|c| st.active_generation(c.id).map(|g| g.number))
+        })
+        .await;
+    let generation = match active {
+        Ok(Some(Some(g))) => g,
+        Ok(Some(None)) => {
+            return error(
+                StatusCode::CONFLICT,
+                format!("channel {name:?} is not live"),
+                None,
+            )
+        }
+        Ok(None) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("channel {name:?} not found"),
+                Some("name"),
+            )
+        }
+        Err(e) => return cluster_error(e),
+    };
+    let op = Op::EndGeneration {
+        channel: name.clone(),
+        generation,
+        failed: false,
+    };
+    match propose(&s, op).await {
+        Ok(_) => {
+            Json(serde_json::json!({"channel": name, "generation": generation, "state": "ended"}))
+                .into_response()
+        }
         Err(r) => r,
     }
 }

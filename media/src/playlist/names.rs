@@ -2,7 +2,7 @@
 //! a decoder change: `init-N.mp4`), `{msn}.m4s` for a segment, `{msn}.{part}.m4s` for
 //! a part. The playlist writes them, the HTTP layer parses them back.
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ObjectName {
     Init(u32),
     Segment(u64),

@@ -1,0 +1,294 @@
+//! The viewer interface (DESIGN §5): playlists with blocking reload and delta updates,
+//! generation-scoped objects, preload-hinted parts that block until complete, and the
+//! Cache-Control table.
+//!
+//! ```text
+//! GET /hls/{channel}/index.m3u8                                  multivariant
+//! GET /hls/{channel}/{rendition}/index.m3u8[?_HLS_msn&_HLS_part&_HLS_skip]
+//! GET /hls/{channel}/{rendition}/{generation}/{init.mp4|msn.m4s|msn.part.m4s}
+//! ```
+//!
+//! A held request waits on the channel's watch: one wake-up per new part for every
+//! waiter, never a poll each.
+
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::http::{header, request::Parts, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use bytes::Bytes;
+use sluice_media::playlist::blocking::{self, Decision, Directives};
+use sluice_media::playlist::multivariant;
+use sluice_media::playlist::names::{self, ObjectName};
+
+use crate::origin::spool::read_from_disk;
+use crate::origin::{ChannelOrigin, Origins, RENDITION};
+
+const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+const NO_STORE: &str = "no-store";
+/// TARGETDURATION assumed before a generation's playlist exists (2 s segments).
+const DEFAULT_TD_S: u32 = 3;
+
+#[derive(Clone)]
+pub(crate) struct HlsState {
+    pub(crate) origins: Arc<Origins>,
+}
+
+pub(crate) fn router(state: HlsState) -> Router {
+    Router::new()
+        .route("/hls/{channel}/index.m3u8", get(multivariant_playlist))
+        .route("/hls/{channel}/{rendition}/index.m3u8", get(media_playlist))
+        .route(
+            "/hls/{channel}/{rendition}/{generation}/{object}",
+            get(object),
+        )
+        .with_state(state)
+}
+
+fn respond(status: StatusCode, cache: &str, content_type: &str, body: impl Into<Body>) -> Response {
+    let mut r = (status, body.into()).into_response();
+    let h = r.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(cache) {
+        h.insert(header::CACHE_CONTROL, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(content_type) {
+        h.insert(header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+fn not_found(what: &str) -> Response {
+    respond(
+        StatusCode::NOT_FOUND,
+        NO_STORE,
+        "text/plain; charset=utf-8",
+        format!("{what} not found\n"),
+    )
+}
+
+/// One viewer session: the client's address and user agent.
+fn session_of(parts: &Parts) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let forwarded = parts
+        .headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(str::trim);
+    match forwarded {
+        Some(f) => f.hash(&mut h),
+        None => parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip())
+            .hash(&mut h),
+    }
+    parts
+        .headers
+        .get(header::USER_AGENT)
+        .map(|v| v.as_bytes())
+        .hash(&mut h);
+    h.finish()
+}
+
+async fn multivariant_playlist(State(s): State<HlsState>, Path(channel): Path<String>) -> Response {
+    let Some(origin) = s.origins.get(&channel) else {
+        return not_found("channel");
+    };
+    let Some(variant) = origin.read(|sp| sp.variant.clone()) else {
+        return not_found("stream (nothing packaged yet)");
+    };
+    respond(
+        StatusCode::OK,
+        "public, max-age=1",
+        PLAYLIST_TYPE,
+        multivariant::render(&[variant]),
+    )
+}
+
+fn target_duration(origin: &ChannelOrigin) -> u32 {
+    origin.read(|s| {
+        s.playlist
+            .as_ref()
+            .map_or(DEFAULT_TD_S, |p| p.settings().target_duration_s)
+    })
+}
+
+/// `public, max-age=⌊TD/2⌋` for a plain reload (no-cache under 2 s).
+fn plain_playlist_cache(td: u32) -> String {
+    if td >= 2 {
+        format!("public, max-age={}", td / 2)
+    } else {
+        "no-cache".into()
+    }
+}
+
+/// What a playlist request gets, decided under the spool lock.
+enum Answer {
+    Render(String),
+    Wait,
+    Missing,
+    Bad(&'static str),
+}
+
+async fn media_playlist(
+    State(s): State<HlsState>,
+    Path((channel, rendition)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    parts: Parts,
+) -> Response {
+    let directives = match Directives::parse(query.as_deref().unwrap_or("")) {
+        Ok(d) => d,
+        Err(e) => {
+            return respond(
+                StatusCode::BAD_REQUEST,
+                "public, max-age=1",
+                "text/plain; charset=utf-8",
+                format!("{e}\n"),
+            )
+        }
+    };
+    let (Some(origin), true) = (s.origins.get(&channel), rendition == RENDITION) else {
+        return not_found("playlist");
+    };
+    let metrics = s.origins.metrics();
+    metrics.playlist_request(directives.is_blocking());
+    metrics.viewer(&channel, session_of(&parts), Instant::now());
+    let td = target_duration(&origin);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(u64::from(td) * 3);
+    let mut changes = origin.subscribe();
+    let mut waiting_guard = None;
+    loop {
+        let answer = origin.read(|sp| match &sp.playlist {
+            None if sp.ended => Answer::Missing,
+            None => Answer::Wait,
+            Some(p) => match blocking::decide(p, &directives) {
+                Decision::Ready => Answer::Render(p.render(directives.skip, &[])),
+                Decision::Wait => Answer::Wait,
+                Decision::BadRequest(why) => Answer::Bad(why),
+            },
+        });
+        match answer {
+            Answer::Missing => return not_found("playlist"),
+            Answer::Bad(why) => {
+                return respond(
+                    StatusCode::BAD_REQUEST,
+                    "public, max-age=1",
+                    "text/plain; charset=utf-8",
+                    format!("{why}\n"),
+                )
+            }
+            Answer::Render(text) => {
+                let td = target_duration(&origin);
+                let cache = if directives.is_blocking() {
+                    format!("public, max-age={}", td * 6)
+                } else {
+                    plain_playlist_cache(td)
+                };
+                return respond(StatusCode::OK, &cache, PLAYLIST_TYPE, text);
+            }
+            Answer::Wait if !directives.is_blocking() => {
+                return not_found("playlist (nothing packaged yet)");
+            }
+            Answer::Wait => {}
+        }
+        if waiting_guard.is_none() {
+            waiting_guard = Some(metrics.waiting());
+        }
+        match tokio::time::timeout_at(deadline, changes.changed()).await {
+            Ok(Ok(())) => {}
+            _ => {
+                return respond(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "public, max-age=1",
+                    "text/plain; charset=utf-8",
+                    "the requested segment or part did not appear within 3 target durations\n",
+                )
+            }
+        }
+    }
+}
+
+/// Whether an object not there yet may still come soon (a hinted part, the open or
+/// next segment): such a request is held until it exists.
+fn may_come(origin: &ChannelOrigin, generation: u64, name: ObjectName) -> bool {
+    origin.read(|s| {
+        if s.generation != generation || s.ended {
+            return false;
+        }
+        let Some(p) = s.playlist.as_ref() else {
+            return !matches!(name, ObjectName::Init(_));
+        };
+        let (next_msn, _) = p.next_part();
+        match name {
+            ObjectName::Init(_) => false,
+            ObjectName::Part(msn, _) | ObjectName::Segment(msn) => {
+                msn + 1 >= next_msn && msn <= next_msn + 1
+            }
+        }
+    })
+}
+
+async fn object(
+    State(s): State<HlsState>,
+    Path((channel, rendition, generation, object)): Path<(String, String, String, String)>,
+) -> Response {
+    let (Some(name), Ok(generation), true) = (
+        names::parse(&object),
+        generation.parse::<u64>(),
+        rendition == RENDITION,
+    ) else {
+        return not_found("object");
+    };
+    if let Some(origin) = s.origins.get(&channel) {
+        let td = target_duration(&origin);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(u64::from(td) * 3);
+        let mut changes = origin.subscribe();
+        let mut waiting_guard = None;
+        loop {
+            let found = origin.read(|sp| {
+                (sp.generation == generation)
+                    .then(|| sp.object(name))
+                    .flatten()
+            });
+            if let Some(bytes) = found {
+                return media_object(bytes);
+            }
+            if !may_come(&origin, generation, name) {
+                break;
+            }
+            if waiting_guard.is_none() {
+                waiting_guard = Some(s.origins.metrics().waiting());
+            }
+            if !matches!(
+                tokio::time::timeout_at(deadline, changes.changed()).await,
+                Ok(Ok(()))
+            ) {
+                break;
+            }
+        }
+    }
+    match read_from_disk(
+        s.origins.spool_root(),
+        &channel,
+        generation,
+        RENDITION,
+        name,
+    )
+    .await
+    {
+        Some(bytes) => media_object(bytes),
+        None => not_found("object"),
+    }
+}
+
+fn media_object(bytes: Bytes) -> Response {
+    respond(StatusCode::OK, IMMUTABLE, "video/mp4", bytes)
+}

@@ -1,0 +1,3 @@
+//! Ingest adapters: each turns a connection into `Feed`s for a channel's origin.
+
+pub(crate) mod rtmp;

@@ -1,0 +1,372 @@
+//! The channels this node originates: a publisher is verified and claims its channel
+//! through Raft, then feeds one packaging loop per generation (`pipeline`), whose output
+//! lands in the channel's spool and wakes every waiting viewer request at once.
+//!
+//! ```text
+//! ingest --publish(key)--> Origins --ClaimChannel (Raft)--> ChannelOrigin
+//!        --Feed--> pipeline: Packager -> Spool (memory + disk) -> watch (waiters)
+//! ChannelOrigin's control queue: every Raft write about the channel, in order
+//!        (claim, live, media reports, reconnecting)
+//! ```
+
+mod pipeline;
+pub(crate) mod spool;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use sluice_cluster::command::{Applied, Command, Op, Refusal};
+use sluice_cluster::handle::{ClusterError, ClusterHandle};
+use sluice_cluster::model::{ChannelId, LlHlsSettings, NodeId};
+use sluice_media::Input;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::metrics::Metrics;
+use crate::serve::now_ms;
+use spool::Spool;
+
+/// The one rendition an ingest becomes: Sluice repackages, it does not transcode.
+pub(crate) const RENDITION: &str = "source";
+/// Inputs queued between a publisher's connection and its packaging loop.
+const FEED_QUEUE: usize = 1024;
+/// How long a returning publisher waits for the loop to notice the old one left.
+const DETACH_WAIT: Duration = Duration::from_secs(2);
+
+/// What a publisher's connection sends to the packaging loop.
+#[derive(Debug)]
+pub(crate) enum Feed {
+    /// The tracks the stream announced (RTMP metadata): the packager waits for them.
+    Tracks { video: bool, audio: bool },
+    /// Parsed media; `bytes` is the size on the wire, for the ingest metrics.
+    Input { input: Input, bytes: usize },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PublishRefused {
+    #[error("unknown or revoked stream key")]
+    UnknownKey,
+    #[error("channel {channel:?} is already live on node {origin}")]
+    AlreadyLive { channel: String, origin: NodeId },
+    #[error("the cluster did not answer: {0}")]
+    Cluster(String),
+}
+
+/// A publisher's way into its channel's packaging loop. Dropping it tells the loop the
+/// publisher left (the generation then waits for it to come back).
+pub(crate) struct Publisher {
+    pub(crate) channel: String,
+    pub(crate) generation: u64,
+    tx: mpsc::Sender<Feed>,
+}
+
+/// The loop ended (the generation was stopped or ended): the connection should close.
+#[derive(Debug, thiserror::Error)]
+#[error("the channel's generation ended")]
+pub(crate) struct Stopped;
+
+impl Publisher {
+    pub(crate) async fn send(&self, feed: Feed) -> Result<(), Stopped> {
+        self.tx.send(feed).await.map_err(|_| Stopped)
+    }
+}
+
+/// A Raft write about one channel, with an optional answer.
+struct Control {
+    op: Op,
+    reply: Option<oneshot::Sender<Result<Applied, ClusterError>>>,
+}
+
+/// The packaging loop of the channel's current generation.
+struct PipelineHandle {
+    generation: u64,
+    publishers: mpsc::Sender<mpsc::Receiver<Feed>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// One channel as this node originates it.
+pub(crate) struct ChannelOrigin {
+    pub(crate) slug: String,
+    pub(crate) id: ChannelId,
+    spool: Mutex<Spool>,
+    changed: watch::Sender<u64>,
+    control: mpsc::UnboundedSender<Control>,
+    pipeline: tokio::sync::Mutex<Option<PipelineHandle>>,
+    publisher_attached: AtomicBool,
+}
+
+impl ChannelOrigin {
+    /// Reads the spool under its lock (keep `f` short: no IO).
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&Spool) -> T) -> T {
+        match self.spool.lock() {
+            Ok(s) => f(&s),
+            Err(poisoned) => f(&poisoned.into_inner()),
+        }
+    }
+
+    fn write<T>(&self, f: impl FnOnce(&mut Spool) -> T) -> T {
+        match self.spool.lock() {
+            Ok(mut s) => f(&mut s),
+            Err(poisoned) => f(&mut poisoned.into_inner()),
+        }
+    }
+
+    /// Changes whenever the spool does: a new part, segment, or the end.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    fn notify(&self) {
+        self.changed.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// Queues a Raft write behind the channel's earlier ones; the answer comes back.
+    async fn propose(&self, op: Op) -> Result<Applied, ClusterError> {
+        let (tx, rx) = oneshot::channel();
+        self.control
+            .send(Control {
+                op,
+                reply: Some(tx),
+            })
+            .map_err(|_| ClusterError::Unavailable("node shutting down".into()))?;
+        rx.await
+            .map_err(|_| ClusterError::Unavailable("node shutting down".into()))?
+    }
+
+    /// Queues a Raft write whose answer nobody waits for (failures are logged).
+    fn tell(&self, op: Op) {
+        let _ = self.control.send(Control { op, reply: None });
+    }
+}
+
+/// Every channel this node has originated since it started.
+pub(crate) struct Origins {
+    handle: ClusterHandle,
+    spool_root: PathBuf,
+    metrics: Arc<Metrics>,
+    channels: Mutex<HashMap<String, Arc<ChannelOrigin>>>,
+}
+
+impl Origins {
+    pub(crate) fn new(handle: ClusterHandle, spool_root: PathBuf, metrics: Arc<Metrics>) -> Self {
+        Self {
+            handle,
+            spool_root,
+            metrics,
+            channels: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub(crate) fn spool_root(&self) -> &std::path::Path {
+        &self.spool_root
+    }
+
+    pub(crate) fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub(crate) fn get(&self, slug: &str) -> Option<Arc<ChannelOrigin>> {
+        self.channels.lock().ok()?.get(slug).cloned()
+    }
+
+    /// (channel, generation) pairs whose packaging loop still runs.
+    pub(crate) fn active(&self) -> Vec<(String, u64)> {
+        let Ok(map) = self.channels.lock() else {
+            return Vec::new();
+        };
+        map.values()
+            .filter_map(|o| o.read(|s| (!s.ended).then(|| (o.slug.clone(), s.generation))))
+            .collect()
+    }
+
+    fn channel(&self, slug: &str, id: ChannelId) -> Arc<ChannelOrigin> {
+        let mut map = match self.channels.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(existing) = map.get(slug).filter(|o| o.id == id) {
+            return existing.clone();
+        }
+        let (control, rx) = mpsc::unbounded_channel();
+        let origin = Arc::new(ChannelOrigin {
+            slug: slug.to_string(),
+            id,
+            spool: Mutex::new(Spool::default()),
+            changed: watch::channel(0).0,
+            control,
+            pipeline: tokio::sync::Mutex::new(None),
+            publisher_attached: AtomicBool::new(false),
+        });
+        tokio::spawn(control_loop(self.handle.clone(), slug.to_string(), rx));
+        map.insert(slug.to_string(), origin.clone());
+        origin
+    }
+
+    /// Verifies a stream key and claims its channel for this node; the returned
+    /// publisher feeds the channel's packaging loop.
+    pub(crate) async fn publish(
+        self: &Arc<Self>,
+        stream_key: &str,
+    ) -> Result<Publisher, PublishRefused> {
+        let verifier: String = Sha256::digest(stream_key.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let found = self
+            .handle
+            .read_linearizable(|s| {
+                s.channel_for_verifier(&verifier)
+                    .map(|c| (c.slug.clone(), c.id, c.ll_hls))
+            })
+            .await
+            .map_err(|e| PublishRefused::Cluster(e.to_string()))?;
+        let Some((slug, id, ll_hls)) = found else {
+            return Err(PublishRefused::UnknownKey);
+        };
+        let origin = self.channel(&slug, id);
+        let me = self.handle.id();
+        // A publisher that comes straight back may beat the loop noticing it left.
+        let deadline = tokio::time::Instant::now() + DETACH_WAIT;
+        while origin.publisher_attached.swap(true, Ordering::SeqCst) {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(PublishRefused::AlreadyLive {
+                    channel: slug,
+                    origin: me,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        match self.attach(&origin, &slug, ll_hls).await {
+            Ok(p) => Ok(p),
+            Err(e) => {
+                origin.publisher_attached.store(false, Ordering::SeqCst);
+                Err(e)
+            }
+        }
+    }
+
+    async fn attach(
+        self: &Arc<Self>,
+        origin: &Arc<ChannelOrigin>,
+        slug: &str,
+        ll_hls: LlHlsSettings,
+    ) -> Result<Publisher, PublishRefused> {
+        let me = self.handle.id();
+        let claimed = origin
+            .propose(Op::ClaimChannel {
+                channel: slug.to_string(),
+                node: me,
+            })
+            .await;
+        let (number, resumed, last_msn) = match claimed {
+            Ok(Applied::Claimed {
+                number,
+                resumed,
+                last_msn,
+            }) => (number, resumed, last_msn),
+            Ok(other) => {
+                return Err(PublishRefused::Cluster(format!(
+                    "unexpected answer {other:?}"
+                )))
+            }
+            Err(ClusterError::Refused(Refusal::ChannelAlreadyLive { channel, origin })) => {
+                return Err(PublishRefused::AlreadyLive { channel, origin })
+            }
+            Err(e) => return Err(PublishRefused::Cluster(e.to_string())),
+        };
+        let (tx, rx) = mpsc::channel(FEED_QUEUE);
+        let mut pipeline = origin.pipeline.lock().await;
+        let mut rx = Some(rx);
+        if let Some(p) = pipeline.as_ref().filter(|p| p.generation == number) {
+            if let Some(feed) = rx.take() {
+                if let Err(mpsc::error::SendError(back)) = p.publishers.send(feed).await {
+                    rx = Some(back);
+                }
+            }
+        }
+        if let Some(feed) = rx {
+            // A new generation, or one resumed here after another node (or this one
+            // before a restart) held it: continue after the last reported segment.
+            let first_msn = last_msn.map_or(0, |m| m + 1);
+            let plan = pipeline::Plan {
+                generation: number,
+                first_msn,
+                first_init_index: if resumed { first_msn as u32 } else { 0 },
+                resumed,
+                ll_hls,
+            };
+            if let Some(old) = pipeline.take() {
+                old.task.abort();
+            }
+            origin.write(|s| *s = Spool::new(number));
+            origin.notify();
+            let (publishers, publishers_rx) = mpsc::channel(4);
+            let _ = publishers.send(feed).await;
+            let task = tokio::spawn(pipeline::run(
+                self.clone(),
+                origin.clone(),
+                plan,
+                publishers_rx,
+            ));
+            *pipeline = Some(PipelineHandle {
+                generation: number,
+                publishers,
+                task,
+            });
+        }
+        tracing::info!(
+            channel = slug,
+            generation = number,
+            resumed,
+            "publisher accepted"
+        );
+        Ok(Publisher {
+            channel: slug.to_string(),
+            generation: number,
+            tx,
+        })
+    }
+}
+
+/// Proposes a channel's Raft writes one after another, so they apply in the order the
+/// node decided them. Writes nobody waits for are retried while there is no leader.
+async fn control_loop(
+    handle: ClusterHandle,
+    slug: String,
+    mut rx: mpsc::UnboundedReceiver<Control>,
+) {
+    while let Some(Control { op, reply }) = rx.recv().await {
+        let mut attempt = 0;
+        let result = loop {
+            let result = handle
+                .propose(Command {
+                    at_ms: now_ms(),
+                    op: op.clone(),
+                })
+                .await;
+            let retry = matches!(
+                result,
+                Err(ClusterError::NoLeader | ClusterError::Unavailable(_))
+            ) && reply.is_none()
+                && attempt < 20;
+            if !retry {
+                break result;
+            }
+            attempt += 1;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        match reply {
+            Some(tx) => {
+                let _ = tx.send(result);
+            }
+            None => {
+                if let Err(e) = result {
+                    tracing::warn!(channel = %slug, error = %e, "cluster update refused");
+                }
+            }
+        }
+    }
+}
