@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the media and end-to-end tests need: ffmpeg/ffprobe (fixtures,
-# reference HLS), Chromium (headless playback) and the e2e/js npm packages.
+# reference HLS, RTMP publisher), GStreamer (a second RTMP publisher: rtmp2sink,
+# x264enc, avenc_aac), Chromium (headless playback) and the e2e/js npm packages.
 # Safe to re-run: system packages are only installed when something is missing.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
@@ -15,16 +16,26 @@ missing=()
 command -v ffmpeg >/dev/null || missing+=(ffmpeg)
 command -v ffprobe >/dev/null || missing+=(ffprobe)
 [ -x "$CHROMIUM" ] || missing+=("$CHROMIUM")
+GST_PACKAGES=(gstreamer1.0-tools gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
+  gstreamer1.0-plugins-ugly gstreamer1.0-libav)
+gst_ok() {
+  command -v gst-inspect-1.0 >/dev/null &&
+    for element in rtmp2sink x264enc avenc_aac flvmux h264parse aacparse videotestsrc audiotestsrc; do
+      gst-inspect-1.0 --exists "$element" || return 1
+    done
+}
+gst_ok || missing+=(gstreamer)
 
 if [ ${#missing[@]} -gt 0 ]; then
   # ffprobe ships in the ffmpeg package; /usr/bin/chromium in chromium.
   if [ "$(id -u)" -ne 0 ]; then
     die "missing: ${missing[*]}. Install as root with:
-  apt-get update && apt-get install -y --no-install-recommends ffmpeg chromium"
+  apt-get update && apt-get install -y --no-install-recommends ffmpeg chromium ${GST_PACKAGES[*]}"
   fi
   command -v apt-get >/dev/null || die "missing: ${missing[*]}, and apt-get is not available to install them"
   apt-get update
-  apt-get install -y --no-install-recommends ffmpeg chromium
+  apt-get install -y --no-install-recommends ffmpeg chromium "${GST_PACKAGES[@]}"
+  gst_ok || die "GStreamer is installed but lacks one of rtmp2sink x264enc avenc_aac flvmux (check ${GST_PACKAGES[*]})"
 fi
 
 # Debian's own nodejs is too old for playwright-core, so Node is not installed here.

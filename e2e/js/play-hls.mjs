@@ -3,6 +3,8 @@
 // Usage:
 //   node play-hls.mjs --url URL [--min-seconds N] [--timeout-seconds T] [--until-ended]
 //   node play-hls.mjs --dir DIR --playlist REL [same options]   (serves DIR itself)
+//   node play-hls.mjs --page URL [same options]   (a Sluice /watch page; its hls.js
+//        script, wherever the page loads it from, is answered with the npm copy)
 // Progress goes to stderr; stdout gets one JSON line:
 //   {"ok":bool,"currentTime":x,"duration":y,"fatalErrors":[...],"nonFatalErrors":n,"latency":z|null,"ended":bool}
 // Exit code 0 only when ok, 1 otherwise, 2 on usage errors.
@@ -43,6 +45,7 @@ try {
   opts = parseArgs({
     options: {
       url: { type: 'string' },
+      page: { type: 'string' },
       dir: { type: 'string' },
       playlist: { type: 'string' },
       'min-seconds': { type: 'string' },
@@ -55,7 +58,7 @@ try {
   usage(err.message);
 }
 if (opts.help) usage();
-if (Boolean(opts.url) === Boolean(opts.dir)) usage('give exactly one of --url or --dir');
+if ([opts.url, opts.dir, opts.page].filter(Boolean).length !== 1) usage('give exactly one of --url, --dir or --page');
 if (opts.dir && !opts.playlist) usage('--dir needs --playlist');
 const untilEnded = opts['until-ended'];
 // With --until-ended the end of the stream is the goal; otherwise play 5 s by default.
@@ -140,9 +143,14 @@ function startPlayer(src) {
 
 // Runs inside the page: a snapshot of playback state.
 function snapshot() {
-  const video = document.getElementById('v');
-  const hls = window.__hls;
-  const state = window.__play;
+  const video = document.querySelector('video');
+  const hls = window.__hls || window.sluiceHls;
+  // On a /watch page the page's own player records fatal errors.
+  const page = window.sluicePlayer;
+  const state = window.__play || {
+    fatalErrors: page && page.fatal ? [{ type: 'page', details: page.fatal }] : [],
+    nonFatalErrors: 0, nonFatalSamples: [], ended: false,
+  };
   const details = hls && (hls.latestLevelDetails || (hls.levels[hls.currentLevel] || {}).details);
   // Nudge playback if autoplay stalled in paused state (e.g. play() raced with a load).
   if (video.paused && !video.ended && video.readyState >= 2) video.play().catch(() => {});
@@ -153,6 +161,7 @@ function snapshot() {
     nonFatalErrors: state.nonFatalErrors,
     nonFatalSamples: state.nonFatalSamples,
     latency: details && details.live ? hls.latency : null,
+    pageLatency: page && typeof page.latency === 'number' ? page.latency : null,
     ended: state.ended || video.ended,
   };
 }
@@ -191,7 +200,8 @@ async function main() {
   server = createServer((req, res) => handle(req, res).catch(() => res.destroy()));
   await new Promise((resolve, reject) => server.once('error', reject).listen(0, '127.0.0.1', resolve));
   const origin = `http://127.0.0.1:${server.address().port}`;
-  const src = opts.url || `${origin}/media/${opts.playlist.split('/').map(encodeURIComponent).join('/')}`;
+  const src = opts.url || (opts.playlist
+    ? `${origin}/media/${opts.playlist.split('/').map(encodeURIComponent).join('/')}` : null);
 
   // launch() gives Chromium a fresh temporary user-data-dir and deletes it on close.
   browser = await chromium.launch({
@@ -206,17 +216,28 @@ async function main() {
   const pageErrors = [];
   page.on('pageerror', (err) => pageErrors.push({ type: 'pageerror', details: err.message }));
   page.on('crash', () => pageErrors.push({ type: 'crash', details: 'page crashed' }));
-  await page.goto(`${origin}/`, { waitUntil: 'load' });
-  await bounded(page.evaluate(startPlayer, src), STEP_TIMEOUT_MS, 'player start');
-  console.error(`playing ${src}`);
+  if (opts.page) {
+    await page.route(/hls(\.min)?\.js(\?.*)?$/, (route) =>
+      route.fulfill({ path: hlsJsPath, contentType: 'text/javascript' }));
+    await page.goto(opts.page, { waitUntil: 'load' });
+    console.error(`playing the page ${opts.page}`);
+  } else {
+    await page.goto(`${origin}/`, { waitUntil: 'load' });
+    await bounded(page.evaluate(startPlayer, src), STEP_TIMEOUT_MS, 'player start');
+    console.error(`playing ${src}`);
+  }
 
   const deadline = Date.now() + timeoutSeconds * 1000;
   let lastLog = 0;
+  // A live stream starts near its edge, not at 0: count the time played since then.
+  let firstTime = null;
   for (;;) {
     const snap = await bounded(page.evaluate(snapshot), STEP_TIMEOUT_MS, 'page poll');
     const { nonFatalSamples, ...rest } = snap;
     Object.assign(result, rest, { fatalErrors: [...snap.fatalErrors, ...pageErrors] });
-    const reached = snap.currentTime >= minSeconds;
+    if (firstTime === null && snap.currentTime > 0) firstTime = snap.currentTime;
+    result.played = snap.currentTime - (firstTime ?? snap.currentTime);
+    const reached = untilEnded ? snap.currentTime >= minSeconds : result.played >= minSeconds;
     if (result.fatalErrors.length > 0) return finish('fatal error');
     if (untilEnded ? snap.ended && reached : reached) {
       result.ok = true;
@@ -229,7 +250,7 @@ async function main() {
     }
     if (Date.now() - lastLog >= 2000) {
       lastLog = Date.now();
-      console.error(`t=${snap.currentTime.toFixed(2)} latency=${snap.latency ?? '-'} nonFatal=${snap.nonFatalErrors}`);
+      console.error(`t=${snap.currentTime.toFixed(2)} played=${result.played.toFixed(2)} latency=${snap.latency ?? '-'} nonFatal=${snap.nonFatalErrors}`);
     }
     await sleep(POLL_MS);
   }

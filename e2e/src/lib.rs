@@ -5,6 +5,7 @@
 //! `SLUICE_BIN` points at the binary (without it the harness builds it once itself).
 
 pub mod flv_writer;
+pub mod node;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -256,12 +257,29 @@ pub struct Playback {
 
 /// Plays a packaged folder with hls.js in headless Chromium until the end.
 pub fn play_folder(dir: &Path, playlist: &str, timeout: Duration) -> Result<Playback> {
+    let mut args = vec!["--dir".to_string(), dir.display().to_string()];
+    args.extend(["--playlist".into(), playlist.into(), "--until-ended".into()]);
+    play(&args, timeout)
+}
+
+/// Opens a Sluice `/watch` page in headless Chromium (its hls.js answered with the npm
+/// copy) and plays until `min_seconds` of media played.
+pub fn play_page(url: &str, min_seconds: u32, timeout: Duration) -> Result<Playback> {
+    let args = [
+        "--page".to_string(),
+        url.to_string(),
+        "--min-seconds".into(),
+        min_seconds.to_string(),
+    ];
+    play(&args, timeout)
+}
+
+fn play(args: &[String], timeout: Duration) -> Result<Playback> {
     let js = js_dir()?;
     let mut cmd = Command::new("node");
     cmd.arg(js.join("play-hls.mjs"))
-        .arg("--dir")
-        .arg(dir)
-        .args(["--playlist", playlist, "--until-ended", "--timeout-seconds"])
+        .args(args)
+        .arg("--timeout-seconds")
         .arg(timeout.as_secs().to_string());
     let out = run(&mut cmd, timeout + Duration::from_secs(30))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -281,7 +299,9 @@ pub fn play_folder(dir: &Path, playlist: &str, timeout: Duration) -> Result<Play
         current_time: report["currentTime"].as_f64().unwrap_or(0.0),
         duration: report["duration"].as_f64().unwrap_or(0.0),
         ended: report["ended"].as_bool().unwrap_or(false),
-        latency: report["latency"].as_f64(),
+        latency: report["pageLatency"]
+            .as_f64()
+            .or_else(|| report["latency"].as_f64()),
         report,
     })
 }

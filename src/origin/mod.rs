@@ -35,6 +35,8 @@ pub(crate) const RENDITION: &str = "source";
 const FEED_QUEUE: usize = 1024;
 /// How long a returning publisher waits for the loop to notice the old one left.
 const DETACH_WAIT: Duration = Duration::from_secs(2);
+/// How long a publisher waits for a node that just started to hold a lease.
+const LEASE_WAIT: Duration = Duration::from_secs(5);
 
 /// What a publisher's connection sends to the packaging loop.
 #[derive(Debug)]
@@ -51,7 +53,7 @@ pub(crate) enum PublishRefused {
     UnknownKey,
     #[error("channel {channel:?} is already live on node {origin}")]
     AlreadyLive { channel: String, origin: NodeId },
-    #[error("the cluster did not answer: {0}")]
+    #[error("the cluster refused the claim or did not answer: {0}")]
     Cluster(String),
 }
 
@@ -255,12 +257,24 @@ impl Origins {
         ll_hls: LlHlsSettings,
     ) -> Result<Publisher, PublishRefused> {
         let me = self.handle.id();
-        let claimed = origin
-            .propose(Op::ClaimChannel {
-                channel: slug.to_string(),
-                node: me,
-            })
-            .await;
+        // A node that just started may not have registered its lease yet.
+        let deadline = tokio::time::Instant::now() + LEASE_WAIT;
+        let claimed = loop {
+            let claimed = origin
+                .propose(Op::ClaimChannel {
+                    channel: slug.to_string(),
+                    node: me,
+                })
+                .await;
+            match claimed {
+                Err(ClusterError::Refused(Refusal::LeaseInvalid { .. }))
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                other => break other,
+            }
+        };
         let (number, resumed, last_msn) = match claimed {
             Ok(Applied::Claimed {
                 number,

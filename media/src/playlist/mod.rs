@@ -228,9 +228,12 @@ impl MediaPlaylist {
         }
 
         // Parts are listed for the last three target durations, and on no more than the
-        // last three segments (what strict validators such as hls-parser require).
+        // last three segments (what strict validators such as hls-parser require). A
+        // preload hint that opens the next segment takes one of the three.
         let parts_from_us = total_us.saturating_sub(3 * td_us);
-        let parts_from_index = listed.len().saturating_sub(3);
+        let hint_opens_segment =
+            !self.ended && listed.last().is_some_and(|s| s.duration_us.is_some());
+        let parts_from_index = (listed.len() + usize::from(hint_opens_segment)).saturating_sub(3);
         let mut start_us = 0u64;
         let mut current_init = None;
         for (i, seg) in listed.iter().enumerate() {

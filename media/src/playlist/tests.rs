@@ -117,6 +117,25 @@ fn parts_only_for_the_last_three_target_durations() {
 }
 
 #[test]
+fn a_hint_that_opens_the_next_segment_takes_one_of_the_three_part_slots() {
+    // Segment 7 just ended and no part of 8 exists yet: the hint names 8.0.
+    let mut pl = playlist(7, 10);
+    pl.apply(&end(7));
+    let text = pl.render(Skip::No, &[]);
+    assert!(
+        text.contains("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"1/8.0.m4s\""),
+        "{text}"
+    );
+    assert!(!text.contains("URI=\"1/5.0.m4s\""), "{text}");
+    for msn in 6..8 {
+        assert!(
+            text.contains(&format!("URI=\"1/{msn}.0.m4s\"")),
+            "msn {msn}\n{text}"
+        );
+    }
+}
+
+#[test]
 fn window_drops_old_segments_and_counts_discontinuities() {
     let mut pl = MediaPlaylist::new(PlaylistSettings {
         window_segments: 2,

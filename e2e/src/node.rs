@@ -1,0 +1,341 @@
+//! A `sluice serve` process on loopback, publishers that push to it, and an HTTP
+//! client for what viewers see. Everything started here is stopped on drop.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::sluice_bin;
+
+/// A port free right now on loopback.
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Polls `f` until it returns `Some`, for at most `limit`.
+pub fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> Result<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {limit:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A self-signed certificate for 127.0.0.1 / localhost, written as PEM files.
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub cert_pem: String,
+}
+
+impl TlsFiles {
+    pub fn create(dir: &Path) -> Result<Self> {
+        let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])?;
+        let cert_pem = ck.cert.pem();
+        let cert = dir.join("tls-cert.pem");
+        let key = dir.join("tls-key.pem");
+        std::fs::write(&cert, &cert_pem)?;
+        std::fs::write(&key, ck.signing_key.serialize_pem())?;
+        Ok(Self {
+            cert,
+            key,
+            cert_pem,
+        })
+    }
+}
+
+/// One node, started with its own data dir and free ports.
+pub struct Server {
+    pub dir: PathBuf,
+    pub http: u16,
+    pub rtmp: u16,
+    pub cluster: u16,
+    pub tls: bool,
+    child: Option<Child>,
+}
+
+impl Server {
+    /// Starts `sluice serve` with `extra` flags and waits until it answers `/healthz`.
+    pub fn start(dir: &Path, extra: &[&str]) -> Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let mut s = Self {
+            dir: dir.to_path_buf(),
+            http: free_port()?,
+            rtmp: free_port()?,
+            cluster: free_port()?,
+            tls: extra.contains(&"--tls-cert"),
+            child: None,
+        };
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("serve.log"))?;
+        let child = Command::new(sluice_bin()?)
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["--http", &format!("127.0.0.1:{}", s.http)])
+            .args(["--rtmp", &format!("127.0.0.1:{}", s.rtmp)])
+            .args(["--cluster", &format!("127.0.0.1:{}", s.cluster)])
+            .args(["--srt", "127.0.0.1:0"])
+            .args(extra)
+            .env("RUST_LOG", "info,openraft=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting sluice serve")?;
+        s.child = Some(child);
+        let client = Http::new(None)?;
+        let health = format!("http://127.0.0.1:{}/healthz", s.http);
+        let port = s.http;
+        let tls = s.tls;
+        wait_for(Duration::from_secs(30), "sluice serve to answer", || {
+            if tls {
+                // The TLS listener does not speak plain HTTP; accepting is enough here.
+                std::net::TcpStream::connect(("127.0.0.1", port))
+                    .ok()
+                    .map(|_| ())
+            } else {
+                client
+                    .get(&health, &[])
+                    .ok()
+                    .filter(|r| r.status == 200)
+                    .map(|_| ())
+            }
+        })?;
+        Ok(s)
+    }
+
+    pub fn base(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.http)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base())
+    }
+
+    pub fn rtmp_url(&self, key: &str) -> String {
+        format!("rtmp://127.0.0.1:{}/live/{key}", self.rtmp)
+    }
+
+    /// The key of the channel `main` a fresh one-node cluster starts with.
+    pub fn main_key(&self) -> Result<String> {
+        let path = self.dir.join("main.stream-key");
+        wait_for(Duration::from_secs(20), "main.stream-key", || {
+            std::fs::read_to_string(&path)
+                .ok()
+                .filter(|k| !k.trim().is_empty())
+        })
+        .map(|k| k.trim().to_string())
+    }
+
+    pub fn admin_token(&self) -> Result<String> {
+        Ok(std::fs::read_to_string(self.dir.join("admin.token"))?
+            .trim()
+            .to_string())
+    }
+
+    /// Runs a CLI command against this node (through its data dir); its stdout.
+    pub fn cli(&self, args: &[&str]) -> Result<String> {
+        crate::run_ok(
+            Command::new(sluice_bin()?)
+                .args(args)
+                .arg("--data-dir")
+                .arg(&self.dir),
+            Duration::from_secs(20),
+        )
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("serve.log")).unwrap_or_default()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A publisher process (ffmpeg, GStreamer), killed on drop.
+pub struct Publisher {
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Publisher {
+    /// ffmpeg pushing a file in real time, looped, without re-encoding: the encoder's
+    /// settings are those the file was made with.
+    pub fn ffmpeg_loop(file: &Path, url: &str, log: &Path) -> Result<Self> {
+        let out = std::fs::File::create(log)?;
+        let child = Command::new("ffmpeg")
+            .args([
+                "-hide_banner",
+                "-loglevel",
+                "warning",
+                "-re",
+                "-stream_loop",
+                "-1",
+                "-i",
+            ])
+            .arg(file)
+            .args(["-c", "copy", "-f", "flv", url])
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .context("starting ffmpeg")?;
+        Ok(Self {
+            child: Some(child),
+            log: log.to_path_buf(),
+        })
+    }
+
+    /// GStreamer's own RTMP client (rtmp2sink) with its own encoders.
+    pub fn gstreamer(url: &str, log: &Path) -> Result<Self> {
+        let out = std::fs::File::create(log)?;
+        let pipeline = format!(
+            "videotestsrc is-live=true pattern=smpte ! video/x-raw,width=320,height=180,framerate=30/1 \
+             ! x264enc tune=zerolatency speed-preset=veryfast key-int-max=60 bitrate=600 threads=1 \
+             ! video/x-h264,profile=main ! h264parse ! queue ! mux. \
+             audiotestsrc is-live=true ! audio/x-raw,rate=48000,channels=2 ! audioconvert \
+             ! avenc_aac ! aacparse ! queue ! mux. \
+             flvmux name=mux streamable=true ! rtmp2sink location={url}"
+        );
+        let child = Command::new("gst-launch-1.0")
+            .arg("-q")
+            .args(pipeline.split_whitespace())
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .context("starting gst-launch-1.0")?;
+        Ok(Self {
+            child: Some(child),
+            log: log.to_path_buf(),
+        })
+    }
+
+    /// Waits for the process to exit by itself, at most `limit`: its exit code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                return Some(status.code().unwrap_or(-1));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A response as a test looks at it.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub version: reqwest::Version,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Vec<u8>,
+    pub elapsed: Duration,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> String {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A blocking HTTP client; with a certificate it speaks TLS (HTTP/2 by ALPN).
+pub struct Http {
+    client: reqwest::blocking::Client,
+}
+
+impl Http {
+    pub fn new(tls_cert_pem: Option<&str>) -> Result<Self> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut b = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .no_proxy();
+        if let Some(pem) = tls_cert_pem {
+            b = b.tls_certs_only([reqwest::Certificate::from_pem(pem.as_bytes())?]);
+        }
+        Ok(Self { client: b.build()? })
+    }
+
+    pub fn get(&self, url: &str, headers: &[(&str, &str)]) -> Result<Reply> {
+        let mut req = self.client.get(url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let started = Instant::now();
+        let resp = req.send().with_context(|| format!("GET {url}"))?;
+        let status = resp.status().as_u16();
+        let version = resp.version();
+        let headers = resp.headers().clone();
+        let body = resp.bytes()?.to_vec();
+        Ok(Reply {
+            status,
+            version,
+            headers,
+            body,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    pub fn post(&self, url: &str, token: &str) -> Result<Reply> {
+        let started = Instant::now();
+        let resp = self.client.post(url).bearer_auth(token).send()?;
+        Ok(Reply {
+            status: resp.status().as_u16(),
+            version: resp.version(),
+            headers: resp.headers().clone(),
+            body: resp.bytes()?.to_vec(),
+            elapsed: started.elapsed(),
+        })
+    }
+}

@@ -1,0 +1,783 @@
+//! The embedded one-node default end to end: real RTMP publishers (ffmpeg, GStreamer)
+//! push to `sluice serve`; hls-parser, ffprobe and hls.js in Chromium consume what it
+//! serves. Tests here run one at a time (they share two cores with encoders and a
+//! browser).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use sluice_e2e::node::{wait_for, Http, Publisher, Reply, Server, TlsFiles};
+use sluice_e2e::{ffprobe, make_test_stream, play_page, validate_playlists, TempDir};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A player page whose hls.js the test browser answers from the npm copy.
+const HLSJS_URL: &str = "http://hlsjs.invalid/hls.min.js";
+
+struct Fixtures {
+    _dir: TempDir,
+    /// OBS-like: x264 veryfast zerolatency, 2 s keyframes, AAC 48 kHz.
+    gop60: PathBuf,
+    /// OBS's default keyframe interval: 250 frames (8.3 s at 30 fps).
+    gop250: PathBuf,
+}
+
+fn fixtures() -> &'static Fixtures {
+    static F: OnceLock<Fixtures> = OnceLock::new();
+    F.get_or_init(|| {
+        let dir = TempDir::new("origin-fixtures").expect("temp dir");
+        let gop60 = dir.path().join("gop60.flv");
+        let gop250 = dir.path().join("gop250.flv");
+        let x264 = |g: &'static str| {
+            [
+                "-preset",
+                "veryfast",
+                "-tune",
+                "zerolatency",
+                "-g",
+                g,
+                "-keyint_min",
+                g,
+                "-b:v",
+                "800k",
+            ]
+        };
+        make_test_stream(&gop60, "640x360", 12, &x264("60")).expect("gop60 fixture");
+        make_test_stream(&gop250, "640x360", 20, &x264("250")).expect("gop250 fixture");
+        Fixtures {
+            _dir: dir,
+            gop60,
+            gop250,
+        }
+    })
+}
+
+/// What a media playlist says, for assertions.
+#[derive(Debug, Clone, Default)]
+struct Listing {
+    media_sequence: u64,
+    target_duration: u32,
+    /// (msn, EXTINF seconds, preceded by EXT-X-DISCONTINUITY) of complete segments.
+    segments: Vec<(u64, f64, bool)>,
+    /// The preload-hinted part: (generation/msn.part URI, msn, part).
+    hint: Option<(String, u64, u32)>,
+    ended: bool,
+    skipped: u64,
+}
+
+fn parse_part_uri(uri: &str) -> Option<(u64, u32)> {
+    let name = uri.rsplit('/').next()?;
+    let mut it = name.strip_suffix(".m4s")?.split('.');
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+fn listing(text: &str) -> Listing {
+    let mut l = Listing::default();
+    let mut discontinuity = false;
+    let mut extinf = None;
+    let mut msn = None;
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix("#EXT-X-MEDIA-SEQUENCE:") {
+            l.media_sequence = v.parse().unwrap_or(0);
+        } else if let Some(v) = line.strip_prefix("#EXT-X-TARGETDURATION:") {
+            l.target_duration = v.parse().unwrap_or(0);
+        } else if let Some(v) = line.strip_prefix("#EXT-X-SKIP:SKIPPED-SEGMENTS=") {
+            l.skipped = v
+                .split(',')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+        } else if line == "#EXT-X-DISCONTINUITY" {
+            discontinuity = true;
+        } else if line == "#EXT-X-ENDLIST" {
+            l.ended = true;
+        } else if let Some(v) = line.strip_prefix("#EXTINF:") {
+            extinf = v.trim_end_matches(',').parse::<f64>().ok();
+        } else if let Some(v) = line.strip_prefix("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"") {
+            let uri = v.trim_end_matches('"').to_string();
+            if let Some((m, p)) = parse_part_uri(&uri) {
+                l.hint = Some((uri, m, p));
+            }
+        } else if !line.starts_with('#') && !line.is_empty() {
+            let seq = msn.unwrap_or(l.media_sequence + l.skipped);
+            if let Some(d) = extinf.take() {
+                l.segments.push((seq, d, discontinuity));
+            }
+            discontinuity = false;
+            msn = Some(seq + 1);
+        }
+    }
+    l
+}
+
+fn media_url(server: &Server, channel: &str) -> String {
+    server.url(&format!("/hls/{channel}/source/index.m3u8"))
+}
+
+fn get_listing(http: &Http, server: &Server, channel: &str) -> Result<Listing> {
+    let r = http.get(&media_url(server, channel), &[])?;
+    ensure!(r.status == 200, "media playlist: HTTP {}", r.status);
+    Ok(listing(&r.text()))
+}
+
+/// Waits until the channel's playlist lists `segments` complete segments.
+fn wait_live(http: &Http, server: &Server, channel: &str, segments: usize) -> Result<Listing> {
+    wait_for(Duration::from_secs(40), "the stream to be live", || {
+        get_listing(http, server, channel)
+            .ok()
+            .filter(|l| l.segments.len() >= segments)
+    })
+    .with_context(|| server.log())
+}
+
+fn assert_cache(r: &Reply, expected: &str, what: &str) -> Result<()> {
+    ensure!(
+        r.header("cache-control") == expected,
+        "{what}: Cache-Control {:?}, expected {expected:?} (HTTP {})",
+        r.header("cache-control"),
+        r.status
+    );
+    Ok(())
+}
+
+#[test]
+fn obs_like_rtmp_push_plays_on_the_watch_page_and_decodes() -> Result<()> {
+    let _serial = serial();
+    let f = fixtures();
+    let tmp = TempDir::new("origin-play")?;
+    let server = Server::start(&tmp.path().join("node"), &["--hlsjs-url", HLSJS_URL])?;
+    let key = server.main_key()?;
+    let _publisher =
+        Publisher::ffmpeg_loop(&f.gop60, &server.rtmp_url(&key), &tmp.path().join("ff.log"))?;
+    let http = Http::new(None)?;
+    let live = wait_live(&http, &server, "main", 3)?;
+
+    // Every kind of playlist the server writes passes hls-parser's strict mode.
+    let (_, msn, part) = live.hint.clone().context("a preload hint")?;
+    let media = media_url(&server, "main");
+    validate_playlists(&[
+        server.url("/hls/main/index.m3u8"),
+        media.clone(),
+        format!("{media}?_HLS_msn={msn}&_HLS_part={part}"),
+        format!("{media}?_HLS_msn={}", msn + 1),
+        format!("{media}?_HLS_skip=YES"),
+    ])?;
+
+    // hls.js on the player page plays 10 s of the live stream.
+    let watch = server.url("/watch/main");
+    let played = play_page(&watch, 10, Duration::from_secs(90))?;
+    ensure!(played.ok, "the watch page did not play: {}", played.report);
+    eprintln!(
+        "watch page: played {:.1} s, live latency reported by the page {:?} s",
+        played.report["played"].as_f64().unwrap_or(0.0),
+        played.latency
+    );
+
+    // Stopped through the API, the playlist ends and ffprobe decodes it whole.
+    let token = server.admin_token()?;
+    let stop = http.post(&server.url("/api/v1/channels/main/stop"), &token)?;
+    ensure!(
+        stop.status == 200,
+        "stop: HTTP {} {}",
+        stop.status,
+        stop.text()
+    );
+    let ended = wait_for(Duration::from_secs(10), "EXT-X-ENDLIST", || {
+        get_listing(&http, &server, "main").ok().filter(|l| l.ended)
+    })?;
+    let listed: f64 = ended.segments.iter().map(|s| s.1).sum();
+    let probe = ffprobe(&media)?;
+    let video = probe.frames.get("video").copied().unwrap_or(0);
+    let expected = (listed * 30.0).round() as i64;
+    ensure!(
+        (video as i64 - expected).abs() <= 2,
+        "ffprobe decoded {video} video frames; the playlist lists {listed:.3} s = {expected} frames"
+    );
+    ensure!(
+        probe.frames.get("audio").copied().unwrap_or(0) > 0,
+        "no audio decoded"
+    );
+    ensure!(
+        probe.width == Some(640) && probe.height == Some(360),
+        "size {:?}x{:?}",
+        probe.width,
+        probe.height
+    );
+    Ok(())
+}
+
+/// Blocking reload, preload-hinted parts, delta updates and the Cache-Control table,
+/// against a live stream on `server`.
+fn check_viewer_protocol(server: &Server, http: &Http, fixture: &Path, log: &Path) -> Result<()> {
+    let key = server.main_key()?;
+    let mut publisher = Publisher::ffmpeg_loop(fixture, &server.rtmp_url(&key), log)?;
+    let live = wait_live(http, server, "main", 3)?;
+    let media = media_url(server, "main");
+    let td = live.target_duration;
+    ensure!(td == 3, "TARGETDURATION {td}, expected 3 for 2 s segments");
+
+    let multivariant = http.get(&server.url("/hls/main/index.m3u8"), &[])?;
+    ensure!(multivariant.status == 200);
+    assert_cache(&multivariant, "public, max-age=1", "multivariant")?;
+    let plain = http.get(&media, &[("accept-encoding", "gzip")])?;
+    assert_cache(
+        &plain,
+        &format!("public, max-age={}", td / 2),
+        "plain media playlist",
+    )?;
+    ensure!(
+        plain.header("content-encoding") == "gzip",
+        "playlist not gzipped"
+    );
+    ensure!(plain.body.starts_with(&[0x1f, 0x8b]), "gzip body expected");
+    ensure!(
+        plain.header("access-control-allow-origin") == "*",
+        "no CORS header"
+    );
+
+    // The hinted part: the request is held until the part is complete.
+    let now = get_listing(http, server, "main")?;
+    let (uri, msn, part) = now.hint.context("a preload hint")?;
+    let hinted = http.get(&server.url(&format!("/hls/main/source/{uri}")), &[])?;
+    ensure!(hinted.status == 200, "hinted part: HTTP {}", hinted.status);
+    assert_cache(&hinted, "public, max-age=31536000, immutable", "part")?;
+    ensure!(
+        hinted.elapsed < Duration::from_secs(2),
+        "hinted part took {:?}",
+        hinted.elapsed
+    );
+    // The next part's playlist: answered within about a part after the part exists.
+    let (next_msn, next_part) = (msn, part + 1);
+    let blocked = http.get(
+        &format!("{media}?_HLS_msn={next_msn}&_HLS_part={next_part}"),
+        &[],
+    )?;
+    ensure!(
+        blocked.status == 200,
+        "blocking reload: HTTP {}",
+        blocked.status
+    );
+    assert_cache(
+        &blocked,
+        &format!("public, max-age={}", 6 * td),
+        "blocking playlist",
+    )?;
+    ensure!(
+        blocked.elapsed < Duration::from_millis(1500),
+        "blocking reload took {:?}",
+        blocked.elapsed
+    );
+    let after = listing(&blocked.text());
+    let (_, hm, hp) = after.hint.context("hint after blocking")?;
+    ensure!(
+        (hm, hp) > (next_msn, next_part) || after.segments.iter().any(|s| s.0 == next_msn),
+        "the blocking answer does not contain part {next_msn}.{next_part}"
+    );
+    let segment = http.get(
+        &server.url(&format!("/hls/main/source/1/{}.m4s", live.segments[0].0)),
+        &[],
+    )?;
+    ensure!(segment.status == 200, "segment: HTTP {}", segment.status);
+    assert_cache(&segment, "public, max-age=31536000, immutable", "segment")?;
+    let init = http.get(&server.url("/hls/main/source/1/init.mp4"), &[])?;
+    ensure!(init.status == 200, "init: HTTP {}", init.status);
+    assert_cache(&init, "public, max-age=31536000, immutable", "init")?;
+    let future = http.get(
+        &server.url(&format!("/hls/main/source/1/{}.m4s", msn + 50)),
+        &[],
+    )?;
+    ensure!(
+        future.status == 404,
+        "a far future segment: HTTP {}",
+        future.status
+    );
+    assert_cache(&future, "no-store", "404 object")?;
+
+    // Requests the spec refuses at once.
+    let too_far = http.get(&format!("{media}?_HLS_msn={}", hm + 3), &[])?;
+    ensure!(
+        too_far.status == 400,
+        "_HLS_msn past last+2: HTTP {}",
+        too_far.status
+    );
+    assert_cache(&too_far, "public, max-age=1", "400")?;
+    let part_alone = http.get(&format!("{media}?_HLS_part=1"), &[])?;
+    ensure!(
+        part_alone.status == 400,
+        "_HLS_part alone: HTTP {}",
+        part_alone.status
+    );
+
+    // The publisher leaves (the generation waits for it): the playlist holds still, so
+    // a delta update can be compared with the full playlist, and a request for the
+    // next segment can never be satisfied: 503 after 3 target durations.
+    publisher.kill();
+    std::thread::sleep(Duration::from_millis(800));
+    let full = http.get(&media, &[])?.text();
+    let delta = http.get(&format!("{media}?_HLS_skip=YES"), &[])?.text();
+    let (lf, ld) = (listing(&full), listing(&delta));
+    ensure!(
+        ld.skipped > 0,
+        "no EXT-X-SKIP in the delta update:\n{delta}"
+    );
+    ensure!(
+        lf.segments.ends_with(&ld.segments)
+            && lf.segments.len() == ld.segments.len() + ld.skipped as usize,
+        "the delta update does not match the full playlist:\nfull:\n{full}\ndelta:\n{delta}"
+    );
+    let tail = |t: &str| {
+        t.lines()
+            .skip_while(|l| !l.starts_with("#EXT-X-SKIP"))
+            .skip(1)
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    ensure!(
+        full.lines()
+            .map(String::from)
+            .collect::<Vec<_>>()
+            .ends_with(&tail(&delta)),
+        "delta tail differs"
+    );
+    let last = lf.segments.last().map(|s| s.0).unwrap_or(0);
+    let never = http.get(&format!("{media}?_HLS_msn={}", last + 2), &[])?;
+    ensure!(
+        never.status == 503,
+        "unsatisfiable blocking request: HTTP {}",
+        never.status
+    );
+    ensure!(
+        never.elapsed >= Duration::from_secs(u64::from(td) * 3 - 1),
+        "503 came after {:?}, before 3 target durations",
+        never.elapsed
+    );
+    assert_cache(&never, "public, max-age=1", "503")?;
+    Ok(())
+}
+
+#[test]
+fn blocking_reload_delta_updates_and_cache_headers() -> Result<()> {
+    let _serial = serial();
+    let f = fixtures();
+    let tmp = TempDir::new("origin-protocol")?;
+    let server = Server::start(&tmp.path().join("node"), &[])?;
+    check_viewer_protocol(
+        &server,
+        &Http::new(None)?,
+        &f.gop60,
+        &tmp.path().join("ff.log"),
+    )
+    .with_context(|| server.log())
+}
+
+#[test]
+fn the_same_over_http2_with_tls() -> Result<()> {
+    let _serial = serial();
+    let f = fixtures();
+    let tmp = TempDir::new("origin-tls")?;
+    let tls = TlsFiles::create(tmp.path())?;
+    let (cert, key) = (
+        tls.cert.display().to_string(),
+        tls.key.display().to_string(),
+    );
+    let server = Server::start(
+        &tmp.path().join("node"),
+        &["--tls-cert", &cert, "--tls-key", &key],
+    )?;
+    let http = Http::new(Some(&tls.cert_pem))?;
+    let health = http.get(&server.url("/healthz"), &[])?;
+    ensure!(
+        health.status == 200,
+        "healthz over TLS: HTTP {}",
+        health.status
+    );
+    ensure!(
+        health.version == reqwest::Version::HTTP_2,
+        "expected HTTP/2 by ALPN, got {:?}",
+        health.version
+    );
+    check_viewer_protocol(&server, &http, &f.gop60, &tmp.path().join("ff.log"))
+        .with_context(|| server.log())
+}
+
+#[test]
+fn a_publisher_back_within_the_grace_continues_the_playlist() -> Result<()> {
+    let _serial = serial();
+    let f = fixtures();
+    let tmp = TempDir::new("origin-reconnect")?;
+    let server = Server::start(
+        &tmp.path().join("node"),
+        &["--hlsjs-url", HLSJS_URL, "--reconnect-grace-ms", "8000"],
+    )?;
+    let key = server.main_key()?;
+    let url = server.rtmp_url(&key);
+    let mut publisher = Publisher::ffmpeg_loop(&f.gop60, &url, &tmp.path().join("ff1.log"))?;
+    let http = Http::new(None)?;
+    wait_live(&http, &server, "main", 2)?;
+    let before = get_listing(&http, &server, "main")?;
+
+    // A viewer plays through the publisher's drop and return.
+    let watch = server.url("/watch/main");
+    let viewer = std::thread::spawn(move || play_page(&watch, 16, Duration::from_secs(90)));
+    std::thread::sleep(Duration::from_secs(6));
+    publisher.kill();
+    std::thread::sleep(Duration::from_secs(2));
+    let _back = Publisher::ffmpeg_loop(&f.gop60, &url, &tmp.path().join("ff2.log"))?;
+    let played = viewer
+        .join()
+        .map_err(|_| anyhow::anyhow!("viewer thread"))??;
+    ensure!(
+        played.ok,
+        "hls.js stopped across the reconnect: {}",
+        played.report
+    );
+    eprintln!(
+        "played {:.1} s across the reconnect",
+        played.report["played"].as_f64().unwrap_or(0.0)
+    );
+
+    let after = wait_for(Duration::from_secs(20), "a discontinuity", || {
+        get_listing(&http, &server, "main")
+            .ok()
+            .filter(|l| l.segments.iter().any(|s| s.2))
+    })?;
+    ensure!(
+        after.media_sequence >= before.media_sequence,
+        "media sequence went back"
+    );
+    ensure!(
+        after.segments.windows(2).all(|w| w[1].0 == w[0].0 + 1),
+        "segment numbers not consecutive: {:?}",
+        after.segments
+    );
+    let uris_same_generation = http.get(&media_url(&server, "main"), &[])?.text();
+    ensure!(
+        !uris_same_generation.contains("\n2/"),
+        "the returning publisher started a new generation"
+    );
+
+    // Gone for longer than the grace: the playlist ends.
+    drop(_back);
+    let ended = wait_for(
+        Duration::from_secs(25),
+        "EXT-X-ENDLIST after the grace",
+        || get_listing(&http, &server, "main").ok().filter(|l| l.ended),
+    )?;
+    ensure!(
+        ended.hint.is_none(),
+        "an ended playlist keeps a preload hint"
+    );
+    validate_playlists(&[media_url(&server, "main")])?;
+    Ok(())
+}
+
+#[test]
+fn long_gops_and_a_gstreamer_publisher() -> Result<()> {
+    let _serial = serial();
+    let f = fixtures();
+    let tmp = TempDir::new("origin-gop")?;
+    let server = Server::start(&tmp.path().join("node"), &[])?;
+    let key = server.main_key()?;
+    let _ffmpeg = Publisher::ffmpeg_loop(
+        &f.gop250,
+        &server.rtmp_url(&key),
+        &tmp.path().join("ff.log"),
+    )?;
+    // A second channel, published by GStreamer's own RTMP client.
+    let created = server.cli(&["channel", "create", "gst", "--json"])?;
+    let created: serde_json::Value = serde_json::from_str(&created)?;
+    let gst_key = created["stream_key"]
+        .as_str()
+        .context("stream_key")?
+        .to_string();
+    let gst = Publisher::gstreamer(&server.rtmp_url(&gst_key), &tmp.path().join("gst.log"))?;
+    let http = Http::new(None)?;
+    let long = wait_live(&http, &server, "main", 5)?;
+    ensure!(
+        long.target_duration == 3,
+        "TARGETDURATION {}",
+        long.target_duration
+    );
+    for (msn, d, _) in &long.segments {
+        ensure!(
+            *d <= 3.0 + 0.5,
+            "segment {msn} lasts {d} s, over TARGETDURATION"
+        );
+    }
+    validate_playlists(&[
+        server.url("/hls/main/index.m3u8"),
+        media_url(&server, "main"),
+    ])?;
+    wait_live(&http, &server, "gst", 2).with_context(|| gst.output())?;
+    validate_playlists(&[server.url("/hls/gst/index.m3u8"), media_url(&server, "gst")])?;
+    let mv = http.get(&server.url("/hls/gst/index.m3u8"), &[])?.text();
+    ensure!(
+        mv.contains("avc1.") && mv.contains("mp4a.40.2"),
+        "codecs: {mv}"
+    );
+    Ok(())
+}
+
+/// Sends bytes to the RTMP port and closes.
+fn send_raw(port: u16, bytes: &[u8]) -> Result<()> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    s.write_all(bytes)?;
+    let mut sink = [0u8; 4096];
+    let _ = s.read(&mut sink);
+    Ok(())
+}
+
+/// An RTMP client that connects, publishes, then sends `@setDataFrame` with no
+/// arguments (which the session library cannot handle).
+fn publish_empty_set_data_frame(port: u16, key: &str) -> Result<()> {
+    use rml_rtmp::chunk_io::ChunkSerializer;
+    use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+    use rml_rtmp::messages::RtmpMessage;
+    use rml_rtmp::rml_amf0::Amf0Value;
+    use rml_rtmp::sessions::{
+        ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult,
+        PublishRequestType,
+    };
+    use rml_rtmp::time::RtmpTimestamp;
+
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut hs = Handshake::new(PeerType::Client);
+    s.write_all(
+        &hs.generate_outbound_p0_and_p1()
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?,
+    )?;
+    let mut buf = vec![0u8; 8192];
+    let leftover = loop {
+        let n = s.read(&mut buf)?;
+        ensure!(n > 0, "closed during handshake");
+        match hs
+            .process_bytes(&buf[..n])
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?
+        {
+            HandshakeProcessResult::InProgress { response_bytes } => {
+                s.write_all(&response_bytes)?
+            }
+            HandshakeProcessResult::Completed {
+                response_bytes,
+                remaining_bytes,
+            } => {
+                s.write_all(&response_bytes)?;
+                break remaining_bytes;
+            }
+        }
+    };
+    let (mut session, initial) =
+        ClientSession::new(ClientSessionConfig::new()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let send =
+        |results: Vec<ClientSessionResult>, s: &mut TcpStream| -> Result<Vec<ClientSessionEvent>> {
+            let mut events = Vec::new();
+            for r in results {
+                match r {
+                    ClientSessionResult::OutboundResponse(p) => s.write_all(&p.bytes)?,
+                    ClientSessionResult::RaisedEvent(e) => events.push(e),
+                    _ => {}
+                }
+            }
+            Ok(events)
+        };
+    send(initial, &mut s)?;
+    let mut events = send(
+        session
+            .handle_input(&leftover)
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+        &mut s,
+    )?;
+    send(
+        vec![session
+            .request_connection("live".into())
+            .map_err(|e| anyhow::anyhow!("{e}"))?],
+        &mut s,
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut published = false;
+    while Instant::now() < deadline && !published {
+        for e in events.drain(..) {
+            match e {
+                ClientSessionEvent::ConnectionRequestAccepted => {
+                    let r = session
+                        .request_publishing(key.into(), PublishRequestType::Live)
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    send(vec![r], &mut s)?;
+                }
+                ClientSessionEvent::PublishRequestAccepted => published = true,
+                _ => {}
+            }
+        }
+        if published {
+            break;
+        }
+        let n = s.read(&mut buf)?;
+        ensure!(n > 0, "closed before publish was accepted");
+        events = send(
+            session
+                .handle_input(&buf[..n])
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+            &mut s,
+        )?;
+    }
+    ensure!(published, "publish not accepted");
+    let message = RtmpMessage::Amf0Data {
+        values: vec![Amf0Value::Utf8String("@setDataFrame".into())],
+    };
+    let payload = message
+        .into_message_payload(RtmpTimestamp::new(0), 1)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut serializer = ChunkSerializer::new();
+    let packet = serializer
+        .serialize(&payload, true, false)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    s.write_all(&packet.bytes)?;
+    // The server ends this connection.
+    let closed = wait_for(
+        Duration::from_secs(10),
+        "the server to close the session",
+        || match s.read(&mut buf) {
+            Ok(0) | Err(_) => Some(()),
+            Ok(_) => None,
+        },
+    );
+    closed
+}
+
+#[test]
+fn bad_input_ends_its_own_connection_and_the_live_stream_plays_on() -> Result<()> {
+    let _serial = serial();
+    let f = fixtures();
+    let tmp = TempDir::new("origin-bad")?;
+    let mut server = Server::start(&tmp.path().join("node"), &["--hlsjs-url", HLSJS_URL])?;
+    let key = server.main_key()?;
+    let _live =
+        Publisher::ffmpeg_loop(&f.gop60, &server.rtmp_url(&key), &tmp.path().join("ff.log"))?;
+    let http = Http::new(None)?;
+    let before = wait_live(&http, &server, "main", 2)?;
+
+    // A wrong key: refused, with the reason logged.
+    let mut wrong = Publisher::ffmpeg_loop(
+        &f.gop60,
+        &server.rtmp_url("sk-not-a-key"),
+        &tmp.path().join("wrong.log"),
+    )?;
+    ensure!(
+        wrong
+            .wait_exit(Duration::from_secs(15))
+            .is_some_and(|c| c != 0),
+        "a wrong key was not refused"
+    );
+    ensure!(
+        server.log().contains("unknown or revoked stream key"),
+        "no logged reason"
+    );
+    // A second publisher with the right key: the channel is already live.
+    let mut second = Publisher::ffmpeg_loop(
+        &f.gop60,
+        &server.rtmp_url(&key),
+        &tmp.path().join("second.log"),
+    )?;
+    ensure!(
+        second
+            .wait_exit(Duration::from_secs(15))
+            .is_some_and(|c| c != 0),
+        "a second publisher was not refused"
+    );
+    ensure!(
+        server.log().contains("already live"),
+        "no logged reason for the second publisher"
+    );
+
+    // Garbage, a truncated handshake, and @setDataFrame with no arguments.
+    let noise: Vec<u8> = (0..20_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    send_raw(server.rtmp, &noise)?;
+    send_raw(server.rtmp, &[3u8; 700])?; // C0 + part of C1, then gone
+    let gst_like = server.cli(&["channel", "create", "victim", "--json"])?;
+    let victim: serde_json::Value = serde_json::from_str(&gst_like)?;
+    publish_empty_set_data_frame(server.rtmp, victim["stream_key"].as_str().context("key")?)?;
+
+    // A slow-loris client trickles a request that never ends.
+    let mut loris = TcpStream::connect(("127.0.0.1", server.http))?;
+    loris.write_all(b"GET /hls/main/index.m3u8 HTTP/1.1\r\nHost: x\r\n")?;
+    let watch = server.url("/watch/main");
+    let viewer = std::thread::spawn(move || play_page(&watch, 5, Duration::from_secs(60)));
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_secs(1));
+        let _ = loris.write_all(b"X-a: b\r\n");
+    }
+    let played = viewer
+        .join()
+        .map_err(|_| anyhow::anyhow!("viewer thread"))??;
+    ensure!(
+        played.ok,
+        "the live stream stopped playing: {}",
+        played.report
+    );
+    ensure!(server.is_running(), "the server died");
+    let after = get_listing(&http, &server, "main")?;
+    ensure!(
+        after.segments.last().map(|s| s.0) > before.segments.last().map(|s| s.0),
+        "the live playlist stopped advancing"
+    );
+    Ok(())
+}
+
+#[test]
+fn an_unwritable_spool_degrades_the_stream_and_serving_goes_on() -> Result<()> {
+    let _serial = serial();
+    let f = fixtures();
+    let tmp = TempDir::new("origin-spool")?;
+    let dir = tmp.path().join("node");
+    std::fs::create_dir_all(&dir)?;
+    // A file where the spool folder should be: every write under it fails (even as root).
+    std::fs::write(dir.join("spool"), b"not a folder")?;
+    let server = Server::start(&dir, &[])?;
+    let http = Http::new(None)?;
+    let ready = http.get(&server.url("/readyz"), &[])?;
+    ensure!(
+        ready.status == 503 && ready.text().contains("spool"),
+        "readyz: {} {}",
+        ready.status,
+        ready.text()
+    );
+    let key = server.main_key()?;
+    let _p = Publisher::ffmpeg_loop(&f.gop60, &server.rtmp_url(&key), &tmp.path().join("ff.log"))?;
+    wait_live(&http, &server, "main", 2)?;
+    let token = server.admin_token()?;
+    let degraded = wait_for(Duration::from_secs(20), "spool_error in the API", || {
+        let r = http
+            .get(
+                &server.url("/api/v1/channels/main"),
+                &[("authorization", &format!("Bearer {token}"))],
+            )
+            .ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&r.body).ok()?;
+        v["generation"]["media"]["spool_error"]
+            .as_str()
+            .map(String::from)
+    })?;
+    eprintln!("degraded: {degraded}");
+    ensure!(
+        server.log().contains("spool write failed"),
+        "no error logged"
+    );
+    let m = http.get(&server.url("/metrics"), &[])?.text();
+    ensure!(
+        !m.contains("sluice_spool_errors_total 0\n"),
+        "spool errors not counted:\n{m}"
+    );
+    Ok(())
+}
