@@ -181,6 +181,32 @@ fn obs_like_rtmp_push_plays_on_the_watch_page_and_decodes() -> Result<()> {
         played.latency
     );
 
+    // The node told the operator how to point OBS at it and where to watch.
+    let log = server.log();
+    ensure!(
+        log.contains(&format!("rtmp://127.0.0.1:{}/live", server.rtmp))
+            && log.contains("/watch/main")
+            && log.contains("main.stream-key"),
+        "no OBS settings printed:\n{log}"
+    );
+    let metrics = http.get(&server.url("/metrics"), &[])?.text();
+    for family in [
+        "sluice_ingest_bytes_total{channel=\"main\"}",
+        "sluice_ingest_frames_total{channel=\"main\"}",
+        "sluice_part_publish_delay_seconds_count",
+        "sluice_playlist_requests_total{kind=\"blocking\"}",
+        "sluice_viewers{channel=\"main\"}",
+    ] {
+        let value = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(family))
+            .and_then(|v| v.trim().parse::<f64>().ok());
+        ensure!(
+            value.is_some_and(|v| v > 0.0),
+            "{family} not counted:\n{metrics}"
+        );
+    }
+
     // Stopped through the API, the playlist ends and ffprobe decodes it whole.
     let token = server.admin_token()?;
     let stop = http.post(&server.url("/api/v1/channels/main/stop"), &token)?;
@@ -319,6 +345,8 @@ fn check_viewer_protocol(server: &Server, http: &Http, fixture: &Path, log: &Pat
     // The publisher leaves (the generation waits for it): the playlist holds still, so
     // a delta update can be compared with the full playlist, and a request for the
     // next segment can never be satisfied: 503 after 3 target durations.
+    // Long enough for segments older than CAN-SKIP-UNTIL (6 × TD = 18 s).
+    wait_live(http, server, "main", 11)?;
     publisher.kill();
     std::thread::sleep(Duration::from_millis(800));
     let full = http.get(&media, &[])?.text();
@@ -333,19 +361,22 @@ fn check_viewer_protocol(server: &Server, http: &Http, fixture: &Path, log: &Pat
             && lf.segments.len() == ld.segments.len() + ld.skipped as usize,
         "the delta update does not match the full playlist:\nfull:\n{full}\ndelta:\n{delta}"
     );
-    let tail = |t: &str| {
+    // After EXT-X-SKIP the delta repeats the tail of the full playlist line for line
+    // (it restates EXT-X-MAP for the first segment it lists).
+    let lines = |t: &str| {
         t.lines()
-            .skip_while(|l| !l.starts_with("#EXT-X-SKIP"))
-            .skip(1)
+            .filter(|l| !l.starts_with("#EXT-X-MAP"))
             .map(String::from)
             .collect::<Vec<_>>()
     };
+    let delta_tail: Vec<String> = lines(&delta)
+        .into_iter()
+        .skip_while(|l| !l.starts_with("#EXT-X-SKIP"))
+        .skip(1)
+        .collect();
     ensure!(
-        full.lines()
-            .map(String::from)
-            .collect::<Vec<_>>()
-            .ends_with(&tail(&delta)),
-        "delta tail differs"
+        lines(&full).ends_with(&delta_tail),
+        "delta tail differs:\nfull:\n{full}\ndelta:\n{delta}"
     );
     let last = lf.segments.last().map(|s| s.0).unwrap_or(0);
     let never = http.get(&format!("{media}?_HLS_msn={}", last + 2), &[])?;
