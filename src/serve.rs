@@ -20,7 +20,7 @@ use openraft::{BasicNode, Config as RaftConfig, Raft};
 use serde::{Deserialize, Serialize};
 use sluice_cluster::command::{Command, Op};
 use sluice_cluster::handle::ClusterHandle;
-use sluice_cluster::model::NodeUrls;
+use sluice_cluster::model::{GenerationState, NodeUrls};
 use sluice_cluster::network::{raft_router, Faults, HttpNetwork};
 use sluice_cluster::store::{open_database, LogStore, StateMachine};
 use sluice_cluster::supervisor;
@@ -628,6 +628,40 @@ async fn wait_for_signal() {
     }
 }
 
+/// After a restart this node holds no publisher: generations the state still shows as
+/// starting or live here wait for their publisher instead, so it can come back at once
+/// (to this node or another) rather than after the lease expires.
+async fn release_own_generations(handle: &ClusterHandle) {
+    let me = handle.id();
+    let held: Vec<(String, u64)> = handle.read_local(|s| {
+        s.all_generations()
+            .filter(|g| g.origin == me)
+            .filter(|g| matches!(g.state, GenerationState::Starting | GenerationState::Live))
+            .filter_map(|g| {
+                s.channels
+                    .get(&g.channel)
+                    .map(|c| (c.slug.clone(), g.number))
+            })
+            .collect()
+    });
+    for (channel, generation) in held {
+        tracing::info!(%channel, generation, "left live by the previous run: waiting for its publisher");
+        let op = Op::MarkReconnecting {
+            channel,
+            generation,
+        };
+        if let Err(e) = handle
+            .propose(Command {
+                at_ms: now_ms(),
+                op,
+            })
+            .await
+        {
+            tracing::warn!(error = %e, "could not mark a generation reconnecting");
+        }
+    }
+}
+
 async fn liveness_loop(
     handle: ClusterHandle,
     name: String,
@@ -656,7 +690,12 @@ async fn liveness_loop(
             })
             .await
         {
-            Ok(_) => registered = true,
+            Ok(_) => {
+                if !registered {
+                    release_own_generations(&handle).await;
+                }
+                registered = true;
+            }
             Err(e) => tracing::debug!(error = %e, "lease write failed; retrying"),
         }
         if handle.raft().metrics().borrow().current_leader == Some(handle.id()) {

@@ -812,3 +812,66 @@ fn an_unwritable_spool_degrades_the_stream_and_serving_goes_on() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn a_node_restarted_mid_stream_takes_its_publisher_back() -> Result<()> {
+    let _serial = serial();
+    let f = fixtures();
+    let tmp = TempDir::new("origin-restart")?;
+    let dir = tmp.path().join("node");
+    let flags = ["--reconnect-grace-ms", "30000"];
+    let server = Server::start(&dir, &flags)?;
+    let key = server.main_key()?;
+    let publisher = Publisher::ffmpeg_loop(
+        &f.gop60,
+        &server.rtmp_url(&key),
+        &tmp.path().join("ff1.log"),
+    )?;
+    let http = Http::new(None)?;
+    let before = wait_live(&http, &server, "main", 3)?;
+    drop(publisher);
+    drop(server); // kill -9
+
+    // The restarted node releases the generation it held, and the returning publisher
+    // continues it: after every sequence number served before, with a discontinuity,
+    // and an init segment whose name no earlier URL used.
+    let server = Server::start(&dir, &flags)?;
+    let _back = Publisher::ffmpeg_loop(
+        &f.gop60,
+        &server.rtmp_url(&key),
+        &tmp.path().join("ff2.log"),
+    )?;
+    let after = wait_live(&http, &server, "main", 2)?;
+    let last_before = before.segments.last().map(|s| s.0).unwrap_or(0);
+    let first_after = after.segments.first().context("segments")?;
+    ensure!(
+        first_after.0 > last_before,
+        "sequence went back: {} after {last_before}",
+        first_after.0
+    );
+    ensure!(first_after.2, "no discontinuity at the resumed start");
+    let text = http.get(&media_url(&server, "main"), &[])?.text();
+    let map = text
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-MAP:URI=\""))
+        .map(|u| u.trim_end_matches('"').to_string())
+        .context("EXT-X-MAP")?;
+    ensure!(
+        map.starts_with("1/init-"),
+        "the resumed generation reuses an init name: {map}"
+    );
+    let init = http.get(&server.url(&format!("/hls/main/source/{map}")), &[])?;
+    ensure!(init.status == 200, "resumed init: HTTP {}", init.status);
+    // Objects served before the restart are still there, from the disk spool.
+    let old = http.get(
+        &server.url(&format!("/hls/main/source/1/{}.m4s", before.segments[0].0)),
+        &[],
+    )?;
+    ensure!(
+        old.status == 200,
+        "a segment from before the restart: HTTP {}",
+        old.status
+    );
+    validate_playlists(&[media_url(&server, "main")])?;
+    Ok(())
+}

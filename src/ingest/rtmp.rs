@@ -123,7 +123,6 @@ async fn handshake(stream: &mut TcpStream, buf: &mut [u8]) -> Result<Vec<u8>> {
 struct Publishing {
     publisher: Publisher,
     demuxer: FlvDemuxer,
-    stream_key: String,
     skipped_tags: u64,
 }
 
@@ -161,7 +160,7 @@ async fn connection(
                     }
                     ServerSessionResult::RaisedEvent(event) => {
                         follow_up.extend(
-                            event_(
+                            on_event(
                                 &mut session,
                                 event,
                                 &mut publishing,
@@ -194,7 +193,7 @@ async fn connection(
 }
 
 /// Acts on one session event; returns what the session answers to the action.
-async fn event_(
+async fn on_event(
     session: &mut ServerSession,
     event: ServerSessionEvent,
     publishing: &mut Option<Publishing>,
@@ -242,7 +241,6 @@ async fn event_(
                     *publishing = Some(Publishing {
                         publisher,
                         demuxer: FlvDemuxer::new(),
-                        stream_key,
                         skipped_tags: 0,
                     });
                     accept(session, request_id)
@@ -327,7 +325,7 @@ async fn media(
         Err(FlvError::UnsupportedAudioFormat(_) | FlvError::UnsupportedVideoCodec(_)) => {
             p.skipped_tags += 1;
             if p.skipped_tags == 1 {
-                tracing::warn!(key_prefix = %&p.stream_key.get(..4).unwrap_or(""), "a track in an unsupported codec is skipped");
+                tracing::warn!(channel = %p.publisher.channel, "a track in an unsupported codec is skipped");
             }
             None
         }
