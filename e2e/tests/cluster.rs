@@ -5,15 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
+use sluice_e2e::node::{free_port, wait_for};
 use sluice_e2e::{run_ok, sluice_bin, TempDir};
-
-/// A port free right now on loopback.
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
 
 struct Node {
     dir: PathBuf,
@@ -101,20 +95,6 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         self.kill9();
-    }
-}
-
-/// Polls `f` until it returns `Some`, for at most `limit`.
-fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> Result<T> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return Ok(v);
-        }
-        if Instant::now() > deadline {
-            bail!("timed out after {limit:?} waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(200));
     }
 }
 

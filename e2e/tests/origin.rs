@@ -674,15 +674,14 @@ fn publish_empty_set_data_frame(port: u16, key: &str) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     s.write_all(&packet.bytes)?;
     // The server ends this connection.
-    let closed = wait_for(
+    wait_for(
         Duration::from_secs(10),
         "the server to close the session",
         || match s.read(&mut buf) {
             Ok(0) | Err(_) => Some(()),
             Ok(_) => None,
         },
-    );
-    closed
+    )
 }
 
 #[test]
@@ -697,38 +696,18 @@ fn bad_input_ends_its_own_connection_and_the_live_stream_plays_on() -> Result<()
     let http = Http::new(None)?;
     let before = wait_live(&http, &server, "main", 2)?;
 
-    // A wrong key: refused, with the reason logged.
-    let mut wrong = Publisher::ffmpeg_loop(
-        &f.gop60,
-        &server.rtmp_url("sk-not-a-key"),
-        &tmp.path().join("wrong.log"),
-    )?;
-    ensure!(
-        wrong
-            .wait_exit(Duration::from_secs(15))
-            .is_some_and(|c| c != 0),
-        "a wrong key was not refused"
-    );
-    ensure!(
-        server.log().contains("unknown or revoked stream key"),
-        "no logged reason"
-    );
-    // A second publisher with the right key: the channel is already live.
-    let mut second = Publisher::ffmpeg_loop(
-        &f.gop60,
-        &server.rtmp_url(&key),
-        &tmp.path().join("second.log"),
-    )?;
-    ensure!(
-        second
-            .wait_exit(Duration::from_secs(15))
-            .is_some_and(|c| c != 0),
-        "a second publisher was not refused"
-    );
-    ensure!(
-        server.log().contains("already live"),
-        "no logged reason for the second publisher"
-    );
+    // A wrong key, and a second publisher for the live channel: each refused, with
+    // the reason logged.
+    for (name, key, reason) in [
+        ("wrong", "sk-not-a-key", "unknown or revoked stream key"),
+        ("second", key.as_str(), "already live"),
+    ] {
+        let mut refused =
+            Publisher::ffmpeg_loop(&f.gop60, &server.rtmp_url(key), &tmp.path().join(name))?;
+        let code = refused.wait_exit(Duration::from_secs(15));
+        ensure!(code.is_some_and(|c| c != 0), "{name} publisher not refused");
+        ensure!(server.log().contains(reason), "no logged reason {reason:?}");
+    }
 
     // Garbage, a truncated handshake, and @setDataFrame with no arguments.
     let noise: Vec<u8> = (0..20_000u32)
