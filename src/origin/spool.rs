@@ -217,3 +217,53 @@ pub(crate) fn prune_disk(root: &Path, retention: Duration, active: &[(String, u6
         let _ = std::fs::remove_dir(channel.path());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn touch(path: &Path) {
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, b"x").expect("write");
+    }
+
+    #[test]
+    fn pruning_keeps_young_objects_and_the_live_generations_init() {
+        let root = std::env::temp_dir().join(format!("sluice-prune-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let live = generation_dir(&root, "news", 2, "source");
+        let ended = generation_dir(&root, "news", 1, "source");
+        for f in ["init.mp4", "0.m4s", "0.0.m4s"] {
+            touch(&live.join(f));
+            touch(&ended.join(f));
+        }
+        // Nothing is old yet: nothing goes.
+        prune_disk(&root, Duration::from_secs(600), &[("news".into(), 2)]);
+        assert!(ended.join("0.m4s").exists() && live.join("0.0.m4s").exists());
+        // Everything is old: the ended generation goes entirely, the live one keeps
+        // the init segment its playlist names.
+        std::thread::sleep(Duration::from_millis(20));
+        prune_disk(&root, Duration::from_millis(1), &[("news".into(), 2)]);
+        assert!(
+            !root.join("news").join("1").exists(),
+            "ended generation kept"
+        );
+        assert!(live.join("init.mp4").exists(), "live init pruned");
+        assert!(!live.join("0.m4s").exists() && !live.join("0.0.m4s").exists());
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn a_finished_segment_is_its_parts_and_old_ones_leave_memory() {
+        let mut spool = Spool::new(1);
+        spool.start_segment();
+        spool.insert(ObjectName::Part(0, 0), Bytes::from_static(b"ab"));
+        spool.insert(ObjectName::Part(0, 1), Bytes::from_static(b"cd"));
+        assert_eq!(&spool.end_segment(0)[..], b"abcd");
+        assert_eq!(
+            spool.object(ObjectName::Segment(0)).as_deref(),
+            Some(&b"abcd"[..])
+        );
+        assert!(spool.object(ObjectName::Part(0, 1)).is_some());
+    }
+}
