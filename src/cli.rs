@@ -84,7 +84,7 @@ async fn call(
     body: Option<serde_json::Value>,
 ) -> Result<serde_json::Value> {
     let (server, token) = api.resolve()?;
-    let client = reqwest::Client::builder()
+    let client = sluice_cluster::network::client_builder()
         .timeout(Duration::from_secs(15))
         .build()?;
     let mut req = client

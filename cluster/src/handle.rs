@@ -84,7 +84,7 @@ impl ClusterHandle {
         sm: StateMachine,
         secret: Arc<str>,
     ) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
+        let client = crate::network::client_builder()
             .timeout(FORWARD_TIMEOUT)
             .build()?;
         Ok(Self {

@@ -110,13 +110,20 @@ pub struct HttpNetwork {
     faults: Arc<Faults>,
 }
 
+/// A reqwest client builder with the process's one TLS crypto provider (ring) in
+/// place: reqwest is built without a provider of its own, so none is ever picked twice.
+pub fn client_builder() -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+}
+
 impl HttpNetwork {
     pub fn new(
         from: NodeId,
         secret: Arc<str>,
         faults: Arc<Faults>,
     ) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
+        let client = client_builder()
             .connect_timeout(Duration::from_secs(2))
             .timeout(RPC_TIMEOUT)
             .build()?;
