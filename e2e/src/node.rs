@@ -99,7 +99,7 @@ impl Server {
         let health = format!("http://127.0.0.1:{}/healthz", s.http);
         let port = s.http;
         let tls = s.tls;
-        wait_for(Duration::from_secs(30), "sluice serve to answer", || {
+        wait_for(Duration::from_secs(60), "sluice serve to answer", || {
             if tls {
                 // The TLS listener does not speak plain HTTP; accepting is enough here.
                 std::net::TcpStream::connect(("127.0.0.1", port))
@@ -112,7 +112,8 @@ impl Server {
                     .filter(|r| r.status == 200)
                     .map(|_| ())
             }
-        })?;
+        })
+        .with_context(|| s.log())?;
         Ok(s)
     }
 
