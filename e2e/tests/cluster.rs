@@ -98,6 +98,16 @@ impl Drop for Node {
     }
 }
 
+/// The channel names in a `channel list --json` answer.
+fn slugs(listed: &serde_json::Value) -> Vec<&str> {
+    listed["channels"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["slug"].as_str())
+        .collect()
+}
+
 /// (leader, voters, healthy members) as one node reports them.
 fn summary(status: &serde_json::Value) -> (Option<u64>, usize, usize) {
     let members = status["members"].as_array().cloned().unwrap_or_default();
@@ -187,12 +197,7 @@ fn three_processes_form_a_cluster_survive_the_leaders_death_and_take_it_back() -
     for n in [survivor, other] {
         let listed: serde_json::Value =
             serde_json::from_str(&nodes[n].cli(&["channel", "list", "--json"])?)?;
-        let names: Vec<&str> = listed["channels"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|c| c["slug"].as_str())
-            .collect();
+        let names = slugs(&listed);
         assert_eq!(
             names,
             // `main` is the channel a new cluster starts with.
@@ -248,12 +253,7 @@ fn bad_input_gets_a_clear_error_naming_the_field_and_changes_nothing() -> Result
     );
     let listed: serde_json::Value =
         serde_json::from_str(&node.cli(&["channel", "list", "--json"])?)?;
-    let names: Vec<&str> = listed["channels"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|c| c["slug"].as_str())
-        .collect();
+    let names = slugs(&listed);
     assert_eq!(
         names,
         vec!["main"],
