@@ -9,6 +9,10 @@ use std::time::{Duration, Instant};
 
 /// Viewers are distinct sessions (address + user agent) seen within this window.
 pub(crate) const VIEWER_WINDOW: Duration = Duration::from_secs(30);
+/// Viewer sessions remembered per channel at most (a bound against made-up sessions).
+const MAX_VIEWER_SESSIONS: usize = 100_000;
+/// Below this many sessions stale ones are left until the next sweep is due.
+const VIEWER_PRUNE_ABOVE: usize = 1_024;
 /// Upper bounds of the part publish delay histogram, seconds.
 const DELAY_BUCKETS: [f64; 10] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
 
@@ -19,6 +23,7 @@ struct ChannelCounters {
     /// Bytes over the last few seconds, for the bit rate gauge.
     rate_window: Vec<(Instant, u64)>,
     viewers: HashMap<u64, Instant>,
+    viewers_pruned: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -95,10 +100,18 @@ impl Metrics {
 
     pub(crate) fn viewer(&self, channel: &str, session: u64, now: Instant) {
         self.with_channel(channel, |c| {
-            c.viewers.insert(session, now);
-            if c.viewers.len() > 1024 {
+            // Stale sessions go at most once a second, so a request never pays for a
+            // sweep over every viewer; past the cap new sessions are not counted.
+            let due = c
+                .viewers_pruned
+                .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1));
+            if c.viewers.len() >= VIEWER_PRUNE_ABOVE && due {
                 c.viewers
                     .retain(|_, seen| now.duration_since(*seen) < VIEWER_WINDOW);
+                c.viewers_pruned = Some(now);
+            }
+            if c.viewers.len() < MAX_VIEWER_SESSIONS || c.viewers.contains_key(&session) {
+                c.viewers.insert(session, now);
             }
         });
     }
@@ -115,66 +128,52 @@ impl Metrics {
         let family = |out: &mut String, name: &str, kind: &str, help: &str| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         };
-        family(
-            &mut out,
+        // One line per channel for each per-channel family.
+        let mut per_channel =
+            |name: &str, kind: &str, help: &str, value: &dyn Fn(&ChannelCounters) -> u64| {
+                family(&mut out, name, kind, help);
+                for (channel, c) in channels.iter() {
+                    let _ = writeln!(out, "{name}{{channel=\"{channel}\"}} {}", value(c));
+                }
+            };
+        let rate_cutoff = now.checked_sub(Duration::from_secs(5)).unwrap_or(now);
+        per_channel(
             "sluice_ingest_bytes_total",
             "counter",
             "Media bytes received per channel.",
+            &|c| c.ingest_bytes,
         );
-        for (name, c) in channels.iter() {
-            let _ = writeln!(
-                out,
-                "sluice_ingest_bytes_total{{channel=\"{name}\"}} {}",
-                c.ingest_bytes
-            );
-        }
-        family(
-            &mut out,
+        per_channel(
             "sluice_ingest_frames_total",
             "counter",
             "Frames received per channel.",
+            &|c| c.ingest_frames,
         );
-        for (name, c) in channels.iter() {
-            let _ = writeln!(
-                out,
-                "sluice_ingest_frames_total{{channel=\"{name}\"}} {}",
-                c.ingest_frames
-            );
-        }
-        family(
-            &mut out,
+        per_channel(
             "sluice_ingest_bits_per_second",
             "gauge",
             "Ingest bit rate over the last 5 s.",
-        );
-        for (name, c) in channels.iter() {
-            let cutoff = now.checked_sub(Duration::from_secs(5)).unwrap_or(now);
-            let bytes: u64 = c
-                .rate_window
-                .iter()
-                .filter(|(t, _)| *t >= cutoff)
-                .map(|(_, b)| b)
-                .sum();
-            let _ = writeln!(
-                out,
-                "sluice_ingest_bits_per_second{{channel=\"{name}\"}} {}",
+            &|c| {
+                let bytes: u64 = c
+                    .rate_window
+                    .iter()
+                    .filter(|(t, _)| *t >= rate_cutoff)
+                    .map(|(_, b)| b)
+                    .sum();
                 bytes * 8 / 5
-            );
-        }
-        family(
-            &mut out,
+            },
+        );
+        per_channel(
             "sluice_viewers",
             "gauge",
             "Distinct viewer sessions per channel in the last 30 s.",
+            &|c| {
+                c.viewers
+                    .values()
+                    .filter(|seen| now.duration_since(**seen) < VIEWER_WINDOW)
+                    .count() as u64
+            },
         );
-        for (name, c) in channels.iter() {
-            let n = c
-                .viewers
-                .values()
-                .filter(|seen| now.duration_since(**seen) < VIEWER_WINDOW)
-                .count();
-            let _ = writeln!(out, "sluice_viewers{{channel=\"{name}\"}} {n}");
-        }
         drop(channels);
         family(
             &mut out,
@@ -239,5 +238,49 @@ impl Metrics {
             self.spool_errors.load(Ordering::Relaxed)
         );
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn viewers_count_distinct_sessions_in_the_window_and_render_per_channel() {
+        let m = Metrics::default();
+        let t0 = Instant::now();
+        m.viewer("news", 1, t0);
+        m.viewer("news", 1, t0);
+        m.viewer("news", 2, t0);
+        m.ingest("news", 1_000, t0);
+        let text = m.render(t0);
+        assert!(
+            text.contains("sluice_viewers{channel=\"news\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sluice_ingest_bytes_total{channel=\"news\"} 1000\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sluice_ingest_frames_total{channel=\"news\"} 1\n"),
+            "{text}"
+        );
+        let later = t0 + VIEWER_WINDOW + Duration::from_secs(1);
+        assert!(m
+            .render(later)
+            .contains("sluice_viewers{channel=\"news\"} 0\n"));
+    }
+
+    #[test]
+    fn made_up_sessions_stop_at_the_cap() {
+        let m = Metrics::default();
+        let t0 = Instant::now();
+        for session in 0..(MAX_VIEWER_SESSIONS as u64 + 500) {
+            m.viewer("news", session, t0);
+        }
+        let text = m.render(t0);
+        let expected = format!("sluice_viewers{{channel=\"news\"}} {MAX_VIEWER_SESSIONS}\n");
+        assert!(text.contains(&expected));
     }
 }

@@ -327,6 +327,14 @@ fn check_viewer_protocol(server: &Server, http: &Http, fixture: &Path, log: &Pat
     );
     assert_cache(&future, "no-store", "404 object")?;
 
+    // A channel name that is not one never reaches the disk spool.
+    let escape = http.get(&server.url("/hls/%2E%2E/source/1/init.mp4"), &[])?;
+    ensure!(
+        escape.status == 404,
+        "dot-dot channel: HTTP {}",
+        escape.status
+    );
+
     // Requests the spec refuses at once.
     let too_far = http.get(&format!("{media}?_HLS_msn={}", hm + 3), &[])?;
     ensure!(

@@ -23,6 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
+use sluice_cluster::command::validate_slug;
 use sluice_media::playlist::blocking::{self, Decision, Directives};
 use sluice_media::playlist::multivariant;
 use sluice_media::playlist::names::{self, ObjectName};
@@ -240,10 +241,12 @@ async fn object(
     State(s): State<HlsState>,
     Path((channel, rendition, generation, object)): Path<(String, String, String, String)>,
 ) -> Response {
-    let (Some(name), Ok(generation), true) = (
+    // The channel names a folder of the disk spool: only a valid channel name may.
+    let (Some(name), Ok(generation), true, true) = (
         names::parse(&object),
         generation.parse::<u64>(),
         rendition == RENDITION,
+        validate_slug(&channel).is_ok(),
     ) else {
         return not_found("object");
     };

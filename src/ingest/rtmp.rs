@@ -29,6 +29,10 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::origin::{Feed, Origins, Publisher};
 
+/// A connection that has not published by then is closed (it holds a task and a
+/// buffer; OBS publishes within a second of connecting).
+const PUBLISH_DEADLINE: Duration = Duration::from_secs(30);
+
 #[derive(Debug, Clone)]
 pub(crate) struct RtmpSettings {
     /// The RTMP application publishers connect to (`rtmp://host/<app>`).
@@ -132,6 +136,7 @@ async fn connection(
     origins: Arc<Origins>,
     settings: &RtmpSettings,
 ) -> Result<()> {
+    let opened = std::time::Instant::now();
     stream.set_nodelay(true).ok();
     let mut buf = vec![0u8; 64 * 1024];
     let leftover =
@@ -175,6 +180,9 @@ async fn connection(
                 }
             }
             queue = follow_up;
+        }
+        if publishing.is_none() && opened.elapsed() > PUBLISH_DEADLINE {
+            bail!("no publish within {PUBLISH_DEADLINE:?} of connecting");
         }
         let timeout = if publishing.is_some() {
             settings.idle_timeout
