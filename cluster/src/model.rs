@@ -156,3 +156,106 @@ pub struct Generation {
     /// Last media sequence number reported: a continuing origin starts after it.
     pub last_msn: Option<u64>,
 }
+
+/// An admin API token: only a verifier (SHA-256 of the token) is replicated, so a token
+/// made on one node is accepted by every node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminToken {
+    pub token_id: String,
+    pub name: String,
+    /// Lower-case hex SHA-256 of the token.
+    pub verifier: String,
+    /// Monitoring tokens may read but not change anything.
+    #[serde(default)]
+    pub read_only: bool,
+    pub created_ms: i64,
+    pub revoked_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndpointKind {
+    /// A cluster node's spool, for the channels it ingests.
+    Origin,
+    /// A cluster node or an external Sluice edge serving by pull-through.
+    Edge,
+    /// An origin outside the cluster (another HLS server).
+    ExternalOrigin,
+    /// An edge outside the cluster (a CDN or a cache Sluice does not run).
+    ExternalEdge,
+}
+
+/// When an endpoint's snapshot reads as degraded or stale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthThresholds {
+    /// A playlist older than this is degraded.
+    pub max_playlist_age_ms: u64,
+    /// No snapshot for this long reads as stale.
+    pub stale_after_ms: u64,
+}
+
+impl Default for HealthThresholds {
+    fn default() -> Self {
+        Self {
+            max_playlist_age_ms: 6_000,
+            stale_after_ms: 15_000,
+        }
+    }
+}
+
+/// A place viewers or edges fetch from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// Name: `[a-z0-9][a-z0-9-]{0,62}`.
+    pub name: String,
+    pub kind: EndpointKind,
+    /// The cluster node it runs on, if it is one.
+    pub node: Option<NodeId>,
+    /// Base HTTP URL viewers or child edges use.
+    pub url: String,
+    /// Parents it pulls from, in failover order (endpoint names).
+    pub upstreams: Vec<String>,
+    pub health: HealthThresholds,
+    pub created_ms: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Health {
+    Ok,
+    Degraded,
+    Stale,
+}
+
+/// An endpoint's figures at one time; a short history is kept per endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EndpointSnapshot {
+    pub at_ms: i64,
+    pub viewers: u64,
+    pub egress_bps: u64,
+    pub ingress_bps: u64,
+    /// Age of the newest playlist it served, if any.
+    pub playlist_age_ms: Option<u64>,
+    /// Share of requests answered from its cache (edges), 0..=1.
+    pub hit_ratio: Option<f64>,
+    pub health: Health,
+}
+
+// Snapshots hold finite ratios only (validated in `apply`), so equality is total.
+impl Eq for EndpointSnapshot {}
+
+/// A DeckLink input on a node: discovered from the hardware, never created or deleted
+/// by hand.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapturePort {
+    pub node: NodeId,
+    pub device: u32,
+    /// What the hardware calls it.
+    pub model: String,
+    pub label: String,
+    pub enabled: bool,
+    pub bound_channel: Option<ChannelId>,
+    /// False once the device is no longer found on its node (kept, not deleted).
+    pub present: bool,
+    pub first_seen_ms: i64,
+}

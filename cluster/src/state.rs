@@ -5,7 +5,12 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::command::{self, Applied, Command, Refusal};
-use crate::model::{Channel, ChannelId, Generation, Node, NodeId, StreamKey};
+use std::collections::VecDeque;
+
+use crate::model::{
+    AdminToken, CapturePort, Channel, ChannelId, Endpoint, EndpointSnapshot, Generation, Node,
+    NodeId, StreamKey,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct State {
@@ -16,6 +21,18 @@ pub struct State {
     /// Generations by channel, then number.
     pub generations: BTreeMap<ChannelId, BTreeMap<u64, Generation>>,
     pub next_channel_id: ChannelId,
+    /// Admin API tokens by token id.
+    #[serde(default)]
+    pub admin_tokens: BTreeMap<String, AdminToken>,
+    /// Endpoints by name.
+    #[serde(default)]
+    pub endpoints: BTreeMap<String, Endpoint>,
+    /// Recent snapshots by endpoint name, oldest first (bounded).
+    #[serde(default)]
+    pub endpoint_snapshots: BTreeMap<String, VecDeque<EndpointSnapshot>>,
+    /// Capture ports ordered by (node, device), each pair at most once.
+    #[serde(default)]
+    pub capture_ports: Vec<CapturePort>,
 }
 
 impl State {
@@ -59,6 +76,23 @@ impl State {
 
     pub fn all_generations(&self) -> impl Iterator<Item = &Generation> {
         self.generations.values().flat_map(|g| g.values())
+    }
+
+    /// The token a verifier belongs to (revoked ones included: the caller checks).
+    pub fn admin_token_for_verifier(&self, verifier: &str) -> Option<&AdminToken> {
+        self.admin_tokens.values().find(|t| t.verifier == verifier)
+    }
+
+    pub fn capture_port(&self, node: NodeId, device: u32) -> Option<&CapturePort> {
+        self.capture_ports
+            .iter()
+            .find(|p| p.node == node && p.device == device)
+    }
+
+    pub(crate) fn port_mut(&mut self, node: NodeId, device: u32) -> Option<&mut CapturePort> {
+        self.capture_ports
+            .iter_mut()
+            .find(|p| p.node == node && p.device == device)
     }
 
     pub fn lease_valid(&self, node: NodeId, at_ms: i64) -> bool {

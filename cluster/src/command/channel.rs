@@ -86,11 +86,40 @@ fn validate_placement(state: &State, p: Placement) -> Result<(), Refusal> {
     }
 }
 
+fn validate_ingest(ingest: &Ingest) -> Result<(), Refusal> {
+    let url_ok = |url: &str, schemes: &[&str]| {
+        url.len() <= 1024
+            && !url.chars().any(|c| c.is_whitespace() || c.is_control())
+            && schemes
+                .iter()
+                .any(|s| url.starts_with(s) && url.len() > s.len())
+    };
+    match ingest {
+        Ingest::Push => Ok(()),
+        Ingest::SrtCaller { url } if url_ok(url, &["srt://"]) => Ok(()),
+        Ingest::SrtCaller { .. } => Err(Refusal::invalid(
+            "ingest.url",
+            "must be an srt:// URL without spaces",
+        )),
+        Ingest::HlsPull { url } if url_ok(url, &["http://", "https://"]) => Ok(()),
+        Ingest::HlsPull { .. } => Err(Refusal::invalid(
+            "ingest.url",
+            "must be an http:// or https:// URL without spaces",
+        )),
+        // A capture port is discovered on hardware: bind one to the channel instead.
+        Ingest::Sdi { .. } => Err(Refusal::invalid(
+            "ingest",
+            "an SDI channel is made by binding a capture port to it",
+        )),
+    }
+}
+
 pub(super) fn create(state: &mut State, at: i64, new: NewChannel<'_>) -> Result<Applied, Refusal> {
     validate_slug(new.slug)?;
     validate_title(new.title)?;
     validate_ll_hls(&new.ll_hls)?;
     validate_placement(state, new.placement)?;
+    validate_ingest(new.ingest)?;
     if state.channel_by_slug(new.slug).is_some() {
         return Err(Refusal::AlreadyExists {
             what: "channel".into(),
@@ -175,5 +204,11 @@ pub(super) fn delete(state: &mut State, slug: &str) -> Result<Applied, Refusal> 
     state.channels.remove(&id);
     // Its keys go with it: a key never verifies against a deleted channel.
     state.keys.retain(|_, k| k.channel != id);
+    // A port bound to it is free again.
+    for port in state.capture_ports.iter_mut() {
+        if port.bound_channel == Some(id) {
+            port.bound_channel = None;
+        }
+    }
     Ok(Applied::Done)
 }

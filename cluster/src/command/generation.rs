@@ -98,6 +98,11 @@ pub(super) fn mark_live(
     number: u64,
     node: NodeId,
 ) -> Result<Applied, Refusal> {
+    // A channel's origin is a node whose lease is valid (a removed or down node's
+    // generations wait for a new claim instead).
+    if !state.lease_valid(node, at) {
+        return Err(Refusal::LeaseInvalid { node });
+    }
     let g = originated(state, slug, number, Some(node))?;
     if g.state != GenerationState::Live {
         g.state = GenerationState::Live;

@@ -29,16 +29,7 @@ pub(super) fn check_new(state: &State, key_id: &str, verifier: &str) -> Result<(
             "must be 1 to 32 letters or digits",
         ));
     }
-    if verifier.len() != 64
-        || !verifier
-            .bytes()
-            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    {
-        return Err(Refusal::invalid(
-            "verifier",
-            "must be a lower-case hex SHA-256",
-        ));
-    }
+    check_verifier(verifier)?;
     if state.keys.contains_key(key_id) {
         return Err(Refusal::AlreadyExists {
             what: "key".into(),
@@ -48,6 +39,21 @@ pub(super) fn check_new(state: &State, key_id: &str, verifier: &str) -> Result<(
     // A key verifies against exactly one channel.
     if state.keys.values().any(|k| k.verifier == verifier) {
         return Err(Refusal::VerifierInUse);
+    }
+    Ok(())
+}
+
+/// A verifier is a lower-case hex SHA-256.
+pub(super) fn check_verifier(verifier: &str) -> Result<(), Refusal> {
+    if verifier.len() != 64
+        || !verifier
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        return Err(Refusal::invalid(
+            "verifier",
+            "must be a lower-case hex SHA-256",
+        ));
     }
     Ok(())
 }

@@ -2,17 +2,23 @@
 //! checks its invariants against the state, then changes it, or refuses with a reason
 //! (and changes nothing).
 
+mod admin;
 mod channel;
+mod endpoint;
 mod generation;
 mod key;
 mod node;
+mod port;
 
 pub use channel::{validate_slug, ChannelPatch};
+pub use endpoint::SNAPSHOT_HISTORY;
+pub use port::DeviceSeen;
 
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    ChannelId, Ingest, LlHlsSettings, MediaInfo, NodeId, NodeUrls, Placement, Visibility,
+    ChannelId, EndpointKind, EndpointSnapshot, HealthThresholds, Ingest, LlHlsSettings, MediaInfo,
+    NodeId, NodeUrls, Placement, Visibility,
 };
 use crate::state::State;
 
@@ -37,6 +43,55 @@ pub enum Op {
     },
     MarkNodeDown {
         node: NodeId,
+    },
+    /// The node left the cluster: its record and its own endpoints go; its generations
+    /// wait for their publishers to reconnect elsewhere.
+    RemoveNode {
+        node: NodeId,
+    },
+    CreateAdminToken {
+        token_id: String,
+        name: String,
+        verifier: String,
+        #[serde(default)]
+        read_only: bool,
+    },
+    RevokeAdminToken {
+        token_id: String,
+    },
+    /// Creates or replaces an endpoint.
+    PutEndpoint {
+        name: String,
+        kind: EndpointKind,
+        node: Option<NodeId>,
+        url: String,
+        upstreams: Vec<String>,
+        #[serde(default)]
+        health: HealthThresholds,
+    },
+    DeleteEndpoint {
+        name: String,
+    },
+    ReportSnapshot {
+        endpoint: String,
+        snapshot: EndpointSnapshot,
+    },
+    /// A node's hardware scan of capture devices.
+    ReportCapturePorts {
+        node: NodeId,
+        devices: Vec<DeviceSeen>,
+    },
+    UpdateCapturePort {
+        node: NodeId,
+        device: u32,
+        label: Option<String>,
+        enabled: Option<bool>,
+    },
+    /// Binds a capture port to a channel, or unbinds it (`channel: None`).
+    BindCapturePort {
+        node: NodeId,
+        device: u32,
+        channel: Option<String>,
     },
     CreateChannel {
         slug: String,
@@ -148,8 +203,18 @@ pub enum Refusal {
     },
     #[error("channel {channel:?} has an active generation: stop it first")]
     ChannelBusy { channel: String },
-    #[error("this stream key verifier already belongs to a channel")]
+    #[error("this verifier already belongs to another key or token")]
     VerifierInUse,
+    #[error("{what} {name:?} is in use by {by:?}")]
+    InUse {
+        what: String,
+        name: String,
+        by: String,
+    },
+    #[error("capture port {port} already feeds channel {channel:?}")]
+    PortInUse { port: String, channel: String },
+    #[error("channel {channel:?} already has another ingest: unbind it first")]
+    IngestInUse { channel: String },
 }
 
 impl Refusal {
@@ -189,6 +254,47 @@ pub fn apply(state: &mut State, cmd: &Command) -> Result<Applied, Refusal> {
         } => node::register(state, at, *node, name, urls, *lease_ttl_ms),
         Op::RenewLease { node } => node::renew(state, at, *node),
         Op::MarkNodeDown { node } => node::mark_down(state, at, *node),
+        Op::RemoveNode { node } => node::remove(state, at, *node),
+        Op::CreateAdminToken {
+            token_id,
+            name,
+            verifier,
+            read_only,
+        } => admin::create(state, at, token_id, name, verifier, *read_only),
+        Op::RevokeAdminToken { token_id } => admin::revoke(state, at, token_id),
+        Op::PutEndpoint {
+            name,
+            kind,
+            node,
+            url,
+            upstreams,
+            health,
+        } => endpoint::put(
+            state,
+            at,
+            endpoint::NewEndpoint {
+                name,
+                kind: *kind,
+                node: *node,
+                url,
+                upstreams,
+                health: *health,
+            },
+        ),
+        Op::DeleteEndpoint { name } => endpoint::delete(state, name),
+        Op::ReportSnapshot { endpoint, snapshot } => endpoint::report(state, endpoint, snapshot),
+        Op::ReportCapturePorts { node, devices } => port::report(state, at, *node, devices),
+        Op::UpdateCapturePort {
+            node,
+            device,
+            label,
+            enabled,
+        } => port::update(state, *node, *device, label.as_deref(), *enabled),
+        Op::BindCapturePort {
+            node,
+            device,
+            channel,
+        } => port::bind(state, *node, *device, channel.as_deref()),
         Op::CreateChannel {
             slug,
             title,

@@ -63,6 +63,24 @@ pub(super) fn renew(state: &mut State, at: i64, id: NodeId) -> Result<Applied, R
     Ok(Applied::Done)
 }
 
+pub(super) fn remove(state: &mut State, at: i64, id: NodeId) -> Result<Applied, Refusal> {
+    if state.nodes.remove(&id).is_none() {
+        return Err(Refusal::not_found("node", id));
+    }
+    for g in state.generations.values_mut().flat_map(|g| g.values_mut()) {
+        if g.origin == id && matches!(g.state, GenerationState::Starting | GenerationState::Live) {
+            g.state = GenerationState::Reconnecting;
+            g.state_since_ms = at;
+        }
+    }
+    // Its capture ports stay (hardware identity, with their bindings), but absent.
+    for port in state.capture_ports.iter_mut().filter(|p| p.node == id) {
+        port.present = false;
+    }
+    super::endpoint::forget_node(state, id);
+    Ok(Applied::Done)
+}
+
 pub(super) fn mark_down(state: &mut State, at: i64, id: NodeId) -> Result<Applied, Refusal> {
     let node = state
         .nodes

@@ -7,6 +7,8 @@ use crate::model::*;
 use crate::state::State;
 use crate::supervisor;
 
+mod resources;
+
 const TTL: i64 = 5_000;
 const VERIFIER_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 const VERIFIER_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
@@ -564,14 +566,36 @@ fn arbitrary_op() -> impl Strategy<Value = Op> {
                 failed,
             }
         }),
-        slug.prop_map(|slug| Op::DeleteChannel { slug }),
+        slug.clone().prop_map(|slug| Op::DeleteChannel { slug }),
+        (node.clone()).prop_map(|node| Op::RemoveNode { node }),
+        (node.clone(), 0u32..2, prop::option::of(slug)).prop_map(|(node, device, channel)| {
+            Op::BindCapturePort {
+                node,
+                device,
+                channel,
+            }
+        }),
+        (node).prop_map(|node| Op::ReportCapturePorts {
+            node,
+            devices: vec![
+                crate::command::DeviceSeen {
+                    device: 0,
+                    model: "DeckLink".into()
+                },
+                crate::command::DeviceSeen {
+                    device: 1,
+                    model: "DeckLink".into()
+                }
+            ]
+        }),
     ]
 }
 
 proptest! {
     /// Whatever commands arrive, in any order and with any clock: never two active
     /// generations for a channel, generation numbers and MSNs never go back, every
-    /// active generation's origin is a node that exists, and replicas agree.
+    /// starting or live generation's origin is a node that exists, capture ports and SDI
+    /// channels match one to one, and replicas agree.
     #[test]
     fn invariants_hold_under_arbitrary_commands(ops in prop::collection::vec((arbitrary_op(), 0i64..20_000), 1..200)) {
         let mut s = State::default();
@@ -595,8 +619,22 @@ proptest! {
                 let active = s.all_generations().filter(|g| g.channel == *channel && g.state.is_active()).count();
                 prop_assert!(active <= 1, "{} active generations", active);
             }
+            for port in &s.capture_ports {
+                if let Some(id) = port.bound_channel {
+                    let c = s.channels.get(&id);
+                    prop_assert!(c.is_some(), "a port bound to a deleted channel");
+                    prop_assert_eq!(&c.map(|c| c.ingest.clone()), &Some(Ingest::Sdi { node: port.node, device: port.device }));
+                }
+            }
+            for c in s.channels.values() {
+                let feeding = s.capture_ports.iter().filter(|p| p.bound_channel == Some(c.id)).count();
+                prop_assert!(feeding <= 1, "{} ports feed one channel", feeding);
+                prop_assert_eq!(feeding == 1, matches!(c.ingest, Ingest::Sdi { .. }));
+            }
             for g in s.all_generations() {
-                prop_assert!(s.nodes.contains_key(&g.origin));
+                if matches!(g.state, GenerationState::Starting | GenerationState::Live) {
+                    prop_assert!(s.nodes.contains_key(&g.origin));
+                }
                 if let Some(msn) = g.last_msn {
                     let prev = last_msn.insert((g.channel, g.number), msn).unwrap_or(0);
                     prop_assert!(msn >= prev);
