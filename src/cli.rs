@@ -49,7 +49,111 @@ impl ApiArgs {
     }
 }
 
-pub(crate) async fn cluster_status(api: &ApiArgs, json: bool) -> Result<()> {
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum ClusterCommand {
+    /// Leader and members (id, name, voter, healthy).
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make the node at --server (or in --data-dir), started with --no-bootstrap and
+    /// the cluster's secret, join the cluster of the member at URL (its cluster URL).
+    Join {
+        url: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove the node at --server (or in --data-dir) from its cluster.
+    Leave {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a waiting node (started with --no-bootstrap) by its cluster URL.
+    Add {
+        url: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a node by id (see `cluster status`), e.g. one that is gone for good.
+    Remove {
+        id: u64,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub(crate) async fn cluster(api: &ApiArgs, cmd: ClusterCommand) -> Result<()> {
+    use reqwest::Method;
+    match cmd {
+        ClusterCommand::Status { json } => cluster_status(api, json).await,
+        ClusterCommand::Join { url, json } => {
+            let v = call(
+                api,
+                Method::POST,
+                "/api/v1/cluster/join",
+                Some(serde_json::json!({ "member": url })),
+            )
+            .await?;
+            print_or(json, &v, || format!("joined the cluster of {url}"));
+            Ok(())
+        }
+        ClusterCommand::Add { url, json } => {
+            let v = call(
+                api,
+                Method::POST,
+                "/api/v1/cluster/members",
+                Some(serde_json::json!({ "addr": url })),
+            )
+            .await?;
+            print_or(json, &v, || format!("node {} added as a voter", v["id"]));
+            Ok(())
+        }
+        ClusterCommand::Leave { json } => {
+            let status: ClusterStatus =
+                serde_json::from_value(call(api, Method::GET, "/api/v1/cluster", None).await?)?;
+            remove(api, status.this_node, json).await?;
+            if !json {
+                println!(
+                    "node {} left the cluster: stop it; to bring it back, wipe its data dir and \
+                     start it with --join or --no-bootstrap",
+                    status.this_node
+                );
+            }
+            Ok(())
+        }
+        ClusterCommand::Remove { id, json } => {
+            remove(api, id, json).await?;
+            if !json {
+                println!("node {id} removed from the cluster");
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn remove(api: &ApiArgs, id: u64, json: bool) -> Result<()> {
+    call(
+        api,
+        reqwest::Method::DELETE,
+        &format!("/api/v1/cluster/members/{id}"),
+        None,
+    )
+    .await?;
+    if json {
+        println!("{}", serde_json::json!({ "removed": id }));
+    }
+    Ok(())
+}
+
+fn print_or(json: bool, v: &serde_json::Value, human: impl FnOnce() -> String) {
+    if json {
+        println!("{v}");
+    } else {
+        println!("{}", human());
+    }
+}
+
+async fn cluster_status(api: &ApiArgs, json: bool) -> Result<()> {
     let v = call(api, reqwest::Method::GET, "/api/v1/cluster", None).await?;
     if json {
         println!("{v}");
@@ -57,11 +161,12 @@ pub(crate) async fn cluster_status(api: &ApiArgs, json: bool) -> Result<()> {
     }
     let s: ClusterStatus = serde_json::from_value(v)?;
     println!(
-        "leader: {}  term: {}",
+        "leader: {}  term: {}  (answered by {})",
         s.leader
             .map(|l| l.to_string())
             .unwrap_or_else(|| "none".into()),
-        s.term
+        s.term,
+        s.this_node
     );
     println!(
         "{:<20} {:<16} {:<28} {:<6} healthy",
@@ -236,6 +341,88 @@ pub(crate) async fn key(api: &ApiArgs, cmd: KeyCommand) -> Result<()> {
             )
             .await?;
             println!("key {key_id} of {channel} revoked");
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum TokenCommand {
+    /// A new admin token (valid on every node); printed once.
+    Create {
+        name: String,
+        /// May read everything, change nothing (monitoring).
+        #[arg(long)]
+        read_only: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    Revoke {
+        token_id: String,
+    },
+}
+
+pub(crate) async fn token(api: &ApiArgs, cmd: TokenCommand) -> Result<()> {
+    use reqwest::Method;
+    match cmd {
+        TokenCommand::Create {
+            name,
+            read_only,
+            json,
+        } => {
+            let v = call(
+                api,
+                Method::POST,
+                "/api/v1/tokens",
+                Some(serde_json::json!({ "name": name, "read_only": read_only })),
+            )
+            .await?;
+            print_or(json, &v, || {
+                format!(
+                    "token (shown once): {}\ntoken id: {}",
+                    v["token"].as_str().unwrap_or_default(),
+                    v["token_id"].as_str().unwrap_or_default()
+                )
+            });
+        }
+        TokenCommand::List { json } => {
+            let v = call(api, Method::GET, "/api/v1/tokens", None).await?;
+            if json {
+                println!("{v}");
+            } else {
+                println!("{:<16} {:<10} {:<8} name", "token id", "access", "revoked");
+                for t in v["tokens"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:<16} {:<10} {:<8} {}",
+                        t["token_id"].as_str().unwrap_or_default(),
+                        if t["read_only"] == true {
+                            "read"
+                        } else {
+                            "admin"
+                        },
+                        if t["revoked_ms"].is_null() {
+                            "no"
+                        } else {
+                            "yes"
+                        },
+                        t["name"].as_str().unwrap_or_default()
+                    );
+                }
+            }
+        }
+        TokenCommand::Revoke { token_id } => {
+            call(
+                api,
+                Method::DELETE,
+                &format!("/api/v1/tokens/{token_id}"),
+                None,
+            )
+            .await?;
+            println!("token {token_id} revoked");
         }
     }
     Ok(())

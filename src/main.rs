@@ -44,10 +44,17 @@ enum Command {
         #[command(flatten)]
         api: cli::ApiArgs,
     },
-    /// The cluster's members and leader.
+    /// Admin API tokens: create (printed once), list, revoke.
+    Token {
+        #[command(subcommand)]
+        command: cli::TokenCommand,
+        #[command(flatten)]
+        api: cli::ApiArgs,
+    },
+    /// The cluster's members and leader; membership changes.
     Cluster {
         #[command(subcommand)]
-        command: ClusterCommand,
+        command: cli::ClusterCommand,
         #[command(flatten)]
         api: cli::ApiArgs,
     },
@@ -63,15 +70,6 @@ enum Command {
         part_target_ms: u32,
         #[arg(long, default_value_t = 2000)]
         segment_target_ms: u32,
-    },
-}
-
-#[derive(Subcommand)]
-enum ClusterCommand {
-    /// Leader and members (id, name, voter, healthy).
-    Status {
-        #[arg(long)]
-        json: bool,
     },
 }
 
@@ -91,12 +89,10 @@ fn main() -> Result<()> {
                 .init();
             runtime()?.block_on(serve::run(args))
         }
-        Command::Cluster {
-            command: ClusterCommand::Status { json },
-            api,
-        } => runtime()?.block_on(cli::cluster_status(&api, json)),
+        Command::Cluster { command, api } => runtime()?.block_on(cli::cluster(&api, command)),
         Command::Channel { command, api } => runtime()?.block_on(cli::channel(&api, command)),
         Command::Key { command, api } => runtime()?.block_on(cli::key(&api, command)),
+        Command::Token { command, api } => runtime()?.block_on(cli::token(&api, command)),
         Command::Package {
             input,
             out,

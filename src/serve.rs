@@ -41,6 +41,9 @@ pub(crate) struct Config {
     /// The cluster listener of any member, to join its cluster on first start.
     pub(crate) join: Option<String>,
     pub(crate) cluster_secret_file: Option<PathBuf>,
+    /// A fresh data dir with no `join` starts a one-node cluster; with `false` it waits
+    /// to be added (`sluice cluster join URL`, or `POST /api/v1/cluster/members`).
+    pub(crate) bootstrap: bool,
     /// URL other nodes use to reach this one's cluster listener (default from `cluster`).
     pub(crate) advertise_cluster: Option<String>,
     pub(crate) lease_ttl_ms: i64,
@@ -73,6 +76,7 @@ impl Default for Config {
             srt: SocketAddr::from(([0, 0, 0, 0], 9000)),
             join: None,
             cluster_secret_file: None,
+            bootstrap: true,
             advertise_cluster: None,
             lease_ttl_ms: 6_000,
             reconnect_grace_ms: 30_000,
@@ -111,8 +115,16 @@ pub(crate) struct ServeArgs {
     /// File with the cluster secret (needed with --join; a new cluster makes one).
     #[arg(long)]
     cluster_secret_file: Option<PathBuf>,
+    /// On a fresh data dir without --join, wait to be added to a cluster instead of
+    /// starting a new one.
+    #[arg(long)]
+    no_bootstrap: bool,
     #[arg(long)]
     advertise_cluster: Option<String>,
+    /// Node lease time to live in milliseconds (default 6000): a node silent this long
+    /// is down and its streams wait for their publishers elsewhere.
+    #[arg(long)]
+    lease_ttl_ms: Option<i64>,
     /// Reconnect grace in milliseconds (default 30000).
     #[arg(long)]
     reconnect_grace_ms: Option<i64>,
@@ -196,6 +208,12 @@ impl ServeArgs {
         }
         if self.advertise_cluster.is_some() {
             c.advertise_cluster = self.advertise_cluster.clone();
+        }
+        if self.no_bootstrap {
+            c.bootstrap = false;
+        }
+        if let Some(v) = self.lease_ttl_ms {
+            c.lease_ttl_ms = v;
         }
         if let Some(v) = self.reconnect_grace_ms {
             c.reconnect_grace_ms = v;
@@ -283,6 +301,9 @@ fn prepare_data_dir(c: &Config) -> Result<DataDir> {
             (None, Some(_)) => {
                 bail!("--join needs --cluster-secret-file (the cluster.secret of a member)")
             }
+            (None, None) if !c.bootstrap => {
+                bail!("--no-bootstrap needs --cluster-secret-file (the cluster.secret of a member)")
+            }
             (None, None) => random_hex()?,
         };
         write_secret(&secret_path, &secret)?;
@@ -369,6 +390,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
         crate::http::api::ApiState {
             handle: handle.clone(),
             admin_token: Arc::from(dir.admin_token.as_str()),
+            advertise: Arc::from(advertise.as_str()),
             spool: spool_status.clone(),
         },
         origins.clone(),
@@ -470,14 +492,15 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
     let mut created_cluster = false;
     if !initialized {
         match &c.join {
-            None if dir.fresh => {
+            None if dir.fresh && c.bootstrap => {
                 raft.initialize(BTreeMap::from([(dir.node_id, BasicNode::new(&advertise))]))
                     .await?;
                 created_cluster = true;
                 tracing::info!(node = dir.node_id, "started a new one-node cluster");
             }
             None => tracing::warn!(
-                "this node is not in a cluster and has no --join: waiting to be added"
+                cluster = %advertise,
+                "this node is not in a cluster: waiting to be added (sluice cluster join URL)"
             ),
             Some(member) => {
                 handle
@@ -501,8 +524,18 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
             srt: format!("srt://{}", c.srt),
         };
         let reconnect_grace_ms = c.reconnect_grace_ms;
+        let admin_token = dir.admin_token.clone();
         tasks.spawn(async move {
-            liveness_loop(handle, name, urls, lease_ttl_ms, reconnect_grace_ms, rx).await;
+            liveness_loop(
+                handle,
+                name,
+                admin_token,
+                urls,
+                lease_ttl_ms,
+                reconnect_grace_ms,
+                rx,
+            )
+            .await;
         });
     }
 
@@ -662,9 +695,31 @@ async fn release_own_generations(handle: &ClusterHandle) {
     }
 }
 
+/// Makes this node's `admin.token` valid on every node (only its verifier is
+/// replicated). A token an operator revoked stays revoked: the same verifier again
+/// changes nothing.
+async fn register_admin_token(handle: &ClusterHandle, name: &str, token: &str) {
+    let op = Op::CreateAdminToken {
+        token_id: format!("node-{:x}", handle.id()),
+        name: format!("admin.token of {name}"),
+        verifier: crate::http::api::verifier_of(token),
+        read_only: false,
+    };
+    if let Err(e) = handle
+        .propose(Command {
+            at_ms: now_ms(),
+            op,
+        })
+        .await
+    {
+        tracing::warn!(error = %e, "this node's admin.token is not valid on other nodes");
+    }
+}
+
 async fn liveness_loop(
     handle: ClusterHandle,
     name: String,
+    admin_token: String,
     urls: NodeUrls,
     lease_ttl_ms: i64,
     reconnect_grace_ms: i64,
@@ -673,6 +728,13 @@ async fn liveness_loop(
     let every = Duration::from_millis((lease_ttl_ms / 3).max(200) as u64);
     let mut registered = false;
     loop {
+        // A node waiting to be added, or one that left, holds no lease.
+        if !handle.is_member() {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => continue,
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
         let op = if registered {
             Op::RenewLease { node: handle.id() }
         } else {
@@ -692,6 +754,7 @@ async fn liveness_loop(
         {
             Ok(_) => {
                 if !registered {
+                    register_admin_token(&handle, &name, &admin_token).await;
                     release_own_generations(&handle).await;
                 }
                 registered = true;

@@ -41,6 +41,9 @@ pub enum ClusterError {
     Unavailable(String),
     #[error("raft: {0}")]
     Raft(String),
+    /// A membership change that would break the cluster, or one already done.
+    #[error("{0}")]
+    Membership(String),
 }
 
 impl ClusterError {
@@ -50,6 +53,7 @@ impl ClusterError {
             ClusterError::Refused(r) => r.http_status(),
             ClusterError::NoLeader | ClusterError::Unavailable(_) => 503,
             ClusterError::Raft(_) => 502,
+            ClusterError::Membership(_) => 409,
         }
     }
 }
@@ -68,6 +72,19 @@ pub struct ClusterHandle {
 struct JoinRequest {
     id: NodeId,
     addr: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RemoveRequest {
+    id: NodeId,
+}
+
+/// Who a node is, as its cluster listener answers (`GET /cluster/identity`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Identity {
+    pub id: NodeId,
+    /// Whether it already belongs to a cluster.
+    pub initialized: bool,
 }
 
 /// An error a forwarded call returns, as JSON.
@@ -150,6 +167,9 @@ impl ClusterHandle {
             Ok(ForwardError {
                 refusal: Some(r), ..
             }) => Err(ClusterError::Refused(r)),
+            Ok(ForwardError { message, .. }) if status == StatusCode::CONFLICT => {
+                Err(ClusterError::Membership(message))
+            }
             Ok(ForwardError { message, .. }) => {
                 Err(ClusterError::Unavailable(format!("{status}: {message}")))
             }
@@ -220,6 +240,115 @@ impl ClusterHandle {
         }
     }
 
+    /// Whether this node is in the cluster's membership (voter or learner).
+    pub fn is_member(&self) -> bool {
+        let metrics = self.raft.metrics().borrow().clone();
+        metrics
+            .membership_config
+            .membership()
+            .get_node(&self.id)
+            .is_some()
+    }
+
+    /// Adds the node whose cluster listener is `addr` (running with this cluster's
+    /// secret and not yet in a cluster): first as a learner that catches up, then as a
+    /// voter. Any member can be asked; the leader does it.
+    pub async fn add_node(&self, addr: &str) -> Result<NodeId, ClusterError> {
+        let addr = addr.trim_end_matches('/').to_string();
+        let response = self
+            .client
+            .get(format!("{addr}/cluster/identity"))
+            .bearer_auth(&*self.secret)
+            .send()
+            .await
+            .map_err(|e| ClusterError::Unavailable(format!("{addr}: {e}")))?;
+        if !response.status().is_success() {
+            return Err(ClusterError::Unavailable(format!(
+                "{addr} answered {} (is it running with this cluster's secret?)",
+                response.status()
+            )));
+        }
+        let identity: Identity = response
+            .json()
+            .await
+            .map_err(|e| ClusterError::Unavailable(format!("{addr}: {e}")))?;
+        let members = self.raft.metrics().borrow().membership_config.clone();
+        if members.membership().get_node(&identity.id).is_some() {
+            return Err(ClusterError::Membership(format!(
+                "node {} is already a member",
+                identity.id
+            )));
+        }
+        if identity.initialized {
+            return Err(ClusterError::Membership(format!(
+                "node {} at {addr} already belongs to a cluster: start it on an empty data dir",
+                identity.id
+            )));
+        }
+        let req = JoinRequest {
+            id: identity.id,
+            addr,
+        };
+        if self.raft.metrics().borrow().current_leader == Some(self.id) {
+            self.add_member(req.id, req.addr).await?;
+        } else {
+            self.forward::<JoinRequest, ()>("join", &req).await?;
+        }
+        Ok(identity.id)
+    }
+
+    /// Removes a node from the cluster (voter or learner) and its record from the
+    /// state; its generations wait for their publishers to reconnect elsewhere. The last
+    /// voter cannot be removed.
+    pub async fn remove_node(&self, id: NodeId) -> Result<(), ClusterError> {
+        if self.raft.metrics().borrow().current_leader != Some(self.id) {
+            return self.forward("remove", &RemoveRequest { id }).await;
+        }
+        let membership = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .clone();
+        if membership.get_node(&id).is_none() {
+            return Err(ClusterError::Refused(Refusal::not_found("member", id)));
+        }
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        if voters.len() == 1 && voters.contains(&id) {
+            return Err(ClusterError::Membership(
+                "the last voter cannot leave: the cluster would be gone".into(),
+            ));
+        }
+        // The record first, while this leader surely still leads (it may be the one
+        // leaving); a node never registered has none.
+        let cmd = Command {
+            at_ms: self.clock_ms(),
+            op: crate::command::Op::RemoveNode { node: id },
+        };
+        match self.propose(cmd).await {
+            Ok(_) | Err(ClusterError::Refused(Refusal::NotFound { .. })) => {}
+            Err(e) => return Err(e),
+        }
+        let change = if voters.contains(&id) {
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        };
+        self.raft
+            .change_membership(change, false)
+            .await
+            .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        Ok(())
+    }
+
+    fn clock_ms(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
+    }
+
     async fn add_member(&self, id: NodeId, addr: String) -> Result<(), ClusterError> {
         let raft_err = |e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>| {
             ClusterError::Raft(e.to_string())
@@ -241,6 +370,8 @@ impl ClusterHandle {
             .route("/cluster/propose", post(propose_route))
             .route("/cluster/read-index", post(read_index_route))
             .route("/cluster/join", post(join_route))
+            .route("/cluster/remove", post(remove_route))
+            .route("/cluster/identity", axum::routing::get(identity_route))
             .with_state(self.clone())
     }
 }
@@ -323,4 +454,37 @@ async fn join_route(
         Ok(()) => Json(()).into_response(),
         Err(e) => failure(StatusCode::SERVICE_UNAVAILABLE, e),
     }
+}
+
+async fn remove_route(
+    AxumState(h): AxumState<ClusterHandle>,
+    headers: HeaderMap,
+    Json(req): Json<RemoveRequest>,
+) -> Response {
+    if !authorized(&headers, &h.secret) {
+        return unauthorized("remove");
+    }
+    if let Some(r) = not_leader(&h) {
+        return r;
+    }
+    match h.remove_node(req.id).await {
+        Ok(()) => Json(()).into_response(),
+        Err(e) => {
+            let status =
+                StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            failure(status, e)
+        }
+    }
+}
+
+async fn identity_route(AxumState(h): AxumState<ClusterHandle>, headers: HeaderMap) -> Response {
+    if !authorized(&headers, &h.secret) {
+        return unauthorized("identity");
+    }
+    let initialized = h.raft.is_initialized().await.unwrap_or(true);
+    Json(Identity {
+        id: h.id,
+        initialized,
+    })
+    .into_response()
 }

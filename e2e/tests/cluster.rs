@@ -31,6 +31,16 @@ impl Node {
     }
 
     fn start(&mut self, join: Option<(&str, &Path)>) -> Result<()> {
+        self.start_with(join, &[])
+    }
+
+    /// Starts on an empty data dir waiting to be added to the cluster of `secret`.
+    fn start_waiting(&mut self, secret: &Path) -> Result<()> {
+        let secret = secret.to_str().context("secret path")?.to_string();
+        self.start_with(None, &["--no-bootstrap", "--cluster-secret-file", &secret])
+    }
+
+    fn start_with(&mut self, join: Option<(&str, &Path)>, extra: &[&str]) -> Result<()> {
         std::fs::create_dir_all(&self.dir)?;
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -42,7 +52,8 @@ impl Node {
             .arg(&self.dir)
             .args(["--http", &format!("127.0.0.1:{}", self.http)])
             .args(["--cluster", &format!("127.0.0.1:{}", self.cluster)])
-            .args(["--rtmp", "127.0.0.1:0", "--srt", "127.0.0.1:0"]);
+            .args(["--rtmp", "127.0.0.1:0", "--srt", "127.0.0.1:0"])
+            .args(extra);
         if let Some((member, secret)) = join {
             cmd.args(["--join", member])
                 .arg("--cluster-secret-file")
@@ -242,6 +253,20 @@ fn bad_input_gets_a_clear_error_naming_the_field_and_changes_nothing() -> Result
         Ok(String::from_utf8_lossy(&out.stderr).into_owned())
     };
     assert!(fail(&["channel", "create", "news"])?.contains("409"));
+    // Membership: the last voter cannot leave; a member cannot join another cluster; a
+    // node that does not answer cannot be added.
+    let last = fail(&["cluster", "leave"])?;
+    assert!(
+        last.contains("409") && last.contains("last voter"),
+        "{last}"
+    );
+    assert!(fail(&["cluster", "join", "http://127.0.0.1:9"])?.contains("409"));
+    assert!(fail(&["cluster", "add", "http://127.0.0.1:9"])?.contains("502"));
+    let bad_url = fail(&["cluster", "add", "not a url"])?;
+    assert!(
+        bad_url.contains("422") && bad_url.contains("addr"),
+        "{bad_url}"
+    );
     let bad = fail(&["channel", "create", "Not A Slug"])?;
     assert!(bad.contains("422") && bad.contains("name"), "{bad}");
     assert!(fail(&["key", "create", "missing"])?.contains("404"));
@@ -278,5 +303,124 @@ fn bad_input_gets_a_clear_error_naming_the_field_and_changes_nothing() -> Result
         String::from_utf8_lossy(&out.stderr).contains("401"),
         "{out:?}"
     );
+    Ok(())
+}
+
+/// Runs the CLI against `node`'s API with a token from `token_file`.
+fn cli_with_token(node: &Node, token_file: &Path, args: &[&str]) -> Result<std::process::Output> {
+    sluice_e2e::run(
+        Command::new(sluice_bin()?)
+            .args(args)
+            .args(["--server", &format!("http://127.0.0.1:{}", node.http)])
+            .arg("--token-file")
+            .arg(token_file),
+        Duration::from_secs(20),
+    )
+}
+
+#[test]
+fn nodes_join_and_leave_through_the_cli_and_admin_tokens_work_on_every_node() -> Result<()> {
+    let tmp = TempDir::new("membership")?;
+    let mut nodes = vec![
+        Node::new(tmp.path(), "n1")?,
+        Node::new(tmp.path(), "n2")?,
+        Node::new(tmp.path(), "n3")?,
+    ];
+    nodes[0].start(None)?;
+    let secret = nodes[0].dir.join("cluster.secret");
+    wait_for(Duration::from_secs(20), "node 1 to lead", || {
+        nodes[0].status().ok().filter(|s| summary(s).0.is_some())
+    })?;
+    // Node 2 waits, then joins through its own CLI; node 3 is added from node 1.
+    nodes[1].start_waiting(&secret)?;
+    nodes[2].start_waiting(&secret)?;
+    let url1 = nodes[0].cluster_url();
+    wait_for(Duration::from_secs(20), "node 2's API", || {
+        nodes[1].status().ok()
+    })?;
+    nodes[1].cli(&["cluster", "join", &url1])?;
+    let added: serde_json::Value = serde_json::from_str(&nodes[0].cli(&[
+        "cluster",
+        "add",
+        &nodes[2].cluster_url(),
+        "--json",
+    ])?)?;
+    assert_eq!(added["id"].as_u64(), Some(nodes[2].node_id()?));
+    wait_for(Duration::from_secs(30), "3 healthy voters", || {
+        nodes[0].status().ok().filter(|s| {
+            let (leader, voters, healthy) = summary(s);
+            leader.is_some() && voters == 3 && healthy == 3
+        })
+    })
+    .with_context(|| logs(&nodes))?;
+
+    // Each node's admin.token works on every node.
+    for from in &nodes {
+        let token = from.dir.join("admin.token");
+        for to in &nodes {
+            wait_for(
+                Duration::from_secs(15),
+                "a token valid cluster-wide",
+                || {
+                    let out = cli_with_token(to, &token, &["channel", "list", "--json"]).ok()?;
+                    out.status.success().then_some(())
+                },
+            )
+            .with_context(|| logs(&nodes))?;
+        }
+    }
+    // A token made on node 2 works on node 3; a read-only one cannot change anything;
+    // revoked on node 1, it stops working on node 3.
+    let made: serde_json::Value =
+        serde_json::from_str(&nodes[1].cli(&["token", "create", "ops", "--json"])?)?;
+    let ops = tmp.path().join("ops.token");
+    std::fs::write(&ops, made["token"].as_str().context("token")?)?;
+    let out = cli_with_token(&nodes[2], &ops, &["channel", "create", "from-ops"])?;
+    assert!(out.status.success(), "{out:?}");
+    let ro: serde_json::Value = serde_json::from_str(&nodes[0].cli(&[
+        "token",
+        "create",
+        "grafana",
+        "--read-only",
+        "--json",
+    ])?)?;
+    let ro_file = tmp.path().join("ro.token");
+    std::fs::write(&ro_file, ro["token"].as_str().context("token")?)?;
+    assert!(cli_with_token(&nodes[2], &ro_file, &["channel", "list"])?
+        .status
+        .success());
+    let denied = cli_with_token(&nodes[2], &ro_file, &["channel", "create", "nope"])?;
+    assert!(
+        String::from_utf8_lossy(&denied.stderr).contains("403"),
+        "{denied:?}"
+    );
+    nodes[0].cli(&["token", "revoke", made["token_id"].as_str().context("id")?])?;
+    wait_for(Duration::from_secs(10), "the revocation everywhere", || {
+        let out = cli_with_token(&nodes[2], &ops, &["channel", "list"]).ok()?;
+        String::from_utf8_lossy(&out.stderr)
+            .contains("401")
+            .then_some(())
+    })?;
+
+    // Node 3 leaves: two voters remain, and it is no longer listed.
+    let leaving = nodes[2].node_id()?;
+    nodes[2].cli(&["cluster", "leave"])?;
+    let after = wait_for(Duration::from_secs(20), "two members", || {
+        nodes[0]
+            .status()
+            .ok()
+            .filter(|s| s["members"].as_array().map(Vec::len) == Some(2) && summary(s).1 == 2)
+    })
+    .with_context(|| logs(&nodes))?;
+    assert!(
+        after["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .all(|m| m["id"].as_u64() != Some(leaving)),
+        "{after}"
+    );
+    // The two remaining nodes still commit.
+    nodes[1].cli(&["channel", "create", "after-leave"])?;
     Ok(())
 }

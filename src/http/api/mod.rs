@@ -18,14 +18,20 @@ use sha2::{Digest, Sha256};
 use sluice_cluster::command::{Applied, ChannelPatch, Command, FirstKey, Op, Refusal};
 use sluice_cluster::handle::{ClusterError, ClusterHandle};
 use sluice_cluster::model::{Channel, Ingest, LlHlsSettings, Placement, Visibility};
-use sluice_cluster::network::authorized;
 
 use crate::serve::{now_ms, random_hex};
+
+mod members;
+mod tokens;
 
 #[derive(Clone)]
 pub(crate) struct ApiState {
     pub(crate) handle: ClusterHandle,
+    /// This node's own `admin.token`: accepted here before the cluster knows it (a node
+    /// waiting to join), never once the cluster has it revoked.
     pub(crate) admin_token: Arc<str>,
+    /// This node's cluster URL, for joining a cluster through the API.
+    pub(crate) advertise: Arc<str>,
     /// Whether the spool can be written (`Err` names why not), for `/readyz`.
     pub(crate) spool: Arc<std::sync::Mutex<Result<(), String>>>,
 }
@@ -33,6 +39,11 @@ pub(crate) struct ApiState {
 pub(crate) fn router(state: ApiState) -> Router {
     let api = Router::new()
         .route("/api/v1/cluster", get(cluster_status))
+        .route("/api/v1/cluster/members", post(members::add))
+        .route("/api/v1/cluster/members/{id}", delete(members::remove))
+        .route("/api/v1/cluster/join", post(members::join))
+        .route("/api/v1/tokens", get(tokens::list).post(tokens::create))
+        .route("/api/v1/tokens/{id}", delete(tokens::revoke))
         .route("/api/v1/channels", get(list_channels).post(create_channel))
         .route(
             "/api/v1/channels/{name}",
@@ -79,19 +90,57 @@ fn cluster_error(e: ClusterError) -> Response {
     error(status, e.to_string(), field)
 }
 
+/// Admin tokens are checked against the replicated verifiers, so a token works on every
+/// node; read-only tokens may only read. A token this replica does not know yet (made a
+/// moment ago on another node) is looked up again after a linearizable read.
 async fn require_token(
     AxumState(s): AxumState<ApiState>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if authorized(request.headers(), &s.admin_token) {
-        next.run(request).await
-    } else {
-        error(
+    let Some(bearer) = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return error(
             StatusCode::UNAUTHORIZED,
             "bearer admin token required",
             None,
-        )
+        );
+    };
+    let verifier = verifier_of(bearer.trim());
+    let lookup = |st: &sluice_cluster::State| {
+        st.admin_token_for_verifier(&verifier)
+            .map(|t| (t.revoked_ms.is_some(), t.read_only))
+    };
+    let mut known = s.handle.read_local(lookup);
+    if known.is_none() {
+        known = s.handle.read_linearizable(lookup).await.ok().flatten();
+    }
+    let own = sluice_cluster::network::constant_time_eq(
+        bearer.trim().as_bytes(),
+        s.admin_token.as_bytes(),
+    );
+    let reading = matches!(
+        *request.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    match known {
+        Some((true, _)) => error(StatusCode::UNAUTHORIZED, "this token was revoked", None),
+        Some((false, true)) if !reading => error(
+            StatusCode::FORBIDDEN,
+            "this token may only read: changes need an admin token",
+            None,
+        ),
+        Some(_) => next.run(request).await,
+        None if own => next.run(request).await,
+        None => error(
+            StatusCode::UNAUTHORIZED,
+            "bearer admin token required",
+            None,
+        ),
     }
 }
 
@@ -128,6 +177,8 @@ async fn readyz(AxumState(s): AxumState<ApiState>) -> Response {
 /// Member facts for `GET /api/v1/cluster`.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct ClusterStatus {
+    /// The node that answered.
+    pub(crate) this_node: u64,
     pub(crate) leader: Option<u64>,
     pub(crate) term: u64,
     pub(crate) members: Vec<MemberStatus>,
@@ -163,6 +214,7 @@ async fn cluster_status(AxumState(s): AxumState<ApiState>) -> Response {
             .collect()
     });
     Json(ClusterStatus {
+        this_node: s.handle.id(),
         leader: metrics.current_leader,
         term: metrics.current_term,
         members,
@@ -195,15 +247,20 @@ pub(crate) struct NewKey {
 
 pub(crate) fn new_key() -> anyhow::Result<NewKey> {
     let plaintext = format!("sk{}", &random_hex()?[..40]);
-    let verifier = Sha256::digest(plaintext.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let verifier = verifier_of(&plaintext);
     Ok(NewKey {
         key_id: random_hex()?[..8].to_string(),
         plaintext,
         verifier,
     })
+}
+
+/// The replicated form of a secret: lower-case hex SHA-256.
+pub(crate) fn verifier_of(secret: &str) -> String {
+    Sha256::digest(secret.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn new_key_or_500() -> Result<NewKey, Response> {

@@ -1,0 +1,106 @@
+//! Cluster membership: add a waiting node, remove a node, make this node join.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State as AxumState};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use sluice_cluster::handle::ClusterError;
+
+use super::{cluster_error, error, parse, ApiState};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewMember {
+    /// The new node's cluster URL.
+    addr: String,
+}
+
+fn check_cluster_url(url: &str, field: &str) -> Result<(), Response> {
+    let ok = (url.starts_with("http://") || url.starts_with("https://"))
+        && url.len() <= 512
+        && reqwest::Url::parse(url).is_ok();
+    if ok {
+        Ok(())
+    } else {
+        Err(error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("{field}: must be a node's cluster URL, e.g. http://10.0.0.2:7000"),
+            Some(field),
+        ))
+    }
+}
+
+/// Adds a running node that waits to be added (same cluster secret, empty data dir).
+pub(super) async fn add(AxumState(s): AxumState<ApiState>, body: Bytes) -> Response {
+    let req: NewMember = match parse(&body) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    if let Err(r) = check_cluster_url(&req.addr, "addr") {
+        return r;
+    }
+    match s.handle.add_node(&req.addr).await {
+        Ok(id) => (
+            StatusCode::CREATED,
+            Json(serde_json::json!({"id": id, "addr": req.addr})),
+        )
+            .into_response(),
+        Err(e) => peer_error(e),
+    }
+}
+
+/// A peer that did not answer is a 502/504, not a conflict.
+fn peer_error(e: ClusterError) -> Response {
+    match e {
+        ClusterError::Unavailable(why) => error(StatusCode::BAD_GATEWAY, why, None),
+        e => cluster_error(e),
+    }
+}
+
+pub(super) async fn remove(AxumState(s): AxumState<ApiState>, Path(id): Path<String>) -> Response {
+    let Ok(id) = id.parse::<u64>() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "id: must be a node id (a number, see GET /api/v1/cluster)",
+            Some("id"),
+        );
+    };
+    match s.handle.remove_node(id).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => peer_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JoinCluster {
+    /// The cluster URL of any member of the cluster to join.
+    member: String,
+}
+
+/// Makes this node (waiting to be added) join the cluster `member` belongs to.
+pub(super) async fn join(AxumState(s): AxumState<ApiState>, body: Bytes) -> Response {
+    let req: JoinCluster = match parse(&body) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    if let Err(r) = check_cluster_url(&req.member, "member") {
+        return r;
+    }
+    if s.handle.raft().is_initialized().await.unwrap_or(true) {
+        return error(
+            StatusCode::CONFLICT,
+            "this node already belongs to a cluster: to move it, leave (sluice cluster leave), \
+             wipe its data dir and start it with --no-bootstrap or --join",
+            None,
+        );
+    }
+    match s.handle.join(&req.member, &s.advertise).await {
+        Ok(()) => {
+            Json(serde_json::json!({"joined": req.member, "id": s.handle.id()})).into_response()
+        }
+        Err(e) => peer_error(e),
+    }
+}

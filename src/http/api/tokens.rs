@@ -1,0 +1,96 @@
+//! Admin API tokens: created with a name (the plaintext is shown once), listed,
+//! revoked. Only verifiers are replicated; every node accepts every token.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State as AxumState};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use sluice_cluster::command::Op;
+
+use super::{cluster_error, error, parse, propose, verifier_of, ApiState};
+use crate::serve::random_hex;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewToken {
+    name: String,
+    /// Monitoring: may read, never change.
+    #[serde(default)]
+    read_only: bool,
+}
+
+#[derive(Serialize)]
+struct TokenView {
+    token_id: String,
+    name: String,
+    read_only: bool,
+    created_ms: i64,
+    revoked_ms: Option<i64>,
+}
+
+pub(super) async fn create(AxumState(s): AxumState<ApiState>, body: Bytes) -> Response {
+    let req: NewToken = match parse(&body) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let (token_id, token) = match (random_hex(), random_hex()) {
+        (Ok(id), Ok(token)) => (format!("t{}", &id[..12]), format!("st{}", &token[..48])),
+        _ => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "no randomness for a token",
+                None,
+            )
+        }
+    };
+    let op = Op::CreateAdminToken {
+        token_id: token_id.clone(),
+        name: req.name.clone(),
+        verifier: verifier_of(&token),
+        read_only: req.read_only,
+    };
+    match propose(&s, op).await {
+        Ok(_) => (
+            StatusCode::CREATED,
+            Json(serde_json::json!({
+                "token_id": token_id,
+                "name": req.name,
+                "read_only": req.read_only,
+                "token": token,
+            })),
+        )
+            .into_response(),
+        Err(r) => r,
+    }
+}
+
+pub(super) async fn list(AxumState(s): AxumState<ApiState>) -> Response {
+    let listed = s
+        .handle
+        .read_linearizable(|st| {
+            st.admin_tokens
+                .values()
+                .map(|t| TokenView {
+                    token_id: t.token_id.clone(),
+                    name: t.name.clone(),
+                    read_only: t.read_only,
+                    created_ms: t.created_ms,
+                    revoked_ms: t.revoked_ms,
+                })
+                .collect::<Vec<_>>()
+        })
+        .await;
+    match listed {
+        Ok(tokens) => Json(serde_json::json!({ "tokens": tokens })).into_response(),
+        Err(e) => cluster_error(e),
+    }
+}
+
+pub(super) async fn revoke(AxumState(s): AxumState<ApiState>, Path(id): Path<String>) -> Response {
+    match propose(&s, Op::RevokeAdminToken { token_id: id }).await {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(r) => r,
+    }
+}
