@@ -11,8 +11,9 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --workspace --locked --bins
 
-# The benchmark must keep running; its figures are not judged here.
-cargo run --locked --quiet -p sluice-e2e --bin bench -- packager --quick
-
 export SLUICE_BIN="$PWD/target/debug/sluice"
+
+# The benchmark must keep running; its figures are not judged here.
+cargo run --locked --quiet -p sluice-e2e --bin bench -- packager raft --quick
+
 cargo test --workspace --locked --all-targets

@@ -2,11 +2,15 @@
 //! side in the same run, on the same machine.
 //!
 //! ```text
-//! cargo run --release -p sluice-e2e --bin bench -- packager [--quick]
+//! cargo run --release -p sluice-e2e --bin bench -- packager|raft [--quick]
 //! ```
 //! `packager`: FLV demux + packaging (CMAF parts, segments) in-process, on the 2 s GOP
 //! fixture and on a 6 Mbit/s 720p stream made with ffmpeg; the peer is ffmpeg remuxing
 //! the same file into fragmented MP4 (`-c copy`, 200 ms fragments) into /dev/null.
+//!
+//! `raft`: see `raft.rs` (commits/s and leader failover against etcd).
+
+mod raft;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -26,10 +30,17 @@ fn main() -> Result<()> {
         .filter(|a| !a.starts_with("--"))
         .map(String::as_str)
         .collect();
-    if scenarios.is_empty() || scenarios.iter().any(|s| *s != "packager") {
-        bail!("usage: bench packager [--quick]   (scenarios so far: packager)");
+    const KNOWN: [&str; 2] = ["packager", "raft"];
+    if scenarios.is_empty() || scenarios.iter().any(|s| !KNOWN.contains(s)) {
+        bail!("usage: bench SCENARIO... [--quick]   (scenarios: packager, raft)");
     }
-    packager(quick)
+    for s in scenarios {
+        match s {
+            "packager" => packager(quick)?,
+            _ => raft::run(quick)?,
+        }
+    }
+    Ok(())
 }
 
 struct Row {
