@@ -1,6 +1,7 @@
 //! The `sluice` binary: command line, and the IO around the sans-IO media core.
 
 mod cli;
+mod edge;
 mod http;
 mod ingest;
 mod metrics;

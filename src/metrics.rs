@@ -36,6 +36,9 @@ pub(crate) struct Metrics {
     playlist_blocking: AtomicU64,
     blocking_waiters: AtomicU64,
     spool_errors: AtomicU64,
+    /// Requests other nodes and edges made here to pull through (objects, playlists).
+    pulled_objects: AtomicU64,
+    pulled_playlists: AtomicU64,
 }
 
 /// Decrements the blocking-waiter gauge when a held request ends, however it ends.
@@ -114,6 +117,16 @@ impl Metrics {
                 c.viewers.insert(session, now);
             }
         });
+    }
+
+    /// A pull-through request from another node or edge was answered here.
+    pub(crate) fn pulled(&self, playlist: bool) {
+        let c = if playlist {
+            &self.pulled_playlists
+        } else {
+            &self.pulled_objects
+        };
+        c.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn spool_error(&self) {
@@ -237,7 +250,80 @@ impl Metrics {
             "sluice_spool_errors_total {}",
             self.spool_errors.load(Ordering::Relaxed)
         );
+        family(
+            &mut out,
+            "sluice_pulled_requests_total",
+            "counter",
+            "Requests from edges and other nodes pulling through this node.",
+        );
+        for (kind, c) in [
+            ("object", &self.pulled_objects),
+            ("playlist", &self.pulled_playlists),
+        ] {
+            let _ = writeln!(
+                out,
+                "sluice_pulled_requests_total{{kind=\"{kind}\"}} {}",
+                c.load(Ordering::Relaxed)
+            );
+        }
         out
+    }
+}
+
+/// The pull-through (edge) families: cache hits and misses, upstream requests by
+/// kind, coalesced waiters, upstream failures, cache size.
+pub(crate) fn render_edge(out: &mut String, edge: &crate::edge::Edge) {
+    let c = &edge.counters;
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let (bytes, entries) = edge.cache_usage();
+    let rows: [(&str, &str, &str, String); 6] = [
+        (
+            "sluice_edge_cache_hits_total",
+            "counter",
+            "Pull-through requests answered from the cache.",
+            format!("sluice_edge_cache_hits_total {}", load(&c.hits)),
+        ),
+        (
+            "sluice_edge_cache_misses_total",
+            "counter",
+            "Pull-through requests that started an upstream fetch.",
+            format!("sluice_edge_cache_misses_total {}", load(&c.misses)),
+        ),
+        (
+            "sluice_edge_coalesced_total",
+            "counter",
+            "Pull-through requests that joined a fetch already in flight.",
+            format!("sluice_edge_coalesced_total {}", load(&c.coalesced)),
+        ),
+        (
+            "sluice_edge_upstream_requests_total",
+            "counter",
+            "Requests sent upstream, by kind.",
+            format!(
+                "sluice_edge_upstream_requests_total{{kind=\"object\"}} {}\n\
+                 sluice_edge_upstream_requests_total{{kind=\"playlist\"}} {}",
+                load(&c.upstream_objects),
+                load(&c.upstream_playlists)
+            ),
+        ),
+        (
+            "sluice_edge_upstream_failures_total",
+            "counter",
+            "Upstream requests that failed (unreachable, timed out, 5xx).",
+            format!(
+                "sluice_edge_upstream_failures_total {}",
+                load(&c.upstream_failures)
+            ),
+        ),
+        (
+            "sluice_edge_cache_bytes",
+            "gauge",
+            "Bytes held by the pull-through cache.",
+            format!("sluice_edge_cache_bytes {bytes}\nsluice_edge_cache_entries {entries}"),
+        ),
+    ];
+    for (name, kind, help, lines) in rows {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{lines}");
     }
 }
 

@@ -46,6 +46,11 @@ pub(crate) struct Config {
     pub(crate) bootstrap: bool,
     /// URL other nodes use to reach this one's cluster listener (default from `cluster`).
     pub(crate) advertise_cluster: Option<String>,
+    /// URL other nodes pull this node's HLS objects and playlists from (default from
+    /// `http`, with the host of `advertise_cluster` when `http` listens on all addresses).
+    pub(crate) advertise_http: Option<String>,
+    /// Bytes of upstream objects and playlists a node keeps for pull-through (LRU).
+    pub(crate) edge_cache_bytes: u64,
     pub(crate) lease_ttl_ms: i64,
     /// How long a live stream whose publisher dropped waits for it to come back.
     pub(crate) reconnect_grace_ms: i64,
@@ -78,6 +83,8 @@ impl Default for Config {
             cluster_secret_file: None,
             bootstrap: true,
             advertise_cluster: None,
+            advertise_http: None,
+            edge_cache_bytes: 256 * 1024 * 1024,
             lease_ttl_ms: 6_000,
             reconnect_grace_ms: 30_000,
             rtmp_app: "live".into(),
@@ -121,6 +128,9 @@ pub(crate) struct ServeArgs {
     no_bootstrap: bool,
     #[arg(long)]
     advertise_cluster: Option<String>,
+    /// URL other nodes pull HLS from (default from --http).
+    #[arg(long)]
+    advertise_http: Option<String>,
     /// Node lease time to live in milliseconds (default 6000): a node silent this long
     /// is down and its streams wait for their publishers elsewhere.
     #[arg(long)]
@@ -208,6 +218,9 @@ impl ServeArgs {
         }
         if self.advertise_cluster.is_some() {
             c.advertise_cluster = self.advertise_cluster.clone();
+        }
+        if self.advertise_http.is_some() {
+            c.advertise_http = self.advertise_http.clone();
         }
         if self.no_bootstrap {
             c.bootstrap = false;
@@ -358,6 +371,22 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
     // plus a random election timeout before it campaigns: a dead leader is replaced
     // after 1.3 to 1.6 s. Heartbeats every 150 ms keep five of them inside that window,
     // so a busy machine does not start elections by mistake.
+    let advertise_http = c.advertise_http.clone().unwrap_or_else(|| {
+        let host = if http_addr.ip().is_unspecified() {
+            reqwest::Url::parse(&advertise)
+                .ok()
+                .and_then(|u| u.host_str().map(String::from))
+                .unwrap_or_else(|| "127.0.0.1".into())
+        } else {
+            http_addr.ip().to_string()
+        };
+        let scheme = if c.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{host}:{}", http_addr.port())
+    });
     let raft_config = RaftConfig {
         heartbeat_interval: 150,
         snapshot_max_chunk_size: sluice_cluster::network::SNAPSHOT_CHUNK_BYTES,
@@ -398,6 +427,10 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
             spool: spool_status.clone(),
         },
         origins.clone(),
+        Arc::new(crate::edge::Edge::new(
+            format!("node-{:x}", dir.node_id),
+            c.edge_cache_bytes,
+        )?),
         Arc::from(c.hlsjs_url.as_str()),
     );
     let mut tasks = tokio::task::JoinSet::new();
@@ -522,7 +555,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
         let handle = handle.clone();
         let rx = shutdown.subscribe();
         let urls = NodeUrls {
-            http: format!("http://{}", c.http),
+            http: advertise_http.clone(),
             cluster: advertise.clone(),
             rtmp: format!("rtmp://{}", c.rtmp),
             srt: format!("srt://{}", c.srt),

@@ -28,6 +28,9 @@ use sluice_media::playlist::blocking::{self, Decision, Directives};
 use sluice_media::playlist::multivariant;
 use sluice_media::playlist::names::{self, ObjectName};
 
+use sluice_cluster::handle::ClusterHandle;
+
+use crate::edge::{Edge, EDGE_HEADER};
 use crate::origin::spool::read_from_disk;
 use crate::origin::{ChannelOrigin, Origins, RENDITION};
 
@@ -40,6 +43,50 @@ const DEFAULT_TD_S: u32 = 3;
 #[derive(Clone)]
 pub(crate) struct HlsState {
     pub(crate) origins: Arc<Origins>,
+    pub(crate) edge: Arc<Edge>,
+    pub(crate) handle: ClusterHandle,
+}
+
+/// Where a channel's bytes come from, as this replica of the state says.
+enum Source {
+    /// This node is the origin (or nobody is known to be).
+    Local,
+    /// Another node is: pull through from its HTTP URL.
+    Remote(String),
+}
+
+/// The source of a generation (`None`: the channel's active one, else its latest).
+/// A request that is itself a pull-through is always answered locally, so two nodes
+/// with different views of the state cannot send a request back and forth.
+fn source(s: &HlsState, parts: &Parts, channel: &str, generation: Option<u64>) -> Source {
+    if parts.headers.contains_key(EDGE_HEADER) {
+        return Source::Local;
+    }
+    let me = s.handle.id();
+    s.handle.read_local(|st| {
+        let Some(c) = st.channel_by_slug(channel) else {
+            return Source::Local;
+        };
+        let g = match generation {
+            Some(n) => st.generation(c.id, n),
+            None => st.active_generation(c.id).or_else(|| {
+                st.generations
+                    .get(&c.id)
+                    .and_then(|gens| gens.values().next_back())
+            }),
+        };
+        match g.and_then(|g| (g.origin != me).then(|| st.nodes.get(&g.origin)).flatten()) {
+            Some(node) => Source::Remote(node.urls.http.clone()),
+            None => Source::Local,
+        }
+    })
+}
+
+fn path_and_query(parts: &Parts) -> &str {
+    parts
+        .uri
+        .path_and_query()
+        .map_or(parts.uri.path(), |pq| pq.as_str())
 }
 
 pub(crate) fn router(state: HlsState) -> Router {
@@ -99,7 +146,17 @@ fn session_of(parts: &Parts) -> u64 {
     h.finish()
 }
 
-async fn multivariant_playlist(State(s): State<HlsState>, Path(channel): Path<String>) -> Response {
+async fn multivariant_playlist(
+    State(s): State<HlsState>,
+    Path(channel): Path<String>,
+    parts: Parts,
+) -> Response {
+    if parts.headers.contains_key(EDGE_HEADER) {
+        s.origins.metrics().pulled(true);
+    }
+    if let Source::Remote(upstream) = source(&s, &parts, &channel, None) {
+        return s.edge.fetch(&upstream, path_and_query(&parts)).await;
+    }
     let Some(origin) = s.origins.get(&channel) else {
         return not_found("channel");
     };
@@ -156,12 +213,19 @@ async fn media_playlist(
             )
         }
     };
+    let metrics = s.origins.metrics();
+    if parts.headers.contains_key(EDGE_HEADER) {
+        metrics.pulled(true);
+    } else {
+        metrics.playlist_request(directives.is_blocking());
+        metrics.viewer(&channel, session_of(&parts), Instant::now());
+    }
+    if let Source::Remote(upstream) = source(&s, &parts, &channel, None) {
+        return s.edge.fetch(&upstream, path_and_query(&parts)).await;
+    }
     let (Some(origin), true) = (s.origins.get(&channel), rendition == RENDITION) else {
         return not_found("playlist");
     };
-    let metrics = s.origins.metrics();
-    metrics.playlist_request(directives.is_blocking());
-    metrics.viewer(&channel, session_of(&parts), Instant::now());
     let td = target_duration(&origin);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(u64::from(td) * 3);
     let mut changes = origin.subscribe();
@@ -240,6 +304,7 @@ fn may_come(origin: &ChannelOrigin, generation: u64, name: ObjectName) -> bool {
 async fn object(
     State(s): State<HlsState>,
     Path((channel, rendition, generation, object)): Path<(String, String, String, String)>,
+    parts: Parts,
 ) -> Response {
     // The channel names a folder of the disk spool: only a valid channel name may.
     let (Some(name), Ok(generation), true, true) = (
@@ -250,6 +315,36 @@ async fn object(
     ) else {
         return not_found("object");
     };
+    if parts.headers.contains_key(EDGE_HEADER) {
+        s.origins.metrics().pulled(false);
+    }
+    if let Source::Remote(upstream) = source(&s, &parts, &channel, Some(generation)) {
+        // Objects this node made before the generation moved are still here.
+        let local = s.origins.get(&channel).and_then(|o| {
+            o.read(|sp| {
+                (sp.generation == generation)
+                    .then(|| sp.object(name))
+                    .flatten()
+            })
+        });
+        let local = match local {
+            Some(bytes) => Some(bytes),
+            None => {
+                read_from_disk(
+                    s.origins.spool_root(),
+                    &channel,
+                    generation,
+                    RENDITION,
+                    name,
+                )
+                .await
+            }
+        };
+        return match local {
+            Some(bytes) => media_object(bytes),
+            None => s.edge.fetch(&upstream, path_and_query(&parts)).await,
+        };
+    }
     if let Some(origin) = s.origins.get(&channel) {
         let td = target_duration(&origin);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(u64::from(td) * 3);

@@ -14,6 +14,7 @@ use axum::Router;
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{Any, CorsLayer};
 
+use crate::edge::Edge;
 use crate::origin::Origins;
 
 /// Playlists are text worth compressing; media objects are not.
@@ -24,21 +25,32 @@ fn is_playlist(_: StatusCode, _: Version, headers: &HeaderMap, _: &axum::http::E
         .is_some_and(|t| t.contains("mpegurl"))
 }
 
-pub(crate) fn app(api: api::ApiState, origins: Arc<Origins>, hlsjs_url: Arc<str>) -> Router {
+pub(crate) fn app(
+    api: api::ApiState,
+    origins: Arc<Origins>,
+    edge: Arc<Edge>,
+    hlsjs_url: Arc<str>,
+) -> Router {
     let metrics = origins.metrics().clone();
-    let viewer = hls::router(hls::HlsState { origins })
-        .layer(
-            CompressionLayer::new()
-                .gzip(true)
-                .compress_when(is_playlist),
-        )
-        .layer(
-            CorsLayer::new()
-                .allow_origin(Any)
-                .allow_methods([Method::GET, Method::HEAD, Method::OPTIONS])
-                .allow_headers(Any)
-                .expose_headers(Any),
-        );
+    let handle = api.handle.clone();
+    let render_edge = edge.clone();
+    let viewer = hls::router(hls::HlsState {
+        origins,
+        edge,
+        handle,
+    })
+    .layer(
+        CompressionLayer::new()
+            .gzip(true)
+            .compress_when(is_playlist),
+    )
+    .layer(
+        CorsLayer::new()
+            .allow_origin(Any)
+            .allow_methods([Method::GET, Method::HEAD, Method::OPTIONS])
+            .allow_headers(Any)
+            .expose_headers(Any),
+    );
     api::router(api)
         .merge(viewer)
         .merge(watch::router(hlsjs_url))
@@ -46,11 +58,11 @@ pub(crate) fn app(api: api::ApiState, origins: Arc<Origins>, hlsjs_url: Arc<str>
             "/metrics",
             get(move || {
                 let metrics = metrics.clone();
+                let edge = render_edge.clone();
                 async move {
-                    (
-                        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                        metrics.render(Instant::now()),
-                    )
+                    let mut text = metrics.render(Instant::now());
+                    crate::metrics::render_edge(&mut text, &edge);
+                    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
                 }
             }),
         )

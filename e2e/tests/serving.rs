@@ -1,0 +1,265 @@
+//! Cluster-wide serving: a stream published to one node plays from every node, which
+//! pull through from the origin once per object however many viewers ask.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use sluice_e2e::node::{wait_for, Http, Publisher, Server};
+use sluice_e2e::{make_test_stream, play_page, validate_playlists, TempDir};
+
+/// A player page whose hls.js the test browser answers from the npm copy.
+const HLSJS_URL: &str = "http://hlsjs.invalid/hls.min.js";
+
+/// Three nodes: the first starts the cluster, the others join it.
+fn cluster(tmp: &TempDir) -> Result<Vec<Server>> {
+    let first = Server::start(&tmp.path().join("n1"), &["--hlsjs-url", HLSJS_URL])?;
+    let join = format!("http://127.0.0.1:{}", first.cluster);
+    let secret = first.dir.join("cluster.secret");
+    let secret = secret.to_str().context("path")?.to_string();
+    let mut nodes = vec![first];
+    for name in ["n2", "n3"] {
+        let extra = [
+            "--hlsjs-url",
+            HLSJS_URL,
+            "--join",
+            &join,
+            "--cluster-secret-file",
+            &secret,
+        ];
+        nodes.push(Server::start(&tmp.path().join(name), &extra)?);
+    }
+    let http = Http::new(None)?;
+    let token = nodes[0].admin_token()?;
+    let auth = format!("Bearer {token}");
+    wait_for(Duration::from_secs(30), "three healthy voters", || {
+        let r = http
+            .get(
+                &nodes[0].url("/api/v1/cluster"),
+                &[("authorization", &auth)],
+            )
+            .ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&r.body).ok()?;
+        let healthy = v["members"]
+            .as_array()?
+            .iter()
+            .filter(|m| m["voter"] == true && m["healthy"] == true)
+            .count();
+        (healthy == 3).then_some(())
+    })?;
+    Ok(nodes)
+}
+
+fn media_url(server: &Server) -> String {
+    server.url("/hls/main/source/index.m3u8")
+}
+
+/// (media sequence, preload hint URI with its msn and part, ended).
+fn summary(text: &str) -> (u64, Option<(String, u64, u32)>) {
+    let mut msn = 0;
+    let mut hint = None;
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix("#EXT-X-MEDIA-SEQUENCE:") {
+            msn = v.parse().unwrap_or(0);
+        } else if let Some(v) = line.strip_prefix("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"") {
+            let uri = v.trim_end_matches('"').to_string();
+            let name = uri.rsplit('/').next().unwrap_or_default();
+            let mut it = name.trim_end_matches(".m4s").split('.');
+            if let (Some(Ok(m)), Some(Ok(p))) = (
+                it.next().map(str::parse::<u64>),
+                it.next().map(str::parse::<u32>),
+            ) {
+                hint = Some((uri, m, p));
+            }
+        }
+    }
+    (msn, hint)
+}
+
+fn metric(http: &Http, server: &Server, line_start: &str) -> Result<u64> {
+    let text = http.get(&server.url("/metrics"), &[])?.text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(line_start))
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| format!("no {line_start} in /metrics"))
+}
+
+/// Viewers that reload like hls.js: a blocking request for the hinted part, then the part.
+struct Load {
+    errors: AtomicU64,
+    requests: AtomicU64,
+    objects: Mutex<HashSet<String>>,
+}
+
+fn viewer(http: &Http, base: &str, load: &Load, until: Instant) {
+    let media = format!("{base}/hls/main/source/index.m3u8");
+    let mut next: Option<(u64, u32)> = None;
+    while Instant::now() < until {
+        let url = match next {
+            Some((m, p)) => format!("{media}?_HLS_msn={m}&_HLS_part={p}"),
+            None => media.clone(),
+        };
+        load.requests.fetch_add(1, Ordering::Relaxed);
+        let Some(r) = http.get(&url, &[]).ok().filter(|r| r.status == 200) else {
+            load.errors.fetch_add(1, Ordering::Relaxed);
+            std::thread::sleep(Duration::from_millis(200));
+            continue;
+        };
+        let Some((uri, m, p)) = summary(&r.text()).1 else {
+            load.errors.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        let object = format!("{base}/hls/main/source/{uri}");
+        load.requests.fetch_add(1, Ordering::Relaxed);
+        match http.get(&object, &[]) {
+            Ok(o) if o.status == 200 && !o.body.is_empty() => {
+                if let Ok(mut seen) = load.objects.lock() {
+                    seen.insert(uri);
+                }
+            }
+            _ => {
+                load.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        next = Some((m, p));
+    }
+}
+
+#[test]
+fn a_stream_published_to_one_node_plays_from_every_node() -> Result<()> {
+    let tmp = TempDir::new("serving")?;
+    let fixture = tmp.path().join("gop60.flv");
+    make_test_stream(
+        &fixture,
+        "640x360",
+        12,
+        &[
+            "-preset",
+            "veryfast",
+            "-tune",
+            "zerolatency",
+            "-g",
+            "60",
+            "-b:v",
+            "800k",
+        ],
+    )?;
+    let nodes = cluster(&tmp)?;
+    let key = nodes[0].main_key()?;
+    let _publisher = Publisher::ffmpeg_loop(
+        &fixture,
+        &nodes[0].rtmp_url(&key),
+        &tmp.path().join("ff1.log"),
+    )?;
+    let http = Http::new(None)?;
+    wait_for(Duration::from_secs(40), "the stream live on node 1", || {
+        let r = http.get(&media_url(&nodes[0]), &[]).ok()?;
+        (r.status == 200 && r.text().matches("#EXTINF").count() >= 2).then_some(())
+    })
+    .with_context(|| nodes[0].log())?;
+
+    // Node 3 serves the same playlist: same media sequence as the origin's (read
+    // before and after), and it validates in strict mode.
+    let before = summary(&http.get(&media_url(&nodes[0]), &[])?.text()).0;
+    let r3 = http.get(&media_url(&nodes[2]), &[])?;
+    ensure!(
+        r3.status == 200,
+        "node 3 playlist: HTTP {}\n{}",
+        r3.status,
+        nodes[2].log()
+    );
+    let at3 = summary(&r3.text()).0;
+    let after = summary(&http.get(&media_url(&nodes[0]), &[])?.text()).0;
+    ensure!(
+        (before..=after).contains(&at3),
+        "node 3 media sequence {at3} outside the origin's {before}..={after}"
+    );
+    validate_playlists(&[
+        nodes[2].url("/hls/main/index.m3u8"),
+        media_url(&nodes[2]),
+        format!("{}?_HLS_skip=YES", media_url(&nodes[2])),
+    ])?;
+
+    // A second publisher with the same key, on another node: refused there.
+    let mut second = Publisher::ffmpeg_loop(
+        &fixture,
+        &nodes[1].rtmp_url(&key),
+        &tmp.path().join("ff2.log"),
+    )?;
+    ensure!(
+        second.wait_exit(Duration::from_secs(20)).is_some(),
+        "a second publisher for a live channel was not refused"
+    );
+    ensure!(
+        nodes[1].log().contains("refused") || nodes[1].log().contains("already live"),
+        "node 2 logged no refusal:\n{}",
+        nodes[1].log()
+    );
+
+    // 500 viewers on node 3: one upstream request per object, no errors.
+    let pulled_before = metric(
+        &http,
+        &nodes[0],
+        "sluice_pulled_requests_total{kind=\"object\"}",
+    )?;
+    let load = Arc::new(Load {
+        errors: AtomicU64::new(0),
+        requests: AtomicU64::new(0),
+        objects: Mutex::new(HashSet::new()),
+    });
+    let until = Instant::now() + Duration::from_secs(8);
+    let base = nodes[2].base();
+    let threads: Vec<_> = (0..500)
+        .map(|_| {
+            let (http, load, base) = (http.clone(), load.clone(), base.clone());
+            std::thread::spawn(move || viewer(&http, &base, &load, until))
+        })
+        .collect();
+    for t in threads {
+        let _ = t.join();
+    }
+    let pulled = metric(
+        &http,
+        &nodes[0],
+        "sluice_pulled_requests_total{kind=\"object\"}",
+    )? - pulled_before;
+    let distinct = load.objects.lock().map(|s| s.len()).unwrap_or(0) as u64;
+    let coalesced = metric(&http, &nodes[2], "sluice_edge_coalesced_total")?;
+    eprintln!(
+        "500 viewers on node 3: {} requests, {} errors, {distinct} distinct parts, \
+         {pulled} object requests reached the origin, {coalesced} coalesced",
+        load.requests.load(Ordering::Relaxed),
+        load.errors.load(Ordering::Relaxed),
+    );
+    ensure!(
+        load.errors.load(Ordering::Relaxed) == 0,
+        "viewers saw errors"
+    );
+    ensure!(distinct >= 5, "viewers fetched only {distinct} parts");
+    ensure!(
+        pulled <= distinct,
+        "{pulled} object requests reached the origin for {distinct} objects"
+    );
+    ensure!(coalesced > 0, "no request joined a fetch in flight");
+
+    // hls.js in Chromium plays from node 2 and from node 3.
+    for n in [1, 2] {
+        let played = play_page(&nodes[n].url("/watch/main"), 8, Duration::from_secs(60))?;
+        ensure!(
+            played.ok,
+            "hls.js on node {}: {}\n{}",
+            n + 1,
+            played.report,
+            nodes[n].log()
+        );
+        eprintln!(
+            "node {}: played {:.1} s, latency {:?}",
+            n + 1,
+            played.current_time,
+            played.latency
+        );
+    }
+    Ok(())
+}
