@@ -320,25 +320,13 @@ async fn object(
     }
     if let Source::Remote(upstream) = source(&s, &parts, &channel, Some(generation)) {
         // Objects this node made before the generation moved are still here.
-        let local = s.origins.get(&channel).and_then(|o| {
-            o.read(|sp| {
-                (sp.generation == generation)
-                    .then(|| sp.object(name))
-                    .flatten()
-            })
-        });
-        let local = match local {
+        let in_memory = s
+            .origins
+            .get(&channel)
+            .and_then(|o| o.read(|sp| spooled(sp, generation, name)));
+        let local = match in_memory {
             Some(bytes) => Some(bytes),
-            None => {
-                read_from_disk(
-                    s.origins.spool_root(),
-                    &channel,
-                    generation,
-                    RENDITION,
-                    name,
-                )
-                .await
-            }
+            None => from_disk(&s, &channel, generation, name).await,
         };
         return match local {
             Some(bytes) => media_object(bytes),
@@ -351,11 +339,7 @@ async fn object(
         let mut changes = origin.subscribe();
         let mut waiting_guard = None;
         loop {
-            let found = origin.read(|sp| {
-                (sp.generation == generation)
-                    .then(|| sp.object(name))
-                    .flatten()
-            });
+            let found = origin.read(|sp| spooled(sp, generation, name));
             if let Some(bytes) = found {
                 return media_object(bytes);
             }
@@ -373,18 +357,26 @@ async fn object(
             }
         }
     }
-    match read_from_disk(
-        s.origins.spool_root(),
-        &channel,
-        generation,
-        RENDITION,
-        name,
-    )
-    .await
-    {
+    match from_disk(&s, &channel, generation, name).await {
         Some(bytes) => media_object(bytes),
         None => not_found("object"),
     }
+}
+
+/// An object of `generation` in the memory window, if this spool holds that generation.
+fn spooled(sp: &crate::origin::spool::Spool, generation: u64, name: ObjectName) -> Option<Bytes> {
+    (sp.generation == generation)
+        .then(|| sp.object(name))
+        .flatten()
+}
+
+async fn from_disk(
+    s: &HlsState,
+    channel: &str,
+    generation: u64,
+    name: ObjectName,
+) -> Option<Bytes> {
+    read_from_disk(s.origins.spool_root(), channel, generation, RENDITION, name).await
 }
 
 fn media_object(bytes: Bytes) -> Response {

@@ -98,9 +98,9 @@ pub(super) fn mark_live(
     number: u64,
     node: NodeId,
 ) -> Result<Applied, Refusal> {
-    // A channel's origin is a node whose lease is valid (a removed or down node's
-    // generations wait for a new claim instead).
-    if !state.lease_valid(node, at) {
+    // A removed node's generations wait for a new claim instead. (A node marked down
+    // that still sends this is alive: its next renewal clears the mark.)
+    if !state.nodes.contains_key(&node) {
         return Err(Refusal::LeaseInvalid { node });
     }
     let g = originated(state, slug, number, Some(node))?;
