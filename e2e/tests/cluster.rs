@@ -137,19 +137,26 @@ fn logs(nodes: &[Node]) -> String {
         .join("\n---\n")
 }
 
-#[test]
-fn three_processes_form_a_cluster_survive_the_leaders_death_and_take_it_back() -> Result<()> {
-    let tmp = TempDir::new("cluster")?;
+/// Three nodes, the first started as a new cluster and leading; the others not started.
+/// Also the path of the cluster's secret.
+fn three_nodes_first_leading(root: &Path) -> Result<(Vec<Node>, PathBuf)> {
     let mut nodes = vec![
-        Node::new(tmp.path(), "n1")?,
-        Node::new(tmp.path(), "n2")?,
-        Node::new(tmp.path(), "n3")?,
+        Node::new(root, "n1")?,
+        Node::new(root, "n2")?,
+        Node::new(root, "n3")?,
     ];
     nodes[0].start(None)?;
-    let secret = nodes[0].dir.join("cluster.secret");
     wait_for(Duration::from_secs(20), "node 1 to lead", || {
         nodes[0].status().ok().filter(|s| summary(s).0.is_some())
     })?;
+    let secret = nodes[0].dir.join("cluster.secret");
+    Ok((nodes, secret))
+}
+
+#[test]
+fn three_processes_form_a_cluster_survive_the_leaders_death_and_take_it_back() -> Result<()> {
+    let tmp = TempDir::new("cluster")?;
+    let (mut nodes, secret) = three_nodes_first_leading(tmp.path())?;
     // Node 2 joins through node 1; node 3 through node 2, a follower.
     let url1 = nodes[0].cluster_url();
     nodes[1].start(Some((&url1, &secret)))?;
@@ -321,16 +328,7 @@ fn cli_with_token(node: &Node, token_file: &Path, args: &[&str]) -> Result<std::
 #[test]
 fn nodes_join_and_leave_through_the_cli_and_admin_tokens_work_on_every_node() -> Result<()> {
     let tmp = TempDir::new("membership")?;
-    let mut nodes = vec![
-        Node::new(tmp.path(), "n1")?,
-        Node::new(tmp.path(), "n2")?,
-        Node::new(tmp.path(), "n3")?,
-    ];
-    nodes[0].start(None)?;
-    let secret = nodes[0].dir.join("cluster.secret");
-    wait_for(Duration::from_secs(20), "node 1 to lead", || {
-        nodes[0].status().ok().filter(|s| summary(s).0.is_some())
-    })?;
+    let (mut nodes, secret) = three_nodes_first_leading(tmp.path())?;
     // Node 2 waits, then joins through its own CLI; node 3 is added from node 1.
     nodes[1].start_waiting(&secret)?;
     nodes[2].start_waiting(&secret)?;

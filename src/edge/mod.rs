@@ -86,7 +86,8 @@ impl Edge {
         })
     }
 
-    /// Serves `path_and_query` (e.g. `/hls/news/source/index.m3u8?_HLS_msn=5`) from
+    /// Serves `path_and_query` (e.g. `/hls/news/source/index.m3u8?_HLS_msn=5`, with only
+    /// the query the upstream reads: it is the single-flight and cache key) from
     /// `upstream` (a base URL) through the cache and single flight.
     pub(crate) async fn fetch(self: &Arc<Self>, upstream: &str, path_and_query: &str) -> Response {
         // The cache key is the path and query only: every upstream serves the same bytes

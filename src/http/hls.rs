@@ -27,6 +27,7 @@ use sluice_cluster::command::validate_slug;
 use sluice_media::playlist::blocking::{self, Decision, Directives};
 use sluice_media::playlist::multivariant;
 use sluice_media::playlist::names::{self, ObjectName};
+use sluice_media::playlist::Skip;
 
 use sluice_cluster::handle::ClusterHandle;
 
@@ -82,11 +83,27 @@ fn source(s: &HlsState, parts: &Parts, channel: &str, generation: Option<u64>) -
     })
 }
 
-fn path_and_query(parts: &Parts) -> &str {
-    parts
-        .uri
-        .path_and_query()
-        .map_or(parts.uri.path(), |pq| pq.as_str())
+/// What a media playlist request is pulled through as: its path and only the HLS
+/// directives, in one order. Other query parameters (a cache buster, a player's own)
+/// change nothing at the origin, so they must not split the single flight or the cache.
+fn playlist_key(path: &str, d: &Directives) -> String {
+    let mut q = Vec::new();
+    if let Some(m) = d.msn {
+        q.push(format!("_HLS_msn={m}"));
+    }
+    if let Some(p) = d.part {
+        q.push(format!("_HLS_part={p}"));
+    }
+    match d.skip {
+        Skip::No => {}
+        Skip::Yes => q.push("_HLS_skip=YES".into()),
+        Skip::V2 => q.push("_HLS_skip=v2".into()),
+    }
+    if q.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{}", q.join("&"))
+    }
 }
 
 pub(crate) fn router(state: HlsState) -> Router {
@@ -155,7 +172,8 @@ async fn multivariant_playlist(
         s.origins.metrics().pulled(true);
     }
     if let Source::Remote(upstream) = source(&s, &parts, &channel, None) {
-        return s.edge.fetch(&upstream, path_and_query(&parts)).await;
+        // The origin ignores any query here.
+        return s.edge.fetch(&upstream, parts.uri.path()).await;
     }
     let Some(origin) = s.origins.get(&channel) else {
         return not_found("channel");
@@ -221,7 +239,8 @@ async fn media_playlist(
         metrics.viewer(&channel, session_of(&parts), Instant::now());
     }
     if let Source::Remote(upstream) = source(&s, &parts, &channel, None) {
-        return s.edge.fetch(&upstream, path_and_query(&parts)).await;
+        let key = playlist_key(parts.uri.path(), &directives);
+        return s.edge.fetch(&upstream, &key).await;
     }
     let (Some(origin), true) = (s.origins.get(&channel), rendition == RENDITION) else {
         return not_found("playlist");
@@ -330,7 +349,7 @@ async fn object(
         };
         return match local {
             Some(bytes) => media_object(bytes),
-            None => s.edge.fetch(&upstream, path_and_query(&parts)).await,
+            None => s.edge.fetch(&upstream, parts.uri.path()).await,
         };
     }
     if let Some(origin) = s.origins.get(&channel) {
@@ -381,4 +400,25 @@ async fn from_disk(
 
 fn media_object(bytes: Bytes) -> Response {
     respond(StatusCode::OK, IMMUTABLE, "video/mp4", bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pulled_playlist_is_keyed_by_its_directives_alone() {
+        let path = "/hls/news/source/index.m3u8";
+        let key = |q: &str| playlist_key(path, &Directives::parse(q).expect("valid"));
+        let canonical = format!("{path}?_HLS_msn=7&_HLS_part=2&_HLS_skip=YES");
+        assert_eq!(key("_HLS_msn=7&_HLS_part=2&_HLS_skip=YES"), canonical);
+        assert_eq!(key("_HLS_skip=YES&_HLS_part=2&_HLS_msn=7"), canonical);
+        assert_eq!(
+            key("cb=123&_HLS_msn=7&x&_HLS_part=2&_HLS_skip=YES"),
+            canonical
+        );
+        assert_eq!(key(""), path);
+        assert_eq!(key("cb=1"), path);
+        assert_eq!(key("_HLS_skip=v2"), format!("{path}?_HLS_skip=v2"));
+    }
 }
