@@ -155,7 +155,13 @@ fn print_or(json: bool, v: &serde_json::Value, human: impl FnOnce() -> String) {
 
 async fn cluster_status(api: &ApiArgs, json: bool) -> Result<()> {
     let v = call(api, reqwest::Method::GET, "/api/v1/cluster", None).await?;
+    // A node waiting to join has no replicated state to read endpoints from yet.
+    let endpoints = call(api, reqwest::Method::GET, "/api/v1/endpoints", None)
+        .await
+        .unwrap_or_else(|_| serde_json::json!({ "endpoints": [] }));
     if json {
+        let mut v = v;
+        v["endpoints"] = endpoints["endpoints"].clone();
         println!("{v}");
         return Ok(());
     }
@@ -177,6 +183,139 @@ async fn cluster_status(api: &ApiArgs, json: bool) -> Result<()> {
             "{:<20} {:<16} {:<28} {:<6} {}",
             m.id, m.name, m.addr, m.voter, m.healthy
         );
+    }
+    println!();
+    print_endpoints(&endpoints);
+    Ok(())
+}
+
+/// One line per endpoint with its latest snapshot.
+fn print_endpoints(v: &serde_json::Value) {
+    println!(
+        "{:<20} {:<15} {:<28} {:<8} {:>7} {:>10} {:>5} {:>9}  parents",
+        "endpoint", "kind", "url", "status", "viewers", "egress", "hit", "pl. age"
+    );
+    for e in v["endpoints"].as_array().into_iter().flatten() {
+        let snap = &e["last_snapshot"];
+        let egress = snap["egress_bps"]
+            .as_u64()
+            .map(|b| format!("{:.1}M", b as f64 / 1e6))
+            .unwrap_or_else(|| "-".into());
+        let hit = snap["hit_ratio"]
+            .as_f64()
+            .map(|r| format!("{:.0}%", r * 100.0))
+            .unwrap_or_else(|| "-".into());
+        let age = snap["playlist_age_ms"]
+            .as_u64()
+            .map(|ms| format!("{ms} ms"))
+            .unwrap_or_else(|| "-".into());
+        let parents: Vec<&str> = e["upstreams"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|u| u.as_str())
+            .collect();
+        println!(
+            "{:<20} {:<15} {:<28} {:<8} {:>7} {:>10} {:>5} {:>9}  {}",
+            e["name"].as_str().unwrap_or_default(),
+            e["kind"].as_str().unwrap_or_default(),
+            e["url"].as_str().unwrap_or_default(),
+            e["status"].as_str().unwrap_or_default(),
+            snap["viewers"]
+                .as_u64()
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "-".into()),
+            egress,
+            hit,
+            age,
+            if parents.is_empty() {
+                "-".to_string()
+            } else {
+                parents.join(",")
+            },
+        );
+    }
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum EndpointCommand {
+    /// Every endpoint with its health and latest snapshot.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One endpoint with its snapshot history (JSON).
+    Show {
+        name: String,
+    },
+    /// Create or replace an endpoint: an external edge or origin, or a node's parents.
+    Put {
+        name: String,
+        /// origin | edge | external_origin | external_edge
+        #[arg(long)]
+        kind: String,
+        /// Base URL viewers or child edges use.
+        #[arg(long)]
+        url: String,
+        /// The cluster node it runs on (origin and edge kinds).
+        #[arg(long)]
+        node: Option<u64>,
+        /// A parent endpoint it pulls from; repeat it, first one first.
+        #[arg(long = "upstream")]
+        upstreams: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    Delete {
+        name: String,
+    },
+}
+
+pub(crate) async fn endpoint(api: &ApiArgs, cmd: EndpointCommand) -> Result<()> {
+    use reqwest::Method;
+    match cmd {
+        EndpointCommand::List { json } => {
+            let v = call(api, Method::GET, "/api/v1/endpoints", None).await?;
+            if json {
+                println!("{v}");
+            } else {
+                print_endpoints(&v);
+            }
+        }
+        EndpointCommand::Show { name } => {
+            let v = call(api, Method::GET, &format!("/api/v1/endpoints/{name}"), None).await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        EndpointCommand::Put {
+            name,
+            kind,
+            url,
+            node,
+            upstreams,
+            json,
+        } => {
+            let body = serde_json::json!({
+                "kind": kind, "url": url, "node": node, "upstreams": upstreams,
+            });
+            let v = call(
+                api,
+                Method::PUT,
+                &format!("/api/v1/endpoints/{name}"),
+                Some(body),
+            )
+            .await?;
+            print_or(json, &v, || format!("endpoint {name} saved"));
+        }
+        EndpointCommand::Delete { name } => {
+            call(
+                api,
+                Method::DELETE,
+                &format!("/api/v1/endpoints/{name}"),
+                None,
+            )
+            .await?;
+            println!("endpoint {name} deleted");
+        }
     }
     Ok(())
 }

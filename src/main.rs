@@ -2,6 +2,7 @@
 
 mod cli;
 mod edge;
+mod endpoint;
 mod http;
 mod ingest;
 mod metrics;
@@ -59,6 +60,15 @@ enum Command {
         #[command(flatten)]
         api: cli::ApiArgs,
     },
+    /// Endpoints (nodes, external edges and origins, their parents) and their snapshots.
+    Endpoint {
+        #[command(subcommand)]
+        command: cli::EndpointCommand,
+        #[command(flatten)]
+        api: cli::ApiArgs,
+    },
+    /// An edge outside the cluster: serves viewers by pull-through from its upstreams.
+    Edge(edge::external::EdgeArgs),
     /// Package an FLV file (as ffmpeg or an RTMP recorder writes it) into LL-HLS, as the
     /// live origin would show it at the end of the stream.
     Package {
@@ -80,19 +90,17 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => {
-            tracing_subscriber::fmt()
-                .with_writer(std::io::stderr)
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                        tracing_subscriber::EnvFilter::new("info,openraft=warn")
-                    }),
-                )
-                .init();
+            log_to_stderr();
             runtime()?.block_on(serve::run(args))
+        }
+        Command::Edge(args) => {
+            log_to_stderr();
+            runtime()?.block_on(edge::external::run(args))
         }
         Command::Cluster { command, api } => runtime()?.block_on(cli::cluster(&api, command)),
         Command::Channel { command, api } => runtime()?.block_on(cli::channel(&api, command)),
         Command::Key { command, api } => runtime()?.block_on(cli::key(&api, command)),
+        Command::Endpoint { command, api } => runtime()?.block_on(cli::endpoint(&api, command)),
         Command::Token { command, api } => runtime()?.block_on(cli::token(&api, command)),
         Command::Package {
             input,
@@ -110,6 +118,16 @@ fn main() -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn log_to_stderr() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
+        )
+        .init();
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {

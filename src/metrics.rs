@@ -39,6 +39,10 @@ pub(crate) struct Metrics {
     /// Requests other nodes and edges made here to pull through (objects, playlists).
     pulled_objects: AtomicU64,
     pulled_playlists: AtomicU64,
+    /// Body bytes of viewer responses (playlists counted before compression).
+    egress_bytes: AtomicU64,
+    /// When this node last published a part of any channel.
+    last_part: Mutex<Option<Instant>>,
 }
 
 /// Decrements the blocking-waiter gauge when a held request ends, however it ends.
@@ -76,6 +80,9 @@ impl Metrics {
     }
 
     pub(crate) fn part_published(&self, delay: Duration) {
+        if let Ok(mut last) = self.last_part.lock() {
+            *last = Some(Instant::now());
+        }
         let secs = delay.as_secs_f64();
         for (bucket, bound) in self.delay_buckets.iter().zip(DELAY_BUCKETS) {
             if secs <= bound {
@@ -127,6 +134,49 @@ impl Metrics {
             &self.pulled_objects
         };
         c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Bytes sent to viewers and edges.
+    pub(crate) fn sent(&self, bytes: u64) {
+        self.egress_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub(crate) fn egress_bytes(&self) -> u64 {
+        self.egress_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Media bytes received from publishers, all channels.
+    pub(crate) fn ingest_bytes(&self) -> u64 {
+        self.channels
+            .lock()
+            .map(|m| m.values().map(|c| c.ingest_bytes).sum())
+            .unwrap_or(0)
+    }
+
+    /// Distinct viewer sessions seen within the window, all channels.
+    pub(crate) fn viewers(&self, now: Instant) -> u64 {
+        self.channels
+            .lock()
+            .map(|m| {
+                m.values()
+                    .map(|c| {
+                        c.viewers
+                            .values()
+                            .filter(|seen| now.duration_since(**seen) < VIEWER_WINDOW)
+                            .count() as u64
+                    })
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
+    /// How long ago this node last published a part.
+    pub(crate) fn since_last_part(&self, now: Instant) -> Option<Duration> {
+        self.last_part
+            .lock()
+            .ok()
+            .and_then(|l| *l)
+            .map(|t| now.duration_since(t))
     }
 
     pub(crate) fn spool_error(&self) {
@@ -276,7 +326,7 @@ pub(crate) fn render_edge(out: &mut String, edge: &crate::edge::Edge) {
     let c = &edge.counters;
     let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let (bytes, entries) = edge.cache_usage();
-    let rows: [(&str, &str, &str, String); 6] = [
+    let rows: [(&str, &str, &str, String); 7] = [
         (
             "sluice_edge_cache_hits_total",
             "counter",
@@ -314,6 +364,12 @@ pub(crate) fn render_edge(out: &mut String, edge: &crate::edge::Edge) {
                 "sluice_edge_upstream_failures_total {}",
                 load(&c.upstream_failures)
             ),
+        ),
+        (
+            "sluice_edge_failovers_total",
+            "counter",
+            "Upstream requests sent to the next upstream of the chain after one failed.",
+            format!("sluice_edge_failovers_total {}", load(&c.failovers)),
         ),
         (
             "sluice_edge_cache_bytes",

@@ -51,6 +51,10 @@ pub(crate) struct Config {
     pub(crate) advertise_http: Option<String>,
     /// Bytes of upstream objects and playlists a node keeps for pull-through (LRU).
     pub(crate) edge_cache_bytes: u64,
+    /// How long an upstream may take to answer a pull-through request (and to send each
+    /// chunk) before the next upstream is tried; above 3 target durations, which is how
+    /// long an origin holds a blocking playlist request.
+    pub(crate) edge_upstream_timeout_ms: u64,
     pub(crate) lease_ttl_ms: i64,
     /// How long a live stream whose publisher dropped waits for it to come back.
     pub(crate) reconnect_grace_ms: i64,
@@ -85,6 +89,7 @@ impl Default for Config {
             advertise_cluster: None,
             advertise_http: None,
             edge_cache_bytes: 256 * 1024 * 1024,
+            edge_upstream_timeout_ms: 30_000,
             lease_ttl_ms: 6_000,
             reconnect_grace_ms: 30_000,
             rtmp_app: "live".into(),
@@ -419,6 +424,11 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
         .await
         .with_context(|| format!("binding rtmp listener {}", c.rtmp))?;
     let rtmp_addr = rtmp_listener.local_addr()?;
+    let edge = Arc::new(crate::edge::Edge::new(
+        format!("node-{:x}", dir.node_id),
+        c.edge_cache_bytes,
+        Duration::from_millis(c.edge_upstream_timeout_ms),
+    )?);
     let http_app = crate::http::app(
         crate::http::api::ApiState {
             handle: handle.clone(),
@@ -427,12 +437,19 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
             spool: spool_status.clone(),
         },
         origins.clone(),
-        Arc::new(crate::edge::Edge::new(
-            format!("node-{:x}", dir.node_id),
-            c.edge_cache_bytes,
-        )?),
+        edge.clone(),
         Arc::from(c.hlsjs_url.as_str()),
     );
+    let reporter = crate::endpoint::Reporter {
+        handle: handle.clone(),
+        name: name.clone(),
+        http_url: advertise_http.clone(),
+        metrics: metrics.clone(),
+        edge: edge.clone(),
+        origins: origins.clone(),
+        spool: spool_status.clone(),
+    };
+
     let mut tasks = tokio::task::JoinSet::new();
     {
         let rx = shutdown.subscribe();
@@ -540,10 +557,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
                 "this node is not in a cluster: waiting to be added (sluice cluster join URL)"
             ),
             Some(member) => {
-                handle
-                    .join(member, &advertise)
-                    .await
-                    .with_context(|| format!("joining through {member}"))?;
+                join_with_retries(&handle, member, &advertise).await?;
                 tracing::info!(node = dir.node_id, member, "joined the cluster");
             }
         }
@@ -576,6 +590,10 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
         });
     }
 
+    {
+        tasks.spawn(reporter.run(shutdown.subscribe()));
+    }
+
     if created_cluster {
         if let Err(e) = create_first_channel(&handle, &c.data_dir).await {
             tracing::warn!(error = %format!("{e:#}"), "could not create the first channel");
@@ -598,6 +616,33 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
     while tasks.join_next().await.is_some() {}
     raft.shutdown().await.ok();
     Ok(())
+}
+
+/// How long a starting node keeps asking a member that cannot take it yet (no leader
+/// elected, not reachable: nodes started together).
+const JOIN_PATIENCE: Duration = Duration::from_secs(60);
+
+async fn join_with_retries(handle: &ClusterHandle, member: &str, advertise: &str) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + JOIN_PATIENCE;
+    let mut pause = Duration::from_millis(200);
+    loop {
+        match handle.join(member, advertise).await {
+            Ok(()) => return Ok(()),
+            Err(e @ sluice_cluster::handle::ClusterError::Membership(_)) => {
+                return Err(e).with_context(|| format!("joining through {member}"))
+            }
+            Err(e) if tokio::time::Instant::now() + pause >= deadline => {
+                return Err(e).with_context(|| {
+                    format!("joining through {member}: no success for {JOIN_PATIENCE:?}")
+                })
+            }
+            Err(e) => {
+                tracing::warn!(%member, error = %e, "the cluster cannot take this node yet; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(3));
+            }
+        }
+    }
 }
 
 /// How often old spool objects are pruned (and the spool's writability checked).
@@ -687,7 +732,7 @@ async fn wait(mut rx: tokio::sync::watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
-async fn wait_for_signal() {
+pub(crate) async fn wait_for_signal() {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
         Err(_) => return std::future::pending().await,

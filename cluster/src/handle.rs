@@ -229,14 +229,18 @@ impl ClusterHandle {
             .send()
             .await
             .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
-        if response.status().is_success() {
-            Ok(())
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let text = response.text().await.unwrap_or_default();
+        let why = format!("{member} answered {status}: {text}");
+        // A refusal (wrong secret, already in another cluster) will not change by asking
+        // again; a member without a leader yet (5xx) will.
+        if status.is_client_error() {
+            Err(ClusterError::Membership(why))
         } else {
-            let status = response.status();
-            let text = response.text().await.unwrap_or_default();
-            Err(ClusterError::Unavailable(format!(
-                "{member} answered {status}: {text}"
-            )))
+            Err(ClusterError::Unavailable(why))
         }
     }
 

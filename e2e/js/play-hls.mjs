@@ -6,7 +6,8 @@
 //   node play-hls.mjs --page URL [same options]   (a Sluice /watch page; its hls.js
 //        script, wherever the page loads it from, is answered with the npm copy)
 // Progress goes to stderr; stdout gets one JSON line:
-//   {"ok":bool,"currentTime":x,"duration":y,"fatalErrors":[...],"nonFatalErrors":n,"latency":z|null,"ended":bool}
+//   {"ok":bool,"currentTime":x,"duration":y,"fatalErrors":[...],"nonFatalErrors":n,"latency":z|null,"ended":bool,
+//    "played":s,"maxStallMs":ms}   (maxStallMs: longest time playback stood still once started)
 // Exit code 0 only when ok, 1 otherwise, 2 on usage errors.
 import { createServer } from 'node:http';
 import { createReadStream } from 'node:fs';
@@ -231,11 +232,23 @@ async function main() {
   let lastLog = 0;
   // A live stream starts near its edge, not at 0: count the time played since then.
   let firstTime = null;
+  // The longest wall-clock time playback did not move, once it had started.
+  let lastTime = null;
+  let lastProgressAt = null;
+  result.maxStallMs = 0;
   for (;;) {
     const snap = await bounded(page.evaluate(snapshot), STEP_TIMEOUT_MS, 'page poll');
     const { nonFatalSamples, ...rest } = snap;
     Object.assign(result, rest, { fatalErrors: [...snap.fatalErrors, ...pageErrors] });
     if (firstTime === null && snap.currentTime > 0) firstTime = snap.currentTime;
+    if (firstTime !== null) {
+      const now = Date.now();
+      if (lastTime === null || snap.currentTime > lastTime) {
+        lastTime = snap.currentTime;
+        lastProgressAt = now;
+      }
+      result.maxStallMs = Math.max(result.maxStallMs, now - lastProgressAt);
+    }
     result.played = snap.currentTime - (firstTime ?? snap.currentTime);
     const reached = untilEnded ? snap.currentTime >= minSeconds : result.played >= minSeconds;
     if (result.fatalErrors.length > 0) return finish('fatal error');

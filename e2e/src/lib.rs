@@ -4,6 +4,7 @@
 //! The test command (`scripts/test.sh`) builds the binary once and installs the clients;
 //! `SLUICE_BIN` points at the binary (without it the harness builds it once itself).
 
+pub mod fault;
 pub mod flv_writer;
 pub mod node;
 

@@ -162,6 +162,14 @@ impl Server {
         std::fs::read_to_string(self.dir.join("serve.log")).unwrap_or_default()
     }
 
+    /// SIGKILL: the node dies without a word to anyone.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.child
             .as_mut()
@@ -175,6 +183,117 @@ impl Drop for Server {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+/// Three nodes, each started with `extra` flags: the first starts the cluster, the
+/// others join it; returns once all three are healthy voters.
+pub fn three_nodes(root: &Path, extra: &[&str]) -> Result<Vec<Server>> {
+    let first = Server::start(&root.join("n1"), extra)?;
+    let join = format!("http://127.0.0.1:{}", first.cluster);
+    let secret = first.dir.join("cluster.secret");
+    let secret = secret.to_str().context("path")?.to_string();
+    let mut nodes = vec![first];
+    for name in ["n2", "n3"] {
+        let mut flags = extra.to_vec();
+        flags.extend(["--join", &join, "--cluster-secret-file", &secret]);
+        nodes.push(Server::start(&root.join(name), &flags)?);
+    }
+    let http = Http::new(None)?;
+    let auth = format!("Bearer {}", nodes[0].admin_token()?);
+    wait_for(Duration::from_secs(30), "three healthy voters", || {
+        let r = http
+            .get(
+                &nodes[0].url("/api/v1/cluster"),
+                &[("authorization", &auth)],
+            )
+            .ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&r.body).ok()?;
+        let healthy = v["members"]
+            .as_array()?
+            .iter()
+            .filter(|m| m["voter"] == true && m["healthy"] == true)
+            .count();
+        (healthy == 3).then_some(())
+    })?;
+    Ok(nodes)
+}
+
+/// A `sluice edge` process (an external edge), killed on drop.
+pub struct EdgeProcess {
+    pub http: u16,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl EdgeProcess {
+    /// Starts `sluice edge` with these upstreams (in order) and `extra` flags, and waits
+    /// until it answers `/healthz`.
+    pub fn start(log: &Path, upstreams: &[String], extra: &[&str]) -> Result<Self> {
+        let http = free_port()?;
+        let out = std::fs::File::create(log)?;
+        let mut cmd = Command::new(sluice_bin()?);
+        cmd.arg("edge")
+            .args(["--http", &format!("127.0.0.1:{http}")])
+            .args(extra);
+        for u in upstreams {
+            cmd.args(["--upstream", u]);
+        }
+        let child = cmd
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .context("starting sluice edge")?;
+        let mut e = Self {
+            http,
+            log: log.to_path_buf(),
+            child: Some(child),
+        };
+        let client = Http::new(None)?;
+        let health = e.url("/healthz");
+        wait_for(Duration::from_secs(30), "sluice edge to answer", || {
+            client
+                .get(&health, &[])
+                .ok()
+                .filter(|r| r.status == 200)
+                .map(|_| ())
+        })
+        .with_context(|| e.log())?;
+        if e.child
+            .as_mut()
+            .map(|c| c.try_wait())
+            .is_some_and(|w| matches!(w, Ok(Some(_))))
+        {
+            bail!("sluice edge exited: {}", e.log());
+        }
+        Ok(e)
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base())
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for EdgeProcess {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 

@@ -7,50 +7,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use sluice_e2e::node::{wait_for, Http, Publisher, Server};
+use sluice_e2e::node::{three_nodes, wait_for, Http, Publisher, Server};
 use sluice_e2e::{make_test_stream, play_page, validate_playlists, TempDir};
 
 /// A player page whose hls.js the test browser answers from the npm copy.
 const HLSJS_URL: &str = "http://hlsjs.invalid/hls.min.js";
-
-/// Three nodes: the first starts the cluster, the others join it.
-fn cluster(tmp: &TempDir) -> Result<Vec<Server>> {
-    let first = Server::start(&tmp.path().join("n1"), &["--hlsjs-url", HLSJS_URL])?;
-    let join = format!("http://127.0.0.1:{}", first.cluster);
-    let secret = first.dir.join("cluster.secret");
-    let secret = secret.to_str().context("path")?.to_string();
-    let mut nodes = vec![first];
-    for name in ["n2", "n3"] {
-        let extra = [
-            "--hlsjs-url",
-            HLSJS_URL,
-            "--join",
-            &join,
-            "--cluster-secret-file",
-            &secret,
-        ];
-        nodes.push(Server::start(&tmp.path().join(name), &extra)?);
-    }
-    let http = Http::new(None)?;
-    let token = nodes[0].admin_token()?;
-    let auth = format!("Bearer {token}");
-    wait_for(Duration::from_secs(30), "three healthy voters", || {
-        let r = http
-            .get(
-                &nodes[0].url("/api/v1/cluster"),
-                &[("authorization", &auth)],
-            )
-            .ok()?;
-        let v: serde_json::Value = serde_json::from_slice(&r.body).ok()?;
-        let healthy = v["members"]
-            .as_array()?
-            .iter()
-            .filter(|m| m["voter"] == true && m["healthy"] == true)
-            .count();
-        (healthy == 3).then_some(())
-    })?;
-    Ok(nodes)
-}
 
 fn media_url(server: &Server) -> String {
     server.url("/hls/main/source/index.m3u8")
@@ -149,7 +110,7 @@ fn a_stream_published_to_one_node_plays_from_every_node() -> Result<()> {
             "800k",
         ],
     )?;
-    let nodes = cluster(&tmp)?;
+    let nodes = three_nodes(tmp.path(), &["--hlsjs-url", HLSJS_URL])?;
     let key = nodes[0].main_key()?;
     let _publisher = Publisher::ffmpeg_loop(
         &fixture,

@@ -1,16 +1,20 @@
-//! Pull-through: a node that is not a channel's origin serves the channel's URLs by
-//! fetching them from upstream, once per object however many viewers ask.
+//! Pull-through: a node that is not a channel's origin (or an external `sluice edge`)
+//! serves the channel's URLs by fetching them from upstream, once per object however
+//! many viewers ask.
 //!
 //! ```text
-//! viewer --GET--> Edge::fetch(upstream, path?query)
+//! viewer --GET--> Edge::fetch(chain, path?query, via)
 //!   cache hit (immutable object, or a playlist younger than its max-age) --> bytes, Age
 //!   in flight --> join the fill: head when it arrives, then every chunk as it arrives
 //!   otherwise --> one upstream request (a task of its own, so a viewer leaving does not
 //!                 cancel it for the others) --> fill --> cache when complete and cacheable
-//! upstream unreachable --> 502, timed out --> 504; both `no-store`, never cached
+//! chain: parents in order, then the origin; an upstream that is unreachable, times out
+//!   or answers 5xx (not 503) is skipped for the next and left alone for a second
+//! every upstream failed --> 502 (504 for a timeout), `no-store`, never cached
 //! ```
 
 mod cache;
+pub(crate) mod external;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,12 +29,37 @@ use tokio::sync::watch;
 
 use cache::{Cache, Cached};
 
-/// The header an edge sends upstream, so the upstream can count pull-through requests.
+/// The header an edge sends upstream: the names of the edges the request passed, in
+/// order, so an upstream can count pull-through requests and refuse a loop.
 pub(crate) const EDGE_HEADER: &str = "x-sluice-edge";
+/// Sent to a node the sender resolved as the channel's origin (from the replicated
+/// state): that node answers from its spool and never pulls through again, so two nodes
+/// with different views of the state cannot send a request back and forth.
+pub(crate) const ORIGIN_PULL_HEADER: &str = "x-sluice-origin-pull";
 /// An upstream that has not answered by then is given up on (504). Longer than the
 /// longest an origin holds a blocking request (3 target durations).
-const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// A failed upstream is skipped this long (then tried again by one request).
+const DOWN_FOR: Duration = Duration::from_secs(1);
+
+/// One place the edge may fetch from, in failover order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Upstream {
+    /// Base URL (`http://host:port`).
+    pub(crate) url: String,
+    /// The channel's origin node as the replicated state names it.
+    pub(crate) origin: bool,
+}
+
+impl Upstream {
+    pub(crate) fn parent(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            origin: false,
+        }
+    }
+}
 
 /// What the edge keeps of an upstream response's head.
 #[derive(Clone, Debug)]
@@ -60,36 +89,70 @@ pub(crate) struct EdgeCounters {
     pub(crate) upstream_objects: AtomicU64,
     pub(crate) upstream_playlists: AtomicU64,
     pub(crate) upstream_failures: AtomicU64,
+    /// Requests that moved on to the next upstream of their chain.
+    pub(crate) failovers: AtomicU64,
 }
 
 pub(crate) struct Edge {
     client: reqwest::Client,
     /// Identifies this edge to its upstreams.
     name: String,
+    timeout: Duration,
     inflight: Mutex<HashMap<String, Arc<Fill>>>,
     cache: Mutex<Cache>,
+    /// Upstreams that failed lately, skipped until then.
+    down: Mutex<HashMap<String, Instant>>,
     pub(crate) counters: EdgeCounters,
 }
 
+/// Why one upstream gave no usable answer.
+enum Attempt {
+    /// Try the next upstream of the chain.
+    Failover(StatusCode, String),
+    /// The body had started: too late to move on.
+    Broken(StatusCode, String),
+}
+
 impl Edge {
-    pub(crate) fn new(name: String, cache_bytes: u64) -> anyhow::Result<Self> {
+    /// `timeout`: how long an upstream may take to answer, and to send each chunk.
+    pub(crate) fn new(name: String, cache_bytes: u64, timeout: Duration) -> anyhow::Result<Self> {
         let client = sluice_cluster::network::client_builder()
             .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(UPSTREAM_TIMEOUT)
             .build()?;
         Ok(Self {
             client,
             name,
+            timeout,
             inflight: Mutex::new(HashMap::new()),
             cache: Mutex::new(Cache::new(cache_bytes)),
+            down: Mutex::new(HashMap::new()),
             counters: EdgeCounters::default(),
         })
     }
 
     /// Serves `path_and_query` (e.g. `/hls/news/source/index.m3u8?_HLS_msn=5`, with only
-    /// the query the upstream reads: it is the single-flight and cache key) from
-    /// `upstream` (a base URL) through the cache and single flight.
-    pub(crate) async fn fetch(self: &Arc<Self>, upstream: &str, path_and_query: &str) -> Response {
+    /// the query the upstream reads: it is the single-flight and cache key) from the
+    /// first upstream of `chain` that answers, through the cache and single flight.
+    /// `via`: the edges the request already passed (the [`EDGE_HEADER`] it came with);
+    /// one naming this edge is a loop and gets 508.
+    pub(crate) async fn fetch(
+        self: &Arc<Self>,
+        chain: &[Upstream],
+        path_and_query: &str,
+        via: Option<&str>,
+    ) -> Response {
+        if via.is_some_and(|v| v.split(',').any(|n| n.trim() == self.name)) {
+            return failure(
+                StatusCode::LOOP_DETECTED,
+                &format!(
+                    "pull-through loop: this edge ({}) is already in {via:?}",
+                    self.name
+                ),
+            );
+        }
+        if chain.is_empty() {
+            return failure(StatusCode::BAD_GATEWAY, "no upstream to pull from");
+        }
         // The cache key is the path and query only: every upstream serves the same bytes
         // at the same URL (generation-scoped objects), so a failover keeps the cache.
         let key = path_and_query.to_string();
@@ -117,44 +180,104 @@ impl Edge {
         };
         if started {
             self.counters.misses.fetch_add(1, Ordering::Relaxed);
-            let kind = if key.contains(".m3u8") {
-                &self.counters.upstream_playlists
-            } else {
-                &self.counters.upstream_objects
-            };
-            kind.fetch_add(1, Ordering::Relaxed);
             let edge = self.clone();
-            let url = format!("{}{}", upstream.trim_end_matches('/'), path_and_query);
+            let chain = chain.to_vec();
+            let via = match via {
+                Some(v) => format!("{v},{}", self.name),
+                None => self.name.clone(),
+            };
             let fill = fill.clone();
-            tokio::spawn(async move { edge.run_fill(url, key, fill).await });
+            tokio::spawn(async move { edge.run_fill(chain, via, key, fill).await });
         } else {
             self.counters.coalesced.fetch_add(1, Ordering::Relaxed);
         }
         respond_from_fill(fill).await
     }
 
-    async fn run_fill(self: Arc<Self>, url: String, key: String, fill: Arc<Fill>) {
-        let result = self.stream_upstream(&url, &fill).await;
-        if let Err((status, why)) = result {
-            self.counters
-                .upstream_failures
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(%url, %why, "upstream fetch failed");
-            fill.send_modify(|f| {
-                f.failed = Some((status, why));
+    fn is_down(&self, url: &str, now: Instant) -> bool {
+        self.down
+            .lock()
+            .map(|d| d.get(url).is_some_and(|until| *until > now))
+            .unwrap_or(false)
+    }
+
+    fn set_down(&self, url: &str, down: bool) {
+        if let Ok(mut d) = self.down.lock() {
+            if down {
+                d.insert(url.to_string(), Instant::now() + DOWN_FOR);
+            } else {
+                d.remove(url);
+            }
+        }
+    }
+
+    async fn run_fill(
+        self: Arc<Self>,
+        chain: Vec<Upstream>,
+        via: String,
+        key: String,
+        fill: Arc<Fill>,
+    ) {
+        let now = Instant::now();
+        let mut last = (
+            StatusCode::BAD_GATEWAY,
+            "every upstream failed a moment ago; retried within a second".to_string(),
+        );
+        let mut outcome = Err(());
+        let available = chain.iter().filter(|u| !self.is_down(&u.url, now));
+        for (tried, up) in available.enumerate() {
+            if tried > 0 {
+                self.counters.failovers.fetch_add(1, Ordering::Relaxed);
+            }
+            let kind = if key.contains(".m3u8") {
+                &self.counters.upstream_playlists
+            } else {
+                &self.counters.upstream_objects
+            };
+            kind.fetch_add(1, Ordering::Relaxed);
+            let url = format!("{}{}", up.url.trim_end_matches('/'), key);
+            match self.stream_upstream(&url, up.origin, &via, &fill).await {
+                Ok(()) => {
+                    self.set_down(&up.url, false);
+                    outcome = Ok(());
+                    break;
+                }
+                Err(attempt) => {
+                    self.counters
+                        .upstream_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.set_down(&up.url, true);
+                    match attempt {
+                        Attempt::Failover(status, why) => {
+                            tracing::warn!(%url, %why, "upstream failed; trying the next");
+                            last = (status, why);
+                        }
+                        Attempt::Broken(status, why) => {
+                            tracing::warn!(%url, %why, "upstream broke off mid-body");
+                            last = (status, why);
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        match outcome {
+            Err(()) => fill.send_modify(|f| {
+                f.failed = Some(last);
                 f.done = true;
-            });
-        } else {
-            let complete = fill.borrow();
-            if let Some(head) = complete.head.clone() {
-                let body: Bytes = if complete.chunks.len() == 1 {
-                    complete.chunks[0].clone()
-                } else {
-                    complete.chunks.concat().into()
-                };
-                drop(complete);
-                if let Ok(mut cache) = self.cache.lock() {
-                    cache.insert(key.clone(), head, body, Instant::now());
+            }),
+            Ok(()) => {
+                let complete = fill.borrow();
+                if let Some(head) = complete.head.clone() {
+                    let body: Bytes = if complete.chunks.len() == 1 {
+                        complete.chunks[0].clone()
+                    } else {
+                        complete.chunks.concat().into()
+                    };
+                    drop(complete);
+                    if let Ok(mut cache) = self.cache.lock() {
+                        cache.insert(key.clone(), head, body, Instant::now());
+                    }
                 }
             }
         }
@@ -164,28 +287,70 @@ impl Edge {
         }
     }
 
-    async fn stream_upstream(&self, url: &str, fill: &Fill) -> Result<(), (StatusCode, String)> {
-        let mut response = self
-            .client
-            .get(url)
-            .header(EDGE_HEADER, &self.name)
-            .send()
-            .await
-            .map_err(upstream_error)?;
+    async fn stream_upstream(
+        &self,
+        url: &str,
+        origin: bool,
+        via: &str,
+        fill: &Fill,
+    ) -> Result<(), Attempt> {
+        let mut request = self.client.get(url).header(EDGE_HEADER, via);
+        if origin {
+            request = request.header(ORIGIN_PULL_HEADER, "1");
+        }
+        let mut response = match tokio::time::timeout(self.timeout, request.send()).await {
+            Err(_) => {
+                return Err(Attempt::Failover(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!("upstream sent no answer within {:?}", self.timeout),
+                ))
+            }
+            Ok(Err(e)) => {
+                let (status, why) = upstream_error(e);
+                return Err(Attempt::Failover(status, why));
+            }
+            Ok(Ok(r)) => r,
+        };
         let head = Head {
             status: StatusCode::from_u16(response.status().as_u16())
                 .unwrap_or(StatusCode::BAD_GATEWAY),
             cache_control: response.headers().get(header::CACHE_CONTROL).cloned(),
             content_type: response.headers().get(header::CONTENT_TYPE).cloned(),
         };
-        if head.status.is_server_error() {
-            // Passed on as the upstream said it, but never cached.
-            let text = response.text().await.unwrap_or_default();
-            return Err((head.status, text));
+        // 503 is an answer (a blocking request whose part did not come in time), passed
+        // on as it is; other server errors mean this upstream cannot serve: move on.
+        if head.status.is_server_error() && head.status != StatusCode::SERVICE_UNAVAILABLE {
+            let text = tokio::time::timeout(CONNECT_TIMEOUT, response.text())
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default();
+            let status = if head.status == StatusCode::GATEWAY_TIMEOUT {
+                StatusCode::GATEWAY_TIMEOUT
+            } else {
+                StatusCode::BAD_GATEWAY
+            };
+            return Err(Attempt::Failover(
+                status,
+                format!("upstream answered {}: {}", head.status, text.trim()),
+            ));
         }
         fill.send_modify(|f| f.head = Some(head));
-        while let Some(chunk) = response.chunk().await.map_err(upstream_error)? {
-            fill.send_modify(|f| f.chunks.push(chunk));
+        loop {
+            match tokio::time::timeout(self.timeout, response.chunk()).await {
+                Err(_) => {
+                    return Err(Attempt::Broken(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        format!("upstream stalled mid-body for {:?}", self.timeout),
+                    ))
+                }
+                Ok(Err(e)) => {
+                    let (status, why) = upstream_error(e);
+                    return Err(Attempt::Broken(status, why));
+                }
+                Ok(Ok(Some(chunk))) => fill.send_modify(|f| f.chunks.push(chunk)),
+                Ok(Ok(None)) => break,
+            }
         }
         fill.send_modify(|f| f.done = true);
         Ok(())

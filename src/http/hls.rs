@@ -31,7 +31,7 @@ use sluice_media::playlist::Skip;
 
 use sluice_cluster::handle::ClusterHandle;
 
-use crate::edge::{Edge, EDGE_HEADER};
+use crate::edge::{Edge, Upstream, EDGE_HEADER, ORIGIN_PULL_HEADER};
 use crate::origin::spool::read_from_disk;
 use crate::origin::{ChannelOrigin, Origins, RENDITION};
 
@@ -40,6 +40,8 @@ const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 const NO_STORE: &str = "no-store";
 /// TARGETDURATION assumed before a generation's playlist exists (2 s segments).
 const DEFAULT_TD_S: u32 = 3;
+/// How often a playlist request held for an unreachable origin looks again.
+const ORIGIN_RETRY: Duration = Duration::from_millis(250);
 
 #[derive(Clone)]
 pub(crate) struct HlsState {
@@ -52,15 +54,15 @@ pub(crate) struct HlsState {
 enum Source {
     /// This node is the origin (or nobody is known to be).
     Local,
-    /// Another node is: pull through from its HTTP URL.
-    Remote(String),
+    /// Another node is: pull through this node's parents, then the origin's HTTP URL.
+    Remote(Vec<Upstream>),
 }
 
 /// The source of a generation (`None`: the channel's active one, else its latest).
-/// A request that is itself a pull-through is always answered locally, so two nodes
-/// with different views of the state cannot send a request back and forth.
+/// A request whose sender resolved this node as the origin is always answered locally,
+/// so two nodes with different views of the state cannot send it back and forth.
 fn source(s: &HlsState, parts: &Parts, channel: &str, generation: Option<u64>) -> Source {
-    if parts.headers.contains_key(EDGE_HEADER) {
+    if parts.headers.contains_key(ORIGIN_PULL_HEADER) {
         return Source::Local;
     }
     let me = s.handle.id();
@@ -76,17 +78,43 @@ fn source(s: &HlsState, parts: &Parts, channel: &str, generation: Option<u64>) -
                     .and_then(|gens| gens.values().next_back())
             }),
         };
-        match g.and_then(|g| (g.origin != me).then(|| st.nodes.get(&g.origin)).flatten()) {
-            Some(node) => Source::Remote(node.urls.http.clone()),
-            None => Source::Local,
-        }
+        let Some(origin) =
+            g.and_then(|g| (g.origin != me).then(|| st.nodes.get(&g.origin)).flatten())
+        else {
+            return Source::Local;
+        };
+        // This node's configured parents (its endpoint's upstream links), then the origin.
+        let mut chain: Vec<Upstream> = st
+            .endpoints
+            .values()
+            .find(|e| e.node == Some(me))
+            .map(|mine| {
+                mine.upstreams
+                    .iter()
+                    .filter_map(|name| st.endpoints.get(name))
+                    .filter(|parent| parent.node != Some(me))
+                    .map(|parent| Upstream::parent(parent.url.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        chain.retain(|u| u.url != origin.urls.http);
+        chain.push(Upstream {
+            url: origin.urls.http.clone(),
+            origin: true,
+        });
+        Source::Remote(chain)
     })
+}
+
+/// The edges a pull-through request passed, as its sender listed them.
+fn via(parts: &Parts) -> Option<&str> {
+    parts.headers.get(EDGE_HEADER).and_then(|v| v.to_str().ok())
 }
 
 /// What a media playlist request is pulled through as: its path and only the HLS
 /// directives, in one order. Other query parameters (a cache buster, a player's own)
 /// change nothing at the origin, so they must not split the single flight or the cache.
-fn playlist_key(path: &str, d: &Directives) -> String {
+pub(crate) fn playlist_key(path: &str, d: &Directives) -> String {
     let mut q = Vec::new();
     if let Some(m) = d.msn {
         q.push(format!("_HLS_msn={m}"));
@@ -171,9 +199,9 @@ async fn multivariant_playlist(
     if parts.headers.contains_key(EDGE_HEADER) {
         s.origins.metrics().pulled(true);
     }
-    if let Source::Remote(upstream) = source(&s, &parts, &channel, None) {
-        // The origin ignores any query here.
-        return s.edge.fetch(&upstream, parts.uri.path()).await;
+    // The origin ignores any query here.
+    if let Some(pulled) = pull_playlist(&s, &parts, &channel, parts.uri.path()).await {
+        return pulled;
     }
     let Some(origin) = s.origins.get(&channel) else {
         return not_found("channel");
@@ -238,9 +266,9 @@ async fn media_playlist(
         metrics.playlist_request(directives.is_blocking());
         metrics.viewer(&channel, session_of(&parts), Instant::now());
     }
-    if let Source::Remote(upstream) = source(&s, &parts, &channel, None) {
-        let key = playlist_key(parts.uri.path(), &directives);
-        return s.edge.fetch(&upstream, &key).await;
+    let key = playlist_key(parts.uri.path(), &directives);
+    if let Some(pulled) = pull_playlist(&s, &parts, &channel, &key).await {
+        return pulled;
     }
     let (Some(origin), true) = (s.origins.get(&channel), rendition == RENDITION) else {
         return not_found("playlist");
@@ -300,12 +328,41 @@ async fn media_playlist(
     }
 }
 
+/// A playlist of a channel another node originates, pulled through; `None` when
+/// this node is (or has become) the origin. While the origin cannot be reached (it died
+/// and its publisher has not come back on another node yet) the request is held, for as
+/// long as an origin would hold a blocking one, and follows the channel to its new
+/// origin: viewers see a stall, not an error.
+async fn pull_playlist(s: &HlsState, parts: &Parts, channel: &str, key: &str) -> Option<Response> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(u64::from(DEFAULT_TD_S) * 3);
+    loop {
+        let Source::Remote(chain) = source(s, parts, channel, None) else {
+            return None;
+        };
+        let response = s.edge.fetch(&chain, key, via(parts)).await;
+        let unreachable = matches!(
+            response.status(),
+            StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT
+        );
+        if !unreachable || tokio::time::Instant::now() + ORIGIN_RETRY >= deadline {
+            return Some(response);
+        }
+        tokio::time::sleep(ORIGIN_RETRY).await;
+    }
+}
+
 /// Whether an object not there yet may still come soon (a hinted part, the open or
 /// next segment): such a request is held until it exists.
 fn may_come(origin: &ChannelOrigin, generation: u64, name: ObjectName) -> bool {
     origin.read(|s| {
         if s.generation != generation || s.ended {
             return false;
+        }
+        // Made by an earlier origin of the generation, or never made by it: not here.
+        if let ObjectName::Part(msn, _) | ObjectName::Segment(msn) = name {
+            if msn < s.first_msn {
+                return false;
+            }
         }
         let Some(p) = s.playlist.as_ref() else {
             return !matches!(name, ObjectName::Init(_));
@@ -349,7 +406,7 @@ async fn object(
         };
         return match local {
             Some(bytes) => media_object(bytes),
-            None => s.edge.fetch(&upstream, parts.uri.path()).await,
+            None => s.edge.fetch(&upstream, parts.uri.path(), via(&parts)).await,
         };
     }
     if let Some(origin) = s.origins.get(&channel) {

@@ -25,6 +25,46 @@ fn is_playlist(_: StatusCode, _: Version, headers: &HeaderMap, _: &axum::http::E
         .is_some_and(|t| t.contains("mpegurl"))
 }
 
+/// Counts the body bytes of a viewer response as they are sent.
+async fn count_egress(
+    metrics: Arc<crate::metrics::Metrics>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::body::{Body, HttpBody as _};
+    use futures_util::StreamExt as _;
+    let response = next.run(request).await;
+    if let Some(n) = response.body().size_hint().exact() {
+        metrics.sent(n);
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let counted = body.into_data_stream().inspect(move |chunk| {
+        if let Ok(bytes) = chunk {
+            metrics.sent(bytes.len() as u64);
+        }
+    });
+    axum::response::Response::from_parts(parts, Body::from_stream(counted))
+}
+
+/// What every viewer route gets, on a node and on an external edge: gzip for playlists
+/// and open CORS.
+pub(crate) fn viewer_layers(router: Router) -> Router {
+    router
+        .layer(
+            CompressionLayer::new()
+                .gzip(true)
+                .compress_when(is_playlist),
+        )
+        .layer(
+            CorsLayer::new()
+                .allow_origin(Any)
+                .allow_methods([Method::GET, Method::HEAD, Method::OPTIONS])
+                .allow_headers(Any)
+                .expose_headers(Any),
+        )
+}
+
 pub(crate) fn app(
     api: api::ApiState,
     origins: Arc<Origins>,
@@ -34,22 +74,16 @@ pub(crate) fn app(
     let metrics = origins.metrics().clone();
     let handle = api.handle.clone();
     let render_edge = edge.clone();
-    let viewer = hls::router(hls::HlsState {
-        origins,
-        edge,
-        handle,
-    })
-    .layer(
-        CompressionLayer::new()
-            .gzip(true)
-            .compress_when(is_playlist),
-    )
-    .layer(
-        CorsLayer::new()
-            .allow_origin(Any)
-            .allow_methods([Method::GET, Method::HEAD, Method::OPTIONS])
-            .allow_headers(Any)
-            .expose_headers(Any),
+    let counted = metrics.clone();
+    let viewer = viewer_layers(
+        hls::router(hls::HlsState {
+            origins,
+            edge,
+            handle,
+        })
+        .layer(axum::middleware::from_fn(move |request, next| {
+            count_egress(counted.clone(), request, next)
+        })),
     );
     api::router(api)
         .merge(viewer)

@@ -315,7 +315,7 @@ impl Origins {
             if let Some(old) = pipeline.take() {
                 old.task.abort();
             }
-            origin.write(|s| *s = Spool::new(number));
+            origin.write(|s| *s = Spool::new(number, first_msn));
             origin.notify();
             let (publishers, publishers_rx) = mpsc::channel(4);
             let _ = publishers.send(feed).await;

@@ -27,6 +27,9 @@ const DISK_QUEUE: usize = 512;
 #[derive(Default)]
 pub(crate) struct Spool {
     pub(crate) generation: u64,
+    /// The first media sequence number this origin makes of the generation (after the
+    /// last one another origin made, for a resumed generation): lower ones never come.
+    pub(crate) first_msn: u64,
     /// Made at the first init segment (when PART-TARGET is known).
     pub(crate) playlist: Option<MediaPlaylist>,
     pub(crate) variant: Option<Variant>,
@@ -39,9 +42,10 @@ pub(crate) struct Spool {
 }
 
 impl Spool {
-    pub(crate) fn new(generation: u64) -> Self {
+    pub(crate) fn new(generation: u64, first_msn: u64) -> Self {
         Self {
             generation,
+            first_msn,
             ..Default::default()
         }
     }
@@ -255,7 +259,7 @@ mod tests {
 
     #[test]
     fn a_finished_segment_is_its_parts_and_old_ones_leave_memory() {
-        let mut spool = Spool::new(1);
+        let mut spool = Spool::new(1, 0);
         spool.start_segment();
         spool.insert(ObjectName::Part(0, 0), Bytes::from_static(b"ab"));
         spool.insert(ObjectName::Part(0, 1), Bytes::from_static(b"cd"));

@@ -34,7 +34,8 @@ fn originated<'a>(
 }
 
 /// Exactly one claim wins: a channel has at most one active generation, whose origin
-/// holds a valid lease. A generation waiting for its publisher resumes on the claimer.
+/// holds a valid lease. A generation waiting for its publisher, or whose origin's lease
+/// has expired, resumes on the claimer.
 pub(super) fn claim(
     state: &mut State,
     at: i64,
@@ -47,7 +48,9 @@ pub(super) fn claim(
     }
     if let Some(active) = state.active_generation(id) {
         let key = (id, active.number);
-        if active.state != GenerationState::Reconnecting {
+        // An origin whose lease has expired is gone, whether or not the supervisor has
+        // said so yet: its publisher may come back here at once.
+        if active.state != GenerationState::Reconnecting && state.lease_valid(active.origin, at) {
             return Err(Refusal::ChannelAlreadyLive {
                 channel: slug.into(),
                 origin: active.origin,

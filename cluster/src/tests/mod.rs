@@ -328,6 +328,54 @@ fn two_nodes_claim_one_channel_exactly_one_wins() {
 }
 
 #[test]
+fn a_claim_takes_over_from_an_origin_whose_lease_expired() {
+    let mut s = cluster();
+    s.apply(&claim("news", 1, 10)).expect("claim");
+    s.apply(&cmd(
+        20,
+        Op::ReportMedia {
+            channel: "news".into(),
+            generation: 1,
+            node: 1,
+            last_msn: 41,
+            media: MediaInfo::default(),
+        },
+    ))
+    .expect("report");
+    // Node 2 renews; node 1 does not. Before node 1's lease runs out it still holds
+    // the channel; once it has, node 2 resumes the same generation after msn 41, even
+    // though the supervisor has not marked node 1 down yet.
+    s.apply(&cmd(TTL, Op::RenewLease { node: 2 }))
+        .expect("renew");
+    assert!(matches!(
+        s.apply(&claim("news", 2, TTL)),
+        Err(Refusal::ChannelAlreadyLive { origin: 1, .. })
+    ));
+    assert_eq!(
+        s.apply(&claim("news", 2, TTL + 1)),
+        Ok(Applied::Claimed {
+            number: 1,
+            resumed: true,
+            last_msn: Some(41)
+        })
+    );
+    let g = s.all_generations().next().expect("generation");
+    assert_eq!((g.origin, g.state), (2, GenerationState::Starting));
+    // The old origin, back from the dead, is no longer the origin of anything.
+    assert!(matches!(
+        s.apply(&cmd(
+            TTL + 2,
+            Op::MarkLive {
+                channel: "news".into(),
+                generation: 1,
+                node: 1
+            }
+        )),
+        Err(Refusal::NotTheOrigin { .. })
+    ));
+}
+
+#[test]
 fn a_claim_needs_a_valid_lease() {
     let mut s = cluster();
     assert_eq!(

@@ -21,6 +21,7 @@ use sluice_cluster::model::{Channel, Ingest, LlHlsSettings, Placement, Visibilit
 
 use crate::serve::{now_ms, random_hex};
 
+mod endpoints;
 mod members;
 mod tokens;
 
@@ -43,6 +44,13 @@ pub(crate) fn router(state: ApiState) -> Router {
         .route("/api/v1/cluster/members/{id}", delete(members::remove))
         .route("/api/v1/cluster/join", post(members::join))
         .route("/api/v1/tokens", get(tokens::list).post(tokens::create))
+        .route("/api/v1/endpoints", get(endpoints::list))
+        .route(
+            "/api/v1/endpoints/{name}",
+            get(endpoints::show)
+                .put(endpoints::put)
+                .delete(endpoints::delete),
+        )
         .route("/api/v1/tokens/{id}", delete(tokens::revoke))
         .route("/api/v1/channels", get(list_channels).post(create_channel))
         .route(

@@ -1,0 +1,299 @@
+//! Surviving failures: the origin node killed mid-stream while hls.js plays from
+//! another node; chained external edges losing their first upstream; an upstream that
+//! errors or stalls, and nothing of it cached.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use sluice_e2e::fault::{FaultProxy, Mode};
+use sluice_e2e::node::{three_nodes, wait_for, EdgeProcess, Http, Publisher, Server};
+use sluice_e2e::{make_test_stream, play_page, validate_playlists, TempDir};
+
+/// A player page whose hls.js the test browser answers from the npm copy.
+const HLSJS_URL: &str = "http://hlsjs.invalid/hls.min.js";
+const MEDIA: &str = "/hls/main/source/index.m3u8";
+
+fn fixture(tmp: &TempDir) -> Result<std::path::PathBuf> {
+    let path = tmp.path().join("gop60.flv");
+    make_test_stream(
+        &path,
+        "640x360",
+        12,
+        &[
+            "-preset",
+            "veryfast",
+            "-tune",
+            "zerolatency",
+            "-g",
+            "60",
+            "-b:v",
+            "800k",
+        ],
+    )?;
+    Ok(path)
+}
+
+fn media_sequence(text: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The URI of the preload-hinted part.
+fn hinted_part(text: &str) -> Option<String> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\""))
+        .map(|v| v.trim_end_matches('"').to_string())
+}
+
+/// The media sequence number of the preload-hinted part (`1/N.P.m4s`).
+fn hinted_msn(text: &str) -> Option<u64> {
+    let uri = hinted_part(text)?;
+    uri.rsplit('/').next()?.split('.').next()?.parse().ok()
+}
+
+fn metric(http: &Http, base: &str, line_start: &str) -> Result<u64> {
+    let text = http.get(&format!("{base}/metrics"), &[])?.text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(line_start))
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| format!("no {line_start} in {base}/metrics"))
+}
+
+fn live(http: &Http, base: &str) -> Option<String> {
+    let r = http.get(&format!("{base}{MEDIA}"), &[]).ok()?;
+    (r.status == 200 && r.text().matches("#EXTINF").count() >= 2).then(|| r.text())
+}
+
+/// ffmpeg against `server` until a publisher is accepted (not refused within a few
+/// seconds), as OBS retries on its own; with when the accepted one was started.
+fn publish_until_accepted(
+    fixture: &std::path::Path,
+    server: &Server,
+    key: &str,
+    log: &std::path::Path,
+) -> Result<(Publisher, Instant)> {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let launched = Instant::now();
+        let mut p = Publisher::ffmpeg_loop(fixture, &server.rtmp_url(key), log)?;
+        if p.wait_exit(Duration::from_secs(3)).is_none() {
+            return Ok((p, launched));
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "no publisher accepted by {} within 40 s:\n{}\n{}",
+            server.base(),
+            p.output(),
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn viewers_survive_the_origins_death_and_chained_edges_fail_over() -> Result<()> {
+    let tmp = TempDir::new("failover")?;
+    let fixture = fixture(&tmp)?;
+    let mut nodes = three_nodes(
+        tmp.path(),
+        &["--hlsjs-url", HLSJS_URL, "--lease-ttl-ms", "3000"],
+    )?;
+    let key = nodes[0].main_key()?;
+    let mut first = Publisher::ffmpeg_loop(
+        &fixture,
+        &nodes[0].rtmp_url(&key),
+        &tmp.path().join("ff1.log"),
+    )?;
+    let http = Http::new(None)?;
+    wait_for(Duration::from_secs(40), "the stream live on node 1", || {
+        live(&http, &nodes[0].base())
+    })
+    .with_context(|| nodes[0].log())?;
+
+    // Two external edges: B pulls from A, then from node 3; A from node 3, which is not
+    // the origin and pulls from node 1 in turn.
+    let node3 = nodes[2].base();
+    let mut edge_a = EdgeProcess::start(
+        &tmp.path().join("edge-a.log"),
+        std::slice::from_ref(&node3),
+        &["--name", "edge-a"],
+    )?;
+    let edge_b = EdgeProcess::start(
+        &tmp.path().join("edge-b.log"),
+        &[edge_a.base(), node3.clone()],
+        &["--name", "edge-b", "--hlsjs-url", HLSJS_URL],
+    )?;
+    let through_b = wait_for(Duration::from_secs(20), "the stream through edge B", || {
+        live(&http, &edge_b.base())
+    })
+    .with_context(|| edge_b.log())?;
+    let part = hinted_part(&through_b).context("a preload hint")?;
+    let part = http.get(&edge_b.url(&format!("/hls/main/source/{part}")), &[])?;
+    ensure!(
+        part.status == 200 && !part.body.is_empty(),
+        "the hinted part through edge B: HTTP {}",
+        part.status
+    );
+    validate_playlists(&[edge_b.url("/hls/main/index.m3u8"), edge_b.url(MEDIA)])?;
+    const UP_PLAYLISTS: &str = "sluice_edge_upstream_requests_total{kind=\"playlist\"}";
+    ensure!(
+        metric(&http, &edge_a.base(), UP_PLAYLISTS)? > 0,
+        "edge B did not pull through edge A"
+    );
+    ensure!(
+        metric(
+            &http,
+            &node3,
+            "sluice_pulled_requests_total{kind=\"playlist\"}"
+        )? > 0,
+        "node 3 answered edge A without pulling from the origin"
+    );
+
+    // Edge A dies: edge B carries on through node 3 (asked for a playlist state it
+    // cannot have cached yet: the next segment's).
+    edge_a.kill();
+    let next = hinted_msn(&through_b).context("hinted msn")? + 1;
+    let after_a = wait_for(Duration::from_secs(10), "edge B without edge A", || {
+        let r = http
+            .get(&edge_b.url(&format!("{MEDIA}?_HLS_msn={next}")), &[])
+            .ok()?;
+        (r.status == 200).then(|| r.text())
+    })
+    .with_context(|| edge_b.log())?;
+    ensure!(media_sequence(&after_a).is_some(), "no playlist: {after_a}");
+    let failovers = metric(&http, &edge_b.base(), "sluice_edge_failovers_total")?;
+    ensure!(failovers > 0, "edge B never failed over:\n{}", edge_b.log());
+    eprintln!("edge B failed over to node 3 ({failovers} failovers)");
+
+    // hls.js plays from node 3 while node 1, the origin, is killed; the encoder comes
+    // back on node 2 and playback resumes on the same URL.
+    let page = nodes[2].url("/watch/main");
+    let player = std::thread::spawn(move || play_page(&page, 24, Duration::from_secs(120)));
+    std::thread::sleep(Duration::from_secs(8));
+    let before = media_sequence(&http.get(&nodes[2].url(MEDIA), &[])?.text()).unwrap_or(0);
+    let killed = Instant::now();
+    nodes[0].kill();
+    first.kill();
+    let (_second, launched) =
+        publish_until_accepted(&fixture, &nodes[1], &key, &tmp.path().join("ff2.log"))?;
+    let accepted = launched.duration_since(killed);
+    let resumed = wait_for(
+        Duration::from_secs(30),
+        "node 3 to follow the new origin",
+        || {
+            let text = http.get(&nodes[2].url(MEDIA), &[]).ok()?.text();
+            let msn = media_sequence(&text)?;
+            (text.contains("#EXT-X-DISCONTINUITY") && msn >= before).then_some(text)
+        },
+    )
+    .with_context(|| format!("{}\n{}", nodes[1].log(), nodes[2].log()))?;
+    let resumed_after = killed.elapsed();
+    validate_playlists(&[
+        nodes[2].url(MEDIA),
+        format!("{}?_HLS_skip=YES", nodes[2].url(MEDIA)),
+        edge_b.url(MEDIA),
+    ])?;
+    let played = player
+        .join()
+        .map_err(|_| anyhow::anyhow!("player thread panicked"))??;
+    eprintln!(
+        "origin killed: the publisher accepted by node 2 was started {:.1} s after, node 3 playlist \
+         resumed after {:.1} s (media sequence {before} -> {:?}); hls.js on node 3 played \
+         {:.1} s, longest stall {} ms",
+        accepted.as_secs_f64(),
+        resumed_after.as_secs_f64(),
+        media_sequence(&resumed),
+        played.report["played"].as_f64().unwrap_or(0.0),
+        played.report["maxStallMs"]
+    );
+    ensure!(
+        played.ok,
+        "hls.js on node 3 did not survive the origin's death: {}\n{}",
+        played.report,
+        nodes[2].log()
+    );
+    Ok(())
+}
+
+#[test]
+fn an_edge_answers_upstream_failures_with_uncached_errors_and_recovers() -> Result<()> {
+    let tmp = TempDir::new("edge-faults")?;
+    let fixture = fixture(&tmp)?;
+    let node = Server::start(&tmp.path().join("n1"), &[])?;
+    let key = node.main_key()?;
+    let _publisher =
+        Publisher::ffmpeg_loop(&fixture, &node.rtmp_url(&key), &tmp.path().join("ff.log"))?;
+    let http = Http::new(None)?;
+    wait_for(Duration::from_secs(40), "the stream live", || {
+        live(&http, &node.base())
+    })
+    .with_context(|| node.log())?;
+    let proxy = FaultProxy::start(node.http)?;
+    let edge = EdgeProcess::start(
+        &tmp.path().join("edge.log"),
+        &[proxy.base()],
+        &["--upstream-timeout-ms", "1500"],
+    )?;
+    let text = wait_for(
+        Duration::from_secs(10),
+        "the stream through the edge",
+        || live(&http, &edge.base()),
+    )?;
+    let msn = media_sequence(&text).context("media sequence")?;
+
+    // The origin answers 500: the edge says 502, no-store, for a playlist state and an
+    // object it has not cached yet.
+    proxy.set(Mode::Error);
+    let playlist = edge.url(&format!("{MEDIA}?_HLS_msn={}", msn + 2));
+    let object = edge.url(&format!("/hls/main/source/1/{}.m4s", msn + 1));
+    for url in [&playlist, &object] {
+        let r = http.get(url, &[])?;
+        ensure!(
+            r.status == 502 && r.header("cache-control") == "no-store",
+            "{url} while the origin fails: HTTP {} cache-control {:?}",
+            r.status,
+            r.header("cache-control")
+        );
+    }
+
+    // The origin stalls: 504, no-store, within the edge's upstream timeout (and a
+    // little), not the client's.
+    std::thread::sleep(Duration::from_millis(1100));
+    proxy.set(Mode::Stall);
+    let started = Instant::now();
+    let r = http.get(&playlist, &[])?;
+    ensure!(
+        r.status == 504 && r.header("cache-control") == "no-store",
+        "while the origin stalls: HTTP {} cache-control {:?}",
+        r.status,
+        r.header("cache-control")
+    );
+    ensure!(
+        started.elapsed() < Duration::from_secs(10),
+        "the stalled request took {:?}",
+        started.elapsed()
+    );
+
+    // The origin is back: the same URLs answer with the media, nothing of the failure
+    // was kept.
+    proxy.set(Mode::Pass);
+    let recovered = wait_for(Duration::from_secs(15), "the edge to recover", || {
+        let p = http.get(&playlist, &[]).ok()?;
+        let o = http.get(&object, &[]).ok()?;
+        (p.status == 200 && o.status == 200).then_some((p, o))
+    })
+    .with_context(|| edge.log())?;
+    ensure!(
+        recovered.0.text().contains("#EXTINF") && !recovered.1.body.is_empty(),
+        "recovered answers are not the media"
+    );
+    ensure!(
+        recovered.1.header("cache-control").contains("immutable"),
+        "the object after recovery: {:?}",
+        recovered.1.header("cache-control")
+    );
+    let failures = metric(&http, &edge.base(), "sluice_edge_upstream_failures_total")?;
+    ensure!(failures >= 2, "only {failures} upstream failures counted");
+    Ok(())
+}

@@ -1,0 +1,220 @@
+//! `sluice edge`: an external edge, not a cluster member, serving the viewer URLs by
+//! pull-through from a static, ordered list of upstreams (cluster nodes or other edges).
+//!
+//! ```text
+//! GET /hls/...        pulled through (single flight, cache, failover in list order)
+//! GET /watch/{name}   the player page
+//! GET /healthz, /metrics
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, request::Parts, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use sluice_cluster::command::validate_slug;
+use sluice_media::playlist::blocking::Directives;
+use sluice_media::playlist::names;
+
+use super::{Edge, Upstream, DEFAULT_UPSTREAM_TIMEOUT, EDGE_HEADER};
+use crate::http::hls::playlist_key;
+use crate::origin::RENDITION;
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct EdgeArgs {
+    /// An upstream to pull from (a Sluice node or another edge), by base URL; repeat it
+    /// for failover, first one first.
+    #[arg(long = "upstream", required = true)]
+    upstreams: Vec<String>,
+    /// Address of the viewer listener.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    http: SocketAddr,
+    /// How this edge names itself to its upstreams (their metrics, loop detection).
+    #[arg(long)]
+    name: Option<String>,
+    /// Bytes of objects and playlists kept (least recently used out first).
+    #[arg(long, default_value_t = 256 * 1024 * 1024)]
+    cache_bytes: u64,
+    /// How long an upstream may take to answer (and to send each chunk) before the next
+    /// is tried; keep it above 3 target durations (blocking playlist requests).
+    #[arg(long, default_value_t = DEFAULT_UPSTREAM_TIMEOUT.as_millis() as u64)]
+    upstream_timeout_ms: u64,
+    /// Where the player page loads hls.js from.
+    #[arg(long, default_value = crate::http::watch::DEFAULT_HLSJS_URL)]
+    hlsjs_url: String,
+}
+
+#[derive(Clone)]
+struct EdgeState {
+    edge: Arc<Edge>,
+    upstreams: Arc<[Upstream]>,
+}
+
+/// Checks an upstream URL: `http(s)://host[:port]`, no path, query or fragment.
+fn upstream(url: &str) -> Result<Upstream> {
+    let parsed = reqwest::Url::parse(url).with_context(|| format!("--upstream {url:?}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+        bail!("--upstream {url:?}: must be an http:// or https:// URL with a host");
+    }
+    if parsed.path() != "/" || parsed.query().is_some() || parsed.fragment().is_some() {
+        bail!("--upstream {url:?}: give the base URL only (no path or query)");
+    }
+    Ok(Upstream::parent(url.trim_end_matches('/')))
+}
+
+pub(crate) async fn run(args: EdgeArgs) -> Result<()> {
+    let upstreams = args
+        .upstreams
+        .iter()
+        .map(|u| upstream(u))
+        .collect::<Result<Vec<_>>>()?;
+    let name = match args.name {
+        Some(n) => {
+            validate_slug(&n).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
+            n
+        }
+        None => format!("edge-{}", &crate::serve::random_hex()?[..8]),
+    };
+    let edge = Arc::new(Edge::new(
+        name.clone(),
+        args.cache_bytes,
+        Duration::from_millis(args.upstream_timeout_ms.max(1)),
+    )?);
+    let state = EdgeState {
+        edge: edge.clone(),
+        upstreams: upstreams.into(),
+    };
+    let viewer = Router::new()
+        .route("/hls/{channel}/index.m3u8", get(multivariant))
+        .route("/hls/{channel}/{rendition}/index.m3u8", get(media_playlist))
+        .route(
+            "/hls/{channel}/{rendition}/{generation}/{object}",
+            get(object),
+        )
+        .with_state(state);
+    let metrics_edge = edge.clone();
+    let app = crate::http::viewer_layers(viewer)
+        .merge(crate::http::watch::router(Arc::from(
+            args.hlsjs_url.as_str(),
+        )))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/metrics",
+            get(move || {
+                let edge = metrics_edge.clone();
+                async move {
+                    let mut text = String::new();
+                    crate::metrics::render_edge(&mut text, &edge);
+                    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind(args.http)
+        .await
+        .with_context(|| format!("binding http listener {}", args.http))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, %name, upstreams = ?args.upstreams, "edge listening");
+    println!(
+        "Sluice edge {name} on http://{addr}, pulling from {}",
+        args.upstreams.join(", ")
+    );
+    axum::serve(listener, app.into_make_service())
+        .with_graceful_shutdown(crate::serve::wait_for_signal())
+        .await?;
+    Ok(())
+}
+
+fn via(parts: &Parts) -> Option<&str> {
+    parts.headers.get(EDGE_HEADER).and_then(|v| v.to_str().ok())
+}
+
+fn bad_request(why: impl std::fmt::Display) -> Response {
+    let mut r = (StatusCode::BAD_REQUEST, format!("{why}\n")).into_response();
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=1"),
+    );
+    r
+}
+
+fn not_found() -> Response {
+    let mut r = (StatusCode::NOT_FOUND, "not found\n").into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+async fn multivariant(
+    State(s): State<EdgeState>,
+    Path(channel): Path<String>,
+    parts: Parts,
+) -> Response {
+    if validate_slug(&channel).is_err() {
+        return not_found();
+    }
+    s.edge
+        .fetch(&s.upstreams, parts.uri.path(), via(&parts))
+        .await
+}
+
+async fn media_playlist(
+    State(s): State<EdgeState>,
+    Path((channel, rendition)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    parts: Parts,
+) -> Response {
+    if validate_slug(&channel).is_err() || rendition != RENDITION {
+        return not_found();
+    }
+    let directives = match Directives::parse(query.as_deref().unwrap_or("")) {
+        Ok(d) => d,
+        Err(e) => return bad_request(e),
+    };
+    let key = playlist_key(parts.uri.path(), &directives);
+    s.edge.fetch(&s.upstreams, &key, via(&parts)).await
+}
+
+async fn object(
+    State(s): State<EdgeState>,
+    Path((channel, rendition, generation, object)): Path<(String, String, String, String)>,
+    parts: Parts,
+) -> Response {
+    if validate_slug(&channel).is_err()
+        || rendition != RENDITION
+        || generation.parse::<u64>().is_err()
+        || names::parse(&object).is_none()
+    {
+        return not_found();
+    }
+    s.edge
+        .fetch(&s.upstreams, parts.uri.path(), via(&parts))
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstreams_are_base_urls() {
+        assert_eq!(
+            upstream("http://10.0.0.1:8080/").expect("valid").url,
+            "http://10.0.0.1:8080"
+        );
+        assert!(upstream("https://edge.example").is_ok());
+        for bad in [
+            "10.0.0.1:8080",
+            "ftp://x",
+            "http://x/hls",
+            "http://x?a=1",
+            "http://",
+        ] {
+            assert!(upstream(bad).is_err(), "{bad} accepted");
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! Endpoints (where viewers and edges fetch from, with their parents) and the snapshots
+//! they report. Nodes register their own; operators add external edges and origins and
+//! set parents (`upstreams`, in failover order).
+
+use axum::body::Bytes;
+use axum::extract::{Path, State as AxumState};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use sluice_cluster::command::Op;
+use sluice_cluster::model::{Endpoint, EndpointKind, EndpointSnapshot, Health, HealthThresholds};
+use sluice_cluster::State;
+
+use super::{cluster_error, error, parse, propose, ApiState};
+use crate::endpoint::health_now;
+use crate::serve::now_ms;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutEndpoint {
+    kind: EndpointKind,
+    url: String,
+    #[serde(default)]
+    node: Option<u64>,
+    #[serde(default)]
+    upstreams: Vec<String>,
+    #[serde(default)]
+    health: Option<HealthThresholds>,
+}
+
+#[derive(Serialize)]
+pub(crate) struct EndpointView {
+    #[serde(flatten)]
+    endpoint: Endpoint,
+    /// The latest snapshot's health, or `stale` when it is too old (or there is none).
+    status: Health,
+    last_snapshot: Option<EndpointSnapshot>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    history: Option<Vec<EndpointSnapshot>>,
+}
+
+fn view(st: &State, e: &Endpoint, now: i64, with_history: bool) -> EndpointView {
+    let history = st.endpoint_snapshots.get(&e.name);
+    let last = history.and_then(|h| h.back());
+    EndpointView {
+        endpoint: e.clone(),
+        status: health_now(e, last, now),
+        last_snapshot: last.cloned(),
+        history: with_history.then(|| {
+            history
+                .map(|h| h.iter().cloned().collect())
+                .unwrap_or_default()
+        }),
+    }
+}
+
+pub(super) async fn list(AxumState(s): AxumState<ApiState>) -> Response {
+    let now = now_ms();
+    let listed = s
+        .handle
+        .read_linearizable(|st| {
+            st.endpoints
+                .values()
+                .map(|e| view(st, e, now, false))
+                .collect::<Vec<_>>()
+        })
+        .await;
+    match listed {
+        Ok(endpoints) => Json(serde_json::json!({ "endpoints": endpoints })).into_response(),
+        Err(e) => cluster_error(e),
+    }
+}
+
+pub(super) async fn show(AxumState(s): AxumState<ApiState>, Path(name): Path<String>) -> Response {
+    let now = now_ms();
+    let found = s
+        .handle
+        .read_linearizable(|st| st.endpoints.get(&name).map(|e| view(st, e, now, true)))
+        .await;
+    match found {
+        Ok(Some(v)) => Json(v).into_response(),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            format!("endpoint {name:?} not found"),
+            None,
+        ),
+        Err(e) => cluster_error(e),
+    }
+}
+
+/// Creates or replaces an endpoint (thresholds kept when the request leaves them out).
+pub(super) async fn put(
+    AxumState(s): AxumState<ApiState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    let req: PutEndpoint = match parse(&body) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let existing = s.handle.read_local(|st| st.endpoints.get(&name).cloned());
+    let health = req
+        .health
+        .or(existing.as_ref().map(|e| e.health))
+        .unwrap_or_default();
+    let op = Op::PutEndpoint {
+        name: name.clone(),
+        kind: req.kind,
+        node: req.node,
+        url: req.url,
+        upstreams: req.upstreams,
+        health,
+    };
+    if let Err(r) = propose(&s, op).await {
+        return r;
+    }
+    let now = now_ms();
+    let shown = s
+        .handle
+        .read_local(|st| st.endpoints.get(&name).map(|e| view(st, e, now, false)));
+    let status = if existing.is_some() {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    (status, Json(shown)).into_response()
+}
+
+pub(super) async fn delete(
+    AxumState(s): AxumState<ApiState>,
+    Path(name): Path<String>,
+) -> Response {
+    match propose(&s, Op::DeleteEndpoint { name }).await {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(r) => r,
+    }
+}
