@@ -166,6 +166,100 @@ fn viewers_survive_the_origins_death_and_chained_edges_fail_over() -> Result<()>
     ensure!(failovers > 0, "edge B never failed over:\n{}", edge_b.log());
     eprintln!("edge B failed over to node 3 ({failovers} failovers)");
 
+    // Endpoints: every node registered its own and reports snapshots. Node 3 is given
+    // node 2 as its parent: it then pulls through node 2 (which pulls from node 1).
+    let listed = wait_for(
+        Duration::from_secs(20),
+        "three node endpoints with snapshots",
+        || {
+            let v: serde_json::Value =
+                serde_json::from_str(&nodes[0].cli(&["endpoint", "list", "--json"]).ok()?).ok()?;
+            let endpoints = v["endpoints"].as_array()?.clone();
+            let reporting = endpoints
+                .iter()
+                .filter(|e| e["node"].is_u64() && e["last_snapshot"].is_object())
+                .count();
+            (reporting == 3).then_some(endpoints)
+        },
+    )?;
+    let endpoint_of = |server: &Server| -> Result<serde_json::Value> {
+        listed
+            .iter()
+            .find(|e| e["url"] == server.base().as_str())
+            .cloned()
+            .with_context(|| format!("no endpoint for {}", server.base()))
+    };
+    let (e2, e3) = (endpoint_of(&nodes[1])?, endpoint_of(&nodes[2])?);
+    let (n2_name, n3_name) = (
+        e2["name"].as_str().unwrap_or_default(),
+        e3["name"].as_str().unwrap_or_default(),
+    );
+    nodes[0].cli(&[
+        "endpoint",
+        "put",
+        n3_name,
+        "--kind",
+        "origin",
+        "--url",
+        &node3,
+        "--node",
+        &e3["node"].to_string(),
+        "--upstream",
+        n2_name,
+    ])?;
+    const N2_PULLS: &str = "sluice_edge_upstream_requests_total{kind=\"playlist\"}";
+    let n2_before = metric(&http, &nodes[1].base(), N2_PULLS)?;
+    let parent_used = wait_for(
+        Duration::from_secs(10),
+        "node 3 pulling through node 2",
+        || {
+            let text = http.get(&nodes[2].url(MEDIA), &[]).ok()?.text();
+            let next = hinted_msn(&text)? + 1;
+            let r = http
+                .get(&nodes[2].url(&format!("{MEDIA}?_HLS_msn={next}")), &[])
+                .ok()?;
+            let after = metric(&http, &nodes[1].base(), N2_PULLS).ok()?;
+            (r.status == 200 && after > n2_before).then_some(after - n2_before)
+        },
+    )
+    .with_context(|| nodes[2].log())?;
+    eprintln!("node 3 pulled {parent_used} playlist states through its parent, node 2");
+    // Operators add external edges; a bad URL is refused naming the field.
+    nodes[0].cli(&[
+        "endpoint",
+        "put",
+        "edge-b",
+        "--kind",
+        "external_edge",
+        "--url",
+        &edge_b.base(),
+    ])?;
+    let bad = sluice_e2e::run(
+        std::process::Command::new(sluice_e2e::sluice_bin()?)
+            .args([
+                "endpoint",
+                "put",
+                "bad",
+                "--kind",
+                "external_edge",
+                "--url",
+                "ftp://x",
+            ])
+            .arg("--data-dir")
+            .arg(&nodes[0].dir),
+        Duration::from_secs(20),
+    )?;
+    let said = String::from_utf8_lossy(&bad.stderr);
+    ensure!(
+        !bad.status.success() && said.contains("422") && said.contains("url"),
+        "a bad endpoint URL: {said}"
+    );
+    let table = nodes[0].cli(&["cluster", "status"])?;
+    ensure!(
+        table.contains(n3_name) && table.contains("edge-b") && table.contains("stale"),
+        "cluster status shows no endpoints:\n{table}"
+    );
+
     // hls.js plays from node 3 while node 1, the origin, is killed; the encoder comes
     // back on node 2 and playback resumes on the same URL.
     let page = nodes[2].url("/watch/main");
@@ -213,6 +307,17 @@ fn viewers_survive_the_origins_death_and_chained_edges_fail_over() -> Result<()>
         played.report,
         nodes[2].log()
     );
+    // Node 3's snapshots counted the viewer and the bytes it was sent.
+    let show: serde_json::Value =
+        serde_json::from_str(&nodes[1].cli(&["endpoint", "show", n3_name])?)?;
+    let snapshot = show["history"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["viewers"].as_u64() >= Some(1) && s["egress_bps"].as_u64() > Some(0))
+        .cloned()
+        .with_context(|| format!("no snapshot of node 3 with a viewer: {show}"))?;
+    eprintln!("node 3 snapshot: {snapshot}");
     Ok(())
 }
 
