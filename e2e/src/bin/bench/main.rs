@@ -2,14 +2,18 @@
 //! side in the same run, on the same machine.
 //!
 //! ```text
-//! cargo run --release -p sluice-e2e --bin bench -- packager|raft [--quick]
+//! cargo run --release -p sluice-e2e --bin bench -- packager|raft|failover [--quick]
 //! ```
 //! `packager`: FLV demux + packaging (CMAF parts, segments) in-process, on the 2 s GOP
 //! fixture and on a 6 Mbit/s 720p stream made with ffmpeg; the peer is ffmpeg remuxing
 //! the same file into fragmented MP4 (`-c copy`, 200 ms fragments) into /dev/null.
 //!
 //! `raft`: see `raft.rs` (commits/s and leader failover against etcd).
+//!
+//! `failover`: see `failover.rs` (the origin killed; time until a viewer on a third node
+//! gets the new origin's first part).
 
+mod failover;
 mod raft;
 
 use std::path::{Path, PathBuf};
@@ -30,14 +34,15 @@ fn main() -> Result<()> {
         .filter(|a| !a.starts_with("--"))
         .map(String::as_str)
         .collect();
-    const KNOWN: [&str; 2] = ["packager", "raft"];
+    const KNOWN: [&str; 3] = ["packager", "raft", "failover"];
     if scenarios.is_empty() || scenarios.iter().any(|s| !KNOWN.contains(s)) {
-        bail!("usage: bench SCENARIO... [--quick]   (scenarios: packager, raft)");
+        bail!("usage: bench SCENARIO... [--quick]   (scenarios: packager, raft, failover)");
     }
     for s in scenarios {
         match s {
             "packager" => packager(quick)?,
-            _ => raft::run(quick)?,
+            "raft" => raft::run(quick)?,
+            _ => failover::run(quick)?,
         }
     }
     Ok(())

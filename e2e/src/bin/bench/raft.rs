@@ -50,7 +50,7 @@ fn spawn(cmd: &mut Command, log: &Path) -> Result<Proc> {
 }
 
 /// The release binary unless SLUICE_BIN names one.
-fn sluice_bin() -> Result<PathBuf> {
+pub(crate) fn sluice_bin() -> Result<PathBuf> {
     if let Some(bin) = std::env::var_os("SLUICE_BIN") {
         return Ok(PathBuf::from(bin));
     }
