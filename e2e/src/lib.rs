@@ -225,6 +225,40 @@ pub fn make_test_stream(path: &Path, size: &str, seconds: u32, x264: &[&str]) ->
     .map(|_| ())
 }
 
+/// A light live-like stream for the cluster tests and benchmarks: 640x360, 2 s GOP,
+/// 800 kbit/s x264 veryfast zerolatency, 12 s (publishers loop it).
+pub fn make_small_stream(path: &Path) -> Result<()> {
+    make_test_stream(
+        path,
+        "640x360",
+        12,
+        &[
+            "-preset",
+            "veryfast",
+            "-tune",
+            "zerolatency",
+            "-g",
+            "60",
+            "-b:v",
+            "800k",
+        ],
+    )
+}
+
+/// `#EXT-X-MEDIA-SEQUENCE` of a media playlist.
+pub fn media_sequence(text: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The URI of the preload-hinted part of a media playlist.
+pub fn hinted_part(text: &str) -> Option<String> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\""))
+        .map(|v| v.trim_end_matches('"').to_string())
+}
+
 /// The folder with the project's Node clients (`npm ci` done by the test command).
 pub fn js_dir() -> Result<PathBuf> {
     let dir = workspace_root().join("e2e/js");

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context, Result};
 use sluice_e2e::fault::{FaultProxy, Mode};
 use sluice_e2e::node::{three_nodes, wait_for, EdgeProcess, Http, Publisher, Server};
-use sluice_e2e::{make_test_stream, play_page, validate_playlists, TempDir};
+use sluice_e2e::{
+    hinted_part, make_small_stream, media_sequence, play_page, validate_playlists, TempDir,
+};
 
 /// A player page whose hls.js the test browser answers from the npm copy.
 const HLSJS_URL: &str = "http://hlsjs.invalid/hls.min.js";
@@ -15,35 +17,8 @@ const MEDIA: &str = "/hls/main/source/index.m3u8";
 
 fn fixture(tmp: &TempDir) -> Result<std::path::PathBuf> {
     let path = tmp.path().join("gop60.flv");
-    make_test_stream(
-        &path,
-        "640x360",
-        12,
-        &[
-            "-preset",
-            "veryfast",
-            "-tune",
-            "zerolatency",
-            "-g",
-            "60",
-            "-b:v",
-            "800k",
-        ],
-    )?;
+    make_small_stream(&path)?;
     Ok(path)
-}
-
-fn media_sequence(text: &str) -> Option<u64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))
-        .and_then(|v| v.trim().parse().ok())
-}
-
-/// The URI of the preload-hinted part.
-fn hinted_part(text: &str) -> Option<String> {
-    text.lines()
-        .find_map(|l| l.strip_prefix("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\""))
-        .map(|v| v.trim_end_matches('"').to_string())
 }
 
 /// The media sequence number of the preload-hinted part (`1/N.P.m4s`).

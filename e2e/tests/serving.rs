@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use sluice_e2e::node::{three_nodes, wait_for, Http, Publisher, Server};
-use sluice_e2e::{make_test_stream, play_page, validate_playlists, TempDir};
+use sluice_e2e::{make_small_stream, play_page, validate_playlists, TempDir};
 
 /// A player page whose hls.js the test browser answers from the npm copy.
 const HLSJS_URL: &str = "http://hlsjs.invalid/hls.min.js";
@@ -95,21 +95,7 @@ fn viewer(http: &Http, base: &str, load: &Load, until: Instant, tag: Option<usiz
 fn a_stream_published_to_one_node_plays_from_every_node() -> Result<()> {
     let tmp = TempDir::new("serving")?;
     let fixture = tmp.path().join("gop60.flv");
-    make_test_stream(
-        &fixture,
-        "640x360",
-        12,
-        &[
-            "-preset",
-            "veryfast",
-            "-tune",
-            "zerolatency",
-            "-g",
-            "60",
-            "-b:v",
-            "800k",
-        ],
-    )?;
+    make_small_stream(&fixture)?;
     let nodes = three_nodes(tmp.path(), &["--hlsjs-url", HLSJS_URL])?;
     let key = nodes[0].main_key()?;
     let _publisher = Publisher::ffmpeg_loop(

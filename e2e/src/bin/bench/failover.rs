@@ -9,16 +9,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use sluice_e2e::node::{three_nodes, wait_for, Http, Publisher, Server};
-use sluice_e2e::{make_test_stream, TempDir};
+use sluice_e2e::{make_small_stream, media_sequence, TempDir};
 
 const MEDIA: &str = "/hls/main/source/index.m3u8";
 const LEASE_TTL_MS: &str = "3000";
-
-fn media_sequence(text: &str) -> Option<u64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))
-        .and_then(|v| v.trim().parse().ok())
-}
 
 /// The last part listed (`#EXT-X-PART:...URI="..."`), if any.
 fn last_part(text: &str) -> Option<String> {
@@ -26,7 +20,7 @@ fn last_part(text: &str) -> Option<String> {
         .filter(|l| l.starts_with("#EXT-X-PART:"))
         .filter_map(|l| l.split("URI=\"").nth(1))
         .filter_map(|v| v.split('"').next())
-        .last()
+        .next_back()
         .map(String::from)
 }
 
@@ -93,21 +87,7 @@ pub(crate) fn run(quick: bool) -> Result<()> {
     std::env::set_var("SLUICE_BIN", &bin);
     let tmp = TempDir::new("bench-failover")?;
     let fixture = tmp.path().join("stream.flv");
-    make_test_stream(
-        &fixture,
-        "640x360",
-        12,
-        &[
-            "-preset",
-            "veryfast",
-            "-tune",
-            "zerolatency",
-            "-g",
-            "60",
-            "-b:v",
-            "800k",
-        ],
-    )?;
+    make_small_stream(&fixture)?;
     let rounds = if quick { 1 } else { 3 };
     let mut results = Vec::new();
     for i in 0..rounds {
