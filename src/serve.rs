@@ -651,7 +651,9 @@ const SPOOL_PRUNE_EVERY: Duration = Duration::from_secs(30);
 const FIRST_CHANNEL: &str = "main";
 
 /// Slow or silent HTTP clients cannot hold a connection forever.
-fn tune_http(builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>) {
+pub(crate) fn tune_http(
+    builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+) {
     builder
         .http1()
         .timer(hyper_util::rt::TokioTimer::new())

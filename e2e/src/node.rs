@@ -449,6 +449,15 @@ impl Http {
         })
     }
 
+    /// One sample of `base`'s `/metrics`: the value on the line starting `line_start`.
+    pub fn metric(&self, base: &str, line_start: &str) -> Result<u64> {
+        let text = self.get(&format!("{base}/metrics"), &[])?.text();
+        text.lines()
+            .find_map(|l| l.strip_prefix(line_start))
+            .and_then(|v| v.trim().parse().ok())
+            .with_context(|| format!("no {line_start} in {base}/metrics"))
+    }
+
     pub fn post(&self, url: &str, token: &str) -> Result<Reply> {
         let started = Instant::now();
         let resp = self.client.post(url).bearer_auth(token).send()?;

@@ -2,6 +2,7 @@
 //! another node; chained external edges losing their first upstream; an upstream that
 //! errors or stalls, and nothing of it cached.
 
+use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
@@ -25,14 +26,6 @@ fn fixture(tmp: &TempDir) -> Result<std::path::PathBuf> {
 fn hinted_msn(text: &str) -> Option<u64> {
     let uri = hinted_part(text)?;
     uri.rsplit('/').next()?.split('.').next()?.parse().ok()
-}
-
-fn metric(http: &Http, base: &str, line_start: &str) -> Result<u64> {
-    let text = http.get(&format!("{base}/metrics"), &[])?.text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(line_start))
-        .and_then(|v| v.trim().parse().ok())
-        .with_context(|| format!("no {line_start} in {base}/metrics"))
 }
 
 fn live(http: &Http, base: &str) -> Option<String> {
@@ -113,15 +106,11 @@ fn viewers_survive_the_origins_death_and_chained_edges_fail_over() -> Result<()>
     validate_playlists(&[edge_b.url("/hls/main/index.m3u8"), edge_b.url(MEDIA)])?;
     const UP_PLAYLISTS: &str = "sluice_edge_upstream_requests_total{kind=\"playlist\"}";
     ensure!(
-        metric(&http, &edge_a.base(), UP_PLAYLISTS)? > 0,
+        http.metric(&edge_a.base(), UP_PLAYLISTS)? > 0,
         "edge B did not pull through edge A"
     );
     ensure!(
-        metric(
-            &http,
-            &node3,
-            "sluice_pulled_requests_total{kind=\"playlist\"}"
-        )? > 0,
+        http.metric(&node3, "sluice_pulled_requests_total{kind=\"playlist\"}")? > 0,
         "node 3 answered edge A without pulling from the origin"
     );
 
@@ -137,7 +126,7 @@ fn viewers_survive_the_origins_death_and_chained_edges_fail_over() -> Result<()>
     })
     .with_context(|| edge_b.log())?;
     ensure!(media_sequence(&after_a).is_some(), "no playlist: {after_a}");
-    let failovers = metric(&http, &edge_b.base(), "sluice_edge_failovers_total")?;
+    let failovers = http.metric(&edge_b.base(), "sluice_edge_failovers_total")?;
     ensure!(failovers > 0, "edge B never failed over:\n{}", edge_b.log());
     eprintln!("edge B failed over to node 3 ({failovers} failovers)");
 
@@ -183,7 +172,7 @@ fn viewers_survive_the_origins_death_and_chained_edges_fail_over() -> Result<()>
         n2_name,
     ])?;
     const N2_PULLS: &str = "sluice_edge_upstream_requests_total{kind=\"playlist\"}";
-    let n2_before = metric(&http, &nodes[1].base(), N2_PULLS)?;
+    let n2_before = http.metric(&nodes[1].base(), N2_PULLS)?;
     let parent_used = wait_for(
         Duration::from_secs(10),
         "node 3 pulling through node 2",
@@ -193,7 +182,7 @@ fn viewers_survive_the_origins_death_and_chained_edges_fail_over() -> Result<()>
             let r = http
                 .get(&nodes[2].url(&format!("{MEDIA}?_HLS_msn={next}")), &[])
                 .ok()?;
-            let after = metric(&http, &nodes[1].base(), N2_PULLS).ok()?;
+            let after = http.metric(&nodes[1].base(), N2_PULLS).ok()?;
             (r.status == 200 && after > n2_before).then_some(after - n2_before)
         },
     )
@@ -315,6 +304,10 @@ fn an_edge_answers_upstream_failures_with_uncached_errors_and_recovers() -> Resu
         &[proxy.base()],
         &["--upstream-timeout-ms", "1500"],
     )?;
+    // A client that never finishes its request head is cut off, as on a node.
+    let mut loris = std::net::TcpStream::connect(("127.0.0.1", edge.http))?;
+    loris.write_all(b"GET /hls/main/index.m3u8 HTTP/1.1\r\nHost: x\r\n")?;
+    let loris_since = Instant::now();
     let text = wait_for(
         Duration::from_secs(10),
         "the stream through the edge",
@@ -373,7 +366,16 @@ fn an_edge_answers_upstream_failures_with_uncached_errors_and_recovers() -> Resu
         "the object after recovery: {:?}",
         recovered.1.header("cache-control")
     );
-    let failures = metric(&http, &edge.base(), "sluice_edge_upstream_failures_total")?;
+    let failures = http.metric(&edge.base(), "sluice_edge_upstream_failures_total")?;
     ensure!(failures >= 2, "only {failures} upstream failures counted");
+    // The slow client: closed by the edge once its header time (10 s) ran out.
+    let left = Duration::from_secs(15).saturating_sub(loris_since.elapsed());
+    loris.set_read_timeout(Some(left + Duration::from_millis(100)))?;
+    let mut rest = Vec::new();
+    ensure!(
+        loris.read_to_end(&mut rest).is_ok(),
+        "the edge kept a client that never finished its request head for {:?}",
+        loris_since.elapsed()
+    );
     Ok(())
 }

@@ -39,14 +39,6 @@ fn summary(text: &str) -> (u64, Option<(String, u64, u32)>) {
     (msn, hint)
 }
 
-fn metric(http: &Http, server: &Server, line_start: &str) -> Result<u64> {
-    let text = http.get(&server.url("/metrics"), &[])?.text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(line_start))
-        .and_then(|v| v.trim().parse().ok())
-        .with_context(|| format!("no {line_start} in /metrics"))
-}
-
 /// Viewers that reload like hls.js: a blocking request for the hinted part, then the part.
 struct Load {
     errors: AtomicU64,
@@ -152,8 +144,8 @@ fn a_stream_published_to_one_node_plays_from_every_node() -> Result<()> {
     // request per object, no errors, and blocking reloads coalesced.
     const PULLED_OBJECTS: &str = "sluice_pulled_requests_total{kind=\"object\"}";
     const PULLED_PLAYLISTS: &str = "sluice_pulled_requests_total{kind=\"playlist\"}";
-    let pulled_before = metric(&http, &nodes[0], PULLED_OBJECTS)?;
-    let playlists_before = metric(&http, &nodes[0], PULLED_PLAYLISTS)?;
+    let pulled_before = http.metric(&nodes[0].base(), PULLED_OBJECTS)?;
+    let playlists_before = http.metric(&nodes[0].base(), PULLED_PLAYLISTS)?;
     let load = Arc::new(Load {
         errors: AtomicU64::new(0),
         requests: AtomicU64::new(0),
@@ -171,10 +163,10 @@ fn a_stream_published_to_one_node_plays_from_every_node() -> Result<()> {
     for t in threads {
         let _ = t.join();
     }
-    let pulled = metric(&http, &nodes[0], PULLED_OBJECTS)? - pulled_before;
-    let playlists = metric(&http, &nodes[0], PULLED_PLAYLISTS)? - playlists_before;
+    let pulled = http.metric(&nodes[0].base(), PULLED_OBJECTS)? - pulled_before;
+    let playlists = http.metric(&nodes[0].base(), PULLED_PLAYLISTS)? - playlists_before;
     let distinct = load.objects.lock().map(|s| s.len()).unwrap_or(0) as u64;
-    let coalesced = metric(&http, &nodes[2], "sluice_edge_coalesced_total")?;
+    let coalesced = http.metric(&nodes[2].base(), "sluice_edge_coalesced_total")?;
     eprintln!(
         "500 viewers on node 3: {} requests, {} errors, {distinct} distinct parts, \
          {pulled} object and {playlists} playlist requests reached the origin, \

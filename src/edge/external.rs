@@ -123,9 +123,16 @@ pub(crate) async fn run(args: EdgeArgs) -> Result<()> {
         "Sluice edge {name} on http://{addr}, pulling from {}",
         args.upstreams.join(", ")
     );
-    axum::serve(listener, app.into_make_service())
-        .with_graceful_shutdown(crate::serve::wait_for_signal())
-        .await?;
+    // Slow or silent clients are cut off as on a node's listener.
+    let mut server = axum_server::from_tcp(listener.into_std()?)?;
+    crate::serve::tune_http(server.http_builder());
+    let handle = axum_server::Handle::new();
+    let stopping = handle.clone();
+    tokio::spawn(async move {
+        crate::serve::wait_for_signal().await;
+        stopping.graceful_shutdown(Some(Duration::from_secs(2)));
+    });
+    server.handle(handle).serve(app.into_make_service()).await?;
     Ok(())
 }
 
