@@ -69,10 +69,10 @@ enum Command {
     },
     /// An edge outside the cluster: serves viewers by pull-through from its upstreams.
     Edge(edge::external::EdgeArgs),
-    /// Package an FLV file (as ffmpeg or an RTMP recorder writes it) into LL-HLS, as the
-    /// live origin would show it at the end of the stream.
+    /// Package an FLV or MPEG-TS file (as ffmpeg, an RTMP recorder or an SRT encoder
+    /// writes it) into LL-HLS, as the live origin would show it at the end of the stream.
     Package {
-        /// The input `.flv` file.
+        /// The input `.flv` or `.ts` file (told apart by content).
         input: PathBuf,
         /// Output folder: `index.m3u8` (multivariant) and `source/` (playlist and objects).
         #[arg(long)]

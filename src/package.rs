@@ -1,5 +1,5 @@
-//! `sluice package`: an FLV file through the same demuxer, packager and playlist writer
-//! as the live origin, written to a folder laid out like the viewer URLs:
+//! `sluice package`: an FLV or MPEG-TS file through the same demuxers, packager and
+//! playlist writer as the live origin, written to a folder laid out like the viewer URLs:
 //!
 //! ```text
 //! OUT/index.m3u8                         multivariant
@@ -15,7 +15,8 @@ use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use sluice_media::flv::{FlvDemuxer, FlvError, FlvFile};
 use sluice_media::playlist::{multivariant, names, MediaPlaylist, PlaylistSettings, Skip};
-use sluice_media::{Output, Packager, PackagerSettings};
+use sluice_media::ts::TsDemuxer;
+use sluice_media::{Input, Output, Packager, PackagerSettings, TrackKind};
 
 /// The one rendition an ingest becomes: Sluice repackages, it does not transcode.
 pub(crate) const RENDITION: &str = "source";
@@ -41,7 +42,7 @@ impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "packaged {} frames into {} segments ({} parts) in {}; {} frames dropped, {} tags skipped",
+            "packaged {} frames into {} segments ({} parts) in {}; {} frames dropped, {} tags or packets skipped",
             self.frames,
             self.segments,
             self.parts,
@@ -52,19 +53,73 @@ impl fmt::Display for Summary {
     }
 }
 
+/// A file's media as packager inputs, with the tracks it holds.
+struct Media {
+    inputs: Vec<Input>,
+    has_video: bool,
+    has_audio: bool,
+    /// FLV tags in codecs Sluice does not package, or TS bytes/PES that could not be used.
+    skipped: u64,
+}
+
+/// An FLV file (starts `FLV`) or an MPEG-TS file (sync bytes every 188 bytes).
+fn read_media(path: &Path) -> Result<Media> {
+    let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    if data.first() == Some(&0x47) && data.get(188).is_none_or(|b| *b == 0x47) {
+        let mut demuxer = TsDemuxer::new();
+        let mut inputs = demuxer.push(&data);
+        inputs.extend(demuxer.flush());
+        let stats = demuxer.stats();
+        let has = |kind| {
+            inputs
+                .iter()
+                .any(|i| matches!(i, Input::Config(c) if c.kind() == kind))
+        };
+        return Ok(Media {
+            has_video: has(TrackKind::Video),
+            has_audio: has(TrackKind::Audio),
+            skipped: stats.dropped_pes + stats.frames_before_config,
+            inputs,
+        });
+    }
+    let mut file = FlvFile::new(Bytes::from(data))
+        .with_context(|| format!("{}: neither FLV nor MPEG-TS", path.display()))?;
+    let mut demuxer = FlvDemuxer::new();
+    let mut inputs = Vec::new();
+    let mut skipped = 0u64;
+    while let Some(tag) = file.next_tag().context("reading FLV tags")? {
+        let input = match tag.tag_type {
+            8 => demuxer.push_audio(tag.timestamp_ms, &tag.body),
+            9 => demuxer.push_video(tag.timestamp_ms, &tag.body),
+            _ => Ok(None), // script data (onMetaData): nothing to package
+        };
+        match input {
+            Ok(input) => inputs.extend(input),
+            // A track in a codec Sluice does not package is left out; the rest goes on.
+            Err(FlvError::UnsupportedAudioFormat(_) | FlvError::UnsupportedVideoCodec(_)) => {
+                skipped += 1;
+            }
+            Err(e) => bail!("FLV tag at {} ms: {e}", tag.timestamp_ms),
+        }
+    }
+    Ok(Media {
+        inputs,
+        has_video: file.header.has_video,
+        has_audio: file.header.has_audio,
+        skipped,
+    })
+}
+
 pub(crate) fn run(opts: &Options) -> Result<Summary> {
-    let data =
-        std::fs::read(&opts.input).with_context(|| format!("reading {}", opts.input.display()))?;
-    let mut file =
-        FlvFile::new(Bytes::from(data)).with_context(|| format!("{}", opts.input.display()))?;
+    let media = read_media(&opts.input)?;
     let settings = PackagerSettings {
         part_target_ms: opts.part_target_ms,
         segment_target_ms: opts.segment_target_ms,
         first_msn: 0,
         first_init_index: 0,
         starts_with_discontinuity: false,
-        expect_video: file.header.has_video,
-        expect_audio: file.header.has_audio,
+        expect_video: media.has_video,
+        expect_audio: media.has_audio,
     };
     let mut packager = Packager::new(settings.clone())?;
     // Made at the first init segment, when the packager has fitted PART-TARGET.
@@ -77,33 +132,16 @@ pub(crate) fn run(opts: &Options) -> Result<Summary> {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0);
-    let mut demuxer = FlvDemuxer::new();
     let mut writer = ObjectWriter {
         dir: &objects,
         segment: Vec::new(),
         segments: 0,
         parts: 0,
     };
-    let mut skipped_tags = 0u64;
-    while let Some(tag) = file.next_tag().context("reading FLV tags")? {
-        let input = match tag.tag_type {
-            8 => demuxer.push_audio(tag.timestamp_ms, &tag.body),
-            9 => demuxer.push_video(tag.timestamp_ms, &tag.body),
-            _ => Ok(None), // script data (onMetaData): nothing to package
-        };
-        let input = match input {
-            Ok(input) => input,
-            // A track in a codec Sluice does not package is left out; the rest goes on.
-            Err(FlvError::UnsupportedAudioFormat(_) | FlvError::UnsupportedVideoCodec(_)) => {
-                skipped_tags += 1;
-                None
-            }
-            Err(e) => bail!("FLV tag at {} ms: {e}", tag.timestamp_ms),
-        };
-        if let Some(input) = input {
-            packager.push(input, now_ms)?;
-            drain(&mut packager, &mut playlist, &mut writer)?;
-        }
+    let skipped_tags = media.skipped;
+    for input in media.inputs {
+        packager.push(input, now_ms)?;
+        drain(&mut packager, &mut playlist, &mut writer)?;
     }
     packager.finish()?;
     drain(&mut packager, &mut playlist, &mut writer)?;

@@ -360,7 +360,10 @@ impl TempDir {
 }
 
 impl Drop for TempDir {
+    /// Removed, unless `SLUICE_E2E_KEEP` is set (to read the nodes' logs after a run).
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        if std::env::var_os("SLUICE_E2E_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 }

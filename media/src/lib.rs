@@ -25,6 +25,7 @@ pub mod packager;
 pub mod playlist;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod ts;
 
 pub use frame::{AudioConfig, Frame, TrackConfig, TrackKind, VideoCodec, VideoConfig};
 pub use packager::{Input, Output, Packager, PackagerError, PackagerSettings};

@@ -112,6 +112,51 @@ pub fn sps_facts(sps_nal: &[u8]) -> Result<(u32, u32, Option<f64>), CodecError> 
     Ok((width, height, fps))
 }
 
+/// Builds an AVCDecoderConfigurationRecord (avcC body) from one SPS and one PPS NAL unit
+/// (each with its header, without start code), as an MPEG-TS ingest needs: 4-byte NAL
+/// lengths, and the chroma/bit-depth extension that High profiles carry.
+pub fn build_avcc_record(sps: &[u8], pps: &[u8]) -> Result<Vec<u8>, CodecError> {
+    let invalid = |reason: &str| CodecError::Invalid {
+        what: "H.264 parameter sets",
+        reason: reason.into(),
+    };
+    if sps.len() < 4 || sps[0] & 0x1f != 7 {
+        return Err(invalid("not an SPS NAL unit"));
+    }
+    if pps.is_empty() || pps[0] & 0x1f != 8 {
+        return Err(invalid("not a PPS NAL unit"));
+    }
+    if sps.len() > usize::from(u16::MAX) || pps.len() > usize::from(u16::MAX) {
+        return Err(invalid("parameter set longer than 65535 bytes"));
+    }
+    let rbsp = decode_nal(sps).map_err(|e| invalid(&e.to_string()))?;
+    let parsed = SeqParameterSet::from_bits(BitReader::new(&rbsp[..]))
+        .map_err(|e| invalid(&format!("{e:?}")))?;
+    let mut out = Vec::with_capacity(16 + sps.len() + pps.len());
+    out.extend_from_slice(&[1, sps[1], sps[2], sps[3], 0xff, 0xe1]);
+    out.extend_from_slice(&(sps.len() as u16).to_be_bytes());
+    out.extend_from_slice(sps);
+    out.push(1);
+    out.extend_from_slice(&(pps.len() as u16).to_be_bytes());
+    out.extend_from_slice(pps);
+    if !matches!(sps[1], 66 | 77 | 88) {
+        use h264_reader::nal::sps::ChromaFormat;
+        let chroma = &parsed.chroma_info;
+        let idc = match chroma.chroma_format {
+            ChromaFormat::Monochrome => 0,
+            ChromaFormat::YUV420 => 1,
+            ChromaFormat::YUV422 => 2,
+            ChromaFormat::YUV444 => 3,
+            ChromaFormat::Invalid(_) => return Err(invalid("chroma format")),
+        };
+        out.push(0xfc | idc);
+        out.push(0xf8 | (chroma.bit_depth_luma_minus8 & 0x07));
+        out.push(0xf8 | (chroma.bit_depth_chroma_minus8 & 0x07));
+        out.push(0);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,6 +179,14 @@ mod tests {
     }
 
     #[test]
+    fn record_built_from_parameter_sets_matches_the_encoders() {
+        let info = parse_avcc_record(AVCC_320X180).expect("valid record");
+        let built = build_avcc_record(&info.sps[0], &info.pps[0]).expect("builds");
+        assert_eq!(built, AVCC_320X180);
+        assert!(build_avcc_record(&info.pps[0], &info.sps[0]).is_err());
+    }
+
+    #[test]
     fn truncated_record_is_an_error() {
         // The trailing High-profile extension is optional, but not a part of it.
         for len in (0..AVCC_320X180.len() - 4).chain(AVCC_320X180.len() - 3..AVCC_320X180.len()) {
@@ -149,6 +202,7 @@ mod tests {
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
             let _ = parse_avcc_record(&bytes);
             let _ = sps_facts(&bytes);
+            let _ = build_avcc_record(&bytes, &[0x68, 0xef]);
         }
     }
 }

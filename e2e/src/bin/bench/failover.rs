@@ -38,7 +38,14 @@ fn accepted(
             return Ok((p, launched));
         }
         if Instant::now() > deadline {
-            bail!("no publisher accepted within 60 s: {}", p.output());
+            let log = server.log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            bail!(
+                "no publisher accepted within 60 s: {}\nthe node's log ends:\n{}",
+                p.output(),
+                tail.join("\n")
+            );
         }
         std::thread::sleep(Duration::from_millis(200));
     }
