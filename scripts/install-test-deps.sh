@@ -2,7 +2,8 @@
 # Installs what the media and end-to-end tests need: ffmpeg/ffprobe (fixtures,
 # reference HLS, RTMP publisher), GStreamer (a second RTMP publisher: rtmp2sink,
 # x264enc, avenc_aac), Chromium (headless playback), etcd (the control-plane benchmark's
-# peer) and the e2e/js npm packages.
+# peer), srt-tools (srt-live-transmit, a second SRT publisher) and the e2e/js npm
+# packages.
 # Safe to re-run: system packages are only installed when something is missing.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
@@ -27,17 +28,19 @@ gst_ok() {
 }
 gst_ok || missing+=(gstreamer)
 command -v etcd >/dev/null || missing+=(etcd)
+command -v srt-live-transmit >/dev/null || missing+=(srt-live-transmit)
 
 if [ ${#missing[@]} -gt 0 ]; then
   # ffprobe ships in the ffmpeg package; /usr/bin/chromium in chromium.
   if [ "$(id -u)" -ne 0 ]; then
     die "missing: ${missing[*]}. Install as root with:
-  apt-get update && apt-get install -y --no-install-recommends ffmpeg chromium etcd-server ${GST_PACKAGES[*]}"
+  apt-get update && apt-get install -y --no-install-recommends ffmpeg chromium etcd-server srt-tools ${GST_PACKAGES[*]}"
   fi
   command -v apt-get >/dev/null || die "missing: ${missing[*]}, and apt-get is not available to install them"
   apt-get update
-  apt-get install -y --no-install-recommends ffmpeg chromium etcd-server "${GST_PACKAGES[@]}"
+  apt-get install -y --no-install-recommends ffmpeg chromium etcd-server srt-tools "${GST_PACKAGES[@]}"
   command -v etcd >/dev/null || die "etcd-server is installed but etcd is not on PATH"
+  command -v srt-live-transmit >/dev/null || die "srt-tools is installed but srt-live-transmit is not on PATH"
   gst_ok || die "GStreamer is installed but lacks one of rtmp2sink x264enc avenc_aac flvmux (check ${GST_PACKAGES[*]})"
 fi
 

@@ -121,11 +121,17 @@ fn main() -> Result<()> {
 }
 
 fn log_to_stderr() {
+    use std::io::IsTerminal;
+    // Colours for a terminal only: a log file or the journal gets plain text.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(
+                    "info,openraft=warn,srt_protocol=warn,srt_tokio=warn",
+                )
+            }),
         )
         .init();
 }

@@ -62,6 +62,9 @@ pub(crate) struct Config {
     pub(crate) rtmp_app: String,
     /// A publisher that sends nothing for this long is disconnected.
     pub(crate) publisher_timeout_ms: u64,
+    /// SRT receive latency: how long lost packets may take to be sent again. Longer
+    /// survives worse links, and delays every frame by as much.
+    pub(crate) srt_latency_ms: u64,
     /// Spooled objects older than this, and out of the live window, are deleted.
     pub(crate) spool_retention_s: u64,
     /// Where the player page loads hls.js from.
@@ -94,6 +97,7 @@ impl Default for Config {
             reconnect_grace_ms: 30_000,
             rtmp_app: "live".into(),
             publisher_timeout_ms: 10_000,
+            srt_latency_ms: 200,
             spool_retention_s: 600,
             hlsjs_url: crate::http::watch::DEFAULT_HLSJS_URL.into(),
             tls_cert: None,
@@ -424,6 +428,12 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
         .await
         .with_context(|| format!("binding rtmp listener {}", c.rtmp))?;
     let rtmp_addr = rtmp_listener.local_addr()?;
+    let srt_settings = crate::ingest::srt::SrtSettings {
+        latency: Duration::from_millis(c.srt_latency_ms),
+        idle_timeout: Duration::from_millis(c.publisher_timeout_ms.max(1_000)),
+    };
+    let (srt_listener, srt_incoming, srt_addr) =
+        crate::ingest::srt::bind(c.srt, &srt_settings).await?;
     let edge = Arc::new(crate::edge::Edge::new(
         format!("node-{:x}", dir.node_id),
         c.edge_cache_bytes,
@@ -511,6 +521,14 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
             rtmp_listener,
             origins.clone(),
             settings,
+            shutdown.subscribe(),
+        ));
+        tasks.spawn(crate::ingest::srt::serve(
+            srt_listener,
+            srt_incoming,
+            srt_addr,
+            origins.clone(),
+            srt_settings,
             shutdown.subscribe(),
         ));
     }
@@ -606,8 +624,8 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
         "http"
     };
     println!(
-        "sluice node {} serving: http {} rtmp {} cluster {advertise}",
-        dir.node_id, http_addr, rtmp_addr
+        "sluice node {} serving: http {} rtmp {} srt {} cluster {advertise}",
+        dir.node_id, http_addr, rtmp_addr, srt_addr
     );
     print_getting_started(&c, &host, scheme, http_addr.port(), rtmp_addr.port());
     wait_for_signal().await;
@@ -675,6 +693,7 @@ async fn create_first_channel(handle: &ClusterHandle, data_dir: &Path) -> Result
         ll_hls: Default::default(),
         recording: false,
         placement: Default::default(),
+        srt_passphrase: None,
         first_key: Some(sluice_cluster::command::FirstKey {
             key_id: key.key_id,
             verifier: key.verifier,

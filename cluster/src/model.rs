@@ -99,6 +99,9 @@ pub struct Channel {
     pub created_ms: i64,
     /// Numbers of this channel's generations never go back, even across deletes.
     pub last_generation: u64,
+    /// SRT publishers must encrypt with this passphrase (AES); never shown by the API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub srt_passphrase: Option<String>,
 }
 
 /// A stream key: only a verifier is replicated (SHA-256 of the random key).

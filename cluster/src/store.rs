@@ -430,6 +430,7 @@ mod tests {
                 ll_hls: Default::default(),
                 recording: false,
                 placement: Default::default(),
+                srt_passphrase: None,
                 first_key: None,
             },
         }

@@ -214,6 +214,7 @@ fn create(slug: &str) -> Command {
             ll_hls: Default::default(),
             recording: false,
             placement: Placement::Any,
+            srt_passphrase: None,
             first_key: None,
         },
     }

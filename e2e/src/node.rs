@@ -16,6 +16,13 @@ pub fn free_port() -> Result<u16> {
         .port())
 }
 
+/// A UDP port nothing on 127.0.0.1 holds now (for an SRT listener).
+pub fn free_udp_port() -> Result<u16> {
+    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
 /// Polls `f` until it returns `Some`, for at most `limit`.
 pub fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> Result<T> {
     let deadline = Instant::now() + limit;
@@ -58,6 +65,7 @@ pub struct Server {
     pub dir: PathBuf,
     pub http: u16,
     pub rtmp: u16,
+    pub srt: u16,
     pub cluster: u16,
     pub tls: bool,
     child: Option<Child>,
@@ -71,6 +79,7 @@ impl Server {
             dir: dir.to_path_buf(),
             http: free_port()?,
             rtmp: free_port()?,
+            srt: free_udp_port()?,
             cluster: free_port()?,
             tls: extra.contains(&"--tls-cert"),
             child: None,
@@ -86,9 +95,12 @@ impl Server {
             .args(["--http", &format!("127.0.0.1:{}", s.http)])
             .args(["--rtmp", &format!("127.0.0.1:{}", s.rtmp)])
             .args(["--cluster", &format!("127.0.0.1:{}", s.cluster)])
-            .args(["--srt", "127.0.0.1:0"])
+            .args(["--srt", &format!("127.0.0.1:{}", s.srt)])
             .args(extra)
-            .env("RUST_LOG", "info,openraft=warn")
+            .env(
+                "RUST_LOG",
+                "info,openraft=warn,srt_protocol=warn,srt_tokio=warn",
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -128,6 +140,11 @@ impl Server {
 
     pub fn rtmp_url(&self, key: &str) -> String {
         format!("rtmp://127.0.0.1:{}/live/{key}", self.rtmp)
+    }
+
+    /// An SRT publish URL; `query` is added as is (`&passphrase=...`).
+    pub fn srt_url(&self, stream_id: &str, query: &str) -> String {
+        format!("srt://127.0.0.1:{}?streamid={stream_id}{query}", self.srt)
     }
 
     /// The key of the channel `main` a fresh one-node cluster starts with.
@@ -331,6 +348,38 @@ impl Publisher {
         })
     }
 
+    /// ffmpeg pushing a file in real time, looped, as MPEG-TS to `url` (SRT or UDP).
+    pub fn ffmpeg_ts(file: &Path, url: &str, log: &Path) -> Result<Self> {
+        let mut cmd = Command::new("ffmpeg");
+        cmd.args([
+            "-hide_banner",
+            "-loglevel",
+            "warning",
+            "-re",
+            "-stream_loop",
+            "-1",
+            "-i",
+        ])
+        .arg(file)
+        .args(["-c", "copy", "-f", "mpegts", url]);
+        Self::spawn(&mut cmd, log)
+    }
+
+    /// Any publishing process, its output in `log`.
+    pub fn spawn(cmd: &mut Command, log: &Path) -> Result<Self> {
+        let out = std::fs::File::create(log)?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("starting {cmd:?}"))?;
+        Ok(Self {
+            child: Some(child),
+            log: log.to_path_buf(),
+        })
+    }
+
     /// GStreamer's own RTMP client (rtmp2sink) with its own encoders.
     pub fn gstreamer(url: &str, log: &Path) -> Result<Self> {
         let out = std::fs::File::create(log)?;
@@ -456,6 +505,33 @@ impl Http {
             .find_map(|l| l.strip_prefix(line_start))
             .and_then(|v| v.trim().parse().ok())
             .with_context(|| format!("no {line_start} in {base}/metrics"))
+    }
+
+    /// Any method with a body and headers.
+    pub fn send(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<Reply> {
+        let mut req = self.client.request(method.clone(), url).body(body.to_vec());
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let started = Instant::now();
+        let resp = req.send().with_context(|| format!("{method} {url}"))?;
+        Ok(Reply {
+            status: resp.status().as_u16(),
+            version: resp.version(),
+            headers: resp.headers().clone(),
+            body: resp.bytes()?.to_vec(),
+            elapsed: started.elapsed(),
+        })
+    }
+
+    pub fn patch(&self, url: &str, headers: &[(&str, &str)], body: &[u8]) -> Result<Reply> {
+        self.send(reqwest::Method::PATCH, url, headers, body)
     }
 
     pub fn post(&self, url: &str, token: &str) -> Result<Reply> {

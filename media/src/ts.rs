@@ -369,6 +369,12 @@ impl TsDemuxer {
         }
     }
 
+    /// The packaged tracks the stream's PMT lists (video, audio), once one was read.
+    pub fn tracks(&self) -> Option<(bool, bool)> {
+        let (video, audio) = (self.ctx.video_pid.is_some(), self.ctx.audio_pid.is_some());
+        (video || audio).then_some((video, audio))
+    }
+
     /// Feeds bytes as they arrive (any chunking); returns the inputs they completed.
     /// A video PES completes when the next one starts, so a frame comes out one frame
     /// late.

@@ -1,3 +1,4 @@
 //! Ingest adapters: each turns a connection into `Feed`s for a channel's origin.
 
 pub(crate) mod rtmp;
+pub(crate) mod srt;

@@ -35,6 +35,8 @@ pub(crate) const RENDITION: &str = "source";
 const FEED_QUEUE: usize = 1024;
 /// How long a returning publisher waits for the loop to notice the old one left.
 const DETACH_WAIT: Duration = Duration::from_secs(2);
+/// How long an accepted claim waits for this node's copy of the state to apply it.
+const CLAIM_APPLY_WAIT: Duration = Duration::from_secs(2);
 /// How long a publisher waits for a node that just started to hold a lease.
 const LEASE_WAIT: Duration = Duration::from_secs(5);
 
@@ -55,6 +57,19 @@ pub(crate) enum PublishRefused {
     AlreadyLive { channel: String, origin: NodeId },
     #[error("the cluster refused the claim or did not answer: {0}")]
     Cluster(String),
+}
+
+/// A stream key's channel, as an SRT handshake needs it.
+pub(crate) struct KeyInfo {
+    pub(crate) channel: String,
+    pub(crate) srt_passphrase: Option<String>,
+}
+
+fn verifier_of(stream_key: &str) -> String {
+    Sha256::digest(stream_key.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// A publisher's way into its channel's packaging loop. Dropping it tells the loop the
@@ -207,16 +222,46 @@ impl Origins {
         origin
     }
 
+    /// What an SRT handshake must know about a stream key before anything is claimed:
+    /// the channel, its passphrase, and whether it is live on another node.
+    pub(crate) async fn look_up_key(&self, stream_key: &str) -> Result<KeyInfo, PublishRefused> {
+        let verifier = verifier_of(stream_key);
+        let me = self.handle.id();
+        let now = now_ms();
+        let found = self
+            .handle
+            .read_linearizable(|s| {
+                s.channel_for_verifier(&verifier).map(|c| {
+                    let live_elsewhere = s.active_generation(c.id).and_then(|g| {
+                        let holds = g.state != sluice_cluster::model::GenerationState::Reconnecting
+                            && g.origin != me
+                            && s.lease_valid(g.origin, now);
+                        holds.then_some(g.origin)
+                    });
+                    (c.slug.clone(), c.srt_passphrase.clone(), live_elsewhere)
+                })
+            })
+            .await
+            .map_err(|e| PublishRefused::Cluster(e.to_string()))?;
+        match found {
+            None => Err(PublishRefused::UnknownKey),
+            Some((channel, _, Some(origin))) => {
+                Err(PublishRefused::AlreadyLive { channel, origin })
+            }
+            Some((channel, srt_passphrase, None)) => Ok(KeyInfo {
+                channel,
+                srt_passphrase,
+            }),
+        }
+    }
+
     /// Verifies a stream key and claims its channel for this node; the returned
     /// publisher feeds the channel's packaging loop.
     pub(crate) async fn publish(
         self: &Arc<Self>,
         stream_key: &str,
     ) -> Result<Publisher, PublishRefused> {
-        let verifier: String = Sha256::digest(stream_key.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let verifier = verifier_of(stream_key);
         let found = self
             .handle
             .read_linearizable(|s| {
@@ -291,6 +336,20 @@ impl Origins {
             }
             Err(e) => return Err(PublishRefused::Cluster(e.to_string())),
         };
+        // The claim is committed; this node's copy of the state may apply it a moment
+        // later. The packaging loop reads that copy to see whether the generation is
+        // still its own, so it starts once the copy shows the claim.
+        let applied_by = tokio::time::Instant::now() + CLAIM_APPLY_WAIT;
+        while tokio::time::Instant::now() < applied_by {
+            let shows_claim = self.handle.read_local(|s| {
+                s.generation(origin.id, number)
+                    .is_some_and(|g| g.origin == me && g.state.is_active())
+            });
+            if shows_claim {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let (tx, rx) = mpsc::channel(FEED_QUEUE);
         let mut pipeline = origin.pipeline.lock().await;
         let mut rx = Some(rx);

@@ -14,6 +14,8 @@ pub struct ChannelPatch {
     pub ll_hls: Option<LlHlsSettings>,
     pub recording: Option<bool>,
     pub placement: Option<Placement>,
+    /// SRT passphrase (10 to 79 characters); an empty string removes it.
+    pub srt_passphrase: Option<String>,
 }
 
 pub(super) struct NewChannel<'a> {
@@ -24,6 +26,7 @@ pub(super) struct NewChannel<'a> {
     pub(super) ll_hls: LlHlsSettings,
     pub(super) recording: bool,
     pub(super) placement: Placement,
+    pub(super) srt_passphrase: Option<&'a str>,
     pub(super) first_key: Option<&'a super::FirstKey>,
 }
 
@@ -76,6 +79,17 @@ fn validate_ll_hls(s: &LlHlsSettings) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// SRT's own bounds on a passphrase (libsrt refuses others).
+fn validate_srt_passphrase(p: &str) -> Result<(), Refusal> {
+    if !(10..=79).contains(&p.len()) {
+        return Err(Refusal::invalid(
+            "srt_passphrase",
+            "must be 10 to 79 characters (empty removes it)",
+        ));
+    }
+    Ok(())
+}
+
 fn validate_placement(state: &State, p: Placement) -> Result<(), Refusal> {
     match p {
         Placement::Pinned(node) if !state.nodes.contains_key(&node) => Err(Refusal::invalid(
@@ -120,6 +134,9 @@ pub(super) fn create(state: &mut State, at: i64, new: NewChannel<'_>) -> Result<
     validate_ll_hls(&new.ll_hls)?;
     validate_placement(state, new.placement)?;
     validate_ingest(new.ingest)?;
+    if let Some(p) = new.srt_passphrase {
+        validate_srt_passphrase(p)?;
+    }
     if state.channel_by_slug(new.slug).is_some() {
         return Err(Refusal::AlreadyExists {
             what: "channel".into(),
@@ -144,6 +161,7 @@ pub(super) fn create(state: &mut State, at: i64, new: NewChannel<'_>) -> Result<
             placement: new.placement,
             created_ms: at,
             last_generation: 0,
+            srt_passphrase: new.srt_passphrase.map(String::from),
         },
     );
     if let Some(k) = new.first_key {
@@ -166,6 +184,9 @@ pub(super) fn update(
     if let Some(p) = patch.placement {
         validate_placement(state, p)?;
     }
+    if let Some(p) = patch.srt_passphrase.as_deref().filter(|p| !p.is_empty()) {
+        validate_srt_passphrase(p)?;
+    }
     let id = state
         .channel_by_slug(slug)
         .map(|c| c.id)
@@ -187,6 +208,9 @@ pub(super) fn update(
     }
     if let Some(p) = patch.placement {
         channel.placement = p;
+    }
+    if let Some(p) = &patch.srt_passphrase {
+        channel.srt_passphrase = (!p.is_empty()).then(|| p.clone());
     }
     Ok(Applied::Done)
 }

@@ -49,8 +49,13 @@ pub(super) fn claim(
     if let Some(active) = state.active_generation(id) {
         let key = (id, active.number);
         // An origin whose lease has expired is gone, whether or not the supervisor has
-        // said so yet: its publisher may come back here at once.
-        if active.state != GenerationState::Reconnecting && state.lease_valid(active.origin, at) {
+        // said so yet: its publisher may come back here at once. The origin itself may
+        // claim again (its loop ended early, or its publisher came back to it): a node
+        // arbitrates between its own publishers.
+        if active.state != GenerationState::Reconnecting
+            && active.origin != node
+            && state.lease_valid(active.origin, at)
+        {
             return Err(Refusal::ChannelAlreadyLive {
                 channel: slug.into(),
                 origin: active.origin,

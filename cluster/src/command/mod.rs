@@ -104,6 +104,8 @@ pub enum Op {
         /// The channel's first stream key, created with it in the same command.
         #[serde(default)]
         first_key: Option<FirstKey>,
+        #[serde(default)]
+        srt_passphrase: Option<String>,
     },
     UpdateChannel {
         slug: String,
@@ -304,6 +306,7 @@ pub fn apply(state: &mut State, cmd: &Command) -> Result<Applied, Refusal> {
             recording,
             placement,
             first_key,
+            srt_passphrase,
         } => channel::create(
             state,
             at,
@@ -315,6 +318,7 @@ pub fn apply(state: &mut State, cmd: &Command) -> Result<Applied, Refusal> {
                 ll_hls: *ll_hls,
                 recording: *recording,
                 placement: *placement,
+                srt_passphrase: srt_passphrase.as_deref(),
                 first_key: first_key.as_ref(),
             },
         ),

@@ -40,6 +40,7 @@ fn create_channel(slug: &str, at: i64) -> Command {
             ll_hls: LlHlsSettings::default(),
             recording: false,
             placement: Placement::Any,
+            srt_passphrase: None,
             first_key: None,
         },
     )
@@ -325,6 +326,59 @@ fn two_nodes_claim_one_channel_exactly_one_wins() {
         })
     );
     assert_eq!(s.all_generations().count(), 1);
+}
+
+#[test]
+fn the_origin_itself_may_claim_its_live_generation_again() {
+    let mut s = cluster();
+    assert!(s.apply(&claim("news", 1, 10)).is_ok());
+    assert_eq!(
+        s.apply(&claim("news", 1, 20)),
+        Ok(Applied::Claimed {
+            number: 1,
+            resumed: true,
+            last_msn: None
+        })
+    );
+    assert_eq!(
+        s.apply(&claim("news", 2, 30)),
+        Err(Refusal::ChannelAlreadyLive {
+            channel: "news".into(),
+            origin: 1
+        })
+    );
+    assert_eq!(s.all_generations().count(), 1);
+}
+
+#[test]
+fn srt_passphrases_are_checked_and_can_be_removed() {
+    let mut s = cluster();
+    let patch = |p: &str| {
+        cmd(
+            6,
+            Op::UpdateChannel {
+                slug: "news".into(),
+                patch: ChannelPatch {
+                    srt_passphrase: Some(p.into()),
+                    ..Default::default()
+                },
+            },
+        )
+    };
+    for bad in ["short", &"x".repeat(80)] {
+        match s.apply(&patch(bad)) {
+            Err(Refusal::InvalidField { field, .. }) => assert_eq!(field, "srt_passphrase"),
+            other => panic!("{bad:?}: {other:?}"),
+        }
+    }
+    assert!(s.apply(&patch("ten chars!")).is_ok());
+    let passphrase = |s: &State| {
+        s.channel_by_slug("news")
+            .and_then(|c| c.srt_passphrase.clone())
+    };
+    assert_eq!(passphrase(&s).as_deref(), Some("ten chars!"));
+    assert!(s.apply(&patch("")).is_ok());
+    assert_eq!(passphrase(&s), None);
 }
 
 #[test]

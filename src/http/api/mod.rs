@@ -244,6 +244,23 @@ struct NewChannel {
     ll_hls: LlHlsSettings,
     #[serde(default)]
     placement: Placement,
+    /// SRT publishers must encrypt with it (10 to 79 characters).
+    #[serde(default)]
+    srt_passphrase: Option<String>,
+}
+
+/// A channel as the API shows it: the SRT passphrase is write-only, only whether one is
+/// set is shown.
+pub(crate) fn channel_view(c: &Channel) -> serde_json::Value {
+    let mut v = serde_json::to_value(c).unwrap_or_default();
+    if let Some(map) = v.as_object_mut() {
+        map.remove("srt_passphrase");
+        map.insert(
+            "srt_passphrase_set".into(),
+            serde_json::Value::Bool(c.srt_passphrase.is_some()),
+        );
+    }
+    v
 }
 
 /// A new stream key: the plaintext goes to the caller once, the cluster keeps a SHA-256.
@@ -303,6 +320,7 @@ async fn create_channel(AxumState(s): AxumState<ApiState>, body: Bytes) -> Respo
         recording: req.recording,
         placement: req.placement,
         // One command: the channel never exists without its key.
+        srt_passphrase: req.srt_passphrase.clone(),
         first_key: Some(FirstKey {
             key_id: key.key_id.clone(),
             verifier: key.verifier,
@@ -313,7 +331,7 @@ async fn create_channel(AxumState(s): AxumState<ApiState>, body: Bytes) -> Respo
     }
     let channel = s
         .handle
-        .read_local(|st| st.channel_by_slug(&req.name).cloned());
+        .read_local(|st| st.channel_by_slug(&req.name).map(channel_view));
     (
         StatusCode::CREATED,
         Json(serde_json::json!({
@@ -329,7 +347,7 @@ async fn create_channel(AxumState(s): AxumState<ApiState>, body: Bytes) -> Respo
 async fn list_channels(AxumState(s): AxumState<ApiState>) -> Response {
     match s
         .handle
-        .read_linearizable(|st| st.channels.values().cloned().collect::<Vec<Channel>>())
+        .read_linearizable(|st| st.channels.values().map(channel_view).collect::<Vec<_>>())
         .await
     {
         Ok(list) => Json(serde_json::json!({ "channels": list })).into_response(),
@@ -345,7 +363,7 @@ async fn show_channel(AxumState(s): AxumState<ApiState>, Path(name): Path<String
                 let keys: Vec<_> = st.keys.values().filter(|k| k.channel == c.id).map(|k| {
                     serde_json::json!({"key_id": k.key_id, "created_ms": k.created_ms, "revoked_ms": k.revoked_ms})
                 }).collect();
-                serde_json::json!({"channel": c, "keys": keys, "generation": st.active_generation(c.id)})
+                serde_json::json!({"channel": channel_view(c), "keys": keys, "generation": st.active_generation(c.id)})
             })
         })
         .await;
@@ -378,7 +396,11 @@ async fn update_channel(
     )
     .await
     {
-        Ok(_) => Json(s.handle.read_local(|st| st.channel_by_slug(&name).cloned())).into_response(),
+        Ok(_) => Json(
+            s.handle
+                .read_local(|st| st.channel_by_slug(&name).map(channel_view)),
+        )
+        .into_response(),
         Err(r) => r,
     }
 }

@@ -1,0 +1,336 @@
+//! SRT ingest end to end: ffmpeg (libsrt) and srt-live-transmit publish MPEG-TS to
+//! `sluice serve`'s SRT listener; hls-parser, ffprobe and hls.js consume what it serves.
+//! Keys and passphrases are checked in the handshake; garbage on the port changes
+//! nothing for the live channel.
+
+use std::path::PathBuf;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use sluice_e2e::node::{free_udp_port, wait_for, Http, Publisher, Server};
+use sluice_e2e::{
+    ffprobe, make_test_stream, media_sequence, play_page, validate_playlists, TempDir,
+};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A player page whose hls.js the test browser answers from the npm copy.
+const HLSJS_URL: &str = "http://hlsjs.invalid/hls.min.js";
+const MEDIA: &str = "/hls/main/source/index.m3u8";
+
+/// x264 veryfast zerolatency, 2 s keyframes, AAC 48 kHz: pushed with `-c copy`.
+fn fixture() -> &'static PathBuf {
+    static F: OnceLock<(TempDir, PathBuf)> = OnceLock::new();
+    &F.get_or_init(|| {
+        let dir = TempDir::new("srt-fixtures").expect("temp dir");
+        let path = dir.path().join("gop60.flv");
+        let x264 = [
+            "-preset",
+            "veryfast",
+            "-tune",
+            "zerolatency",
+            "-g",
+            "60",
+            "-b:v",
+            "800k",
+        ];
+        make_test_stream(&path, "640x360", 12, &x264).expect("fixture");
+        (dir, path)
+    })
+    .1
+}
+
+fn start(tmp: &TempDir) -> Result<(Server, String)> {
+    let server = Server::start(&tmp.path().join("node"), &["--hlsjs-url", HLSJS_URL])?;
+    let key = server.main_key()?;
+    Ok((server, key))
+}
+
+fn access_id(key: &str) -> String {
+    format!("#!::r={key},m=publish")
+}
+
+/// Waits until the media playlist lists `segments` whole segments; its text.
+fn live_playlist(server: &Server, segments: usize) -> Result<String> {
+    let http = Http::new(None)?;
+    let url = server.url(MEDIA);
+    wait_for(Duration::from_secs(40), "a live playlist", || {
+        let r = http.get(&url, &[]).ok()?;
+        let text = r.text();
+        (r.status == 200 && text.matches("#EXTINF").count() >= segments).then_some(text)
+    })
+    .with_context(|| server.log())
+}
+
+/// The media sequence number of the last whole segment listed.
+fn last_msn(text: &str) -> u64 {
+    media_sequence(text).unwrap_or(0) + text.matches("#EXTINF").count() as u64
+}
+
+/// The node's log gains `needle` within 15 s.
+fn logged(server: &Server, needle: &str) -> Result<()> {
+    wait_for(Duration::from_secs(15), needle, || {
+        server.log().contains(needle).then_some(())
+    })
+    .with_context(|| server.log())
+}
+
+#[test]
+fn ffmpeg_and_srt_live_transmit_publish_and_hls_js_plays() -> Result<()> {
+    let _serial = serial();
+    let tmp = TempDir::new("srt-play")?;
+    let (server, key) = start(&tmp)?;
+
+    // ffmpeg, with the access-control stream id.
+    let mut ffmpeg = Publisher::ffmpeg_ts(
+        fixture(),
+        &server.srt_url(&access_id(&key), ""),
+        &tmp.path().join("ff.log"),
+    )?;
+    let text = live_playlist(&server, 2)?;
+    ensure!(text.contains("#EXT-X-PART:"), "no LL-HLS parts:\n{text}");
+    let media = server.url(MEDIA);
+    validate_playlists(&[
+        server.url("/hls/main/index.m3u8"),
+        media.clone(),
+        format!("{media}?_HLS_skip=YES"),
+    ])?;
+    let played = play_page(&server.url("/watch/main"), 8, Duration::from_secs(90))?;
+    ensure!(
+        played.ok,
+        "hls.js did not play the SRT stream: {}",
+        played.report
+    );
+    let msn_before = media_sequence(&text).unwrap_or(0);
+
+    // The same channel from srt-live-transmit, with the bare key as stream id: it
+    // reconnects within the grace, so the playlist continues with a discontinuity.
+    ffmpeg.kill();
+    let udp = free_udp_port()?;
+    let mut relay = Publisher::spawn(
+        std::process::Command::new("srt-live-transmit")
+            .arg(format!("udp://:{udp}"))
+            .arg(server.srt_url(&key, "")),
+        &tmp.path().join("slt.log"),
+    )?;
+    let mut source = Publisher::ffmpeg_ts(
+        fixture(),
+        &format!("udp://127.0.0.1:{udp}?pkt_size=1316"),
+        &tmp.path().join("ff-udp.log"),
+    )?;
+    let http = Http::new(None)?;
+    let resumed = wait_for(Duration::from_secs(40), "the playlist to continue", || {
+        let text = http.get(&media, &[]).ok()?.text();
+        let after = text.split("#EXT-X-DISCONTINUITY\n").nth(1)?;
+        (after.matches("#EXTINF").count() >= 1).then_some(text)
+    })
+    .with_context(|| server.log())?;
+    ensure!(
+        media_sequence(&resumed).unwrap_or(0) >= msn_before,
+        "media sequence went back"
+    );
+    ensure!(
+        server.log().matches("srt publish accepted").count() >= 2,
+        "two SRT publishers were not both accepted:\n{}",
+        server.log()
+    );
+    validate_playlists(std::slice::from_ref(&media))?;
+
+    // Ended, the whole playlist (both publishers) decodes: video and audio.
+    relay.kill();
+    source.kill();
+    let token = server.admin_token()?;
+    let r = http.post(&server.url("/api/v1/channels/main/stop"), &token)?;
+    ensure!(r.status < 300, "stop: {} {}", r.status, r.text());
+    wait_for(Duration::from_secs(15), "EXT-X-ENDLIST", || {
+        http.get(&media, &[])
+            .ok()?
+            .text()
+            .contains("#EXT-X-ENDLIST")
+            .then_some(())
+    })?;
+    let probe = ffprobe(&media)?;
+    ensure!(
+        probe.frames.get("video").is_some_and(|n| *n > 100)
+            && probe.frames.get("audio").is_some_and(|n| *n > 100),
+        "ffprobe decoded {:?} from what SRT ingest packaged",
+        probe.frames
+    );
+    Ok(())
+}
+
+#[test]
+fn keys_and_passphrases_are_checked_in_the_handshake() -> Result<()> {
+    let _serial = serial();
+    let tmp = TempDir::new("srt-auth")?;
+    let (server, key) = start(&tmp)?;
+    let http = Http::new(None)?;
+    let auth = format!("Bearer {}", server.admin_token()?);
+    let headers = [
+        ("authorization", auth.as_str()),
+        ("content-type", "application/json"),
+    ];
+    let channel = server.url("/api/v1/channels/main");
+
+    // A passphrase SRT would refuse is refused by the API, naming the field.
+    let r = http.patch(&channel, &headers, br#"{"srt_passphrase":"short"}"#)?;
+    ensure!(
+        (400..500).contains(&r.status) && r.text().contains("srt_passphrase"),
+        "{} {}",
+        r.status,
+        r.text()
+    );
+    let pass = "correct horse battery";
+    let r = http.patch(
+        &channel,
+        &headers,
+        format!(r#"{{"srt_passphrase":"{pass}"}}"#).as_bytes(),
+    )?;
+    ensure!(r.status == 200, "{} {}", r.status, r.text());
+    let shown = http.get(&channel, &headers)?.text();
+    ensure!(
+        shown.contains(r#""srt_passphrase_set":true"#) && !shown.contains(pass),
+        "the API shows the passphrase or not that one is set: {shown}"
+    );
+
+    // Each refused attempt adds one `needle` line to the node's log.
+    let refused = |name: &str, url: String, needle: &str| -> Result<()> {
+        let before = server.log().matches(needle).count();
+        let mut p = Publisher::ffmpeg_ts(fixture(), &url, &tmp.path().join(format!("{name}.log")))?;
+        let code = p.wait_exit(Duration::from_secs(20));
+        ensure!(
+            code.is_some_and(|c| c != 0),
+            "{name}: ffmpeg was not refused ({code:?}): {}",
+            p.output()
+        );
+        wait_for(Duration::from_secs(15), needle, || {
+            (server.log().matches(needle).count() > before).then_some(())
+        })
+        .with_context(|| format!("{name}: {}", server.log()))
+    };
+    refused(
+        "wrong-key",
+        server.srt_url(&access_id("sk-not-a-key"), &format!("&passphrase={pass}")),
+        "unknown or revoked stream key",
+    )?;
+    refused(
+        "no-passphrase",
+        server.srt_url(&access_id(&key), ""),
+        "key exchange failed",
+    )?;
+    refused(
+        "wrong-passphrase",
+        server.srt_url(&access_id(&key), "&passphrase=not the right one"),
+        "key exchange failed",
+    )?;
+    // Refused publishers touched nothing: the channel never went live.
+    let state: serde_json::Value = serde_json::from_slice(&http.get(&channel, &headers)?.body)?;
+    ensure!(
+        state["generation"].is_null(),
+        "a refused publisher started a generation: {state}"
+    );
+
+    // The right passphrase (AES-128 and AES-256) is let in.
+    let _good = Publisher::ffmpeg_ts(
+        fixture(),
+        &server.srt_url(&access_id(&key), &format!("&passphrase={pass}&pbkeylen=32")),
+        &tmp.path().join("good.log"),
+    )?;
+    live_playlist(&server, 1)?;
+    logged(&server, "encrypted=true")?;
+    drop(_good);
+
+    // Without a passphrase on the channel, an encrypting caller is refused, whether it
+    // names its key length or leaves it to the default (which the SRT library can only
+    // answer by stopping its listener: it is bound again), and a plain one gets in.
+    let r = http.patch(&channel, &headers, br#"{"srt_passphrase":""}"#)?;
+    ensure!(
+        r.status == 200 && r.text().contains(r#""srt_passphrase_set":false"#),
+        "{}",
+        r.text()
+    );
+    refused(
+        "encrypted-to-plain-named-length",
+        server.srt_url(&access_id(&key), &format!("&passphrase={pass}&pbkeylen=16")),
+        "has no passphrase; the stream is encrypted",
+    )?;
+    let _ = refused(
+        "encrypted-to-plain-default-length",
+        server.srt_url(&access_id(&key), &format!("&passphrase={pass}")),
+        "srt connection ended",
+    );
+    let _plain = Publisher::ffmpeg_ts(
+        fixture(),
+        &server.srt_url(&key, ""),
+        &tmp.path().join("plain.log"),
+    )?;
+    logged(&server, "encrypted=false")?;
+    Ok(())
+}
+
+#[test]
+fn garbage_on_the_srt_port_leaves_the_live_channel_playing() -> Result<()> {
+    let _serial = serial();
+    let tmp = TempDir::new("srt-flood")?;
+    let (server, key) = start(&tmp)?;
+    let _publisher = Publisher::ffmpeg_ts(
+        fixture(),
+        &server.srt_url(&access_id(&key), ""),
+        &tmp.path().join("ff.log"),
+    )?;
+    let before = last_msn(&live_playlist(&server, 1)?);
+    let watch = server.url("/watch/main");
+    let viewer = std::thread::spawn(move || play_page(&watch, 12, Duration::from_secs(90)));
+
+    // 4 s of datagrams: random bytes, and ones shaped like SRT control packets
+    // (handshakes, shutdowns) with nonsense in them.
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    let target = ("127.0.0.1", server.srt);
+    let started = Instant::now();
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut sent = 0u64;
+    while started.elapsed() < Duration::from_secs(4) {
+        let mut datagram = vec![0u8; 16 + (seed % 1400) as usize];
+        for b in datagram.iter_mut() {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            *b = seed as u8;
+        }
+        match sent % 3 {
+            0 => datagram[..4].copy_from_slice(&[0x80, 0x00, 0x00, 0x00]), // handshake
+            1 => datagram[..4].copy_from_slice(&[0x80, 0x05, 0x00, 0x00]), // shutdown
+            _ => {}
+        }
+        socket.send_to(&datagram, target)?;
+        sent += 1;
+        if sent.is_multiple_of(200) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let played = viewer
+        .join()
+        .map_err(|_| anyhow::anyhow!("viewer thread"))??;
+    ensure!(
+        played.ok,
+        "playback broke during the flood: {}",
+        played.report
+    );
+    let after = last_msn(&live_playlist(&server, 1)?);
+    ensure!(
+        after > before,
+        "the playlist stopped at {after} (was {before}) after {sent} datagrams"
+    );
+    let health = Http::new(None)?.get(&server.url("/healthz"), &[])?;
+    ensure!(health.status == 200, "node unhealthy after the flood");
+    eprintln!(
+        "{sent} garbage datagrams; playlist {before} -> {after}, max stall {} ms",
+        played.report["maxStallMs"]
+    );
+    Ok(())
+}

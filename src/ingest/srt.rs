@@ -1,0 +1,292 @@
+//! SRT ingest (listener): each publisher's MPEG-TS becomes `Feed`s for its channel.
+//!
+//! ```text
+//! UDP --srt-tokio listener--> connection request (stream id, key size)
+//!   stream id `#!::r=<key>,m=publish` or a bare `<key>`
+//!   -> Origins::look_up_key: unknown key, channel live elsewhere, encryption that does
+//!      not match the channel's passphrase: rejected in the handshake (reason + log)
+//!   -> accept (with the channel's passphrase): a wrong one fails the key exchange
+//!   -> Origins::publish: channel claimed through Raft
+//!   data (1316-byte TS chunks) -> TsDemuxer -> Feed::Input
+//! ```
+//!
+//! Nothing is claimed before the handshake is through, so a refused publisher touches
+//! nothing. Lost and garbled packets are counted by the demuxer and survived; a
+//! publisher that sends nothing usable for the idle timeout is disconnected.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Result};
+use futures_util::StreamExt;
+use sluice_media::ts::TsDemuxer;
+use srt_protocol::access::{AccessControlList, ConnectionMode, StandardAccessControlEntry};
+use srt_protocol::options::{KeySize, Passphrase};
+use srt_protocol::packet::{CoreRejectReason, RejectReason, ServerRejectReason};
+use srt_protocol::settings::KeySettings;
+use srt_tokio::{ConnectionRequest, SrtIncoming, SrtListener};
+
+use crate::origin::{Feed, Origins, PublishRefused};
+
+/// Bytes of input with no media frame out of them before the stream is refused as not
+/// MPEG-TS (a few seconds of any real stream).
+const MAX_BYTES_WITHOUT_MEDIA: u64 = 8 << 20;
+
+#[derive(Debug, Clone)]
+pub(crate) struct SrtSettings {
+    /// SRT receive latency: how long the receiver waits for retransmissions.
+    pub(crate) latency: Duration,
+    /// A publisher that sends nothing for this long is disconnected.
+    pub(crate) idle_timeout: Duration,
+}
+
+/// Binds the listener (an error here stops the node from starting).
+pub(crate) async fn bind(
+    addr: SocketAddr,
+    settings: &SrtSettings,
+) -> Result<(SrtListener, SrtIncoming, SocketAddr)> {
+    let socket = tokio::net::UdpSocket::bind(addr)
+        .await
+        .map_err(|e| anyhow!("binding srt listener {addr}: {e}"))?;
+    let local = socket.local_addr()?;
+    let (listener, incoming) = SrtListener::builder()
+        .socket(socket)
+        .latency(settings.latency)
+        .bind(local)
+        .await
+        .map_err(|e| anyhow!("starting srt listener {local}: {e}"))?;
+    Ok((listener, incoming, local))
+}
+
+/// Accepts connection requests until `stop` fires; each runs in its own task.
+///
+/// The SRT library panics on a few handshakes it does not handle (a caller that
+/// encrypts to a channel without a passphrase, when it leaves the key length to its
+/// default): its listener task then ends, and with it the connections it carried. The
+/// listener is bound again at once; the publishers reconnect (SRT callers retry) and
+/// their channels continue within the reconnect grace. Only a holder of a valid stream
+/// key gets that far in the handshake.
+pub(crate) async fn serve(
+    listener: SrtListener,
+    incoming: SrtIncoming,
+    addr: SocketAddr,
+    origins: Arc<Origins>,
+    settings: SrtSettings,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let settings = Arc::new(settings);
+    let mut current = Some((listener, incoming));
+    loop {
+        let (listener, mut incoming) = match current.take() {
+            Some(l) => l,
+            None => match bind(addr, &settings).await {
+                Ok((l, i, _)) => (l, i),
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "srt listener: binding again failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        _ = stop.wait_for(|s| *s) => return,
+                    }
+                }
+            },
+        };
+        loop {
+            let request = tokio::select! {
+                r = incoming.incoming().next() => r,
+                _ = stop.wait_for(|s| *s) => return,
+            };
+            let Some(request) = request else { break };
+            let origins = origins.clone();
+            let settings = settings.clone();
+            tokio::spawn(async move {
+                let peer = request.remote();
+                match connection(request, origins, &settings).await {
+                    Ok(()) => tracing::info!(%peer, "srt connection closed"),
+                    Err(e) => {
+                        tracing::warn!(%peer, reason = %format!("{e:#}"), "srt connection ended")
+                    }
+                }
+            });
+        }
+        drop(listener);
+        tracing::error!(%addr, "the srt listener stopped (a handshake the SRT library does not handle): listening again");
+    }
+}
+
+/// The stream key in a stream id: `#!::r=KEY,m=publish` (SRT access control) or `KEY`.
+pub(crate) fn stream_key(stream_id: &str) -> Result<String, &'static str> {
+    if !stream_id.starts_with("#!::") {
+        return match stream_id.trim() {
+            "" => Err("empty stream id"),
+            key => Ok(key.to_string()),
+        };
+    }
+    let list: AccessControlList = stream_id
+        .parse()
+        .map_err(|_| "malformed access control stream id")?;
+    let mut key = None;
+    for entry in list.0 {
+        match StandardAccessControlEntry::try_from(entry) {
+            Ok(StandardAccessControlEntry::ResourceName(r)) => key = Some(r),
+            Ok(StandardAccessControlEntry::Mode(ConnectionMode::Publish)) => {}
+            Ok(StandardAccessControlEntry::Mode(_)) => {
+                return Err("only m=publish is served (watch over HLS)")
+            }
+            // User names, hosts, session ids, types and unknown keys do not matter here.
+            _ => {}
+        }
+    }
+    key.filter(|k| !k.is_empty())
+        .ok_or("no r=<stream key> in the stream id")
+}
+
+async fn reject(request: ConnectionRequest, reason: RejectReason, why: &str) -> Result<()> {
+    let _ = request.reject(reason).await;
+    bail!("refused in the handshake: {why}")
+}
+
+async fn connection(
+    request: ConnectionRequest,
+    origins: Arc<Origins>,
+    settings: &SrtSettings,
+) -> Result<()> {
+    let stream_id = request
+        .stream_id()
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    let key = match stream_key(&stream_id) {
+        Ok(k) => k,
+        Err(why) => {
+            let reason = if why.starts_with("only") {
+                ServerRejectReason::BadMode
+            } else {
+                ServerRejectReason::BadRequest
+            };
+            return reject(request, RejectReason::Server(reason), why).await;
+        }
+    };
+    let info = match origins.look_up_key(&key).await {
+        Ok(info) => info,
+        Err(refused) => {
+            let reason = match &refused {
+                PublishRefused::UnknownKey => ServerRejectReason::Unauthorized,
+                PublishRefused::AlreadyLive { .. } => ServerRejectReason::Conflict,
+                PublishRefused::Cluster(_) => ServerRejectReason::Down,
+            };
+            return reject(request, RejectReason::Server(reason), &refused.to_string()).await;
+        }
+    };
+    // A caller that leaves the key length to its default advertises none in the
+    // handshake, yet sends key material: whether it encrypts shows only in the key
+    // exchange, which the SRT library runs against the channel's passphrase. The key
+    // size given back must be the one the caller advertised (the library cannot take
+    // another), and the library's default length then applies.
+    let key_settings = match &info.srt_passphrase {
+        Some(p) => Some(KeySettings {
+            key_size: request.key_size(),
+            passphrase: Passphrase::try_from(p.clone())
+                .map_err(|e| anyhow!("channel {}: stored passphrase: {e}", info.channel))?,
+        }),
+        None if request.key_size() != KeySize::Unspecified => {
+            let why = format!(
+                "channel {:?} has no passphrase; the stream is encrypted",
+                info.channel
+            );
+            return reject(
+                request,
+                RejectReason::Core(CoreRejectReason::Unsecure),
+                &why,
+            )
+            .await;
+        }
+        None => None,
+    };
+    let encrypted = key_settings.is_some();
+    let mut socket = request.accept(key_settings).await.map_err(|e| {
+        if encrypted {
+            anyhow!(
+                "channel {:?}: the key exchange failed (no or wrong passphrase): {e}",
+                info.channel
+            )
+        } else {
+            anyhow!("handshake did not complete: {e}")
+        }
+    })?;
+    let publisher = origins
+        .publish(&key)
+        .await
+        .map_err(|e| anyhow!("publish refused: {e}"))?;
+    tracing::info!(channel = %publisher.channel, generation = publisher.generation,
+        encrypted, "srt publish accepted");
+
+    let mut demuxer = TsDemuxer::new();
+    let mut announced = false;
+    let mut bytes_without_media = 0u64;
+    loop {
+        let next = tokio::time::timeout(settings.idle_timeout, socket.next()).await;
+        let data = match next {
+            Err(_) => bail!(
+                "nothing received for {:?}: publisher timed out",
+                settings.idle_timeout
+            ),
+            Ok(None) => break,
+            Ok(Some(Err(e))) => bail!("srt receive: {e}"),
+            Ok(Some(Ok((_, data)))) => data,
+        };
+        let inputs = demuxer.push(&data);
+        if !announced {
+            if let Some((video, audio)) = demuxer.tracks() {
+                announced = true;
+                publisher
+                    .send(Feed::Tracks { video, audio })
+                    .await
+                    .map_err(|e| anyhow!("{e}"))?;
+            }
+        }
+        if inputs.is_empty() {
+            bytes_without_media += data.len() as u64;
+            if bytes_without_media > MAX_BYTES_WITHOUT_MEDIA {
+                bail!("{bytes_without_media} bytes without a media frame: not an MPEG-TS stream with H.264/H.265 and AAC");
+            }
+            continue;
+        }
+        bytes_without_media = 0;
+        // The wire bytes are counted with the first input they completed.
+        let mut wire = data.len();
+        for input in inputs {
+            publisher
+                .send(Feed::Input {
+                    input,
+                    bytes: std::mem::take(&mut wire),
+                })
+                .await
+                .map_err(|e| anyhow!("{e}: closing the publisher's connection"))?;
+        }
+    }
+    let stats = demuxer.stats();
+    tracing::info!(channel = %publisher.channel, packets = stats.packets,
+        skipped_bytes = stats.skipped_bytes, continuity_errors = stats.continuity_errors,
+        dropped_pes = stats.dropped_pes, "srt publisher finished");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_ids_give_the_key() {
+        assert_eq!(stream_key("#!::r=abc,m=publish").as_deref(), Ok("abc"));
+        assert_eq!(
+            stream_key("#!::m=publish,r=abc,u=someone").as_deref(),
+            Ok("abc")
+        );
+        assert_eq!(stream_key("#!::r=abc").as_deref(), Ok("abc"));
+        assert_eq!(stream_key("abc").as_deref(), Ok("abc"));
+        assert!(stream_key("#!::r=abc,m=request").is_err());
+        assert!(stream_key("#!::m=publish").is_err());
+        assert!(stream_key("#!::garbage").is_err());
+        assert!(stream_key("").is_err());
+    }
+}
