@@ -20,6 +20,9 @@ const DELAY_BUCKETS: [f64; 10] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.
 struct ChannelCounters {
     ingest_bytes: u64,
     ingest_frames: u64,
+    /// MPEG-TS (SRT) input: continuity-counter gaps, and bytes skipped to find a packet.
+    ts_continuity_errors: u64,
+    ts_skipped_bytes: u64,
     /// Bytes over the last few seconds, for the bit rate gauge.
     rate_window: Vec<(Instant, u64)>,
     viewers: HashMap<u64, Instant>,
@@ -76,6 +79,17 @@ impl Metrics {
                 let cutoff = now.checked_sub(Duration::from_secs(5)).unwrap_or(now);
                 c.rate_window.retain(|(t, _)| *t >= cutoff);
             }
+        });
+    }
+
+    /// Losses an MPEG-TS demuxer counted since the last call.
+    pub(crate) fn ts_losses(&self, channel: &str, continuity_errors: u64, skipped_bytes: u64) {
+        if continuity_errors == 0 && skipped_bytes == 0 {
+            return;
+        }
+        self.with_channel(channel, |c| {
+            c.ts_continuity_errors += continuity_errors;
+            c.ts_skipped_bytes += skipped_bytes;
         });
     }
 
@@ -211,6 +225,18 @@ impl Metrics {
             "counter",
             "Frames received per channel.",
             &|c| c.ingest_frames,
+        );
+        per_channel(
+            "sluice_ingest_ts_continuity_errors_total",
+            "counter",
+            "MPEG-TS continuity-counter gaps (lost packets) in SRT input per channel.",
+            &|c| c.ts_continuity_errors,
+        );
+        per_channel(
+            "sluice_ingest_ts_skipped_bytes_total",
+            "counter",
+            "Bytes of SRT input skipped because they were not MPEG-TS packets.",
+            &|c| c.ts_skipped_bytes,
         );
         per_channel(
             "sluice_ingest_bits_per_second",
@@ -406,6 +432,14 @@ mod tests {
         );
         assert!(
             text.contains("sluice_ingest_frames_total{channel=\"news\"} 1\n"),
+            "{text}"
+        );
+        m.ts_losses("news", 2, 100);
+        m.ts_losses("news", 1, 0);
+        let text = m.render(t0);
+        assert!(
+            text.contains("sluice_ingest_ts_continuity_errors_total{channel=\"news\"} 3\n")
+                && text.contains("sluice_ingest_ts_skipped_bytes_total{channel=\"news\"} 100\n"),
             "{text}"
         );
         let later = t0 + VIEWER_WINDOW + Duration::from_secs(1);

@@ -334,3 +334,70 @@ fn garbage_on_the_srt_port_leaves_the_live_channel_playing() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn packets_lost_before_srt_are_counted_and_the_stream_plays_on() -> Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let _serial = serial();
+    let tmp = TempDir::new("srt-loss")?;
+    let (server, key) = start(&tmp)?;
+    // ffmpeg -> UDP -> a relay here that loses one datagram in 40 -> srt-live-transmit
+    // -> SRT -> the node: the loss happens before SRT, as on a lossy link into the
+    // contribution encoder, so the MPEG-TS reaching the node has holes.
+    let relay = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    relay.set_read_timeout(Some(Duration::from_millis(200)))?;
+    let relay_port = relay.local_addr()?.port();
+    let out = free_udp_port()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let relaying = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(len) = relay.recv(&mut buf) {
+                    n += 1;
+                    if !n.is_multiple_of(40) {
+                        let _ = relay.send_to(&buf[..len], ("127.0.0.1", out));
+                    }
+                }
+            }
+            n
+        })
+    };
+    let _slt = Publisher::spawn(
+        std::process::Command::new("srt-live-transmit")
+            .arg(format!("udp://:{out}"))
+            .arg(server.srt_url(&key, "")),
+        &tmp.path().join("slt.log"),
+    )?;
+    let _source = Publisher::ffmpeg_ts(
+        fixture(),
+        &format!("udp://127.0.0.1:{relay_port}?pkt_size=1316"),
+        &tmp.path().join("ff.log"),
+    )?;
+    live_playlist(&server, 2)?;
+    let http = Http::new(None)?;
+    let errors = wait_for(Duration::from_secs(20), "counted continuity errors", || {
+        http.metric(
+            &server.base(),
+            "sluice_ingest_ts_continuity_errors_total{channel=\"main\"} ",
+        )
+        .ok()
+        .filter(|n| *n > 0)
+    })?;
+    let played = play_page(&server.url("/watch/main"), 6, Duration::from_secs(60))?;
+    stop.store(true, Ordering::Relaxed);
+    let datagrams = relaying
+        .join()
+        .map_err(|_| anyhow::anyhow!("relay thread"))?;
+    ensure!(
+        played.ok,
+        "playback over a lossy input broke: {}",
+        played.report
+    );
+    eprintln!("{datagrams} datagrams relayed, 1 in 40 lost: {errors} continuity errors counted");
+    Ok(())
+}

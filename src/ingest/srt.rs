@@ -223,6 +223,7 @@ async fn connection(
     let mut demuxer = TsDemuxer::new();
     let mut announced = false;
     let mut bytes_without_media = 0u64;
+    let mut counted = demuxer.stats();
     loop {
         let next = tokio::time::timeout(settings.idle_timeout, socket.next()).await;
         let data = match next {
@@ -235,6 +236,13 @@ async fn connection(
             Ok(Some(Ok((_, data)))) => data,
         };
         let inputs = demuxer.push(&data);
+        let stats = demuxer.stats();
+        origins.metrics().ts_losses(
+            &publisher.channel,
+            stats.continuity_errors - counted.continuity_errors,
+            stats.skipped_bytes - counted.skipped_bytes,
+        );
+        counted = stats;
         if !announced {
             if let Some((video, audio)) = demuxer.tracks() {
                 announced = true;
