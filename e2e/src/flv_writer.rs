@@ -35,37 +35,11 @@ impl FlvWriter {
     }
 }
 
-/// NAL units of an Annex B stream (start codes removed).
-pub fn annexb_nalus(data: &[u8]) -> Vec<&[u8]> {
-    let mut starts = Vec::new();
-    let mut i = 0;
-    while i + 3 <= data.len() {
-        if data[i] == 0 && data[i + 1] == 0 && data[i + 2] == 1 {
-            starts.push(i + 3);
-            i += 3;
-        } else {
-            i += 1;
-        }
-    }
-    let mut nalus = Vec::with_capacity(starts.len());
-    for (n, &s) in starts.iter().enumerate() {
-        let mut end = starts
-            .get(n + 1)
-            .map(|&next| next - 3)
-            .unwrap_or(data.len());
-        while end > s && data[end - 1] == 0 {
-            end -= 1; // trailing zero of a 4-byte start code
-        }
-        nalus.push(&data[s..end]);
-    }
-    nalus
-}
-
 /// Wraps an HEVC Annex B stream with no B-frames at `fps` into an FLV of Enhanced RTMP
 /// tags: one SequenceStart (hvcC) and one CodedFrames tag per access unit.
 pub fn hevc_annexb_to_enhanced_flv(annexb: &[u8], fps: u32) -> Result<(Vec<u8>, usize)> {
     let nal_type = |n: &[u8]| n.first().map(|b| (b >> 1) & 0x3f).unwrap_or(63);
-    let nalus = annexb_nalus(annexb);
+    let nalus = sluice_media::ts::annexb_nal_units(annexb);
     let find = |t: u8| nalus.iter().find(|n| nal_type(n) == t).copied();
     let (Some(vps), Some(sps), Some(pps)) = (find(32), find(33), find(34)) else {
         bail!("no VPS/SPS/PPS in the HEVC stream");

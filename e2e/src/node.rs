@@ -324,28 +324,19 @@ impl Publisher {
     /// ffmpeg pushing a file in real time, looped, without re-encoding: the encoder's
     /// settings are those the file was made with.
     pub fn ffmpeg_loop(file: &Path, url: &str, log: &Path) -> Result<Self> {
-        let out = std::fs::File::create(log)?;
-        let child = Command::new("ffmpeg")
-            .args([
-                "-hide_banner",
-                "-loglevel",
-                "warning",
-                "-re",
-                "-stream_loop",
-                "-1",
-                "-i",
-            ])
-            .arg(file)
-            .args(["-c", "copy", "-f", "flv", url])
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
-            .context("starting ffmpeg")?;
-        Ok(Self {
-            child: Some(child),
-            log: log.to_path_buf(),
-        })
+        let mut cmd = Command::new("ffmpeg");
+        cmd.args([
+            "-hide_banner",
+            "-loglevel",
+            "warning",
+            "-re",
+            "-stream_loop",
+            "-1",
+            "-i",
+        ])
+        .arg(file)
+        .args(["-c", "copy", "-f", "flv", url]);
+        Self::spawn(&mut cmd, log)
     }
 
     /// ffmpeg pushing a file in real time, looped, as MPEG-TS to `url` (SRT or UDP).

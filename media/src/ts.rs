@@ -266,6 +266,9 @@ struct AudioEs {
 /// demuxer hands frames on in time order across tracks: a frame waits until the other
 /// track has reached its time, or until it is this far behind the newest frame.
 const MAX_INTERLEAVE_WAIT_US: i64 = 1_000_000;
+/// Frames a track may hold back while waiting for the other (a track whose clock went
+/// back never catches up in time): past this, the oldest goes on regardless.
+const MAX_INTERLEAVE_QUEUE: usize = 600;
 
 /// Puts the two tracks' inputs back in time order.
 #[derive(Debug, Default)]
@@ -297,7 +300,8 @@ impl Interleaver {
                     let mine = usize::from(heads[0].is_none());
                     let other = 1 - mine;
                     let other_is_ahead = self.newest[other].is_some_and(|n| n >= t);
-                    let stale = newest.is_some_and(|n| t < n - MAX_INTERLEAVE_WAIT_US);
+                    let stale = newest.is_some_and(|n| t < n - MAX_INTERLEAVE_WAIT_US)
+                        || self.queues[mine].len() > MAX_INTERLEAVE_QUEUE;
                     if t == i64::MIN || !present[other] || other_is_ahead || stale {
                         mine
                     } else {
@@ -628,8 +632,9 @@ impl TsDemuxer {
     }
 }
 
-/// The NAL units of an Annex B byte stream (start codes `00 00 01` / `00 00 00 01`).
-fn annexb_nal_units(data: &[u8]) -> Vec<&[u8]> {
+/// The NAL units of an Annex B byte stream (start codes `00 00 01` / `00 00 00 01`),
+/// without their start codes; empty ones are left out.
+pub fn annexb_nal_units(data: &[u8]) -> Vec<&[u8]> {
     let mut starts = Vec::new();
     let mut i = 0;
     while i + 3 <= data.len() {

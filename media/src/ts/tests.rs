@@ -315,3 +315,31 @@ fn a_track_that_never_comes_holds_the_other_back_one_second_at_most() {
     assert_eq!(frames(&released, TrackKind::Video).len(), 120);
     assert!(frames(&released, TrackKind::Audio).is_empty());
 }
+
+#[test]
+fn a_track_whose_clock_went_back_does_not_hold_the_other_without_bound() {
+    let frame = |track, dts| {
+        Input::Frame(Frame {
+            track,
+            dts,
+            cts: 0,
+            keyframe: true,
+            data: Bytes::new(),
+        })
+    };
+    let mut i = Interleaver::default();
+    let mut out = Vec::new();
+    // Audio stuck at 0 s, video far ahead: by time alone video would wait forever.
+    i.queue(1, frame(TrackKind::Audio, 0), 0);
+    for n in 0..1_000i64 {
+        let at = 100_000_000 + n * 33_333;
+        i.queue(0, frame(TrackKind::Video, at * 9 / 100), at);
+        i.release([true, true], &mut out);
+    }
+    assert!(
+        out.len() >= 1_000 - MAX_INTERLEAVE_QUEUE,
+        "{} of 1001 frames released",
+        out.len()
+    );
+    assert!(i.queues[0].len() <= MAX_INTERLEAVE_QUEUE + 1);
+}
