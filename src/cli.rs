@@ -359,11 +359,18 @@ async fn call(
 
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum ChannelCommand {
-    /// Create a channel; prints its stream key once.
+    /// Create a channel; prints its stream key once (a pulled channel has none).
     Create {
         name: String,
         #[arg(long, default_value = "")]
         title: String,
+        /// Pull the stream from an SRT listener (srt://HOST:PORT?streamid=..&passphrase=..)
+        /// instead of waiting for a publisher.
+        #[arg(long, value_name = "URL")]
+        pull: Option<String>,
+        /// Run the channel's ingest on this node only (never moved when it is down).
+        #[arg(long, value_name = "NODE_ID")]
+        pin: Option<u64>,
         #[arg(long)]
         json: bool,
     },
@@ -396,19 +403,28 @@ pub(crate) enum KeyCommand {
 pub(crate) async fn channel(api: &ApiArgs, cmd: ChannelCommand) -> Result<()> {
     use reqwest::Method;
     match cmd {
-        ChannelCommand::Create { name, title, json } => {
-            let v = call(
-                api,
-                Method::POST,
-                "/api/v1/channels",
-                Some(serde_json::json!({"name": name, "title": title})),
-            )
-            .await?;
+        ChannelCommand::Create {
+            name,
+            title,
+            pull,
+            pin,
+            json,
+        } => {
+            let mut body = serde_json::json!({"name": name, "title": title});
+            if let Some(url) = &pull {
+                body["ingest"] = serde_json::json!({"kind": "srt_caller", "url": url});
+            }
+            if let Some(node) = pin {
+                body["placement"] = serde_json::json!({"kind": "pinned", "node": node});
+            }
+            let v = call(api, Method::POST, "/api/v1/channels", Some(body)).await?;
             if json {
                 println!(
                     "{}",
                     serde_json::json!({"channel": v["channel"], "stream_key": v["stream_key"], "key_id": v["key_id"]})
                 );
+            } else if pull.is_some() {
+                println!("channel {name} created: the cluster pulls it (no stream key)");
             } else {
                 println!("channel {} created", name);
                 println!(
@@ -423,11 +439,19 @@ pub(crate) async fn channel(api: &ApiArgs, cmd: ChannelCommand) -> Result<()> {
             if json {
                 println!("{v}");
             } else {
+                println!("NAME\tINGEST\tPULLED BY\tRESTARTS\tTITLE\tALERT");
                 for c in v["channels"].as_array().into_iter().flatten() {
+                    let puller = c["puller"]
+                        .as_u64()
+                        .map_or("-".to_string(), |n| n.to_string());
                     println!(
-                        "{}\t{}",
+                        "{}\t{}\t{}\t{}\t{}\t{}",
                         c["slug"].as_str().unwrap_or_default(),
-                        c["title"].as_str().unwrap_or_default()
+                        c["ingest"]["kind"].as_str().unwrap_or_default(),
+                        puller,
+                        c["restarts"].as_u64().unwrap_or(0),
+                        c["title"].as_str().unwrap_or_default(),
+                        c["alert"].as_str().unwrap_or("")
                     );
                 }
             }

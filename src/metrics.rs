@@ -23,6 +23,10 @@ struct ChannelCounters {
     /// MPEG-TS (SRT) input: continuity-counter gaps, and bytes skipped to find a packet.
     ts_continuity_errors: u64,
     ts_skipped_bytes: u64,
+    /// Pulled channels: connections this node opened to the source, and attempts that
+    /// failed.
+    pull_connections: u64,
+    pull_failures: u64,
     /// Bytes over the last few seconds, for the bit rate gauge.
     rate_window: Vec<(Instant, u64)>,
     viewers: HashMap<u64, Instant>,
@@ -90,6 +94,17 @@ impl Metrics {
         self.with_channel(channel, |c| {
             c.ts_continuity_errors += continuity_errors;
             c.ts_skipped_bytes += skipped_bytes;
+        });
+    }
+
+    /// An attempt to connect to a pulled channel's source.
+    pub(crate) fn pull_attempt(&self, channel: &str, connected: bool) {
+        self.with_channel(channel, |c| {
+            if connected {
+                c.pull_connections += 1;
+            } else {
+                c.pull_failures += 1;
+            }
         });
     }
 
@@ -237,6 +252,18 @@ impl Metrics {
             "counter",
             "Bytes of SRT input skipped because they were not MPEG-TS packets.",
             &|c| c.ts_skipped_bytes,
+        );
+        per_channel(
+            "sluice_pull_connections_total",
+            "counter",
+            "Connections this node opened to a pulled channel's source.",
+            &|c| c.pull_connections,
+        );
+        per_channel(
+            "sluice_pull_failures_total",
+            "counter",
+            "Failed attempts to connect to a pulled channel's source.",
+            &|c| c.pull_failures,
         );
         per_channel(
             "sluice_ingest_bits_per_second",

@@ -523,6 +523,12 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
             settings,
             shutdown.subscribe(),
         ));
+        tasks.spawn(crate::ingest::srt_caller::run(
+            origins.clone(),
+            handle.clone(),
+            srt_settings.clone(),
+            shutdown.subscribe(),
+        ));
         tasks.spawn(crate::ingest::srt::serve(
             srt_listener,
             srt_incoming,

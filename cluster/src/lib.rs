@@ -3,7 +3,8 @@
 //! ```text
 //! proposer (any node) --Command{at_ms, ...}--> Raft log --apply--> State (every replica)
 //!                                                          \--> Ok(Applied) | Err(Refusal)
-//! leader: supervisor::decide(&State, now_ms) -> Vec<Command>  (expired leases, grace ends)
+//! leader: supervisor::decide(&State, now_ms) -> Vec<Command>  (expired leases, grace ends,
+//!         pulled channels placed through placement::choose)
 //! ```
 //!
 //! Layout: `model` (nodes, channels, keys, generations), `command/` (one file per command
@@ -16,6 +17,7 @@ pub mod command;
 pub mod handle;
 pub mod model;
 pub mod network;
+pub mod placement;
 pub mod state;
 pub mod store;
 pub mod supervisor;

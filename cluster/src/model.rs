@@ -60,6 +60,14 @@ pub enum Ingest {
     Sdi { node: NodeId, device: u32 },
 }
 
+impl Ingest {
+    /// The cluster fetches the source itself, on a node the supervisor places it on.
+    /// (HLS pull is modelled, not yet served: no node runs it.)
+    pub fn is_pulled(&self) -> bool {
+        matches!(self, Ingest::SrtCaller { .. })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LlHlsSettings {
     pub part_target_ms: u32,
@@ -102,6 +110,16 @@ pub struct Channel {
     /// SRT publishers must encrypt with this passphrase (AES); never shown by the API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub srt_passphrase: Option<String>,
+    /// A pulled channel's node: the one that connects to the source (set by the
+    /// supervisor's placement, never by hand).
+    #[serde(default)]
+    pub puller: Option<NodeId>,
+    /// How often the supervisor moved the pull to another node because its node's
+    /// lease expired, and when it last did.
+    #[serde(default)]
+    pub restarts: u64,
+    #[serde(default)]
+    pub last_restart_ms: Option<i64>,
 }
 
 /// A stream key: only a verifier is replicated (SHA-256 of the random key).

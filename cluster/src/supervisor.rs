@@ -2,12 +2,15 @@
 //! commands to propose. The loop that runs it on the leader lives with the node.
 
 use crate::command::{Command, Op};
-use crate::model::GenerationState;
+use crate::model::{GenerationState, Placement};
+use crate::placement;
 use crate::state::State;
 
 /// Commands for what time has made true: nodes whose lease expired are marked down
-/// (their generations wait for a publisher to reconnect), and generations that waited
-/// longer than the reconnect grace end.
+/// (their generations wait for a publisher to reconnect), generations that waited
+/// longer than the reconnect grace end, and pulled channels without a live node to pull
+/// them are placed (`placement::choose`, the same function as a first start; a pinned
+/// channel only on its own node, so it waits there and is flagged, never moved).
 pub fn decide(state: &State, now_ms: i64, reconnect_grace_ms: i64) -> Vec<Command> {
     let mut out = Vec::new();
     for node in state.nodes.values() {
@@ -32,6 +35,23 @@ pub fn decide(state: &State, now_ms: i64, reconnect_grace_ms: i64) -> Vec<Comman
                     },
                 });
             }
+        }
+    }
+    for channel in state.channels.values().filter(|c| c.ingest.is_pulled()) {
+        let held = channel.puller.is_some_and(|n| state.lease_valid(n, now_ms));
+        let repinned =
+            matches!(channel.placement, Placement::Pinned(p) if channel.puller != Some(p));
+        if held && !repinned {
+            continue;
+        }
+        if let Ok(node) = placement::choose(state, channel, now_ms) {
+            out.push(Command {
+                at_ms: now_ms,
+                op: Op::PlaceChannel {
+                    channel: channel.slug.clone(),
+                    node,
+                },
+            });
         }
     }
     out

@@ -152,6 +152,23 @@ function snapshot() {
     fatalErrors: page && page.fatal ? [{ type: 'page', details: page.fatal }] : [],
     nonFatalErrors: 0, nonFatalSamples: [], ended: false,
   };
+  // A /watch page's own hls.js: count its errors and keep its last few loads too.
+  if (hls && !window.__play && !hls.__observed) {
+    hls.__observed = true;
+    const seen = window.__pageEvents || (window.__pageEvents = { nonFatal: 0, recent: [] });
+    const keep = (entry) => { seen.recent.push(entry); if (seen.recent.length > 12) seen.recent.shift(); };
+    hls.on(window.Hls.Events.ERROR, (_e, data) => {
+      if (!data.fatal) seen.nonFatal++;
+      keep({ t: +video.currentTime.toFixed(2), error: data.details, status: data.response && data.response.code,
+        url: (data.frag && data.frag.url) || data.url });
+    });
+    hls.on(window.Hls.Events.FRAG_LOADED, (_e, data) => {
+      keep({ t: +video.currentTime.toFixed(2), loaded: (data.part && data.part.url) || data.frag.url,
+        start: +((data.part || data.frag).start.toFixed(2)) });
+    });
+  }
+  const pageEvents = window.__pageEvents;
+  if (!window.__play && pageEvents) state.nonFatalErrors = pageEvents.nonFatal;
   const details = hls && (hls.latestLevelDetails || (hls.levels[hls.currentLevel] || {}).details);
   // Nudge playback if autoplay stalled in paused state (e.g. play() raced with a load).
   if (video.paused && !video.ended && video.readyState >= 2) video.play().catch(() => {});
@@ -164,6 +181,14 @@ function snapshot() {
     latency: details && details.live ? hls.latency : null,
     pageLatency: page && typeof page.latency === 'number' ? page.latency : null,
     ended: state.ended || video.ended,
+    // Where the media is and where the playlist says the live window is: a stall
+    // report shows which side is wrong.
+    buffered: Array.from({ length: video.buffered.length },
+      (_, i) => [+video.buffered.start(i).toFixed(2), +video.buffered.end(i).toFixed(2)]),
+    window: details && details.fragments && details.fragments.length
+      ? [+details.fragments[0].start.toFixed(2), +details.edge.toFixed(2)] : null,
+    readyState: video.readyState,
+    recentEvents: pageEvents ? pageEvents.recent : undefined,
   };
 }
 
@@ -218,8 +243,20 @@ async function main() {
   page.on('pageerror', (err) => pageErrors.push({ type: 'pageerror', details: err.message }));
   page.on('crash', () => pageErrors.push({ type: 'crash', details: 'page crashed' }));
   if (opts.page) {
-    await page.route(/hls(\.min)?\.js(\?.*)?$/, (route) =>
-      route.fulfill({ path: hlsJsPath, contentType: 'text/javascript' }));
+    if (process.env.PLAY_HLS_DEBUG) {
+      // hls.js's own log, for finding out why a player stood still.
+      const { readFile } = await import('node:fs/promises');
+      const body = (await readFile(hlsJsPath, 'utf8')) + `
+;(function () { var H = window.Hls; if (!H) return;
+  function D(c) { return new H(Object.assign({}, c, { debug: true })); }
+  Object.setPrototypeOf(D, H); D.prototype = H.prototype; window.Hls = D; })();`;
+      page.on('console', (m) => console.error(`[page] ${m.text()}`));
+      await page.route(/hls(\.min)?\.js(\?.*)?$/, (route) =>
+        route.fulfill({ body, contentType: 'text/javascript' }));
+    } else {
+      await page.route(/hls(\.min)?\.js(\?.*)?$/, (route) =>
+        route.fulfill({ path: hlsJsPath, contentType: 'text/javascript' }));
+    }
     await page.goto(opts.page, { waitUntil: 'load' });
     console.error(`playing the page ${opts.page}`);
   } else {

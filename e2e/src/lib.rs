@@ -317,6 +317,10 @@ fn play(args: &[String], timeout: Duration) -> Result<Playback> {
         .arg("--timeout-seconds")
         .arg(timeout.as_secs().to_string());
     let out = run(&mut cmd, timeout + Duration::from_secs(30))?;
+    // PLAY_HLS_DEBUG=FILE: hls.js's debug log and the harness's progress go to FILE.
+    if let Some(file) = std::env::var_os("PLAY_HLS_DEBUG") {
+        let _ = std::fs::write(file, &out.stderr);
+    }
     let stdout = String::from_utf8_lossy(&out.stdout);
     let line = stdout
         .lines()

@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -156,6 +158,13 @@ impl Server {
                 .filter(|k| !k.trim().is_empty())
         })
         .map(|k| k.trim().to_string())
+    }
+
+    /// The node's id in the cluster (from its data dir).
+    pub fn node_id(&self) -> Result<u64> {
+        Ok(std::fs::read_to_string(self.dir.join("node.id"))?
+            .trim()
+            .parse()?)
     }
 
     pub fn admin_token(&self) -> Result<String> {
@@ -423,6 +432,101 @@ impl Publisher {
 impl Drop for Publisher {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A process started again each time it exits, until dropped: an SRT source in
+/// listener mode serves one caller and exits when that caller goes away.
+pub struct Respawning {
+    stop: Arc<AtomicBool>,
+    child: Arc<Mutex<Option<Child>>>,
+    starts: Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    pub log: PathBuf,
+}
+
+impl Respawning {
+    /// Starts `make()`'s command, and again after every exit (a short pause between),
+    /// all output appended to `log`.
+    pub fn start(make: impl Fn() -> Command + Send + 'static, log: &Path) -> Result<Self> {
+        std::fs::File::create(log)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let child: Arc<Mutex<Option<Child>>> = Arc::new(Mutex::new(None));
+        let starts = Arc::new(AtomicU64::new(0));
+        let (stop2, child2, starts2, log2) = (
+            stop.clone(),
+            child.clone(),
+            starts.clone(),
+            log.to_path_buf(),
+        );
+        let thread = std::thread::spawn(move || {
+            while !stop2.load(Ordering::SeqCst) {
+                let spawned = std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(&log2)
+                    .and_then(|out| {
+                        make()
+                            .stdin(Stdio::null())
+                            .stdout(out.try_clone()?)
+                            .stderr(out)
+                            .spawn()
+                    });
+                let Ok(c) = spawned else {
+                    return;
+                };
+                starts2.fetch_add(1, Ordering::SeqCst);
+                if let Ok(mut slot) = child2.lock() {
+                    *slot = Some(c);
+                }
+                loop {
+                    std::thread::sleep(Duration::from_millis(100));
+                    let Ok(mut slot) = child2.lock() else { return };
+                    let exited = match slot.as_mut() {
+                        Some(c) => !matches!(c.try_wait(), Ok(None)),
+                        None => true,
+                    };
+                    if exited {
+                        *slot = None;
+                        break;
+                    }
+                    if stop2.load(Ordering::SeqCst) {
+                        return;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
+        Ok(Self {
+            stop,
+            child,
+            starts,
+            thread: Some(thread),
+            log: log.to_path_buf(),
+        })
+    }
+
+    /// How many times the process was started.
+    pub fn starts(&self) -> u64 {
+        self.starts.load(Ordering::SeqCst)
+    }
+
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Respawning {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        if let Ok(mut slot) = self.child.lock() {
+            if let Some(mut c) = slot.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
     }
 }
 

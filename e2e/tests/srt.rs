@@ -8,7 +8,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use sluice_e2e::node::{free_udp_port, wait_for, Http, Publisher, Server};
+use sluice_e2e::node::{free_udp_port, three_nodes, wait_for, Http, Publisher, Respawning, Server};
 use sluice_e2e::{
     ffprobe, make_test_stream, media_sequence, play_page, validate_playlists, TempDir,
 };
@@ -399,5 +399,175 @@ fn packets_lost_before_srt_are_counted_and_the_stream_plays_on() -> Result<()> {
         played.report
     );
     eprintln!("{datagrams} datagrams relayed, 1 in 40 lost: {errors} continuity errors counted");
+    Ok(())
+}
+
+/// ffmpeg as the venue's SRT listener (encrypted), started again after each caller.
+fn listener_source(port: u16, passphrase: &str, log: &std::path::Path) -> Result<Respawning> {
+    let file = fixture().clone();
+    let url = format!("srt://127.0.0.1:{port}?mode=listener&passphrase={passphrase}&pbkeylen=16");
+    Respawning::start(
+        move || {
+            let mut cmd = std::process::Command::new("ffmpeg");
+            cmd.args(["-hide_banner", "-loglevel", "warning", "-re"])
+                .args(["-stream_loop", "-1", "-i"])
+                .arg(&file)
+                .args(["-c", "copy", "-f", "mpegts", &url]);
+            cmd
+        },
+        log,
+    )
+}
+
+/// The channel as `GET /api/v1/channels` lists it.
+fn listed(server: &Server, name: &str) -> Option<serde_json::Value> {
+    let v: serde_json::Value =
+        serde_json::from_str(&server.cli(&["channel", "list", "--json"]).ok()?).ok()?;
+    v["channels"]
+        .as_array()?
+        .iter()
+        .find(|c| c["slug"] == name)
+        .cloned()
+}
+
+#[test]
+fn a_pulled_channel_moves_to_another_node_when_its_node_dies() -> Result<()> {
+    let _serial = serial();
+    let tmp = TempDir::new("srt-pull")?;
+    let mut nodes = three_nodes(
+        tmp.path(),
+        &["--hlsjs-url", HLSJS_URL, "--lease-ttl-ms", "3000"],
+    )?;
+    let ids: Vec<u64> = nodes.iter().map(|n| n.node_id()).collect::<Result<_>>()?;
+    let port = free_udp_port()?;
+    let pass = "venue-passphrase-1";
+    let source = listener_source(port, pass, &tmp.path().join("source.log"))?;
+
+    // A bad source URL is refused naming the field; a good one makes a channel
+    // without a stream key.
+    let bad = nodes[0].cli(&["channel", "create", "bad", "--pull", "srt://127.0.0.1"]);
+    ensure!(
+        bad.as_ref()
+            .is_err_and(|e| format!("{e:#}").contains("ingest.url")),
+        "a source URL without a port: {bad:?}"
+    );
+    let url = format!("srt://127.0.0.1:{port}?passphrase={pass}&latency=200");
+    let created: serde_json::Value = serde_json::from_str(
+        &nodes[0].cli(&["channel", "create", "venue", "--pull", &url, "--json"])?,
+    )?;
+    ensure!(created["stream_key"].is_null(), "{created}");
+
+    // It plays from every node.
+    let media = "/hls/venue/source/index.m3u8";
+    let http = Http::new(None)?;
+    for node in &nodes {
+        wait_for(Duration::from_secs(40), "the pulled channel live", || {
+            let r = http.get(&node.url(media), &[]).ok()?;
+            (r.status == 200 && r.text().matches("#EXTINF").count() >= 2).then_some(())
+        })
+        .with_context(|| format!("{}\n{}", node.log(), source.output()))?;
+    }
+    let venue = listed(&nodes[0], "venue").context("venue listed")?;
+    ensure!(
+        !venue.to_string().contains(pass),
+        "the API shows the source's passphrase: {venue}"
+    );
+    let puller = venue["puller"].as_u64().context("no puller")?;
+    let p = ids.iter().position(|i| *i == puller).context("puller")?;
+    // A second pulled channel pinned to the same node, its source not up: when the node
+    // dies it is flagged, not moved.
+    let dead_source = format!("srt://127.0.0.1:{}", free_udp_port()?);
+    let pin = puller.to_string();
+    nodes[0].cli(&[
+        "channel",
+        "create",
+        "pinned",
+        "--pull",
+        &dead_source,
+        "--pin",
+        &pin,
+    ])?;
+    wait_for(Duration::from_secs(10), "the pinned channel placed", || {
+        (listed(&nodes[0], "pinned")?["puller"].as_u64()? == puller).then_some(())
+    })?;
+
+    // The viewer is on the node the pull will not move to (placement takes the lowest
+    // id among equally loaded nodes): a third node.
+    let v = (0..3)
+        .filter(|i| *i != p)
+        .max_by_key(|i| ids[*i])
+        .context("viewer node")?;
+    let others: Vec<usize> = (0..3).filter(|i| *i != p).collect();
+    let page = nodes[v].url("/watch/venue");
+    let player = std::thread::spawn(move || play_page(&page, 26, Duration::from_secs(120)));
+    std::thread::sleep(Duration::from_secs(8));
+    let before = media_sequence(&http.get(&nodes[v].url(media), &[])?.text()).unwrap_or(0);
+    let killed = Instant::now();
+    nodes[p].kill();
+
+    let moved = wait_for(Duration::from_secs(20), "the pull re-placed", || {
+        let c = listed(&nodes[others[0]], "venue")?;
+        (c["puller"].as_u64()? != puller).then_some(c)
+    })?;
+    let replaced_after = killed.elapsed();
+    ensure!(
+        moved["restarts"] == 1 && moved["last_restart_ms"].is_i64(),
+        "the move is not counted: {moved}"
+    );
+    let resumed = wait_for(
+        Duration::from_secs(40),
+        "the viewer's node to resume",
+        || {
+            let text = http.get(&nodes[v].url(media), &[]).ok()?.text();
+            let after = text.split("#EXT-X-DISCONTINUITY\n").nth(1)?;
+            (after.matches("#EXTINF").count() >= 1).then_some(text)
+        },
+    )
+    .with_context(|| {
+        let logs: Vec<String> = others.iter().map(|i| nodes[*i].log()).collect();
+        format!("{}\n{}", logs.join("\n"), source.output())
+    })?;
+    let resumed_after = killed.elapsed();
+    ensure!(
+        media_sequence(&resumed).unwrap_or(0) >= before,
+        "the media sequence went back:\n{resumed}"
+    );
+    validate_playlists(&[
+        nodes[v].url(media),
+        format!("{}?_HLS_skip=YES", nodes[v].url(media)),
+    ])?;
+    let played = player
+        .join()
+        .map_err(|_| anyhow::anyhow!("player thread panicked"))??;
+    eprintln!(
+        "pulling node killed: re-placed on node {} after {:.1} s (lease 3 s), the viewer's \
+         playlist resumed after {:.1} s; hls.js on the third node played {:.1} s, longest \
+         stall {} ms; the source was started {} times",
+        moved["puller"],
+        replaced_after.as_secs_f64(),
+        resumed_after.as_secs_f64(),
+        played.report["played"].as_f64().unwrap_or(0.0),
+        played.report["maxStallMs"],
+        source.starts()
+    );
+    ensure!(
+        replaced_after < Duration::from_secs(3 + 5),
+        "re-placed only after {replaced_after:?}"
+    );
+    ensure!(
+        played.ok,
+        "hls.js on the third node did not resume without a reload: {}",
+        played.report
+    );
+    // The pinned channel stayed on the dead node, flagged.
+    let pinned = listed(&nodes[others[0]], "pinned").context("pinned listed")?;
+    ensure!(
+        pinned["puller"].as_u64() == Some(puller)
+            && pinned["restarts"] == 0
+            && pinned["alert"]
+                .as_str()
+                .is_some_and(|a| a.contains("pinned")),
+        "the pinned channel: {pinned}"
+    );
     Ok(())
 }

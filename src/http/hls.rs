@@ -306,9 +306,8 @@ async fn media_playlist(
                 };
                 return respond(StatusCode::OK, &cache, PLAYLIST_TYPE, text);
             }
-            Answer::Wait if !directives.is_blocking() => {
-                return not_found("playlist (nothing packaged yet)");
-            }
+            // A plain request also waits for the first whole segment (a stream that
+            // just started or resumed here), as long as a blocking one would.
             Answer::Wait => {}
         }
         if waiting_guard.is_none() {
@@ -316,6 +315,9 @@ async fn media_playlist(
         }
         match tokio::time::timeout_at(deadline, changes.changed()).await {
             Ok(Ok(())) => {}
+            _ if !directives.is_blocking() => {
+                return not_found("playlist (nothing packaged yet)");
+            }
             _ => {
                 return respond(
                     StatusCode::SERVICE_UNAVAILABLE,

@@ -2,3 +2,4 @@
 
 pub(crate) mod rtmp;
 pub(crate) mod srt;
+pub(crate) mod srt_caller;

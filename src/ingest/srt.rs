@@ -25,9 +25,9 @@ use srt_protocol::access::{AccessControlList, ConnectionMode, StandardAccessCont
 use srt_protocol::options::{KeySize, Passphrase};
 use srt_protocol::packet::{CoreRejectReason, RejectReason, ServerRejectReason};
 use srt_protocol::settings::KeySettings;
-use srt_tokio::{ConnectionRequest, SrtIncoming, SrtListener};
+use srt_tokio::{ConnectionRequest, SrtIncoming, SrtListener, SrtSocket};
 
-use crate::origin::{Feed, Origins, PublishRefused};
+use crate::origin::{Feed, Origins, PublishRefused, Publisher};
 
 /// Bytes of input with no media frame out of them before the stream is refused as not
 /// MPEG-TS (a few seconds of any real stream).
@@ -172,6 +172,7 @@ async fn connection(
             let reason = match &refused {
                 PublishRefused::UnknownKey => ServerRejectReason::Unauthorized,
                 PublishRefused::AlreadyLive { .. } => ServerRejectReason::Conflict,
+                PublishRefused::NotPushed { .. } => ServerRejectReason::Forbidden,
                 PublishRefused::Cluster(_) => ServerRejectReason::Down,
             };
             return reject(request, RejectReason::Server(reason), &refused.to_string()).await;
@@ -219,18 +220,26 @@ async fn connection(
         .map_err(|e| anyhow!("publish refused: {e}"))?;
     tracing::info!(channel = %publisher.channel, generation = publisher.generation,
         encrypted, "srt publish accepted");
+    pump(&mut socket, &publisher, &origins, settings.idle_timeout).await
+}
 
+/// Feeds a connected SRT socket's MPEG-TS into the channel's packaging loop until the
+/// peer closes (Ok), goes quiet for `idle_timeout`, sends no media, or the loop ends.
+/// Shared by the listener (publishers) and the caller (pulled channels).
+pub(crate) async fn pump(
+    socket: &mut SrtSocket,
+    publisher: &Publisher,
+    origins: &Origins,
+    idle_timeout: Duration,
+) -> Result<()> {
     let mut demuxer = TsDemuxer::new();
     let mut announced = false;
     let mut bytes_without_media = 0u64;
     let mut counted = demuxer.stats();
     loop {
-        let next = tokio::time::timeout(settings.idle_timeout, socket.next()).await;
+        let next = tokio::time::timeout(idle_timeout, socket.next()).await;
         let data = match next {
-            Err(_) => bail!(
-                "nothing received for {:?}: publisher timed out",
-                settings.idle_timeout
-            ),
+            Err(_) => bail!("nothing received for {idle_timeout:?}: the peer timed out"),
             Ok(None) => break,
             Ok(Some(Err(e))) => bail!("srt receive: {e}"),
             Ok(Some(Ok((_, data)))) => data,
@@ -269,13 +278,13 @@ async fn connection(
                     bytes: std::mem::take(&mut wire),
                 })
                 .await
-                .map_err(|e| anyhow!("{e}: closing the publisher's connection"))?;
+                .map_err(|e| anyhow!("{e}: closing the connection"))?;
         }
     }
     let stats = demuxer.stats();
     tracing::info!(channel = %publisher.channel, packets = stats.packets,
         skipped_bytes = stats.skipped_bytes, continuity_errors = stats.continuity_errors,
-        dropped_pes = stats.dropped_pes, "srt publisher finished");
+        dropped_pes = stats.dropped_pes, "srt stream finished");
     Ok(())
 }
 

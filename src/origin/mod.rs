@@ -21,7 +21,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use sluice_cluster::command::{Applied, Command, Op, Refusal};
 use sluice_cluster::handle::{ClusterError, ClusterHandle};
-use sluice_cluster::model::{ChannelId, LlHlsSettings, NodeId};
+use sluice_cluster::model::{ChannelId, Ingest, LlHlsSettings, NodeId};
 use sluice_media::Input;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -55,6 +55,8 @@ pub(crate) enum PublishRefused {
     UnknownKey,
     #[error("channel {channel:?} is already live on node {origin}")]
     AlreadyLive { channel: String, origin: NodeId },
+    #[error("channel {channel:?} takes no publishers: the cluster pulls its source")]
+    NotPushed { channel: String },
     #[error("the cluster refused the claim or did not answer: {0}")]
     Cluster(String),
 }
@@ -238,17 +240,24 @@ impl Origins {
                             && s.lease_valid(g.origin, now);
                         holds.then_some(g.origin)
                     });
-                    (c.slug.clone(), c.srt_passphrase.clone(), live_elsewhere)
+                    let pushed = c.ingest == Ingest::Push;
+                    (
+                        c.slug.clone(),
+                        c.srt_passphrase.clone(),
+                        live_elsewhere,
+                        pushed,
+                    )
                 })
             })
             .await
             .map_err(|e| PublishRefused::Cluster(e.to_string()))?;
         match found {
             None => Err(PublishRefused::UnknownKey),
-            Some((channel, _, Some(origin))) => {
+            Some((channel, _, _, false)) => Err(PublishRefused::NotPushed { channel }),
+            Some((channel, _, Some(origin), _)) => {
                 Err(PublishRefused::AlreadyLive { channel, origin })
             }
-            Some((channel, srt_passphrase, None)) => Ok(KeyInfo {
+            Some((channel, srt_passphrase, None, _)) => Ok(KeyInfo {
                 channel,
                 srt_passphrase,
             }),
@@ -266,13 +275,43 @@ impl Origins {
             .handle
             .read_linearizable(|s| {
                 s.channel_for_verifier(&verifier)
-                    .map(|c| (c.slug.clone(), c.id, c.ll_hls))
+                    .map(|c| (c.slug.clone(), c.id, c.ll_hls, c.ingest == Ingest::Push))
             })
             .await
             .map_err(|e| PublishRefused::Cluster(e.to_string()))?;
-        let Some((slug, id, ll_hls)) = found else {
+        let Some((slug, id, ll_hls, pushed)) = found else {
             return Err(PublishRefused::UnknownKey);
         };
+        if !pushed {
+            return Err(PublishRefused::NotPushed { channel: slug });
+        }
+        self.start_publisher(slug, id, ll_hls).await
+    }
+
+    /// The publisher of a channel this node was placed to pull: the cluster checks the
+    /// placement when the channel is claimed.
+    pub(crate) async fn publish_pulled(
+        self: &Arc<Self>,
+        slug: &str,
+    ) -> Result<Publisher, PublishRefused> {
+        let found = self.handle.read_local(|s| {
+            s.channel_by_slug(slug)
+                .map(|c| (c.id, c.ll_hls, c.ingest.is_pulled()))
+        });
+        match found {
+            Some((id, ll_hls, true)) => self.start_publisher(slug.to_string(), id, ll_hls).await,
+            _ => Err(PublishRefused::Cluster(format!(
+                "channel {slug:?} is no longer pulled"
+            ))),
+        }
+    }
+
+    async fn start_publisher(
+        self: &Arc<Self>,
+        slug: String,
+        id: ChannelId,
+        ll_hls: LlHlsSettings,
+    ) -> Result<Publisher, PublishRefused> {
         let origin = self.channel(&slug, id);
         let me = self.handle.id();
         // A publisher that comes straight back may beat the loop noticing it left.

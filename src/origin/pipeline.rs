@@ -217,11 +217,15 @@ impl Loop {
                         spool.insert(ObjectName::Init(init.index), init.data.clone());
                         after.push(After::Write(names::init(init.index), init.data.clone()));
                     }
-                    Output::SegmentStart(start) => {
-                        spool.start_segment();
-                        after.push(After::Report(start.msn));
-                    }
+                    Output::SegmentStart(_) => spool.start_segment(),
                     Output::Part(part) => {
+                        // A segment's number is reported with its first part, the first
+                        // of it viewers can see: a resumed origin continues after it, so
+                        // no URL a viewer fetched means other bytes later, and a segment
+                        // no viewer saw is not skipped (players stall on a gap in MSNs).
+                        if part.index == 0 {
+                            after.push(After::Report(part.msn));
+                        }
                         spool.insert(ObjectName::Part(part.msn, part.index), part.data.clone());
                         after.push(After::Write(
                             names::part(part.msn, part.index),
@@ -250,7 +254,7 @@ impl Loop {
             });
             for step in after {
                 let (name, data) = match step {
-                    // A segment started: a resumed origin continues after its number.
+                    // A segment's first part: a resumed origin continues after it.
                     After::Report(msn) => {
                         self.report(p, msn);
                         continue;

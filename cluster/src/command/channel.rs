@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Applied, Refusal};
-use crate::model::{Channel, Ingest, LlHlsSettings, Placement, Visibility};
+use crate::model::{Channel, Ingest, LlHlsSettings, NodeId, Placement, Visibility};
 use crate::state::State;
 
 /// Fields an operator may change on an existing channel; `None` leaves one as it is.
@@ -16,6 +16,9 @@ pub struct ChannelPatch {
     pub placement: Option<Placement>,
     /// SRT passphrase (10 to 79 characters); an empty string removes it.
     pub srt_passphrase: Option<String>,
+    /// A new ingest (push or a pull source): a pulled channel is placed again.
+    #[serde(default)]
+    pub ingest: Option<Ingest>,
 }
 
 pub(super) struct NewChannel<'a> {
@@ -162,6 +165,9 @@ pub(super) fn create(state: &mut State, at: i64, new: NewChannel<'_>) -> Result<
             created_ms: at,
             last_generation: 0,
             srt_passphrase: new.srt_passphrase.map(String::from),
+            puller: None,
+            restarts: 0,
+            last_restart_ms: None,
         },
     );
     if let Some(k) = new.first_key {
@@ -187,6 +193,9 @@ pub(super) fn update(
     if let Some(p) = patch.srt_passphrase.as_deref().filter(|p| !p.is_empty()) {
         validate_srt_passphrase(p)?;
     }
+    if let Some(i) = &patch.ingest {
+        validate_ingest(i)?;
+    }
     let id = state
         .channel_by_slug(slug)
         .map(|c| c.id)
@@ -194,6 +203,12 @@ pub(super) fn update(
     let Some(channel) = state.channels.get_mut(&id) else {
         return Err(Refusal::not_found("channel", slug));
     };
+    // A capture port feeds it: its ingest changes by unbinding the port.
+    if patch.ingest.is_some() && matches!(channel.ingest, Ingest::Sdi { .. }) {
+        return Err(Refusal::IngestInUse {
+            channel: slug.into(),
+        });
+    }
     if let Some(t) = &patch.title {
         channel.title = t.clone();
     }
@@ -212,18 +227,87 @@ pub(super) fn update(
     if let Some(p) = &patch.srt_passphrase {
         channel.srt_passphrase = (!p.is_empty()).then(|| p.clone());
     }
+    if let Some(i) = patch.ingest.as_ref().filter(|i| **i != channel.ingest) {
+        channel.ingest = i.clone();
+        // The node pulling the old source stops; the supervisor places the new one.
+        channel.puller = None;
+    }
     Ok(Applied::Done)
 }
 
-pub(super) fn delete(state: &mut State, slug: &str) -> Result<Applied, Refusal> {
-    let id = state
+/// The supervisor's placement of a pulled channel. Refused unless the channel is
+/// pulled, the node holds a valid lease, the placement honours a pin, and the node
+/// pulling it now (if any) is gone: two live nodes never pull one channel.
+pub(super) fn place(
+    state: &mut State,
+    at: i64,
+    slug: &str,
+    node: NodeId,
+) -> Result<Applied, Refusal> {
+    let channel = state
         .channel_by_slug(slug)
-        .map(|c| c.id)
         .ok_or_else(|| Refusal::not_found("channel", slug))?;
-    if state.active_generation(id).is_some() {
-        return Err(Refusal::ChannelBusy {
-            channel: slug.into(),
-        });
+    if !channel.ingest.is_pulled() {
+        return Err(Refusal::invalid(
+            "ingest",
+            "only pulled channels are placed",
+        ));
+    }
+    if !state.lease_valid(node, at) {
+        return Err(Refusal::LeaseInvalid { node });
+    }
+    if let Placement::Pinned(pinned) = channel.placement {
+        if pinned != node {
+            return Err(Refusal::Pinned {
+                channel: slug.into(),
+                pinned,
+            });
+        }
+    }
+    let moved_from_dead = match channel.puller {
+        Some(current) if current == node => return Ok(Applied::Done),
+        // A pin moved elsewhere: the old node lets go (it reads the new puller).
+        Some(current) if state.lease_valid(current, at) => {
+            if channel.placement != Placement::Pinned(node) {
+                return Err(Refusal::ChannelAlreadyLive {
+                    channel: slug.into(),
+                    origin: current,
+                });
+            }
+            false
+        }
+        Some(_) => true,
+        None => false,
+    };
+    let id = channel.id;
+    let Some(channel) = state.channels.get_mut(&id) else {
+        return Err(Refusal::not_found("channel", slug));
+    };
+    channel.puller = Some(node);
+    if moved_from_dead {
+        channel.restarts += 1;
+        channel.last_restart_ms = Some(at);
+    }
+    Ok(Applied::Done)
+}
+
+/// A pushed channel with a publisher on it is refused (stop it first); a pulled one
+/// ends its generation with it: the cluster is its publisher.
+pub(super) fn delete(state: &mut State, at: i64, slug: &str) -> Result<Applied, Refusal> {
+    let (id, pulled) = state
+        .channel_by_slug(slug)
+        .map(|c| (c.id, c.ingest.is_pulled()))
+        .ok_or_else(|| Refusal::not_found("channel", slug))?;
+    if let Some(number) = state.active_generation(id).map(|g| g.number) {
+        if !pulled {
+            return Err(Refusal::ChannelBusy {
+                channel: slug.into(),
+            });
+        }
+        if let Some(g) = state.generation_mut(id, number) {
+            g.state = crate::model::GenerationState::Ended;
+            g.state_since_ms = at;
+        }
     }
     state.channels.remove(&id);
     // Its keys go with it: a key never verifies against a deleted channel.

@@ -46,6 +46,18 @@ pub(super) fn claim(
     if !state.lease_valid(node, at) {
         return Err(Refusal::LeaseInvalid { node });
     }
+    // A pulled channel is published by the node placed to pull it, and no other.
+    if let Some(c) = state
+        .channels
+        .get(&id)
+        .filter(|c| c.ingest.is_pulled() && c.puller != Some(node))
+    {
+        return Err(Refusal::NotThePuller {
+            channel: slug.into(),
+            node,
+            puller: c.puller,
+        });
+    }
     if let Some(active) = state.active_generation(id) {
         let key = (id, active.number);
         // An origin whose lease has expired is gone, whether or not the supervisor has

@@ -114,6 +114,12 @@ pub enum Op {
     DeleteChannel {
         slug: String,
     },
+    /// The supervisor places a pulled channel on `node` (first start, or a move after
+    /// its node's lease expired).
+    PlaceChannel {
+        channel: String,
+        node: NodeId,
+    },
     CreateKey {
         channel: String,
         key_id: String,
@@ -217,6 +223,14 @@ pub enum Refusal {
     PortInUse { port: String, channel: String },
     #[error("channel {channel:?} already has another ingest: unbind it first")]
     IngestInUse { channel: String },
+    #[error("channel {channel:?} is pulled by node {puller:?}, not published to node {node}")]
+    NotThePuller {
+        channel: String,
+        node: NodeId,
+        puller: Option<NodeId>,
+    },
+    #[error("channel {channel:?} is pinned to node {pinned}")]
+    Pinned { channel: String, pinned: NodeId },
 }
 
 impl Refusal {
@@ -323,7 +337,8 @@ pub fn apply(state: &mut State, cmd: &Command) -> Result<Applied, Refusal> {
             },
         ),
         Op::UpdateChannel { slug, patch } => channel::update(state, slug, patch),
-        Op::DeleteChannel { slug } => channel::delete(state, slug),
+        Op::DeleteChannel { slug } => channel::delete(state, at, slug),
+        Op::PlaceChannel { channel, node } => channel::place(state, at, channel, *node),
         Op::CreateKey {
             channel,
             key_id,

@@ -7,6 +7,7 @@ use crate::model::*;
 use crate::state::State;
 use crate::supervisor;
 
+mod placement;
 mod resources;
 
 const TTL: i64 = 5_000;
@@ -670,6 +671,20 @@ fn arbitrary_op() -> impl Strategy<Value = Op> {
         }),
         slug.clone().prop_map(|slug| Op::DeleteChannel { slug }),
         (node.clone()).prop_map(|node| Op::RemoveNode { node }),
+        (slug.clone(), node.clone()).prop_map(|(channel, node)| Op::PlaceChannel { channel, node }),
+        (slug.clone(), any::<bool>()).prop_map(|(slug, pulled)| Op::UpdateChannel {
+            slug,
+            patch: ChannelPatch {
+                ingest: Some(if pulled {
+                    Ingest::SrtCaller {
+                        url: "srt://source:9000".into(),
+                    }
+                } else {
+                    Ingest::Push
+                }),
+                ..Default::default()
+            }
+        }),
         (node.clone(), 0u32..2, prop::option::of(slug)).prop_map(|(node, device, channel)| {
             Op::BindCapturePort {
                 node,
@@ -713,6 +728,11 @@ proptest! {
             let c = cmd(at, op);
             let before = s.clone();
             let result = s.apply(&c);
+            // A pulled channel is claimed by its puller only.
+            if let (Op::ClaimChannel { channel, node }, Ok(_)) = (&c.op, &result) {
+                let ch = s.channel_by_slug(channel).expect("claimed channel");
+                prop_assert!(!ch.ingest.is_pulled() || ch.puller == Some(*node), "a node that does not pull it claimed {}", channel);
+            }
             prop_assert_eq!(&replica.apply(&c), &result, "replicas disagree");
             if result.is_err() {
                 prop_assert_eq!(&s, &before, "a refusal changed the state");

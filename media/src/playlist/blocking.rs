@@ -78,10 +78,16 @@ fn advance_part_limit(part_target_ms: u32) -> u64 {
     }
 }
 
+/// A live playlist is served once it lists a whole segment: before that (a new stream,
+/// or a generation resumed on another node) every request waits, since players take a
+/// playlist of parts only for an error.
 pub fn decide(playlist: &MediaPlaylist, d: &Directives) -> Decision {
+    let first_segment_pending = !playlist.is_ended() && !playlist.has_whole_segment();
     let Some(msn) = d.msn else {
         return if d.part.is_some() {
             Decision::BadRequest("_HLS_part requires _HLS_msn")
+        } else if first_segment_pending {
+            Decision::Wait
         } else {
             Decision::Ready
         };
@@ -108,6 +114,9 @@ pub fn decide(playlist: &MediaPlaylist, d: &Directives) -> Decision {
     }
     if playlist.is_ended() {
         return Decision::Ready;
+    }
+    if first_segment_pending {
+        return Decision::Wait;
     }
     if playlist.first_msn().is_some_and(|first| msn < first) {
         return Decision::Ready;

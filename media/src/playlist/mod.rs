@@ -177,6 +177,12 @@ impl MediaPlaylist {
             .filter(|s| s.msn == msn)
     }
 
+    /// Whether a whole segment is listed: players take a live playlist without one for
+    /// an error (hls.js: `levelEmptyError`).
+    pub fn has_whole_segment(&self) -> bool {
+        self.segments.iter().any(|s| s.duration_us.is_some())
+    }
+
     pub fn first_msn(&self) -> Option<u64> {
         self.segments.front().map(|s| s.msn)
     }

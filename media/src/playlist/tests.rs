@@ -216,6 +216,28 @@ fn blocking_decisions() {
 }
 
 #[test]
+fn nothing_is_served_before_the_first_whole_segment() {
+    // A new stream, or a generation resumed elsewhere: parts of its first segment only.
+    let mut pl = MediaPlaylist::new(settings());
+    pl.apply(&start(21, true));
+    pl.apply(&part(21, 0));
+    pl.apply(&part(21, 1));
+    assert!(!pl.has_whole_segment());
+    assert_eq!(decide(&pl, &q("")), Decision::Wait);
+    assert_eq!(decide(&pl, &q("_HLS_msn=21&_HLS_part=0")), Decision::Wait);
+    assert_eq!(decide(&pl, &q("_HLS_msn=20")), Decision::Wait);
+    pl.apply(&end(21));
+    assert_eq!(decide(&pl, &q("")), Decision::Ready);
+    assert_eq!(decide(&pl, &q("_HLS_msn=21&_HLS_part=0")), Decision::Ready);
+    // Ended before a whole segment: answered at once.
+    let mut pl = MediaPlaylist::new(settings());
+    pl.apply(&start(0, false));
+    pl.apply(&part(0, 0));
+    pl.end();
+    assert_eq!(decide(&pl, &q("")), Decision::Ready);
+}
+
+#[test]
 fn blocking_on_an_ended_playlist_answers_at_once() {
     let mut pl = playlist(3, 2);
     pl.end();

@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use sluice_cluster::command::{Applied, ChannelPatch, Command, FirstKey, Op, Refusal};
 use sluice_cluster::handle::{ClusterError, ClusterHandle};
 use sluice_cluster::model::{Channel, Ingest, LlHlsSettings, Placement, Visibility};
+use sluice_cluster::State;
 
 use crate::serve::{now_ms, random_hex};
 
@@ -119,7 +120,7 @@ async fn require_token(
         );
     };
     let verifier = verifier_of(bearer.trim());
-    let lookup = |st: &sluice_cluster::State| {
+    let lookup = |st: &State| {
         st.admin_token_for_verifier(&verifier)
             .map(|t| (t.revoked_ms.is_some(), t.read_only))
     };
@@ -247,17 +248,65 @@ struct NewChannel {
     /// SRT publishers must encrypt with it (10 to 79 characters).
     #[serde(default)]
     srt_passphrase: Option<String>,
+    /// Push (the default: encoders publish with a stream key) or a source the cluster
+    /// pulls.
+    #[serde(default)]
+    ingest: NewIngest,
 }
 
-/// A channel as the API shows it: the SRT passphrase is write-only, only whether one is
-/// set is shown.
-pub(crate) fn channel_view(c: &Channel) -> serde_json::Value {
+/// The ingests an operator can choose (SDI comes from binding a capture port).
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "snake_case", tag = "kind", deny_unknown_fields)]
+enum NewIngest {
+    #[default]
+    Push,
+    SrtCaller {
+        url: String,
+    },
+}
+
+/// Checks a pull source URL as a node will read it: 422 naming `ingest.url`.
+fn check_ingest(ingest: &Ingest) -> Result<(), Response> {
+    if let Ingest::HlsPull { .. } = ingest {
+        return Err(error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "ingest.kind: hls_pull is not available; use push or srt_caller",
+            Some("ingest.kind"),
+        ));
+    }
+    if let Ingest::SrtCaller { url } = ingest {
+        crate::ingest::srt_caller::SrtSource::parse(url).map_err(|why| {
+            error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("ingest.url: {why}"),
+                Some("ingest.url"),
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// A channel as the API shows it: the SRT passphrase is write-only (only whether one is
+/// set is shown; one in a pull URL is masked), and `alert` says why the cluster will not
+/// move it although its node is down (pinned, SDI).
+pub(crate) fn channel_view(c: &Channel, state: &State, now_ms: i64) -> serde_json::Value {
     let mut v = serde_json::to_value(c).unwrap_or_default();
     if let Some(map) = v.as_object_mut() {
         map.remove("srt_passphrase");
         map.insert(
             "srt_passphrase_set".into(),
             serde_json::Value::Bool(c.srt_passphrase.is_some()),
+        );
+        if let Ingest::SrtCaller { url } = &c.ingest {
+            map.insert(
+                "ingest".into(),
+                serde_json::json!({"kind": "srt_caller", "url": crate::ingest::srt_caller::redacted(url)}),
+            );
+        }
+        map.insert(
+            "alert".into(),
+            serde_json::to_value(sluice_cluster::placement::alert(state, c, now_ms))
+                .unwrap_or_default(),
         );
     }
     v
@@ -307,21 +356,30 @@ async fn create_channel(AxumState(s): AxumState<ApiState>, body: Bytes) -> Respo
         Ok(r) => r,
         Err(r) => return r,
     };
+    let ingest = match req.ingest {
+        NewIngest::Push => Ingest::Push,
+        NewIngest::SrtCaller { url } => Ingest::SrtCaller { url },
+    };
+    if let Err(r) = check_ingest(&ingest) {
+        return r;
+    }
     let key = match new_key_or_500() {
         Ok(k) => k,
         Err(r) => return r,
     };
+    // A pulled channel has no publishers, so no stream key.
+    let pushed = ingest == Ingest::Push;
     let op = Op::CreateChannel {
         slug: req.name.clone(),
         title: req.title,
         visibility: req.visibility,
-        ingest: Ingest::Push,
+        ingest,
         ll_hls: req.ll_hls,
         recording: req.recording,
         placement: req.placement,
         // One command: the channel never exists without its key.
         srt_passphrase: req.srt_passphrase.clone(),
-        first_key: Some(FirstKey {
+        first_key: pushed.then(|| FirstKey {
             key_id: key.key_id.clone(),
             verifier: key.verifier,
         }),
@@ -329,15 +387,17 @@ async fn create_channel(AxumState(s): AxumState<ApiState>, body: Bytes) -> Respo
     if let Err(r) = propose(&s, op).await {
         return r;
     }
-    let channel = s
-        .handle
-        .read_local(|st| st.channel_by_slug(&req.name).map(channel_view));
+    let now = now_ms();
+    let channel = s.handle.read_local(|st| {
+        st.channel_by_slug(&req.name)
+            .map(|c| channel_view(c, st, now))
+    });
     (
         StatusCode::CREATED,
         Json(serde_json::json!({
             "channel": req.name,
-            "stream_key": key.plaintext,
-            "key_id": key.key_id,
+            "stream_key": pushed.then_some(key.plaintext),
+            "key_id": pushed.then_some(key.key_id),
             "details": channel,
         })),
     )
@@ -347,7 +407,13 @@ async fn create_channel(AxumState(s): AxumState<ApiState>, body: Bytes) -> Respo
 async fn list_channels(AxumState(s): AxumState<ApiState>) -> Response {
     match s
         .handle
-        .read_linearizable(|st| st.channels.values().map(channel_view).collect::<Vec<_>>())
+        .read_linearizable(|st| {
+            let now = now_ms();
+            st.channels
+                .values()
+                .map(|c| channel_view(c, st, now))
+                .collect::<Vec<_>>()
+        })
         .await
     {
         Ok(list) => Json(serde_json::json!({ "channels": list })).into_response(),
@@ -363,7 +429,7 @@ async fn show_channel(AxumState(s): AxumState<ApiState>, Path(name): Path<String
                 let keys: Vec<_> = st.keys.values().filter(|k| k.channel == c.id).map(|k| {
                     serde_json::json!({"key_id": k.key_id, "created_ms": k.created_ms, "revoked_ms": k.revoked_ms})
                 }).collect();
-                serde_json::json!({"channel": channel_view(c), "keys": keys, "generation": st.active_generation(c.id)})
+                serde_json::json!({"channel": channel_view(c, st, now_ms()), "keys": keys, "generation": st.active_generation(c.id)})
             })
         })
         .await;
@@ -387,6 +453,9 @@ async fn update_channel(
         Ok(p) => p,
         Err(r) => return r,
     };
+    if let Some(Err(r)) = patch.ingest.as_ref().map(check_ingest) {
+        return r;
+    }
     match propose(
         &s,
         Op::UpdateChannel {
@@ -396,11 +465,14 @@ async fn update_channel(
     )
     .await
     {
-        Ok(_) => Json(
-            s.handle
-                .read_local(|st| st.channel_by_slug(&name).map(channel_view)),
-        )
-        .into_response(),
+        Ok(_) => {
+            let now = now_ms();
+            Json(
+                s.handle
+                    .read_local(|st| st.channel_by_slug(&name).map(|c| channel_view(c, st, now))),
+            )
+            .into_response()
+        }
         Err(r) => r,
     }
 }
