@@ -178,9 +178,12 @@ impl MediaPlaylist {
     }
 
     /// Whether a whole segment is listed: players take a live playlist without one for
-    /// an error (hls.js: `levelEmptyError`).
+    /// an error (hls.js: `levelEmptyError`). Only the last segment can be open, so the
+    /// first one tells, without a walk of the window on every request.
     pub fn has_whole_segment(&self) -> bool {
-        self.segments.iter().any(|s| s.duration_us.is_some())
+        self.segments
+            .front()
+            .is_some_and(|s| s.duration_us.is_some())
     }
 
     pub fn first_msn(&self) -> Option<u64> {
