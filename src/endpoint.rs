@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sluice_cluster::command::{validate_slug, Command, Op};
+use sluice_cluster::command::{validate_slug, Command, Op, MAX_CHANNELS_PER_SNAPSHOT};
 use sluice_cluster::handle::ClusterHandle;
 use sluice_cluster::model::{Endpoint, EndpointKind, EndpointSnapshot, Health, HealthThresholds};
 
@@ -149,6 +149,9 @@ impl Reporter {
         EndpointSnapshot {
             at_ms: now_ms(),
             viewers: self.metrics.viewers(now),
+            channel_viewers: self
+                .metrics
+                .viewers_by_channel(now, MAX_CHANNELS_PER_SNAPSHOT),
             egress_bps,
             ingress_bps,
             playlist_age_ms,
@@ -238,6 +241,7 @@ mod tests {
             playlist_age_ms: None,
             hit_ratio: None,
             health: Health::Degraded,
+            channel_viewers: Default::default(),
         };
         let stale_after = endpoint.health.stale_after_ms as i64;
         assert_eq!(

@@ -182,6 +182,31 @@ impl Metrics {
             .unwrap_or(0)
     }
 
+    /// Distinct viewer sessions seen within the window, per channel with any (the
+    /// `limit` channels with the most).
+    pub(crate) fn viewers_by_channel(&self, now: Instant, limit: usize) -> BTreeMap<String, u64> {
+        let mut counts: Vec<(String, u64)> = self
+            .channels
+            .lock()
+            .map(|m| {
+                m.iter()
+                    .map(|(slug, c)| {
+                        let n = c
+                            .viewers
+                            .values()
+                            .filter(|seen| now.duration_since(**seen) < VIEWER_WINDOW)
+                            .count() as u64;
+                        (slug.to_string(), n)
+                    })
+                    .filter(|(_, n)| *n > 0)
+                    .collect()
+            })
+            .unwrap_or_default();
+        counts.sort_by_key(|c| std::cmp::Reverse(c.1));
+        counts.truncate(limit);
+        counts.into_iter().collect()
+    }
+
     /// Distinct viewer sessions seen within the window, all channels.
     pub(crate) fn viewers(&self, now: Instant) -> u64 {
         self.channels

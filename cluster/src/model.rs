@@ -6,7 +6,7 @@ pub type NodeId = u64;
 pub type ChannelId = u64;
 
 /// Where a node can be reached.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 pub struct NodeUrls {
     pub http: String,
     pub cluster: String,
@@ -16,7 +16,7 @@ pub struct NodeUrls {
 
 /// A node's liveness: renewed by heartbeat, expired = down. Created with its heartbeat
 /// set to its creation time: an empty heartbeat would read as infinitely old.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Lease {
     pub heartbeat_ms: i64,
     pub ttl_ms: i64,
@@ -28,9 +28,9 @@ impl Lease {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Node {
-    pub id: NodeId,
+    pub id: u64,
     pub name: String,
     pub urls: NodeUrls,
     pub lease: Lease,
@@ -38,7 +38,7 @@ pub struct Node {
     pub down: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Visibility {
     #[default]
@@ -47,7 +47,7 @@ pub enum Visibility {
     Private,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum Ingest {
     /// An encoder pushes RTMP or SRT to any node.
@@ -57,7 +57,7 @@ pub enum Ingest {
     /// The cluster pulls an HLS stream.
     HlsPull { url: String },
     /// A capture port on one node.
-    Sdi { node: NodeId, device: u32 },
+    Sdi { node: u64, device: u32 },
 }
 
 impl Ingest {
@@ -68,7 +68,7 @@ impl Ingest {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LlHlsSettings {
     pub part_target_ms: u32,
     pub segment_target_ms: u32,
@@ -85,17 +85,17 @@ impl Default for LlHlsSettings {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case", tag = "kind", content = "node")]
 pub enum Placement {
     #[default]
     Any,
-    Pinned(NodeId),
+    Pinned(u64),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Channel {
-    pub id: ChannelId,
+    pub id: u64,
     /// URL name: `[a-z0-9][a-z0-9-]{0,62}`.
     pub slug: String,
     pub title: String,
@@ -113,7 +113,7 @@ pub struct Channel {
     /// A pulled channel's node: the one that connects to the source (set by the
     /// supervisor's placement, never by hand).
     #[serde(default)]
-    pub puller: Option<NodeId>,
+    pub puller: Option<u64>,
     /// How often the supervisor moved the pull to another node because its node's
     /// lease expired, and when it last did.
     #[serde(default)]
@@ -123,17 +123,17 @@ pub struct Channel {
 }
 
 /// A stream key: only a verifier is replicated (SHA-256 of the random key).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StreamKey {
     pub key_id: String,
-    pub channel: ChannelId,
+    pub channel: u64,
     /// Lower-case hex SHA-256 of the key.
     pub verifier: String,
     pub created_ms: i64,
     pub revoked_ms: Option<i64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum GenerationState {
     Starting,
@@ -150,7 +150,7 @@ impl GenerationState {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 pub struct MediaInfo {
     pub codecs: Vec<String>,
     pub width: u32,
@@ -163,11 +163,11 @@ pub struct MediaInfo {
 }
 
 /// One live session of a channel.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Generation {
-    pub channel: ChannelId,
+    pub channel: u64,
     pub number: u64,
-    pub origin: NodeId,
+    pub origin: u64,
     pub state: GenerationState,
     pub started_ms: i64,
     pub last_media_ms: i64,
@@ -180,7 +180,7 @@ pub struct Generation {
 
 /// An admin API token: only a verifier (SHA-256 of the token) is replicated, so a token
 /// made on one node is accepted by every node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AdminToken {
     pub token_id: String,
     pub name: String,
@@ -193,7 +193,7 @@ pub struct AdminToken {
     pub revoked_ms: Option<i64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EndpointKind {
     /// A cluster node's spool, for the channels it ingests.
@@ -207,7 +207,7 @@ pub enum EndpointKind {
 }
 
 /// When an endpoint's snapshot reads as degraded or stale.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HealthThresholds {
     /// A playlist older than this is degraded.
     pub max_playlist_age_ms: u64,
@@ -225,13 +225,13 @@ impl Default for HealthThresholds {
 }
 
 /// A place viewers or edges fetch from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Endpoint {
     /// Name: `[a-z0-9][a-z0-9-]{0,62}`.
     pub name: String,
     pub kind: EndpointKind,
     /// The cluster node it runs on, if it is one.
-    pub node: Option<NodeId>,
+    pub node: Option<u64>,
     /// Base HTTP URL viewers or child edges use.
     pub url: String,
     /// Parents it pulls from, in failover order (endpoint names).
@@ -240,7 +240,7 @@ pub struct Endpoint {
     pub created_ms: i64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Health {
     Ok,
@@ -249,7 +249,7 @@ pub enum Health {
 }
 
 /// An endpoint's figures at one time; a short history is kept per endpoint.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EndpointSnapshot {
     pub at_ms: i64,
     pub viewers: u64,
@@ -260,6 +260,9 @@ pub struct EndpointSnapshot {
     /// Share of requests answered from its cache (edges), 0..=1.
     pub hit_ratio: Option<f64>,
     pub health: Health,
+    /// Viewers by channel name (the channels with any), summed into `viewers`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub channel_viewers: std::collections::BTreeMap<String, u64>,
 }
 
 // Snapshots hold finite ratios only (validated in `apply`), so equality is total.
@@ -267,15 +270,15 @@ impl Eq for EndpointSnapshot {}
 
 /// A DeckLink input on a node: discovered from the hardware, never created or deleted
 /// by hand.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CapturePort {
-    pub node: NodeId,
+    pub node: u64,
     pub device: u32,
     /// What the hardware calls it.
     pub model: String,
     pub label: String,
     pub enabled: bool,
-    pub bound_channel: Option<ChannelId>,
+    pub bound_channel: Option<u64>,
     /// False once the device is no longer found on its node (kept, not deleted).
     pub present: bool,
     pub first_seen_ms: i64,

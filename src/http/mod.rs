@@ -1,8 +1,9 @@
 //! The node's HTTP listener: the viewer interface (`/hls`, `/watch`), the admin API
-//! (`/api/v1`), health, readiness and metrics.
+//! (`/api/v1`), the dashboard (`/`), health, readiness and metrics.
 
 pub(crate) mod api;
 pub(crate) mod hls;
+pub(crate) mod ui;
 pub(crate) mod watch;
 
 use std::sync::Arc;
@@ -88,6 +89,7 @@ pub(crate) fn app(
     api::router(api)
         .merge(viewer)
         .merge(watch::router(hlsjs_url))
+        .merge(ui::router())
         .route(
             "/metrics",
             get(move || {

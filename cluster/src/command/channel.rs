@@ -7,7 +7,7 @@ use crate::model::{Channel, Ingest, LlHlsSettings, NodeId, Placement, Visibility
 use crate::state::State;
 
 /// Fields an operator may change on an existing channel; `None` leaves one as it is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 pub struct ChannelPatch {
     pub title: Option<String>,
     pub visibility: Option<Visibility>,

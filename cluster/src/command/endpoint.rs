@@ -155,6 +155,9 @@ pub(super) fn forget_node(state: &mut State, node: NodeId) {
     }
 }
 
+/// Bounds what a snapshot may carry: it is replicated and kept in the history.
+pub const MAX_CHANNELS_PER_SNAPSHOT: usize = 256;
+
 pub(super) fn report(
     state: &mut State,
     endpoint: &str,
@@ -167,6 +170,12 @@ pub(super) fn report(
         if !(0.0..=1.0).contains(&r) {
             return Err(Refusal::invalid("hit_ratio", "must be within 0..=1"));
         }
+    }
+    if snapshot.channel_viewers.len() > MAX_CHANNELS_PER_SNAPSHOT {
+        return Err(Refusal::invalid(
+            "channel_viewers",
+            format!("at most {MAX_CHANNELS_PER_SNAPSHOT} channels per snapshot"),
+        ));
     }
     let history = state.endpoint_snapshots.entry(endpoint.into()).or_default();
     if let Some(last) = history.back() {

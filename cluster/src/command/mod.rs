@@ -11,7 +11,7 @@ mod node;
 mod port;
 
 pub use channel::{validate_slug, ChannelPatch};
-pub use endpoint::SNAPSHOT_HISTORY;
+pub use endpoint::{MAX_CHANNELS_PER_SNAPSHOT, SNAPSHOT_HISTORY};
 pub use port::DeviceSeen;
 
 use serde::{Deserialize, Serialize};

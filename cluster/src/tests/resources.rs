@@ -197,6 +197,7 @@ fn snapshot(at_ms: i64) -> EndpointSnapshot {
         playlist_age_ms: Some(200),
         hit_ratio: Some(0.9),
         health: Health::Ok,
+        channel_viewers: [("news".to_string(), 3)].into(),
     }
 }
 

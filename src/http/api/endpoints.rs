@@ -11,14 +11,15 @@ use serde::{Deserialize, Serialize};
 use sluice_cluster::command::Op;
 use sluice_cluster::model::{Endpoint, EndpointKind, EndpointSnapshot, Health, HealthThresholds};
 use sluice_cluster::State;
+use utoipa::ToSchema;
 
-use super::{cluster_error, error, parse, propose, ApiState};
+use super::{cluster_error, not_found, parse, propose, ApiError, ApiState};
 use crate::endpoint::health_now;
 use crate::serve::now_ms;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PutEndpoint {
+pub(super) struct PutEndpoint {
     kind: EndpointKind,
     url: String,
     #[serde(default)]
@@ -29,7 +30,7 @@ struct PutEndpoint {
     health: Option<HealthThresholds>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(crate) struct EndpointView {
     #[serde(flatten)]
     endpoint: Endpoint,
@@ -55,6 +56,13 @@ fn view(st: &State, e: &Endpoint, now: i64, with_history: bool) -> EndpointView 
     }
 }
 
+#[derive(Serialize, ToSchema)]
+pub(super) struct EndpointList {
+    endpoints: Vec<EndpointView>,
+}
+
+#[utoipa::path(get, path = "/api/v1/endpoints", tag = "endpoints",
+    responses((status = 200, body = EndpointList)))]
 pub(super) async fn list(AxumState(s): AxumState<ApiState>) -> Response {
     let now = now_ms();
     let listed = s
@@ -67,11 +75,17 @@ pub(super) async fn list(AxumState(s): AxumState<ApiState>) -> Response {
         })
         .await;
     match listed {
-        Ok(endpoints) => Json(serde_json::json!({ "endpoints": endpoints })).into_response(),
+        Ok(endpoints) => Json(EndpointList { endpoints }).into_response(),
         Err(e) => cluster_error(e),
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/endpoints/{name}", tag = "endpoints",
+    params(("name" = String, Path, description = "Endpoint name")),
+    responses(
+        (status = 200, description = "The endpoint with its snapshot history", body = EndpointView),
+        (status = 404, body = ApiError),
+    ))]
 pub(super) async fn show(AxumState(s): AxumState<ApiState>, Path(name): Path<String>) -> Response {
     let now = now_ms();
     let found = s
@@ -80,15 +94,21 @@ pub(super) async fn show(AxumState(s): AxumState<ApiState>, Path(name): Path<Str
         .await;
     match found {
         Ok(Some(v)) => Json(v).into_response(),
-        Ok(None) => error(
-            StatusCode::NOT_FOUND,
-            format!("endpoint {name:?} not found"),
-            None,
-        ),
+        Ok(None) => not_found("endpoint", &name),
         Err(e) => cluster_error(e),
     }
 }
 
+#[utoipa::path(put, path = "/api/v1/endpoints/{name}", tag = "endpoints",
+    params(("name" = String, Path, description = "Endpoint name")),
+    request_body = PutEndpoint,
+    responses(
+        (status = 200, description = "Replaced", body = EndpointView),
+        (status = 201, description = "Created", body = EndpointView),
+        (status = 400, body = ApiError),
+        (status = 409, description = "Conflicts with another endpoint (a cycle of parents)", body = ApiError),
+        (status = 422, body = ApiError),
+    ))]
 /// Creates or replaces an endpoint (thresholds kept when the request leaves them out).
 pub(super) async fn put(
     AxumState(s): AxumState<ApiState>,
@@ -124,9 +144,20 @@ pub(super) async fn put(
     } else {
         StatusCode::CREATED
     };
-    (status, Json(shown)).into_response()
+    match shown {
+        Some(v) => (status, Json(v)).into_response(),
+        // Deleted by someone else in between.
+        None => not_found("endpoint", &name),
+    }
 }
 
+#[utoipa::path(delete, path = "/api/v1/endpoints/{name}", tag = "endpoints",
+    params(("name" = String, Path, description = "Endpoint name")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, body = ApiError),
+        (status = 409, description = "Another endpoint pulls from it", body = ApiError),
+    ))]
 pub(super) async fn delete(
     AxumState(s): AxumState<ApiState>,
     Path(name): Path<String>,

@@ -5,14 +5,15 @@ use axum::extract::{Path, State as AxumState};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sluice_cluster::handle::ClusterError;
+use utoipa::ToSchema;
 
-use super::{cluster_error, error, parse, ApiState};
+use super::{cluster_error, error, parse, ApiError, ApiState};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewMember {
+pub(super) struct NewMember {
     /// The new node's cluster URL.
     addr: String,
 }
@@ -32,6 +33,31 @@ fn check_cluster_url(url: &str, field: &str) -> Result<(), Response> {
     }
 }
 
+#[derive(Serialize, ToSchema)]
+pub(super) struct MemberAdded {
+    id: u64,
+    addr: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct Joined {
+    /// The member asked.
+    joined: String,
+    /// This node's id in the cluster.
+    id: u64,
+}
+
+#[utoipa::path(post, path = "/api/v1/cluster/members", tag = "cluster",
+    request_body = NewMember,
+    responses(
+        (status = 201, description = "Added as a voter", body = MemberAdded),
+        (status = 400, body = ApiError),
+        (status = 409, description = "Membership cannot change now", body = ApiError),
+        (status = 422, body = ApiError),
+        (status = 502, description = "The node did not answer", body = ApiError),
+        (status = 503, description = "No leader", body = ApiError),
+        (status = 504, description = "The node did not answer in time", body = ApiError),
+    ))]
 /// Adds a running node that waits to be added (same cluster secret, empty data dir).
 pub(super) async fn add(AxumState(s): AxumState<ApiState>, body: Bytes) -> Response {
     let req: NewMember = match parse(&body) {
@@ -44,7 +70,7 @@ pub(super) async fn add(AxumState(s): AxumState<ApiState>, body: Bytes) -> Respo
     match s.handle.add_node(&req.addr).await {
         Ok(id) => (
             StatusCode::CREATED,
-            Json(serde_json::json!({"id": id, "addr": req.addr})),
+            Json(MemberAdded { id, addr: req.addr }),
         )
             .into_response(),
         Err(e) => peer_error(e),
@@ -59,6 +85,17 @@ fn peer_error(e: ClusterError) -> Response {
     }
 }
 
+#[utoipa::path(delete, path = "/api/v1/cluster/members/{id}", tag = "cluster",
+    params(("id" = String, Path, description = "Node id")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 400, body = ApiError),
+        (status = 404, body = ApiError),
+        (status = 409, description = "Membership cannot change now", body = ApiError),
+        (status = 502, body = ApiError),
+        (status = 503, body = ApiError),
+        (status = 504, body = ApiError),
+    ))]
 pub(super) async fn remove(AxumState(s): AxumState<ApiState>, Path(id): Path<String>) -> Response {
     let Ok(id) = id.parse::<u64>() else {
         return error(
@@ -73,13 +110,23 @@ pub(super) async fn remove(AxumState(s): AxumState<ApiState>, Path(id): Path<Str
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct JoinCluster {
+pub(super) struct JoinCluster {
     /// The cluster URL of any member of the cluster to join.
     member: String,
 }
 
+#[utoipa::path(post, path = "/api/v1/cluster/join", tag = "cluster",
+    request_body = JoinCluster,
+    responses(
+        (status = 200, body = Joined),
+        (status = 400, body = ApiError),
+        (status = 409, description = "This node already belongs to a cluster", body = ApiError),
+        (status = 422, body = ApiError),
+        (status = 502, body = ApiError),
+        (status = 504, body = ApiError),
+    ))]
 /// Makes this node (waiting to be added) join the cluster `member` belongs to.
 pub(super) async fn join(AxumState(s): AxumState<ApiState>, body: Bytes) -> Response {
     let req: JoinCluster = match parse(&body) {
@@ -98,9 +145,11 @@ pub(super) async fn join(AxumState(s): AxumState<ApiState>, body: Bytes) -> Resp
         );
     }
     match s.handle.join(&req.member, &s.advertise).await {
-        Ok(()) => {
-            Json(serde_json::json!({"joined": req.member, "id": s.handle.id()})).into_response()
-        }
+        Ok(()) => Json(Joined {
+            joined: req.member,
+            id: s.handle.id(),
+        })
+        .into_response(),
         Err(e) => peer_error(e),
     }
 }

@@ -1,5 +1,8 @@
-//! The admin API: cluster status, channels, stream keys. JSON in and out; errors are
-//! `{"error": message, "field": name}` with 400/401/404/409/422/503.
+//! The admin API (`/api/v1`): cluster, nodes, channels, stream keys, generations,
+//! tokens, endpoints, capture ports. JSON in and out; errors are
+//! `{"error": message, "field": name}` with 400/401/403/404/409/422/502/503/504. The
+//! OpenAPI document is generated from these handlers and served at
+//! `/api/v1/openapi.json`.
 
 // Helpers return the refusal response itself as their error, made once per refused
 // request; boxing it would only add an allocation.
@@ -8,22 +11,24 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State as AxumState};
+use axum::extract::State as AxumState;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, patch, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use sluice_cluster::command::{Applied, ChannelPatch, Command, FirstKey, Op, Refusal};
+use sluice_cluster::command::{Applied, Command, Op, Refusal};
 use sluice_cluster::handle::{ClusterError, ClusterHandle};
-use sluice_cluster::model::{Channel, Ingest, LlHlsSettings, Placement, Visibility};
 use sluice_cluster::State;
+use utoipa::{OpenApi, ToSchema};
 
 use crate::serve::{now_ms, random_hex};
 
+pub(crate) mod channels;
 mod endpoints;
 mod members;
+pub(crate) mod nodes;
 mod tokens;
 
 #[derive(Clone)]
@@ -44,7 +49,19 @@ pub(crate) fn router(state: ApiState) -> Router {
         .route("/api/v1/cluster/members", post(members::add))
         .route("/api/v1/cluster/members/{id}", delete(members::remove))
         .route("/api/v1/cluster/join", post(members::join))
+        .route("/api/v1/nodes", get(nodes::list))
+        .route("/api/v1/nodes/{id}", get(nodes::show))
+        .route("/api/v1/capture-ports", get(nodes::list_ports))
+        .route(
+            "/api/v1/capture-ports/{node}/{device}",
+            patch(nodes::update_port),
+        )
+        .route(
+            "/api/v1/capture-ports/{node}/{device}/channel",
+            put(nodes::bind_port),
+        )
         .route("/api/v1/tokens", get(tokens::list).post(tokens::create))
+        .route("/api/v1/tokens/{id}", delete(tokens::revoke))
         .route("/api/v1/endpoints", get(endpoints::list))
         .route(
             "/api/v1/endpoints/{name}",
@@ -52,18 +69,28 @@ pub(crate) fn router(state: ApiState) -> Router {
                 .put(endpoints::put)
                 .delete(endpoints::delete),
         )
-        .route("/api/v1/tokens/{id}", delete(tokens::revoke))
-        .route("/api/v1/channels", get(list_channels).post(create_channel))
+        .route(
+            "/api/v1/channels",
+            get(channels::list).post(channels::create),
+        )
         .route(
             "/api/v1/channels/{name}",
-            get(show_channel)
-                .patch(update_channel)
-                .delete(delete_channel),
+            get(channels::show)
+                .patch(channels::update)
+                .delete(channels::delete),
         )
-        .route("/api/v1/channels/{name}/keys", post(create_key))
-        .route("/api/v1/channels/{name}/stop", post(stop_channel))
-        .route("/api/v1/channels/{name}/keys/{key_id}", delete(revoke_key))
-        // Every admin route needs the admin token; one check for all of them.
+        .route("/api/v1/channels/{name}/keys", post(channels::create_key))
+        .route(
+            "/api/v1/channels/{name}/keys/{key_id}",
+            delete(channels::revoke_key),
+        )
+        .route(
+            "/api/v1/channels/{name}/generations",
+            get(channels::generations),
+        )
+        .route("/api/v1/channels/{name}/status", get(channels::status))
+        .route("/api/v1/channels/{name}/stop", post(channels::stop))
+        // Every admin route needs a token; one check for all of them.
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_token,
@@ -71,12 +98,73 @@ pub(crate) fn router(state: ApiState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/api/v1/openapi.json", get(openapi_json))
         .merge(api)
         .with_state(state)
 }
 
-#[derive(Serialize)]
-struct ApiError {
+/// The API's reference, generated from the handlers' annotations.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Sluice admin API",
+        description = "Channels, stream keys, generations, nodes, cluster membership, \
+            endpoints, capture ports and API tokens of a Sluice cluster. Every route needs \
+            `Authorization: Bearer TOKEN`; read-only tokens may only GET."
+    ),
+    paths(
+        cluster_status,
+        members::add,
+        members::remove,
+        members::join,
+        nodes::list,
+        nodes::show,
+        nodes::list_ports,
+        nodes::update_port,
+        nodes::bind_port,
+        tokens::list,
+        tokens::create,
+        tokens::revoke,
+        endpoints::list,
+        endpoints::show,
+        endpoints::put,
+        endpoints::delete,
+        channels::list,
+        channels::create,
+        channels::show,
+        channels::update,
+        channels::delete,
+        channels::create_key,
+        channels::revoke_key,
+        channels::generations,
+        channels::status,
+        channels::stop,
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+pub(crate) struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+async fn openapi_json() -> Response {
+    Json(ApiDoc::openapi()).into_response()
+}
+
+/// Every refusal: a message, and the request field it is about when there is one.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ApiError {
     error: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<String>,
@@ -88,6 +176,14 @@ fn error(status: StatusCode, message: impl Into<String>, field: Option<&str>) ->
         field: field.map(String::from),
     };
     (status, Json(body)).into_response()
+}
+
+fn not_found(what: &str, name: &str) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        format!("{what} {name:?} not found"),
+        None,
+    )
 }
 
 fn cluster_error(e: ClusterError) -> Response {
@@ -184,7 +280,7 @@ async fn readyz(AxumState(s): AxumState<ApiState>) -> Response {
 }
 
 /// Member facts for `GET /api/v1/cluster`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub(crate) struct ClusterStatus {
     /// The node that answered.
     pub(crate) this_node: u64,
@@ -193,7 +289,7 @@ pub(crate) struct ClusterStatus {
     pub(crate) members: Vec<MemberStatus>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub(crate) struct MemberStatus {
     pub(crate) id: u64,
     pub(crate) name: String,
@@ -202,6 +298,8 @@ pub(crate) struct MemberStatus {
     pub(crate) healthy: bool,
 }
 
+#[utoipa::path(get, path = "/api/v1/cluster", tag = "cluster",
+    responses((status = 200, description = "Leader, term and members", body = ClusterStatus)))]
 async fn cluster_status(AxumState(s): AxumState<ApiState>) -> Response {
     let metrics = s.handle.raft().metrics().borrow().clone();
     let membership = metrics.membership_config.membership().clone();
@@ -229,87 +327,6 @@ async fn cluster_status(AxumState(s): AxumState<ApiState>) -> Response {
         members,
     })
     .into_response()
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewChannel {
-    name: String,
-    #[serde(default)]
-    title: String,
-    #[serde(default)]
-    visibility: Visibility,
-    #[serde(default)]
-    recording: bool,
-    #[serde(default)]
-    ll_hls: LlHlsSettings,
-    #[serde(default)]
-    placement: Placement,
-    /// SRT publishers must encrypt with it (10 to 79 characters).
-    #[serde(default)]
-    srt_passphrase: Option<String>,
-    /// Push (the default: encoders publish with a stream key) or a source the cluster
-    /// pulls.
-    #[serde(default)]
-    ingest: NewIngest,
-}
-
-/// The ingests an operator can choose (SDI comes from binding a capture port).
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "snake_case", tag = "kind", deny_unknown_fields)]
-enum NewIngest {
-    #[default]
-    Push,
-    SrtCaller {
-        url: String,
-    },
-}
-
-/// Checks a pull source URL as a node will read it: 422 naming `ingest.url`.
-fn check_ingest(ingest: &Ingest) -> Result<(), Response> {
-    if let Ingest::HlsPull { .. } = ingest {
-        return Err(error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "ingest.kind: hls_pull is not available; use push or srt_caller",
-            Some("ingest.kind"),
-        ));
-    }
-    if let Ingest::SrtCaller { url } = ingest {
-        crate::ingest::srt_caller::SrtSource::parse(url).map_err(|why| {
-            error(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("ingest.url: {why}"),
-                Some("ingest.url"),
-            )
-        })?;
-    }
-    Ok(())
-}
-
-/// A channel as the API shows it: the SRT passphrase is write-only (only whether one is
-/// set is shown; one in a pull URL is masked), and `alert` says why the cluster will not
-/// move it although its node is down (pinned, SDI).
-pub(crate) fn channel_view(c: &Channel, state: &State, now_ms: i64) -> serde_json::Value {
-    let mut v = serde_json::to_value(c).unwrap_or_default();
-    if let Some(map) = v.as_object_mut() {
-        map.remove("srt_passphrase");
-        map.insert(
-            "srt_passphrase_set".into(),
-            serde_json::Value::Bool(c.srt_passphrase.is_some()),
-        );
-        if let Ingest::SrtCaller { url } = &c.ingest {
-            map.insert(
-                "ingest".into(),
-                serde_json::json!({"kind": "srt_caller", "url": crate::ingest::srt_caller::redacted(url)}),
-            );
-        }
-        map.insert(
-            "alert".into(),
-            serde_json::to_value(sluice_cluster::placement::alert(state, c, now_ms))
-                .unwrap_or_default(),
-        );
-    }
-    v
 }
 
 /// A new stream key: the plaintext goes to the caller once, the cluster keeps a SHA-256.
@@ -349,217 +366,4 @@ async fn propose(s: &ApiState, op: Op) -> Result<Applied, Response> {
         })
         .await
         .map_err(cluster_error)
-}
-
-async fn create_channel(AxumState(s): AxumState<ApiState>, body: Bytes) -> Response {
-    let req: NewChannel = match parse(&body) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
-    let ingest = match req.ingest {
-        NewIngest::Push => Ingest::Push,
-        NewIngest::SrtCaller { url } => Ingest::SrtCaller { url },
-    };
-    if let Err(r) = check_ingest(&ingest) {
-        return r;
-    }
-    let key = match new_key_or_500() {
-        Ok(k) => k,
-        Err(r) => return r,
-    };
-    // A pulled channel has no publishers, so no stream key.
-    let pushed = ingest == Ingest::Push;
-    let op = Op::CreateChannel {
-        slug: req.name.clone(),
-        title: req.title,
-        visibility: req.visibility,
-        ingest,
-        ll_hls: req.ll_hls,
-        recording: req.recording,
-        placement: req.placement,
-        // One command: the channel never exists without its key.
-        srt_passphrase: req.srt_passphrase.clone(),
-        first_key: pushed.then(|| FirstKey {
-            key_id: key.key_id.clone(),
-            verifier: key.verifier,
-        }),
-    };
-    if let Err(r) = propose(&s, op).await {
-        return r;
-    }
-    let now = now_ms();
-    let channel = s.handle.read_local(|st| {
-        st.channel_by_slug(&req.name)
-            .map(|c| channel_view(c, st, now))
-    });
-    (
-        StatusCode::CREATED,
-        Json(serde_json::json!({
-            "channel": req.name,
-            "stream_key": pushed.then_some(key.plaintext),
-            "key_id": pushed.then_some(key.key_id),
-            "details": channel,
-        })),
-    )
-        .into_response()
-}
-
-async fn list_channels(AxumState(s): AxumState<ApiState>) -> Response {
-    match s
-        .handle
-        .read_linearizable(|st| {
-            let now = now_ms();
-            st.channels
-                .values()
-                .map(|c| channel_view(c, st, now))
-                .collect::<Vec<_>>()
-        })
-        .await
-    {
-        Ok(list) => Json(serde_json::json!({ "channels": list })).into_response(),
-        Err(e) => cluster_error(e),
-    }
-}
-
-async fn show_channel(AxumState(s): AxumState<ApiState>, Path(name): Path<String>) -> Response {
-    let found = s
-        .handle
-        .read_linearizable(|st| {
-            st.channel_by_slug(&name).map(|c| {
-                let keys: Vec<_> = st.keys.values().filter(|k| k.channel == c.id).map(|k| {
-                    serde_json::json!({"key_id": k.key_id, "created_ms": k.created_ms, "revoked_ms": k.revoked_ms})
-                }).collect();
-                serde_json::json!({"channel": channel_view(c, st, now_ms()), "keys": keys, "generation": st.active_generation(c.id)})
-            })
-        })
-        .await;
-    match found {
-        Ok(Some(v)) => Json(v).into_response(),
-        Ok(None) => error(
-            StatusCode::NOT_FOUND,
-            format!("channel {name:?} not found"),
-            Some("name"),
-        ),
-        Err(e) => cluster_error(e),
-    }
-}
-
-async fn update_channel(
-    AxumState(s): AxumState<ApiState>,
-    Path(name): Path<String>,
-    body: Bytes,
-) -> Response {
-    let patch: ChannelPatch = match parse(&body) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    if let Some(Err(r)) = patch.ingest.as_ref().map(check_ingest) {
-        return r;
-    }
-    match propose(
-        &s,
-        Op::UpdateChannel {
-            slug: name.clone(),
-            patch,
-        },
-    )
-    .await
-    {
-        Ok(_) => {
-            let now = now_ms();
-            Json(
-                s.handle
-                    .read_local(|st| st.channel_by_slug(&name).map(|c| channel_view(c, st, now))),
-            )
-            .into_response()
-        }
-        Err(r) => r,
-    }
-}
-
-async fn delete_channel(AxumState(s): AxumState<ApiState>, Path(name): Path<String>) -> Response {
-    match propose(&s, Op::DeleteChannel { slug: name }).await {
-        Ok(_) => StatusCode::NO_CONTENT.into_response(),
-        Err(r) => r,
-    }
-}
-
-async fn create_key(AxumState(s): AxumState<ApiState>, Path(name): Path<String>) -> Response {
-    let key = match new_key_or_500() {
-        Ok(k) => k,
-        Err(r) => return r,
-    };
-    let op = Op::CreateKey {
-        channel: name.clone(),
-        key_id: key.key_id.clone(),
-        verifier: key.verifier,
-    };
-    match propose(&s, op).await {
-        Ok(_) => (
-            StatusCode::CREATED,
-            Json(serde_json::json!({"channel": name, "key_id": key.key_id, "stream_key": key.plaintext})),
-        )
-            .into_response(),
-        Err(r) => r,
-    }
-}
-
-async fn revoke_key(
-    AxumState(s): AxumState<ApiState>,
-    Path((name, key_id)): Path<(String, String)>,
-) -> Response {
-    match propose(
-        &s,
-        Op::RevokeKey {
-            channel: name,
-            key_id,
-        },
-    )
-    .await
-    {
-        Ok(_) => StatusCode::NO_CONTENT.into_response(),
-        Err(r) => r,
-    }
-}
-
-/// Ends the channel's live generation now (viewers get `EXT-X-ENDLIST`); its origin
-/// closes the publisher's connection.
-async fn stop_channel(AxumState(s): AxumState<ApiState>, Path(name): Path<String>) -> Response {
-    let active = s
-        .handle
-        .read_linearizable(|st| {
-            st.channel_by_slug(&name)
-                .map(|c| st.active_generation(c.id).map(|g| g.number))
-        })
-        .await;
-    let generation = match active {
-        Ok(Some(Some(g))) => g,
-        Ok(Some(None)) => {
-            return error(
-                StatusCode::CONFLICT,
-                format!("channel {name:?} is not live"),
-                None,
-            )
-        }
-        Ok(None) => {
-            return error(
-                StatusCode::NOT_FOUND,
-                format!("channel {name:?} not found"),
-                Some("name"),
-            )
-        }
-        Err(e) => return cluster_error(e),
-    };
-    let op = Op::EndGeneration {
-        channel: name.clone(),
-        generation,
-        failed: false,
-    };
-    match propose(&s, op).await {
-        Ok(_) => {
-            Json(serde_json::json!({"channel": name, "generation": generation, "state": "ended"}))
-                .into_response()
-        }
-        Err(r) => r,
-    }
 }

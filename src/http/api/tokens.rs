@@ -8,21 +8,22 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use sluice_cluster::command::Op;
+use utoipa::ToSchema;
 
-use super::{cluster_error, error, parse, propose, verifier_of, ApiState};
+use super::{cluster_error, error, parse, propose, verifier_of, ApiError, ApiState};
 use crate::serve::random_hex;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewToken {
+pub(super) struct NewToken {
     name: String,
     /// Monitoring: may read, never change.
     #[serde(default)]
     read_only: bool,
 }
 
-#[derive(Serialize)]
-struct TokenView {
+#[derive(Serialize, ToSchema)]
+pub(super) struct TokenView {
     token_id: String,
     name: String,
     read_only: bool,
@@ -30,6 +31,28 @@ struct TokenView {
     revoked_ms: Option<i64>,
 }
 
+#[derive(Serialize, ToSchema)]
+pub(super) struct TokenCreated {
+    token_id: String,
+    name: String,
+    read_only: bool,
+    /// The token itself, shown this once; the cluster keeps only a SHA-256.
+    token: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct TokenList {
+    tokens: Vec<TokenView>,
+}
+
+#[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens",
+    request_body = NewToken,
+    responses(
+        (status = 201, body = TokenCreated),
+        (status = 400, body = ApiError),
+        (status = 409, description = "A token with this name exists", body = ApiError),
+        (status = 422, body = ApiError),
+    ))]
 pub(super) async fn create(AxumState(s): AxumState<ApiState>, body: Bytes) -> Response {
     let req: NewToken = match parse(&body) {
         Ok(r) => r,
@@ -54,18 +77,20 @@ pub(super) async fn create(AxumState(s): AxumState<ApiState>, body: Bytes) -> Re
     match propose(&s, op).await {
         Ok(_) => (
             StatusCode::CREATED,
-            Json(serde_json::json!({
-                "token_id": token_id,
-                "name": req.name,
-                "read_only": req.read_only,
-                "token": token,
-            })),
+            Json(TokenCreated {
+                token_id,
+                name: req.name,
+                read_only: req.read_only,
+                token,
+            }),
         )
             .into_response(),
         Err(r) => r,
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens",
+    responses((status = 200, body = TokenList)))]
 pub(super) async fn list(AxumState(s): AxumState<ApiState>) -> Response {
     let listed = s
         .handle
@@ -83,11 +108,17 @@ pub(super) async fn list(AxumState(s): AxumState<ApiState>) -> Response {
         })
         .await;
     match listed {
-        Ok(tokens) => Json(serde_json::json!({ "tokens": tokens })).into_response(),
+        Ok(tokens) => Json(TokenList { tokens }).into_response(),
         Err(e) => cluster_error(e),
     }
 }
 
+#[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "tokens",
+    params(("id" = String, Path, description = "Token id")),
+    responses(
+        (status = 204, description = "Revoked on every node"),
+        (status = 404, body = ApiError),
+    ))]
 pub(super) async fn revoke(AxumState(s): AxumState<ApiState>, Path(id): Path<String>) -> Response {
     match propose(&s, Op::RevokeAdminToken { token_id: id }).await {
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
