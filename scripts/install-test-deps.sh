@@ -29,16 +29,20 @@ gst_ok() {
 gst_ok || missing+=(gstreamer)
 command -v etcd >/dev/null || missing+=(etcd)
 command -v srt-live-transmit >/dev/null || missing+=(srt-live-transmit)
+# schemathesis (the API fuzz test) goes into a venv: python3 with venv and ensurepip.
+python_ok() { command -v python3 >/dev/null && python3 -c 'import venv, ensurepip' 2>/dev/null; }
+python_ok || missing+=(python3-venv)
 
 if [ ${#missing[@]} -gt 0 ]; then
   # ffprobe ships in the ffmpeg package; /usr/bin/chromium in chromium.
   if [ "$(id -u)" -ne 0 ]; then
     die "missing: ${missing[*]}. Install as root with:
-  apt-get update && apt-get install -y --no-install-recommends ffmpeg chromium etcd-server srt-tools ${GST_PACKAGES[*]}"
+  apt-get update && apt-get install -y --no-install-recommends ffmpeg chromium etcd-server srt-tools python3 python3-venv ${GST_PACKAGES[*]}"
   fi
   command -v apt-get >/dev/null || die "missing: ${missing[*]}, and apt-get is not available to install them"
   apt-get update
-  apt-get install -y --no-install-recommends ffmpeg chromium etcd-server srt-tools "${GST_PACKAGES[@]}"
+  apt-get install -y --no-install-recommends ffmpeg chromium etcd-server srt-tools python3 python3-venv "${GST_PACKAGES[@]}"
+  python_ok || die "python3-venv is installed but 'python3 -m venv' cannot work (no venv/ensurepip module)"
   command -v etcd >/dev/null || die "etcd-server is installed but etcd is not on PATH"
   command -v srt-live-transmit >/dev/null || die "srt-tools is installed but srt-live-transmit is not on PATH"
   gst_ok || die "GStreamer is installed but lacks one of rtmp2sink x264enc avenc_aac flvmux (check ${GST_PACKAGES[*]})"
@@ -71,3 +75,16 @@ elif [ -f package-lock.json ]; then
 else
   npm install --no-audit --no-fund
 fi
+
+# schemathesis from PyPI into e2e/py/venv (pinned in e2e/py/requirements.txt).
+cd ../py
+if [ -x venv/bin/schemathesis ] && [ venv/.installed -nt requirements.txt ]; then
+  echo "e2e/py: schemathesis up to date"
+else
+  rm -rf venv
+  python3 -m venv venv || die "python3 -m venv failed"
+  venv/bin/pip install --quiet --disable-pip-version-check -r requirements.txt ||
+    die "installing schemathesis from PyPI failed"
+  touch venv/.installed
+fi
+venv/bin/schemathesis --version

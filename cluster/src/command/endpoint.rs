@@ -43,7 +43,7 @@ pub(super) fn put(state: &mut State, at: i64, new: NewEndpoint) -> Result<Applie
             ))
         }
         (_, Some(node)) if !state.nodes.contains_key(&node) => {
-            return Err(Refusal::not_found("node", node))
+            return Err(Refusal::invalid("node", format!("no node has id {node}")))
         }
         _ => {}
     }
@@ -63,8 +63,13 @@ pub(super) fn put(state: &mut State, at: i64, new: NewEndpoint) -> Result<Applie
                 format!("{up:?} is listed twice"),
             ));
         }
+        // A name in the request body that names nothing is invalid input (422), not
+        // a missing resource at the requested URL (404).
         if !state.endpoints.contains_key(up) {
-            return Err(Refusal::not_found("endpoint", up));
+            return Err(Refusal::invalid(
+                "upstreams",
+                format!("no endpoint is named {up:?}"),
+            ));
         }
         // A parent that (through its own parents) pulls from this endpoint makes a loop.
         if reaches(state, up, new.name) {

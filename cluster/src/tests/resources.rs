@@ -131,7 +131,7 @@ fn endpoints_validate_links_and_refuse_loops_and_deleting_a_parent() {
     ));
     assert!(matches!(
         s.apply(&cmd(1, endpoint("o9", EndpointKind::Origin, Some(9), &[]))),
-        Err(Refusal::NotFound { .. })
+        Err(Refusal::InvalidField { field, .. }) if field == "node"
     ));
     assert!(matches!(
         s.apply(&cmd(1, endpoint("Bad Name", EndpointKind::Edge, None, &[]))),
@@ -156,7 +156,7 @@ fn endpoints_validate_links_and_refuse_loops_and_deleting_a_parent() {
     .expect("chained edge");
     assert!(matches!(
         s.apply(&cmd(4, endpoint("e3", EndpointKind::Edge, None, &["nope"]))),
-        Err(Refusal::NotFound { .. })
+        Err(Refusal::InvalidField { field, .. }) if field == "upstreams"
     ));
     assert!(matches!(
         s.apply(&cmd(4, endpoint("e3", EndpointKind::Edge, None, &["o1", "o1"]))),
