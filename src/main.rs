@@ -67,6 +67,27 @@ enum Command {
         #[command(flatten)]
         api: cli::ApiArgs,
     },
+    /// Live streams: status, stop, history (a channel's generations).
+    Stream {
+        #[command(subcommand)]
+        command: cli::StreamCommand,
+        #[command(flatten)]
+        api: cli::ApiArgs,
+    },
+    /// Nodes: lease health, what each originates, capture ports.
+    Node {
+        #[command(subcommand)]
+        command: cli::NodeCommand,
+        #[command(flatten)]
+        api: cli::ApiArgs,
+    },
+    /// Capture ports (found on the nodes' hardware): list, label, enable, bind.
+    Port {
+        #[command(subcommand)]
+        command: cli::PortCommand,
+        #[command(flatten)]
+        api: cli::ApiArgs,
+    },
     /// An edge outside the cluster: serves viewers by pull-through from its upstreams.
     Edge(edge::external::EdgeArgs),
     /// Package an FLV or MPEG-TS file (as ffmpeg, an RTMP recorder or an SRT encoder
@@ -102,6 +123,9 @@ fn main() -> Result<()> {
         Command::Key { command, api } => runtime()?.block_on(cli::key(&api, command)),
         Command::Endpoint { command, api } => runtime()?.block_on(cli::endpoint(&api, command)),
         Command::Token { command, api } => runtime()?.block_on(cli::token(&api, command)),
+        Command::Stream { command, api } => runtime()?.block_on(cli::stream(&api, command)),
+        Command::Node { command, api } => runtime()?.block_on(cli::node(&api, command)),
+        Command::Port { command, api } => runtime()?.block_on(cli::port(&api, command)),
         Command::Package {
             input,
             out,

@@ -322,14 +322,33 @@ fn every_admin_route_answers_as_documented() -> Result<()> {
         409,
         None,
     );
-    let (s, stopped) = api.call(Method::POST, "/api/v1/channels/news/stop", Value::Null);
-    assert_eq!((s, &stopped["state"]), (200, &json!("ended")), "{stopped}");
+    // The CLI reads the same live state, as a table or as JSON.
+    let status: Value =
+        serde_json::from_str(&server.cli(&["stream", "status", "news", "--json"])?)?;
+    assert_eq!(status["state"], "live");
+    let human = server.cli(&["stream", "status", "news"])?;
+    assert!(human.contains("live") && human.contains("avc1"), "{human}");
+    let listed: Value = serde_json::from_str(&server.cli(&["node", "list", "--json"])?)?;
+    assert_eq!(listed["nodes"][0]["origin_of"], json!(["news"]));
+    assert!(server.cli(&["node", "list"])?.contains("healthy"));
+    let shown: Value = serde_json::from_str(&server.cli(&["channel", "show", "news", "--json"])?)?;
+    assert_eq!(shown["channel"]["generation"]["state"], "live");
+    // Stopped through the CLI (POST /api/v1/channels/news/stop).
+    let stopped: Value = serde_json::from_str(&server.cli(&["stream", "stop", "news", "--json"])?)?;
+    assert_eq!(stopped["state"], "ended", "{stopped}");
+    refused(
+        api.call(Method::POST, "/api/v1/channels/news/stop", Value::Null),
+        409,
+        None,
+    );
     ensure!(
         publisher.wait_exit(Duration::from_secs(20)).is_some(),
         "the publisher was not disconnected"
     );
     let (_, gens) = api.get("/api/v1/channels/news/generations");
     assert_eq!(gens["generations"][0]["state"], "ended", "{gens}");
+    let history = server.cli(&["stream", "history", "news"])?;
+    assert!(history.contains("ended"), "{history}");
     assert_eq!(api.get("/api/v1/channels/news/status").1["state"], "idle");
     let (s, _) = api.call(Method::DELETE, "/api/v1/channels/news", Value::Null);
     assert_eq!(s, 204);
@@ -435,6 +454,29 @@ fn every_admin_route_answers_as_documented() -> Result<()> {
         404,
         None,
     );
+
+    // The CLI covers tokens, endpoints and capture ports, with --json for scripts.
+    let made: Value = serde_json::from_str(&server.cli(&["token", "create", "ci", "--json"])?)?;
+    let id = made["token_id"].as_str().context("token_id")?;
+    assert!(server.cli(&["token", "list"])?.contains("ci"));
+    let revoked: Value = serde_json::from_str(&server.cli(&["token", "revoke", id, "--json"])?)?;
+    assert_eq!(revoked["revoked"], id);
+    server.cli(&[
+        "endpoint",
+        "put",
+        "cdn2",
+        "--kind",
+        "external_edge",
+        "--url",
+        "https://cdn2.example.net",
+    ])?;
+    let e: Value = serde_json::from_str(&server.cli(&["endpoint", "show", "cdn2", "--json"])?)?;
+    assert_eq!(e["url"], "https://cdn2.example.net");
+    let gone: Value =
+        serde_json::from_str(&server.cli(&["endpoint", "delete", "cdn2", "--json"])?)?;
+    assert_eq!(gone["deleted"], "cdn2");
+    let ports: Value = serde_json::from_str(&server.cli(&["port", "list", "--json"])?)?;
+    assert_eq!(ports["capture_ports"], json!([]));
 
     // Capture ports: none on this node's hardware; bad paths name the part.
     let (s, ports) = api.get("/api/v1/capture-ports");

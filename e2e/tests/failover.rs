@@ -273,7 +273,7 @@ fn viewers_survive_the_origins_death_and_chained_edges_fail_over() -> Result<()>
     );
     // Node 3's snapshots counted the viewer and the bytes it was sent.
     let show: serde_json::Value =
-        serde_json::from_str(&nodes[1].cli(&["endpoint", "show", n3_name])?)?;
+        serde_json::from_str(&nodes[1].cli(&["endpoint", "show", n3_name, "--json"])?)?;
     let snapshot = show["history"]
         .as_array()
         .into_iter()

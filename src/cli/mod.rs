@@ -7,6 +7,9 @@ use anyhow::{bail, Context, Result};
 
 use crate::http::api::ClusterStatus;
 
+mod live;
+pub(crate) use live::{node, port, stream, NodeCommand, PortCommand, StreamCommand};
+
 /// Where the API is and how to authenticate: `--server` and `--token-file`, or both
 /// found in a local `--data-dir`.
 #[derive(Debug, clap::Args)]
@@ -145,6 +148,11 @@ async fn remove(api: &ApiArgs, id: u64, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// For commands whose API answer is empty: `value` for scripts, a sentence otherwise.
+fn done(json: bool, value: serde_json::Value, human: impl FnOnce() -> String) {
+    print_or(json, &value, human)
+}
+
 fn print_or(json: bool, v: &serde_json::Value, human: impl FnOnce() -> String) {
     if json {
         println!("{v}");
@@ -244,9 +252,11 @@ pub(crate) enum EndpointCommand {
         #[arg(long)]
         json: bool,
     },
-    /// One endpoint with its snapshot history (JSON).
+    /// One endpoint with its snapshot history.
     Show {
         name: String,
+        #[arg(long)]
+        json: bool,
     },
     /// Create or replace an endpoint: an external edge or origin, or a node's parents.
     Put {
@@ -268,6 +278,8 @@ pub(crate) enum EndpointCommand {
     },
     Delete {
         name: String,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -282,9 +294,29 @@ pub(crate) async fn endpoint(api: &ApiArgs, cmd: EndpointCommand) -> Result<()> 
                 print_endpoints(&v);
             }
         }
-        EndpointCommand::Show { name } => {
+        EndpointCommand::Show { name, json } => {
             let v = call(api, Method::GET, &format!("/api/v1/endpoints/{name}"), None).await?;
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            if json {
+                println!("{v}");
+            } else {
+                print_endpoints(&serde_json::json!({ "endpoints": [v.clone()] }));
+                println!();
+                println!(
+                    "{:<14} {:>7} {:>12} {:>12} {:>9}  health",
+                    "at (ms)", "viewers", "egress bps", "ingress bps", "pl. age"
+                );
+                for h in v["history"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:<14} {:>7} {:>12} {:>12} {:>9}  {}",
+                        h["at_ms"],
+                        h["viewers"],
+                        h["egress_bps"],
+                        h["ingress_bps"],
+                        h["playlist_age_ms"],
+                        h["health"].as_str().unwrap_or_default()
+                    );
+                }
+            }
         }
         EndpointCommand::Put {
             name,
@@ -306,7 +338,7 @@ pub(crate) async fn endpoint(api: &ApiArgs, cmd: EndpointCommand) -> Result<()> 
             .await?;
             print_or(json, &v, || format!("endpoint {name} saved"));
         }
-        EndpointCommand::Delete { name } => {
+        EndpointCommand::Delete { name, json } => {
             call(
                 api,
                 Method::DELETE,
@@ -314,7 +346,9 @@ pub(crate) async fn endpoint(api: &ApiArgs, cmd: EndpointCommand) -> Result<()> 
                 None,
             )
             .await?;
-            println!("endpoint {name} deleted");
+            done(json, serde_json::json!({ "deleted": name }), || {
+                format!("endpoint {name} deleted")
+            });
         }
     }
     Ok(())
@@ -378,11 +412,16 @@ pub(crate) enum ChannelCommand {
         #[arg(long)]
         json: bool,
     },
+    /// A channel with its keys and live generation.
     Show {
         name: String,
+        #[arg(long)]
+        json: bool,
     },
     Delete {
         name: String,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -397,6 +436,8 @@ pub(crate) enum KeyCommand {
     Revoke {
         channel: String,
         key_id: String,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -456,11 +497,52 @@ pub(crate) async fn channel(api: &ApiArgs, cmd: ChannelCommand) -> Result<()> {
                 }
             }
         }
-        ChannelCommand::Show { name } => {
+        ChannelCommand::Show { name, json } => {
             let v = call(api, Method::GET, &format!("/api/v1/channels/{name}"), None).await?;
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            if json {
+                println!("{v}");
+            } else {
+                let c = &v["channel"];
+                let g = &c["generation"];
+                println!(
+                    "channel:   {} ({})",
+                    name,
+                    c["title"].as_str().unwrap_or("")
+                );
+                println!("ingest:    {}", c["ingest"]);
+                println!("placement: {}", c["placement"]);
+                println!("ll-hls:    {}", c["ll_hls"]);
+                println!(
+                    "state:     {}",
+                    if g.is_null() {
+                        "idle".to_string()
+                    } else {
+                        format!(
+                            "{} (generation {}) on {}",
+                            g["state"].as_str().unwrap_or_default(),
+                            g["number"],
+                            c["origin_name"].as_str().unwrap_or("?")
+                        )
+                    }
+                );
+                println!("viewers:   {}", c["viewers"]);
+                for k in v["keys"].as_array().into_iter().flatten() {
+                    println!(
+                        "key:       {}{}",
+                        k["key_id"].as_str().unwrap_or_default(),
+                        if k["revoked_ms"].is_null() {
+                            ""
+                        } else {
+                            " (revoked)"
+                        }
+                    );
+                }
+                if let Some(alert) = c["alert"].as_str() {
+                    println!("alert:     {alert}");
+                }
+            }
         }
-        ChannelCommand::Delete { name } => {
+        ChannelCommand::Delete { name, json } => {
             call(
                 api,
                 Method::DELETE,
@@ -468,7 +550,9 @@ pub(crate) async fn channel(api: &ApiArgs, cmd: ChannelCommand) -> Result<()> {
                 None,
             )
             .await?;
-            println!("channel {name} deleted");
+            done(json, serde_json::json!({ "deleted": name }), || {
+                format!("channel {name} deleted")
+            });
         }
     }
     Ok(())
@@ -495,7 +579,11 @@ pub(crate) async fn key(api: &ApiArgs, cmd: KeyCommand) -> Result<()> {
                 println!("key id: {}", v["key_id"].as_str().unwrap_or_default());
             }
         }
-        KeyCommand::Revoke { channel, key_id } => {
+        KeyCommand::Revoke {
+            channel,
+            key_id,
+            json,
+        } => {
             call(
                 api,
                 Method::DELETE,
@@ -503,7 +591,11 @@ pub(crate) async fn key(api: &ApiArgs, cmd: KeyCommand) -> Result<()> {
                 None,
             )
             .await?;
-            println!("key {key_id} of {channel} revoked");
+            done(
+                json,
+                serde_json::json!({ "channel": channel, "revoked": key_id }),
+                || format!("key {key_id} of {channel} revoked"),
+            );
         }
     }
     Ok(())
@@ -526,6 +618,8 @@ pub(crate) enum TokenCommand {
     },
     Revoke {
         token_id: String,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -577,7 +671,7 @@ pub(crate) async fn token(api: &ApiArgs, cmd: TokenCommand) -> Result<()> {
                 }
             }
         }
-        TokenCommand::Revoke { token_id } => {
+        TokenCommand::Revoke { token_id, json } => {
             call(
                 api,
                 Method::DELETE,
@@ -585,7 +679,9 @@ pub(crate) async fn token(api: &ApiArgs, cmd: TokenCommand) -> Result<()> {
                 None,
             )
             .await?;
-            println!("token {token_id} revoked");
+            done(json, serde_json::json!({ "revoked": token_id }), || {
+                format!("token {token_id} revoked")
+            });
         }
     }
     Ok(())
