@@ -12,6 +12,12 @@ use serde_json::{json, Value};
 use sluice_e2e::node::{wait_for, Http, Publisher, Server};
 use sluice_e2e::{make_small_stream, run, workspace_root, TempDir};
 
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 struct Api {
     http: Http,
     base: String,
@@ -481,6 +487,103 @@ fn every_admin_route_answers_as_documented() -> Result<()> {
     // Capture ports: none on this node's hardware; bad paths name the part.
     let (s, ports) = api.get("/api/v1/capture-ports");
     assert_eq!((s, &ports["capture_ports"]), (200, &json!([])));
+    // A node's hardware scan, proposed over the cluster RPC as the node's discovery
+    // does: two DeckLink inputs appear, disabled and unlabelled.
+    let secret = std::fs::read_to_string(tmp.path().join("n1/cluster.secret"))?;
+    let scan = json!({"at_ms": now_ms(), "op": {"op": "report_capture_ports", "node": me,
+        "devices": [{"device": 0, "model": "DeckLink Duo 2"}, {"device": 1, "model": "DeckLink Duo 2"}]}});
+    let r = api.http.send(
+        Method::POST,
+        &format!("http://127.0.0.1:{}/cluster/propose", server.cluster),
+        &[
+            ("authorization", &format!("Bearer {}", secret.trim())),
+            ("content-type", "application/json"),
+        ],
+        scan.to_string().as_bytes(),
+    )?;
+    ensure!(r.status == 200, "scan: {} {}", r.status, r.text());
+    let (_, ports) = api.get("/api/v1/capture-ports");
+    assert_eq!(
+        ports["capture_ports"].as_array().map(Vec::len),
+        Some(2),
+        "{ports}"
+    );
+    assert_eq!(ports["capture_ports"][0]["enabled"], false);
+    let (_, node) = api.get(&format!("/api/v1/nodes/{me}"));
+    assert_eq!(node["capture_ports"].as_array().map(Vec::len), Some(2));
+    let (s, port) = api.call(
+        Method::PATCH,
+        &format!("/api/v1/capture-ports/{me}/0"),
+        json!({"label": "studio A", "enabled": true}),
+    );
+    assert_eq!(s, 200, "{port}");
+    assert_eq!(
+        (&port["label"], &port["enabled"]),
+        (&json!("studio A"), &json!(true))
+    );
+    refused(
+        api.call(
+            Method::PATCH,
+            &format!("/api/v1/capture-ports/{me}/0"),
+            json!({"label": "x".repeat(65)}),
+        ),
+        422,
+        Some("label"),
+    );
+    refused(
+        api.call(
+            Method::PATCH,
+            &format!("/api/v1/capture-ports/{me}/0"),
+            json!({"colour": "red"}),
+        ),
+        400,
+        None,
+    );
+    let (s, bound) = api.call(
+        Method::PUT,
+        &format!("/api/v1/capture-ports/{me}/0/channel"),
+        json!({"channel": "main"}),
+    );
+    assert_eq!((s, &bound["channel"]), (200, &json!("main")), "{bound}");
+    let (_, main) = api.get("/api/v1/channels/main");
+    assert_eq!(main["channel"]["ingest"]["kind"], "sdi");
+    let (_, _) = api.call(Method::POST, "/api/v1/channels", json!({"name": "second"}));
+    refused(
+        api.call(
+            Method::PUT,
+            &format!("/api/v1/capture-ports/{me}/0/channel"),
+            json!({"channel": "second"}),
+        ),
+        409,
+        None,
+    );
+    refused(
+        api.call(
+            Method::PUT,
+            &format!("/api/v1/capture-ports/{me}/1/channel"),
+            json!({"channel": "nothing"}),
+        ),
+        422,
+        Some("channel"),
+    );
+    let (s, unbound) = api.call(
+        Method::PUT,
+        &format!("/api/v1/capture-ports/{me}/0/channel"),
+        json!({"channel": null}),
+    );
+    assert_eq!((s, &unbound["channel"]), (200, &Value::Null));
+    let (_, main) = api.get("/api/v1/channels/main");
+    assert_eq!(main["channel"]["ingest"]["kind"], "push");
+    let human = server.cli(&[
+        "port",
+        "set",
+        &me.to_string(),
+        "1",
+        "--label",
+        "studio B",
+        "--enable",
+    ])?;
+    assert!(human.contains("studio B"), "{human}");
     refused(
         api.call(
             Method::PATCH,
@@ -502,7 +605,7 @@ fn every_admin_route_answers_as_documented() -> Result<()> {
     refused(
         api.call(
             Method::PATCH,
-            &format!("/api/v1/capture-ports/{me}/0"),
+            &format!("/api/v1/capture-ports/{me}/7"),
             json!({"label": "cam 1"}),
         ),
         404,
@@ -511,7 +614,7 @@ fn every_admin_route_answers_as_documented() -> Result<()> {
     refused(
         api.call(
             Method::PUT,
-            &format!("/api/v1/capture-ports/{me}/0/channel"),
+            &format!("/api/v1/capture-ports/{me}/7/channel"),
             json!({"channel": "main"}),
         ),
         404,

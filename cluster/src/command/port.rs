@@ -113,9 +113,10 @@ pub(super) fn bind(
     let previous = port.bound_channel;
     let target = match channel {
         Some(slug) => {
+            // A name in the request body, not the resource asked for: invalid input.
             let c = state
                 .channel_by_slug(slug)
-                .ok_or_else(|| Refusal::not_found("channel", slug))?;
+                .ok_or_else(|| Refusal::invalid("channel", format!("no channel named {slug:?}")))?;
             Some((c.id, c.slug.clone(), c.ingest.clone()))
         }
         None => None,
