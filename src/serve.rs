@@ -748,6 +748,10 @@ fn print_getting_started(c: &Config, host: &str, scheme: &str, http_port: u16, r
         );
         println!("Watch:        {scheme}://{host}:{http_port}/watch/NAME");
     }
+    println!(
+        "Dashboard:    {scheme}://{host}:{http_port}/ (log in with the contents of {})",
+        c.data_dir.join("admin.token").display()
+    );
     println!("More channels: sluice channel create NAME --data-dir {data_dir}\n");
 }
 
