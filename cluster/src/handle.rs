@@ -39,6 +39,9 @@ pub enum ClusterError {
     NoLeader,
     #[error("the leader did not answer: {0}")]
     Unavailable(String),
+    /// A peer (the leader, or a node asked to join) took too long to answer.
+    #[error("no answer in time: {0}")]
+    Timeout(String),
     #[error("raft: {0}")]
     Raft(String),
     /// A membership change that would break the cluster, or one already done.
@@ -51,10 +54,22 @@ impl ClusterError {
     pub fn http_status(&self) -> u16 {
         match self {
             ClusterError::Refused(r) => r.http_status(),
-            ClusterError::NoLeader | ClusterError::Unavailable(_) => 503,
+            ClusterError::NoLeader => 503,
+            // A peer that did not answer: a gateway error, never a conflict.
+            ClusterError::Unavailable(_) => 502,
+            ClusterError::Timeout(_) => 504,
             ClusterError::Raft(_) => 502,
             ClusterError::Membership(_) => 409,
         }
+    }
+}
+
+/// A request to a peer that failed: a timeout is a 504, anything else a 502.
+fn peer_error(e: reqwest::Error) -> ClusterError {
+    if e.is_timeout() {
+        ClusterError::Timeout(e.to_string())
+    } else {
+        ClusterError::Unavailable(e.to_string())
     }
 }
 
@@ -155,12 +170,9 @@ impl ClusterHandle {
             .json(req)
             .send()
             .await
-            .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
+            .map_err(peer_error)?;
         if response.status().is_success() {
-            return response
-                .json()
-                .await
-                .map_err(|e| ClusterError::Unavailable(e.to_string()));
+            return response.json().await.map_err(peer_error);
         }
         let status = response.status();
         match response.json::<ForwardError>().await {
@@ -211,7 +223,7 @@ impl ClusterHandle {
                 .wait(Some(FORWARD_TIMEOUT))
                 .applied_index_at_least(Some(index), "read index applied")
                 .await
-                .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
+                .map_err(|e| ClusterError::Timeout(e.to_string()))?;
         }
         Ok(self.sm.read(f))
     }
@@ -228,7 +240,7 @@ impl ClusterHandle {
             })
             .send()
             .await
-            .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
+            .map_err(peer_error)?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
@@ -265,17 +277,20 @@ impl ClusterHandle {
             .bearer_auth(&*self.secret)
             .send()
             .await
-            .map_err(|e| ClusterError::Unavailable(format!("{addr}: {e}")))?;
+            .map_err(|e| match peer_error(e) {
+                ClusterError::Timeout(why) => ClusterError::Timeout(format!("{addr}: {why}")),
+                other => ClusterError::Unavailable(format!("{addr}: {other}")),
+            })?;
         if !response.status().is_success() {
             return Err(ClusterError::Unavailable(format!(
                 "{addr} answered {} (is it running with this cluster's secret?)",
                 response.status()
             )));
         }
-        let identity: Identity = response
-            .json()
-            .await
-            .map_err(|e| ClusterError::Unavailable(format!("{addr}: {e}")))?;
+        let identity: Identity = response.json().await.map_err(|e| match peer_error(e) {
+            ClusterError::Timeout(why) => ClusterError::Timeout(format!("{addr}: {why}")),
+            other => ClusterError::Unavailable(format!("{addr}: {other}")),
+        })?;
         let members = self.raft.metrics().borrow().membership_config.clone();
         if members.membership().get_node(&identity.id).is_some() {
             return Err(ClusterError::Membership(format!(

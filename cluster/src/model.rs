@@ -70,8 +70,12 @@ impl Ingest {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LlHlsSettings {
+    #[schema(minimum = 50, maximum = 5000)]
     pub part_target_ms: u32,
+    /// At least `part_target_ms`.
+    #[schema(minimum = 50, maximum = 60000)]
     pub segment_target_ms: u32,
+    #[schema(minimum = 3, maximum = 10000)]
     pub window_segments: u32,
 }
 

@@ -169,6 +169,35 @@ fn every_admin_route_answers_as_documented() -> Result<()> {
         409,
         None,
     );
+    // A peer that does not answer is a gateway error, never a conflict: 502 when
+    // nothing listens, 504 when it accepts and never answers.
+    refused(
+        api.call(
+            Method::POST,
+            "/api/v1/cluster/members",
+            json!({"addr": "http://127.0.0.1:9"}),
+        ),
+        502,
+        None,
+    );
+    let silent = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let silent_addr = silent.local_addr()?;
+    let held = std::thread::spawn(move || {
+        // Holds the connection open without a word until the test reads the answer.
+        let conn = silent.accept();
+        std::thread::sleep(Duration::from_secs(15));
+        drop(conn);
+    });
+    refused(
+        api.call(
+            Method::POST,
+            "/api/v1/cluster/members",
+            json!({"addr": format!("http://{silent_addr}")}),
+        ),
+        504,
+        None,
+    );
+    drop(held);
 
     // Channels.
     let (s, created) = api.call(
@@ -657,7 +686,7 @@ fn schemathesis_finds_no_server_error_or_schema_break() -> Result<()> {
         ])
         .args(["--phases", "coverage,fuzzing"])
         .args(["--max-examples", "25", "--max-time", max_time])
-        .args(["--request-timeout", "10", "--workers", "2"])
+        .args(["--request-timeout", "10", "--workers", "1"])
         .args(["--report", "junit", "--report-dir"])
         .arg(&report)
         .env("SCHEMATHESIS_TELEMETRY", "false")

@@ -461,7 +461,9 @@ async fn control_loop(
                 .await;
             let retry = matches!(
                 result,
-                Err(ClusterError::NoLeader | ClusterError::Unavailable(_))
+                Err(ClusterError::NoLeader
+                    | ClusterError::Unavailable(_)
+                    | ClusterError::Timeout(_))
             ) && reply.is_none()
                 && attempt < 20;
             if !retry {

@@ -21,6 +21,7 @@ use crate::serve::now_ms;
 #[serde(deny_unknown_fields)]
 pub(super) struct NewChannel {
     /// URL name: lower-case letters, digits and dashes, 1 to 63 characters.
+    #[schema(pattern = "^[a-z0-9][a-z0-9-]{0,62}$")]
     name: String,
     #[serde(default)]
     title: String,
@@ -34,6 +35,7 @@ pub(super) struct NewChannel {
     placement: Placement,
     /// SRT publishers must encrypt with it (10 to 79 characters).
     #[serde(default)]
+    #[schema(min_length = 10, max_length = 79)]
     srt_passphrase: Option<String>,
     /// Push (the default: encoders publish with a stream key) or a source the cluster
     /// pulls.

@@ -6,7 +6,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use sluice_cluster::handle::ClusterError;
 use utoipa::ToSchema;
 
 use super::{cluster_error, error, parse, ApiError, ApiState};
@@ -73,20 +72,12 @@ pub(super) async fn add(AxumState(s): AxumState<ApiState>, body: Bytes) -> Respo
             Json(MemberAdded { id, addr: req.addr }),
         )
             .into_response(),
-        Err(e) => peer_error(e),
-    }
-}
-
-/// A peer that did not answer is a 502/504, not a conflict.
-fn peer_error(e: ClusterError) -> Response {
-    match e {
-        ClusterError::Unavailable(why) => error(StatusCode::BAD_GATEWAY, why, None),
-        e => cluster_error(e),
+        Err(e) => cluster_error(e),
     }
 }
 
 #[utoipa::path(delete, path = "/api/v1/cluster/members/{id}", tag = "cluster",
-    params(("id" = String, Path, description = "Node id")),
+    params(("id" = u64, Path, description = "Node id")),
     responses(
         (status = 204, description = "Removed"),
         (status = 400, body = ApiError),
@@ -106,7 +97,7 @@ pub(super) async fn remove(AxumState(s): AxumState<ApiState>, Path(id): Path<Str
     };
     match s.handle.remove_node(id).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => peer_error(e),
+        Err(e) => cluster_error(e),
     }
 }
 
@@ -150,6 +141,6 @@ pub(super) async fn join(AxumState(s): AxumState<ApiState>, body: Bytes) -> Resp
             id: s.handle.id(),
         })
         .into_response(),
-        Err(e) => peer_error(e),
+        Err(e) => cluster_error(e),
     }
 }

@@ -131,7 +131,7 @@ fn parse_id(raw: &str, field: &str) -> Result<u64, Response> {
 }
 
 #[utoipa::path(get, path = "/api/v1/nodes/{id}", tag = "nodes",
-    params(("id" = String, Path, description = "Node id (a number)")),
+    params(("id" = u64, Path, description = "Node id")),
     responses(
         (status = 200, body = NodeView),
         (status = 400, body = ApiError),
@@ -210,8 +210,8 @@ async fn show_port(s: &ApiState, node: u64, device: u32) -> Response {
 
 #[utoipa::path(patch, path = "/api/v1/capture-ports/{node}/{device}", tag = "capture ports",
     params(
-        ("node" = String, Path, description = "Node id"),
-        ("device" = String, Path, description = "Device index on the node"),
+        ("node" = u64, Path, description = "Node id"),
+        ("device" = u32, Path, description = "Device index on the node"),
     ),
     request_body = PortPatch,
     responses(
@@ -247,8 +247,8 @@ pub(super) async fn update_port(
 
 #[utoipa::path(put, path = "/api/v1/capture-ports/{node}/{device}/channel", tag = "capture ports",
     params(
-        ("node" = String, Path, description = "Node id"),
-        ("device" = String, Path, description = "Device index on the node"),
+        ("node" = u64, Path, description = "Node id"),
+        ("device" = u32, Path, description = "Device index on the node"),
     ),
     request_body = PortBinding,
     responses(

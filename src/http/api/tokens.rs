@@ -16,6 +16,8 @@ use crate::serve::random_hex;
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct NewToken {
+    /// 1 to 64 printable characters, unique.
+    #[schema(min_length = 1, max_length = 64)]
     name: String,
     /// Monitoring: may read, never change.
     #[serde(default)]
