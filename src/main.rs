@@ -1,11 +1,13 @@
 //! The `sluice` binary: command line, and the IO around the sans-IO media core.
 
 mod cli;
+mod config_check;
 mod edge;
 mod endpoint;
 mod http;
 mod ingest;
 mod metrics;
+mod notify;
 mod origin;
 mod package;
 mod serve;
@@ -88,6 +90,11 @@ enum Command {
         #[command(flatten)]
         api: cli::ApiArgs,
     },
+    /// Configuration files: `check FILE` says what is wrong before a node runs it.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// An edge outside the cluster: serves viewers by pull-through from its upstreams.
     Edge(edge::external::EdgeArgs),
     /// Package an FLV or MPEG-TS file (as ffmpeg, an RTMP recorder or an SRT encoder
@@ -102,6 +109,21 @@ enum Command {
         part_target_ms: u32,
         #[arg(long, default_value_t = 2000)]
         segment_target_ms: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a `sluice serve --config` file: unknown keys, bad values and addresses,
+    /// clashing listeners, unreadable secret and certificate files.
+    Check {
+        file: PathBuf,
+        /// Leave out whether the secret and certificate files can be read (for a file
+        /// checked where they do not exist, e.g. when a deployment is built).
+        #[arg(long)]
+        skip_files: bool,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -123,6 +145,14 @@ fn main() -> Result<()> {
         Command::Key { command, api } => runtime()?.block_on(cli::key(&api, command)),
         Command::Endpoint { command, api } => runtime()?.block_on(cli::endpoint(&api, command)),
         Command::Token { command, api } => runtime()?.block_on(cli::token(&api, command)),
+        Command::Config {
+            command:
+                ConfigCommand::Check {
+                    file,
+                    skip_files,
+                    json,
+                },
+        } => config_check::run(&file, skip_files, json),
         Command::Stream { command, api } => runtime()?.block_on(cli::stream(&api, command)),
         Command::Node { command, api } => runtime()?.block_on(cli::node(&api, command)),
         Command::Port { command, api } => runtime()?.block_on(cli::port(&api, command)),

@@ -22,7 +22,7 @@ use sluice_cluster::command::{Command, Op};
 use sluice_cluster::handle::ClusterHandle;
 use sluice_cluster::model::{GenerationState, NodeUrls};
 use sluice_cluster::network::{raft_router, Faults, HttpNetwork};
-use sluice_cluster::store::{open_database, LogStore, StateMachine};
+use sluice_cluster::store::{open_database, LogStore, StateMachine, TypeConfig};
 use sluice_cluster::supervisor;
 
 use crate::metrics::Metrics;
@@ -254,6 +254,14 @@ impl ServeArgs {
         }
         if c.tls_cert.is_some() != c.tls_key.is_some() {
             bail!("TLS needs both --tls-cert and --tls-key");
+        }
+        let problems = crate::config_check::check(&c, true);
+        if !problems.is_empty() {
+            let list: Vec<String> = problems
+                .iter()
+                .map(|p| format!("{}: {}", p.key, p.message))
+                .collect();
+            bail!("the configuration cannot be used:\n  {}", list.join("\n  "));
         }
         Ok(c)
     }
@@ -634,12 +642,42 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
         dir.node_id, http_addr, rtmp_addr, srt_addr
     );
     print_getting_started(&c, &host, scheme, http_addr.port(), rtmp_addr.port());
+    {
+        let raft = raft.clone();
+        let handle = handle.clone();
+        tasks.spawn(notify_ready_when_joined(raft, handle, shutdown.subscribe()));
+    }
     wait_for_signal().await;
+    crate::notify::notify("STOPPING=1");
     tracing::info!("shutting down");
     let _ = shutdown.send(true);
     while tasks.join_next().await.is_some() {}
     raft.shutdown().await.ok();
     Ok(())
+}
+
+/// Tells the service manager the node is ready once it belongs to a cluster with a
+/// leader (a node waiting to be added becomes ready when it is); its listeners are up
+/// before this task starts.
+async fn notify_ready_when_joined(
+    raft: Raft<TypeConfig>,
+    handle: ClusterHandle,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut metrics = raft.metrics();
+    loop {
+        let leader = metrics.borrow().current_leader;
+        if let (Some(leader), true) = (leader, handle.is_member()) {
+            tracing::info!(leader, "ready: in a cluster with a leader");
+            crate::notify::notify("READY=1\nSTATUS=serving");
+            return;
+        }
+        tokio::select! {
+            changed = metrics.changed() => if changed.is_err() { return },
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
 }
 
 /// How long a starting node keeps asking a member that cannot take it yet (no leader

@@ -76,6 +76,11 @@ pub struct Server {
 impl Server {
     /// Starts `sluice serve` with `extra` flags and waits until it answers `/healthz`.
     pub fn start(dir: &Path, extra: &[&str]) -> Result<Self> {
+        Self::start_with_env(dir, extra, &[])
+    }
+
+    /// [`Server::start`] with environment variables set for the process.
+    pub fn start_with_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
         let mut s = Self {
             dir: dir.to_path_buf(),
@@ -103,6 +108,7 @@ impl Server {
                 "RUST_LOG",
                 "info,openraft=warn,srt_protocol=warn,srt_tokio=warn",
             )
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -186,6 +192,28 @@ impl Server {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("serve.log")).unwrap_or_default()
+    }
+
+    /// SIGTERM, as a service manager stops it; the exit code once it exited within
+    /// `limit` (None: still running, or killed by a signal).
+    pub fn terminate(&mut self, limit: Duration) -> Result<Option<i32>> {
+        let Some(child) = self.child.as_mut() else {
+            return Ok(None);
+        };
+        let pid = child.id().to_string();
+        crate::run_ok(
+            Command::new("kill").args(["-TERM", &pid]),
+            Duration::from_secs(5),
+        )?;
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                return Ok(status.code());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(None)
     }
 
     /// SIGKILL: the node dies without a word to anyone.
