@@ -600,11 +600,29 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
     {
         let handle = handle.clone();
         let rx = shutdown.subscribe();
+        // Where encoders reach this node: the listener's address, or (listening on
+        // all addresses) the public host or the host other nodes reach it at.
+        let ingest_host = |addr: SocketAddr| {
+            if !addr.ip().is_unspecified() {
+                return addr.ip().to_string();
+            }
+            c.public_host.clone().unwrap_or_else(|| {
+                reqwest::Url::parse(&advertise_http)
+                    .ok()
+                    .and_then(|u| u.host_str().map(String::from))
+                    .unwrap_or_else(|| "127.0.0.1".into())
+            })
+        };
         let urls = NodeUrls {
             http: advertise_http.clone(),
             cluster: advertise.clone(),
-            rtmp: format!("rtmp://{}", c.rtmp),
-            srt: format!("srt://{}", c.srt),
+            rtmp: format!(
+                "rtmp://{}:{}/{}",
+                ingest_host(rtmp_addr),
+                rtmp_addr.port(),
+                c.rtmp_app
+            ),
+            srt: format!("srt://{}:{}", ingest_host(srt_addr), srt_addr.port()),
         };
         let reconnect_grace_ms = c.reconnect_grace_ms;
         let admin_token = dir.admin_token.clone();

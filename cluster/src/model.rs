@@ -10,7 +10,9 @@ pub type ChannelId = u64;
 pub struct NodeUrls {
     pub http: String,
     pub cluster: String,
+    /// What an encoder enters as its RTMP server: `rtmp://HOST:PORT/APP`.
     pub rtmp: String,
+    /// `srt://HOST:PORT` (the stream id names the key).
     pub srt: String,
 }
 

@@ -79,6 +79,12 @@ fn an_operator_sees_the_cluster_watches_a_channel_and_stops_it_from_the_dashboar
         .as_str()
         .unwrap_or_default();
     ensure!(!leader.is_empty() && leader != "none", "no leader shown");
+    // OBS is told the answering node's RTMP server with the application.
+    let server = &report["steps"]["channel page"]["value"]["server"];
+    ensure!(
+        *server == format!("rtmp://127.0.0.1:{}/live", nodes[0].rtmp),
+        "OBS server shown: {server}"
+    );
     let played = &report["steps"]["preview plays"]["value"];
     ensure!(
         played["second"].as_f64() > played["first"].as_f64(),

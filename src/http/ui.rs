@@ -261,8 +261,7 @@ const PAGE: &str = r##"<!doctype html>
           el("dt", { text: "Ingest" }), el("dd", { text: c.ingest.kind + (c.ingest.url ? " " + c.ingest.url : "") }),
           el("dt", { text: "Spool" }), el("dd", { text: media && media.spool_error ? "degraded: " + media.spool_error : "ok" })));
         document.getElementById("stop").disabled = !g;
-        var rtmp = here ? here.urls.rtmp : "";
-        var server = rtmp.replace(/\/+$/, "") + "/live";
+        var server = here ? here.urls.rtmp : "";
         var activeKeys = keys.filter(function (k) { return k.revoked_ms === null; }).map(function (k) { return k.key_id; });
         document.getElementById("obs-settings").replaceChildren(c.ingest.kind !== "push"
           ? el("p", { text: "This channel is not pushed (" + c.ingest.kind + "): the cluster pulls or captures it." })
