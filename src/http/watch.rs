@@ -78,7 +78,18 @@ const PAGE: &str = r#"<!doctype html>
   function show(state) { stats.state = state; document.getElementById("state").textContent = state; }
   function start() {
     if (window.Hls && Hls.isSupported()) {
-      var hls = new Hls({ lowLatencyMode: true, backBufferLength: 30 });
+      // A live part or segment that has not arrived in 20 s is not coming (a request
+      // stuck on a node that went away): retry it instead of waiting hls.js's default
+      // two minutes with the picture frozen.
+      var hls = new Hls({
+        lowLatencyMode: true,
+        backBufferLength: 30,
+        fragLoadPolicy: { default: {
+          maxTimeToFirstByteMs: 8000, maxLoadTimeMs: 20000,
+          timeoutRetry: { maxNumRetry: 4, retryDelayMs: 0, maxRetryDelayMs: 0 },
+          errorRetry: { maxNumRetry: 6, retryDelayMs: 500, maxRetryDelayMs: 4000 }
+        } }
+      });
       window.sluiceHls = hls;
       hls.on(Hls.Events.ERROR, function (_, data) {
         if (!data.fatal) return;
