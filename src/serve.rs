@@ -667,7 +667,12 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
     }
     wait_for_signal().await;
     crate::notify::notify("STOPPING=1");
-    tracing::info!("shutting down");
+    tracing::info!("shutting down: handing live streams over");
+    let handed = origins.drain(DRAIN_LIMIT).await;
+    tracing::info!(
+        handed,
+        "drained: live streams continue where their publishers reconnect"
+    );
     let _ = shutdown.send(true);
     while tasks.join_next().await.is_some() {}
     raft.shutdown().await.ok();
@@ -697,6 +702,9 @@ async fn notify_ready_when_joined(
         }
     }
 }
+
+/// How long a stopping node waits for its live streams to be handed over.
+const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
 /// How long a starting node keeps asking a member that cannot take it yet (no leader
 /// elected, not reachable: nodes started together).

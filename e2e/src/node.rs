@@ -71,6 +71,8 @@ pub struct Server {
     pub cluster: u16,
     pub tls: bool,
     child: Option<Child>,
+    extra: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Server {
@@ -90,7 +92,25 @@ impl Server {
             cluster: free_port()?,
             tls: extra.contains(&"--tls-cert"),
             child: None,
+            extra: extra.iter().map(|a| a.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
+        s.spawn()?;
+        Ok(s)
+    }
+
+    /// Starts the process again on the same data dir, ports and flags (after
+    /// [`Server::terminate`] or [`Server::kill`]).
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill();
+        self.spawn()
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let dir = self.dir.clone();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -98,27 +118,27 @@ impl Server {
         let child = Command::new(sluice_bin()?)
             .arg("serve")
             .arg("--data-dir")
-            .arg(dir)
-            .args(["--http", &format!("127.0.0.1:{}", s.http)])
-            .args(["--rtmp", &format!("127.0.0.1:{}", s.rtmp)])
-            .args(["--cluster", &format!("127.0.0.1:{}", s.cluster)])
-            .args(["--srt", &format!("127.0.0.1:{}", s.srt)])
-            .args(extra)
+            .arg(&dir)
+            .args(["--http", &format!("127.0.0.1:{}", self.http)])
+            .args(["--rtmp", &format!("127.0.0.1:{}", self.rtmp)])
+            .args(["--cluster", &format!("127.0.0.1:{}", self.cluster)])
+            .args(["--srt", &format!("127.0.0.1:{}", self.srt)])
+            .args(&self.extra)
             .env(
                 "RUST_LOG",
                 "info,openraft=warn,srt_protocol=warn,srt_tokio=warn",
             )
-            .envs(env.iter().copied())
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
             .context("starting sluice serve")?;
-        s.child = Some(child);
+        self.child = Some(child);
         let client = Http::new(None)?;
-        let health = format!("http://127.0.0.1:{}/healthz", s.http);
-        let port = s.http;
-        let tls = s.tls;
+        let health = format!("http://127.0.0.1:{}/healthz", self.http);
+        let port = self.http;
+        let tls = self.tls;
         wait_for(Duration::from_secs(60), "sluice serve to answer", || {
             if tls {
                 // The TLS listener does not speak plain HTTP; accepting is enough here.
@@ -133,8 +153,8 @@ impl Server {
                     .map(|_| ())
             }
         })
-        .with_context(|| s.log())?;
-        Ok(s)
+        .with_context(|| self.log())?;
+        Ok(())
     }
 
     pub fn base(&self) -> String {

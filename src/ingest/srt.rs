@@ -173,7 +173,7 @@ async fn connection(
                 PublishRefused::UnknownKey => ServerRejectReason::Unauthorized,
                 PublishRefused::AlreadyLive { .. } => ServerRejectReason::Conflict,
                 PublishRefused::NotPushed { .. } => ServerRejectReason::Forbidden,
-                PublishRefused::Cluster(_) => ServerRejectReason::Down,
+                PublishRefused::Cluster(_) | PublishRefused::Draining => ServerRejectReason::Down,
             };
             return reject(request, RejectReason::Server(reason), &refused.to_string()).await;
         }

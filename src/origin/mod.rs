@@ -59,6 +59,8 @@ pub(crate) enum PublishRefused {
     NotPushed { channel: String },
     #[error("the cluster refused the claim or did not answer: {0}")]
     Cluster(String),
+    #[error("this node is shutting down: publish to another node")]
+    Draining,
 }
 
 /// A stream key's channel, as an SRT handshake needs it.
@@ -80,15 +82,20 @@ pub(crate) struct Publisher {
     pub(crate) channel: String,
     pub(crate) generation: u64,
     tx: mpsc::Sender<Feed>,
+    draining: watch::Receiver<bool>,
 }
 
-/// The loop ended (the generation was stopped or ended): the connection should close.
+/// The loop ended (the generation was stopped or ended), or the node is draining: the
+/// connection should close.
 #[derive(Debug, thiserror::Error)]
-#[error("the channel's generation ended")]
+#[error("the channel's generation ended, or this node is shutting down")]
 pub(crate) struct Stopped;
 
 impl Publisher {
     pub(crate) async fn send(&self, feed: Feed) -> Result<(), Stopped> {
+        if *self.draining.borrow() {
+            return Err(Stopped);
+        }
         self.tx.send(feed).await.map_err(|_| Stopped)
     }
 }
@@ -167,6 +174,8 @@ pub(crate) struct Origins {
     spool_root: PathBuf,
     metrics: Arc<Metrics>,
     channels: Mutex<HashMap<String, Arc<ChannelOrigin>>>,
+    /// Set on shutdown: publishers are cut and new ones refused.
+    draining: watch::Sender<bool>,
 }
 
 impl Origins {
@@ -176,7 +185,48 @@ impl Origins {
             spool_root,
             metrics,
             channels: Mutex::new(HashMap::new()),
+            draining: watch::channel(false).0,
         }
+    }
+
+    /// Hands this node's live streams over before it stops: new publishers are refused,
+    /// current ones are cut (their encoders reconnect, to another node when they can),
+    /// each packaging loop closes what is open into the spool and marks its generation
+    /// reconnecting, so the stream continues at once wherever its publisher comes back
+    /// instead of after this node's lease expires. Waits at most `limit` for the
+    /// replicated state to show it; returns how many generations were handed over.
+    pub(crate) async fn drain(&self, limit: Duration) -> usize {
+        self.draining.send_replace(true);
+        let me = self.handle.id();
+        let held = |s: &sluice_cluster::State| {
+            s.all_generations()
+                .filter(|g| {
+                    g.origin == me
+                        && matches!(
+                            g.state,
+                            sluice_cluster::model::GenerationState::Starting
+                                | sluice_cluster::model::GenerationState::Live
+                        )
+                })
+                .count()
+        };
+        let at_start = self.handle.read_local(held);
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let left = self.handle.read_local(held);
+            if left == 0 {
+                return at_start;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(left, "drain: generations still live here at shutdown");
+                return at_start - left;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn is_draining(&self) -> bool {
+        *self.draining.borrow()
     }
 
     pub(crate) fn spool_root(&self) -> &std::path::Path {
@@ -270,6 +320,9 @@ impl Origins {
         self: &Arc<Self>,
         stream_key: &str,
     ) -> Result<Publisher, PublishRefused> {
+        if self.is_draining() {
+            return Err(PublishRefused::Draining);
+        }
         let verifier = verifier_of(stream_key);
         let found = self
             .handle
@@ -294,6 +347,9 @@ impl Origins {
         self: &Arc<Self>,
         slug: &str,
     ) -> Result<Publisher, PublishRefused> {
+        if self.is_draining() {
+            return Err(PublishRefused::Draining);
+        }
         let found = self.handle.read_local(|s| {
             s.channel_by_slug(slug)
                 .map(|c| (c.id, c.ll_hls, c.ingest.is_pulled()))
@@ -439,6 +495,7 @@ impl Origins {
             channel: slug.to_string(),
             generation: number,
             tx,
+            draining: self.draining.subscribe(),
         })
     }
 }

@@ -1,0 +1,146 @@
+//! Graceful drain: a rolling SIGTERM and restart of all three nodes while ffmpeg
+//! publishes (to whichever node takes it) and hls.js plays: the stream goes on in the
+//! same generation, each move as soon as the publisher reconnects.
+
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use sluice_e2e::node::{three_nodes, wait_for, Http, Respawning, Server};
+use sluice_e2e::{make_small_stream, play_page, TempDir};
+
+/// Never fetched: the browser is answered with the npm copy.
+const HLSJS_URL: &str = "http://hlsjs.invalid/hls.min.js";
+
+/// `main`'s status as `node` answers it.
+fn status(http: &Http, node: &Server, auth: &str) -> Option<serde_json::Value> {
+    let r = http
+        .get(
+            &node.url("/api/v1/channels/main/status"),
+            &[("authorization", auth)],
+        )
+        .ok()?;
+    serde_json::from_slice(&r.body).ok()
+}
+
+#[test]
+fn a_rolling_restart_keeps_the_stream_playing() -> Result<()> {
+    let tmp = TempDir::new("drain")?;
+    let fixture = tmp.path().join("gop60.flv");
+    make_small_stream(&fixture)?;
+    let mut nodes = three_nodes(tmp.path(), &["--hlsjs-url", HLSJS_URL])?;
+    let key = nodes[0].main_key()?;
+    let token = nodes[0].admin_token()?;
+    let auth = format!("Bearer {token}");
+    let http = Http::new(None)?;
+
+    // ffmpeg as OBS behaves behind a name with several nodes: when its connection is
+    // cut or refused it starts again, on the next node.
+    let urls: Vec<String> = nodes.iter().map(|n| n.rtmp_url(&key)).collect();
+    let turn = Arc::new(AtomicUsize::new(0));
+    let next = turn.clone();
+    let fixture2 = fixture.clone();
+    let publisher = Respawning::start(
+        move || {
+            let url = &urls[next.fetch_add(1, Ordering::SeqCst) % urls.len()];
+            let mut cmd = Command::new("ffmpeg");
+            cmd.args(["-hide_banner", "-loglevel", "warning", "-re"])
+                .args(["-stream_loop", "-1", "-i"])
+                .arg(&fixture2)
+                .args(["-c", "copy", "-f", "flv", url]);
+            cmd
+        },
+        &tmp.path().join("ffmpeg.log"),
+    )?;
+
+    let first = wait_for(Duration::from_secs(40), "main live", || {
+        status(&http, &nodes[1], &auth).filter(|s| s["state"] == "live")
+    })
+    .with_context(|| nodes[0].log())?;
+    let generation = first["generation"]["number"].clone();
+
+    // The viewer plays from the last node to restart.
+    let page = nodes[2].url("/watch/main");
+    let player = std::thread::spawn(move || play_page(&page, 45, Duration::from_secs(150)));
+    std::thread::sleep(Duration::from_secs(8));
+
+    let mut moves = Vec::new();
+    for i in 0..3 {
+        let other = (i + 1) % 3;
+        let before = wait_for(
+            Duration::from_secs(30),
+            "main live before a restart",
+            || status(&http, &nodes[other], &auth).filter(|s| s["state"] == "live"),
+        )?;
+        let was_origin = before["generation"]["origin"] == nodes[i].node_id()?;
+        let stopped = Instant::now();
+        let code = nodes[i].terminate(Duration::from_secs(20))?;
+        let took = stopped.elapsed();
+        ensure!(
+            code == Some(0),
+            "node {} exited with {code:?} after SIGTERM\n{}",
+            i + 1,
+            nodes[i].log()
+        );
+        if was_origin {
+            ensure!(
+                nodes[i].log().contains("handed=1"),
+                "the origin did not hand its stream over:\n{}",
+                nodes[i].log()
+            );
+        }
+        nodes[i].restart()?;
+        wait_for(Duration::from_secs(30), "the restarted node ready", || {
+            let r = http.get(&nodes[i].url("/readyz"), &[]).ok()?;
+            (r.status == 200).then_some(())
+        })
+        .with_context(|| nodes[i].log())?;
+        let after = wait_for(Duration::from_secs(30), "main live after a restart", || {
+            status(&http, &nodes[other], &auth).filter(|s| {
+                s["state"] == "live"
+                    && s["generation"]["number"] == generation
+                    && (!was_origin || s["generation"]["origin"] != before["generation"]["origin"])
+            })
+        })
+        .with_context(|| format!("{}\n{}", nodes[other].log(), publisher.output()))?;
+        moves.push(format!(
+            "node {} stopped in {:.1} s{}",
+            i + 1,
+            took.as_secs_f64(),
+            if was_origin {
+                format!(
+                    " (was the origin; live again on {} {:.1} s after SIGTERM)",
+                    after["origin_name"].as_str().unwrap_or("?"),
+                    stopped.elapsed().as_secs_f64()
+                )
+            } else {
+                String::new()
+            }
+        ));
+        std::thread::sleep(Duration::from_secs(4));
+    }
+
+    let played = player
+        .join()
+        .map_err(|_| anyhow::anyhow!("player thread panicked"))??;
+    eprintln!(
+        "rolling restart: {}; hls.js played {:.1} s, longest stall {} ms; ffmpeg started {} times",
+        moves.join("; "),
+        played.report["played"].as_f64().unwrap_or(0.0),
+        played.report["maxStallMs"],
+        publisher.starts()
+    );
+    ensure!(
+        played.ok,
+        "hls.js did not keep playing through the rolling restart: {}",
+        played.report
+    );
+    let last = status(&http, &nodes[0], &auth).context("status")?;
+    ensure!(
+        last["generation"]["number"] == generation,
+        "the stream moved to a new generation: {last}"
+    );
+    Ok(())
+}
