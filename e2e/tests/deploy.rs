@@ -90,21 +90,33 @@ fn the_vm_test_nodes_render_the_checked_fixtures() -> Result<()> {
             nodes[name]
         );
         // The secret exists only on the VM: its readability is checked at start.
-        run_ok(
-            Command::new(sluice_bin()?)
-                .args(["config", "check", "--skip-files"])
-                .arg(&fixture),
-            Duration::from_secs(10),
-        )?;
+        let out = config_check(&["--skip-files"], &fixture)?;
+        ensure!(
+            out.status.success(),
+            "{}: {}",
+            fixture.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    let out = run_ok(
+    let out = config_check(&[], &workspace_root().join("config/sluice.toml"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success() && text.contains("ok"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// `sluice config check ARGS FILE`, whatever its outcome.
+fn config_check(args: &[&str], file: &Path) -> Result<std::process::Output> {
+    run(
         Command::new(sluice_bin()?)
             .args(["config", "check"])
-            .arg(workspace_root().join("config/sluice.toml")),
+            .args(args)
+            .arg(file),
         Duration::from_secs(10),
-    )?;
-    ensure!(out.contains("ok"), "{out}");
-    Ok(())
+    )
 }
 
 #[test]
@@ -116,12 +128,7 @@ fn config_check_names_every_problem() -> Result<()> {
         "http = \"0.0.0.0:8080\"\nrtmp = \"0.0.0.0:8080\"\njoin = \"10.0.0.1:7000\"\n\
          lease_ttl_ms = 5\ncluster_secret_file = \"/nonexistent/secret\"\n",
     )?;
-    let out = run(
-        Command::new(sluice_bin()?)
-            .args(["config", "check"])
-            .arg(&bad),
-        Duration::from_secs(10),
-    )?;
+    let out = config_check(&[], &bad)?;
     let err = String::from_utf8_lossy(&out.stderr);
     ensure!(!out.status.success(), "a bad file passed: {err}");
     for key in [
@@ -133,12 +140,7 @@ fn config_check_names_every_problem() -> Result<()> {
         ensure!(err.contains(key), "{key} not named:\n{err}");
     }
     // Without the files, the missing secret is not a problem; the rest still are.
-    let out = run(
-        Command::new(sluice_bin()?)
-            .args(["config", "check", "--skip-files", "--json"])
-            .arg(&bad),
-        Duration::from_secs(10),
-    )?;
+    let out = config_check(&["--skip-files", "--json"], &bad)?;
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     ensure!(
         v["ok"] == false && v["problems"].as_array().map(Vec::len) == Some(3),
@@ -146,12 +148,7 @@ fn config_check_names_every_problem() -> Result<()> {
     );
     // A typo in a key: named with its line; `serve` refuses the same file.
     std::fs::write(&bad, "http = \"127.0.0.1:0\"\nlease_tll_ms = 3000\n")?;
-    let out = run(
-        Command::new(sluice_bin()?)
-            .args(["config", "check"])
-            .arg(&bad),
-        Duration::from_secs(10),
-    )?;
+    let out = config_check(&[], &bad)?;
     let err = String::from_utf8_lossy(&out.stderr);
     ensure!(
         !out.status.success() && err.contains("lease_tll_ms") && err.contains("line 2"),

@@ -219,7 +219,7 @@ impl Origins {
             }
             if tokio::time::Instant::now() >= deadline {
                 tracing::warn!(left, "drain: generations still live here at shutdown");
-                return at_start - left;
+                return at_start.saturating_sub(left);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
