@@ -3,7 +3,8 @@
 # reference HLS, RTMP publisher), GStreamer (a second RTMP publisher: rtmp2sink,
 # x264enc, avenc_aac), Chromium (headless playback), etcd (the control-plane benchmark's
 # peer), srt-tools (srt-live-transmit, a second SRT publisher), nix-bin (parsing the
-# Nix files), the e2e/js npm packages and schemathesis (e2e/py).
+# Nix files), nginx with libnginx-mod-rtmp and wrk (the benchmark's peer and load
+# tool), the e2e/js npm packages and schemathesis (e2e/py).
 # Safe to re-run: system packages are only installed when something is missing.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
@@ -34,18 +35,24 @@ command -v nix-instantiate >/dev/null || missing+=(nix-instantiate)
 # schemathesis (the API fuzz test) goes into a venv: python3 with venv and ensurepip.
 python_ok() { command -v python3 >/dev/null && python3 -c 'import venv, ensurepip' 2>/dev/null; }
 python_ok || missing+=(python3-venv)
+# The benchmark's peer: nginx with the RTMP module, and wrk.
+nginx_ok() { command -v nginx >/dev/null && [ -f /usr/lib/nginx/modules/ngx_rtmp_module.so ]; }
+nginx_ok || missing+=(nginx-rtmp)
+command -v wrk >/dev/null || missing+=(wrk)
 
 if [ ${#missing[@]} -gt 0 ]; then
   # ffprobe ships in the ffmpeg package; /usr/bin/chromium in chromium.
   if [ "$(id -u)" -ne 0 ]; then
     die "missing: ${missing[*]}. Install as root with:
-  apt-get update && apt-get install -y --no-install-recommends ffmpeg chromium etcd-server srt-tools python3 python3-venv nix-bin ${GST_PACKAGES[*]}"
+  apt-get update && apt-get install -y --no-install-recommends ffmpeg chromium etcd-server srt-tools python3 python3-venv nix-bin nginx-light libnginx-mod-rtmp wrk ${GST_PACKAGES[*]}"
   fi
   command -v apt-get >/dev/null || die "missing: ${missing[*]}, and apt-get is not available to install them"
   apt-get update
-  apt-get install -y --no-install-recommends ffmpeg chromium etcd-server srt-tools python3 python3-venv nix-bin "${GST_PACKAGES[@]}"
+  apt-get install -y --no-install-recommends ffmpeg chromium etcd-server srt-tools python3 python3-venv nix-bin nginx-light libnginx-mod-rtmp wrk "${GST_PACKAGES[@]}"
   command -v nix-instantiate >/dev/null || die "nix-bin is installed but nix-instantiate is not on PATH"
   python_ok || die "python3-venv is installed but 'python3 -m venv' cannot work (no venv/ensurepip module)"
+  nginx_ok || die "nginx-light and libnginx-mod-rtmp are installed but nginx or its RTMP module is missing"
+  command -v wrk >/dev/null || die "wrk is installed but not on PATH"
   command -v etcd >/dev/null || die "etcd-server is installed but etcd is not on PATH"
   command -v srt-live-transmit >/dev/null || die "srt-tools is installed but srt-live-transmit is not on PATH"
   gst_ok || die "GStreamer is installed but lacks one of rtmp2sink x264enc avenc_aac flvmux (check ${GST_PACKAGES[*]})"

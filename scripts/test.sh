@@ -14,6 +14,6 @@ cargo build --workspace --locked --bins
 export SLUICE_BIN="$PWD/target/debug/sluice"
 
 # The benchmark must keep running; its figures are not judged here.
-cargo run --locked --quiet -p sluice-e2e --bin bench -- packager raft failover --quick
+cargo run --locked --quiet -p sluice-e2e --bin bench -- --quick
 
 cargo test --workspace --locked --all-targets

@@ -6,7 +6,9 @@
 
 pub mod fault;
 pub mod flv_writer;
+pub mod load;
 pub mod node;
+pub mod rtmp_client;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -302,6 +304,18 @@ pub fn play_folder(dir: &Path, playlist: &str, timeout: Duration) -> Result<Play
 pub fn play_page(url: &str, min_seconds: u32, timeout: Duration) -> Result<Playback> {
     let args = [
         "--page".to_string(),
+        url.to_string(),
+        "--min-seconds".into(),
+        min_seconds.to_string(),
+    ];
+    play(&args, timeout)
+}
+
+/// Plays a live HLS URL with hls.js (low-latency mode) in headless Chromium until
+/// `min_seconds` of media played; the report's latency is `hls.latency` then.
+pub fn play_url(url: &str, min_seconds: u32, timeout: Duration) -> Result<Playback> {
+    let args = [
+        "--url".to_string(),
         url.to_string(),
         "--min-seconds".into(),
         min_seconds.to_string(),

@@ -236,6 +236,11 @@ impl Server {
         Ok(None)
     }
 
+    /// The process id while the node runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// SIGKILL: the node dies without a word to anyone.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

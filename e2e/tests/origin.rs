@@ -7,10 +7,11 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use sluice_e2e::node::{wait_for, Http, Publisher, Reply, Server, TlsFiles};
+use sluice_e2e::rtmp_client::RtmpPublisher;
 use sluice_e2e::{ffprobe, make_test_stream, play_page, validate_playlists, TempDir};
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -578,118 +579,15 @@ fn send_raw(port: u16, bytes: &[u8]) -> Result<()> {
 /// An RTMP client that connects, publishes, then sends `@setDataFrame` with no
 /// arguments (which the session library cannot handle).
 fn publish_empty_set_data_frame(port: u16, key: &str) -> Result<()> {
-    use rml_rtmp::chunk_io::ChunkSerializer;
-    use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
-    use rml_rtmp::messages::RtmpMessage;
     use rml_rtmp::rml_amf0::Amf0Value;
-    use rml_rtmp::sessions::{
-        ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult,
-        PublishRequestType,
-    };
-    use rml_rtmp::time::RtmpTimestamp;
-
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut hs = Handshake::new(PeerType::Client);
-    s.write_all(
-        &hs.generate_outbound_p0_and_p1()
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?,
-    )?;
-    let mut buf = vec![0u8; 8192];
-    let leftover = loop {
-        let n = s.read(&mut buf)?;
-        ensure!(n > 0, "closed during handshake");
-        match hs
-            .process_bytes(&buf[..n])
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?
-        {
-            HandshakeProcessResult::InProgress { response_bytes } => {
-                s.write_all(&response_bytes)?
-            }
-            HandshakeProcessResult::Completed {
-                response_bytes,
-                remaining_bytes,
-            } => {
-                s.write_all(&response_bytes)?;
-                break remaining_bytes;
-            }
-        }
-    };
-    let (mut session, initial) =
-        ClientSession::new(ClientSessionConfig::new()).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let send =
-        |results: Vec<ClientSessionResult>, s: &mut TcpStream| -> Result<Vec<ClientSessionEvent>> {
-            let mut events = Vec::new();
-            for r in results {
-                match r {
-                    ClientSessionResult::OutboundResponse(p) => s.write_all(&p.bytes)?,
-                    ClientSessionResult::RaisedEvent(e) => events.push(e),
-                    _ => {}
-                }
-            }
-            Ok(events)
-        };
-    send(initial, &mut s)?;
-    let mut events = send(
-        session
-            .handle_input(&leftover)
-            .map_err(|e| anyhow::anyhow!("{e}"))?,
-        &mut s,
-    )?;
-    send(
-        vec![session
-            .request_connection("live".into())
-            .map_err(|e| anyhow::anyhow!("{e}"))?],
-        &mut s,
-    )?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut published = false;
-    while Instant::now() < deadline && !published {
-        for e in events.drain(..) {
-            match e {
-                ClientSessionEvent::ConnectionRequestAccepted => {
-                    let r = session
-                        .request_publishing(key.into(), PublishRequestType::Live)
-                        .map_err(|e| anyhow::anyhow!("{e}"))?;
-                    send(vec![r], &mut s)?;
-                }
-                ClientSessionEvent::PublishRequestAccepted => published = true,
-                _ => {}
-            }
-        }
-        if published {
-            break;
-        }
-        let n = s.read(&mut buf)?;
-        ensure!(n > 0, "closed before publish was accepted");
-        events = send(
-            session
-                .handle_input(&buf[..n])
-                .map_err(|e| anyhow::anyhow!("{e}"))?,
-            &mut s,
-        )?;
-    }
-    ensure!(published, "publish not accepted");
-    let message = RtmpMessage::Amf0Data {
-        values: vec![Amf0Value::Utf8String("@setDataFrame".into())],
-    };
-    let payload = message
-        .into_message_payload(RtmpTimestamp::new(0), 1)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut serializer = ChunkSerializer::new();
-    let packet = serializer
-        .serialize(&payload, true, false)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    s.write_all(&packet.bytes)?;
+    let mut publisher = RtmpPublisher::publish(port, "live", key)?;
+    publisher.send_amf0_data(vec![Amf0Value::Utf8String("@setDataFrame".into())])?;
     // The server ends this connection.
-    wait_for(
-        Duration::from_secs(10),
-        "the server to close the session",
-        || match s.read(&mut buf) {
-            Ok(0) | Err(_) => Some(()),
-            Ok(_) => None,
-        },
-    )
+    ensure!(
+        publisher.closed_within(Duration::from_secs(10))?,
+        "the server did not close the session"
+    );
+    Ok(())
 }
 
 #[test]

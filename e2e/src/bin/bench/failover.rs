@@ -11,6 +11,8 @@ use anyhow::{bail, Context, Result};
 use sluice_e2e::node::{three_nodes, wait_for, Http, Publisher, Server};
 use sluice_e2e::{make_small_stream, media_sequence, TempDir};
 
+use crate::Table;
+
 const MEDIA: &str = "/hls/main/source/index.m3u8";
 const LEASE_TTL_MS: &str = "3000";
 
@@ -88,10 +90,8 @@ fn round(root: &Path, fixture: &Path) -> Result<Round> {
     })
 }
 
-pub(crate) fn run(quick: bool) -> Result<()> {
-    // Nodes started by the e2e helpers use SLUICE_BIN: the release binary here.
-    let bin = super::raft::sluice_bin()?;
-    std::env::set_var("SLUICE_BIN", &bin);
+pub(crate) fn run(quick: bool, table: &mut Table) -> Result<()> {
+    crate::use_release_sluice()?;
     let tmp = TempDir::new("bench-failover")?;
     let fixture = tmp.path().join("stream.flv");
     make_small_stream(&fixture)?;
@@ -101,16 +101,25 @@ pub(crate) fn run(quick: bool) -> Result<()> {
         results.push(round(&tmp.path().join(format!("round{i}")), &fixture)?);
     }
     let worst = |f: fn(&Round) -> f64| results.iter().map(f).fold(0.0, f64::max);
-    println!("\n### failover ({rounds} round(s), lease TTL {LEASE_TTL_MS} ms, 2 s segments, 200 ms parts)\n");
-    println!("| figure | sluice (worst) | peer | target |");
-    println!("|---|---:|---|---|");
-    println!(
-        "| origin killed -> publisher accepted on another node | {:.2} s | no cluster | lease TTL |",
-        worst(|r| r.accepted_s)
+    table.note(format!(
+        "failover: {rounds} round(s), worst shown; lease TTL {LEASE_TTL_MS} ms, 2 s segments, \
+         200 ms parts; the peer has no cluster to fail over in"
+    ));
+    table.row(
+        "failover",
+        "origin killed -> publisher accepted on another node",
+        format!("{:.2} s", worst(|r| r.accepted_s)),
+        "no cluster".into(),
+        None,
+        "lease TTL",
     );
-    println!(
-        "| publisher accepted -> viewer on a third node gets a new part | {:.2} s | no cluster | <= 3 s |",
-        worst(|r| r.first_part_s)
+    table.row(
+        "failover",
+        "publisher accepted -> viewer on a third node gets a new part",
+        format!("{:.2} s", worst(|r| r.first_part_s)),
+        "no cluster".into(),
+        None,
+        "<= 3 s",
     );
     Ok(())
 }

@@ -12,6 +12,8 @@ use anyhow::{bail, Context, Result};
 use sluice_e2e::node::{free_port, wait_for};
 use sluice_e2e::{workspace_root, TempDir};
 
+use crate::Table;
+
 /// A cluster the load can write to and whose leader can be killed.
 trait Cluster: Sync {
     /// A write to member `i`: (url, JSON body, bearer token).
@@ -385,7 +387,7 @@ fn measure(cluster: &mut dyn Cluster, clients: usize, run: Duration) -> Result<F
     })
 }
 
-pub(crate) fn run(quick: bool) -> Result<()> {
+pub(crate) fn run(quick: bool, table: &mut Table) -> Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let (clients, run) = if quick {
         (4, Duration::from_secs(1))
@@ -398,27 +400,48 @@ pub(crate) fn run(quick: bool) -> Result<()> {
         .build()?;
     let sluice = measure(&mut Sluice::start(tmp.path(), &client)?, clients, run)?;
     let etcd = measure(&mut Etcd::start(tmp.path(), &client)?, clients, run)?;
-    println!(
-        "control plane: 3 members on loopback, {clients} concurrent writers to the leader for \
-         {run:?} (sluice: PATCH a channel through the admin API; etcd 3.4: put through its \
-         JSON gateway)"
-    );
-    println!("| figure | sluice | etcd | ratio |");
-    println!("|---|---:|---:|---:|");
-    let row = |name: &str, a: f64, b: f64| {
-        println!("| {name} | {a:.1} | {b:.1} | {:.2}x |", a / b);
+    table.note(format!(
+        "raft: 3 members on loopback, {clients} concurrent writers to the leader for {run:?} \
+         (sluice: PATCH a channel through the admin API; peer etcd 3.4: put through its JSON \
+         gateway)"
+    ));
+    let mut row = |figure: &str, a: f64, b: f64, higher_is_better: bool, target: &str| {
+        table.row(
+            "raft",
+            figure,
+            format!("{a:.1}"),
+            format!("etcd {b:.1}"),
+            Some(if higher_is_better { a / b } else { b / a }),
+            target,
+        );
     };
     row(
         "committed writes/s",
         sluice.commits_per_s,
         etcd.commits_per_s,
+        true,
+        "-",
     );
-    row("write latency p50 (ms)", sluice.p50_ms, etcd.p50_ms);
-    row("write latency p99 (ms)", sluice.p99_ms, etcd.p99_ms);
+    row(
+        "write latency p50 (ms)",
+        sluice.p50_ms,
+        etcd.p50_ms,
+        false,
+        "-",
+    );
+    row(
+        "write latency p99 (ms)",
+        sluice.p99_ms,
+        etcd.p99_ms,
+        false,
+        "-",
+    );
     row(
         "kill -9 leader -> next acknowledged write (ms)",
         sluice.failover_ms,
         etcd.failover_ms,
+        false,
+        "-",
     );
     Ok(())
 }

@@ -1,0 +1,99 @@
+//! Scenario 2: player latency. hls.js (low-latency mode) in headless Chromium plays
+//! the live stream for a while; the figure is `hls.latency`, its distance behind the
+//! live edge, at the end. Sluice at 200 ms and 500 ms parts; the peer is nginx-rtmp's
+//! classic HLS (2 s fragments, the same GOP) played the same way.
+
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use serde_json::json;
+use sluice_e2e::node::{Http, Publisher, Server};
+use sluice_e2e::{play_url, Playback, TempDir};
+
+use crate::live::{wait_live, MEDIA};
+use crate::peer::Nginx;
+use crate::{bench_stream, use_release_sluice, Table};
+
+fn played(what: &str, p: Playback) -> Result<f64> {
+    ensure!(p.ok, "hls.js did not play {what}: {}", p.report);
+    p.latency
+        .with_context(|| format!("hls.js reported no latency for {what}: {}", p.report))
+}
+
+fn sluice_latency(dir: &std::path::Path, part_ms: u32, seconds: u32) -> Result<f64> {
+    let server = Server::start(dir, &[])?;
+    let token = server.admin_token()?;
+    // The key file is written once the node has made its `main` channel.
+    let key = server.main_key()?;
+    let http = Http::new(None)?;
+    let body = json!({"ll_hls": {"part_target_ms": part_ms, "segment_target_ms": 2000, "window_segments": 10}});
+    let r = http.patch(
+        &server.url("/api/v1/channels/main"),
+        &[
+            ("authorization", &format!("Bearer {token}")),
+            ("content-type", "application/json"),
+        ],
+        body.to_string().as_bytes(),
+    )?;
+    ensure!(
+        r.status == 200,
+        "setting {part_ms} ms parts: HTTP {} {}",
+        r.status,
+        r.text()
+    );
+    let stream = bench_stream(3000)?;
+    let _publisher = Publisher::ffmpeg_loop(&stream, &server.rtmp_url(&key), &dir.join("ff.log"))?;
+    let text = wait_live(&server.url(MEDIA), 1)?;
+    let expected = format!(
+        "#EXT-X-PART-INF:PART-TARGET={:.1}",
+        f64::from(part_ms) / 1000.0
+    );
+    ensure!(
+        text.contains(&expected),
+        "the playlist does not say {expected}:\n{text}"
+    );
+    let p = play_url(
+        &server.url(MEDIA),
+        seconds,
+        Duration::from_secs(u64::from(seconds) + 60),
+    )?;
+    played(&format!("sluice at {part_ms} ms parts"), p)
+}
+
+fn nginx_latency(dir: &std::path::Path, seconds: u32) -> Result<f64> {
+    let nginx = Nginx::start(dir, 1, 2)?;
+    let stream = bench_stream(3000)?;
+    let _publisher = Publisher::ffmpeg_loop(&stream, &nginx.rtmp_url("main"), &dir.join("ff.log"))?;
+    wait_live(&nginx.hls_url("main"), 2).with_context(|| nginx.errors())?;
+    let p = play_url(
+        &nginx.hls_url("main"),
+        seconds,
+        Duration::from_secs(u64::from(seconds) + 60),
+    )?;
+    played("nginx-rtmp", p)
+}
+
+pub(crate) fn run(quick: bool, table: &mut Table) -> Result<()> {
+    use_release_sluice()?;
+    let tmp = TempDir::new("bench-player")?;
+    let seconds = if quick { 4 } else { 30 };
+    let fast = sluice_latency(&tmp.path().join("p200"), 200, seconds)?;
+    let slow = sluice_latency(&tmp.path().join("p500"), 500, seconds)?;
+    let peer = nginx_latency(&tmp.path().join("nginx"), seconds)?;
+    table.note(format!(
+        "player: hls.js (lowLatencyMode) in headless Chromium, hls.latency after {seconds} s \
+         of play, 720p30 3 Mbit/s with a 2 s GOP; peer nginx-rtmp HLS with 2 s fragments, \
+         6 s playlist"
+    ));
+    for (parts, latency, target) in [(200, fast, "<= 1.0 s"), (500, slow, "-")] {
+        table.row(
+            "player",
+            &format!("live-edge latency, {parts} ms parts"),
+            format!("{latency:.2} s"),
+            format!("nginx {peer:.2} s"),
+            Some(peer / latency),
+            target,
+        );
+    }
+    Ok(())
+}
