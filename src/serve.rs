@@ -472,6 +472,10 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
     {
         let rx = shutdown.subscribe();
         tasks.spawn(async move {
+            use axum::serve::ListenerExt;
+            let cluster_listener = cluster_listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             let _ = axum::serve(cluster_listener, cluster_app)
                 .with_graceful_shutdown(wait(rx))
                 .await;
@@ -488,21 +492,26 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
             ),
             _ => None,
         };
+        use axum_server::accept::NoDelayAcceptor;
         let server_handle = axum_server::Handle::new();
         let listener = http_listener.into_std()?;
         let app = http_app.into_make_service_with_connect_info::<SocketAddr>();
         let serving = server_handle.clone();
         tasks.spawn(async move {
             let result = match tls {
+                // TCP_NODELAY: a response's last few bytes must not wait for the
+                // viewer's delayed ACK (40 ms on Linux), a part-sized stall.
                 Some(config) => match axum_server::from_tcp_rustls(listener, config) {
-                    Ok(mut server) => {
+                    Ok(server) => {
+                        let mut server = server.map(|tls| tls.acceptor(NoDelayAcceptor));
                         tune_http(server.http_builder());
                         server.handle(serving).serve(app).await
                     }
                     Err(e) => Err(e),
                 },
                 None => match axum_server::from_tcp(listener) {
-                    Ok(mut server) => {
+                    Ok(server) => {
+                        let mut server = server.acceptor(NoDelayAcceptor);
                         tune_http(server.http_builder());
                         server.handle(serving).serve(app).await
                     }

@@ -124,7 +124,9 @@ pub(crate) async fn run(args: EdgeArgs) -> Result<()> {
         args.upstreams.join(", ")
     );
     // Slow or silent clients are cut off as on a node's listener.
-    let mut server = axum_server::from_tcp(listener.into_std()?)?;
+    // TCP_NODELAY, as on a node's listener.
+    let mut server =
+        axum_server::from_tcp(listener.into_std()?)?.acceptor(axum_server::accept::NoDelayAcceptor);
     crate::serve::tune_http(server.http_builder());
     let handle = axum_server::Handle::new();
     let stopping = handle.clone();

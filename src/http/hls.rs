@@ -219,8 +219,7 @@ async fn multivariant_playlist(
 
 fn target_duration(origin: &ChannelOrigin) -> u32 {
     origin.read(|s| {
-        s.playlist
-            .as_ref()
+        s.playlist()
             .map_or(DEFAULT_TD_S, |p| p.settings().target_duration_s)
     })
 }
@@ -236,7 +235,7 @@ fn plain_playlist_cache(td: u32) -> String {
 
 /// What a playlist request gets, decided under the spool lock.
 enum Answer {
-    Render(String),
+    Render(Bytes),
     Wait,
     Missing,
     Bad(&'static str),
@@ -278,11 +277,14 @@ async fn media_playlist(
     let mut changes = origin.subscribe();
     let mut waiting_guard = None;
     loop {
-        let answer = origin.read(|sp| match &sp.playlist {
+        let answer = origin.read(|sp| match sp.playlist() {
             None if sp.ended => Answer::Missing,
             None => Answer::Wait,
             Some(p) => match blocking::decide(p, &directives) {
-                Decision::Ready => Answer::Render(p.render(directives.skip, &[])),
+                Decision::Ready => match sp.rendered(directives.skip) {
+                    Some(text) => Answer::Render(text),
+                    None => Answer::Wait,
+                },
                 Decision::Wait => Answer::Wait,
                 Decision::BadRequest(why) => Answer::Bad(why),
             },
@@ -366,7 +368,7 @@ fn may_come(origin: &ChannelOrigin, generation: u64, name: ObjectName) -> bool {
                 return false;
             }
         }
-        let Some(p) = s.playlist.as_ref() else {
+        let Some(p) = s.playlist() else {
             return !matches!(name, ObjectName::Init(_));
         };
         let (next_msn, _) = p.next_part();

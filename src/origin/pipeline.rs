@@ -203,7 +203,7 @@ impl Loop {
             changed = true;
             let mut after = Vec::new();
             self.origin.write(|spool| {
-                let playlist = spool.playlist.get_or_insert_with(|| {
+                let playlist = spool.playlist_mut(|| {
                     MediaPlaylist::new(PlaylistSettings {
                         target_duration_s: p.settings().target_duration_s(),
                         part_target_ms: p.part_target_ms(),
@@ -226,11 +226,11 @@ impl Loop {
                         if part.index == 0 {
                             after.push(After::Report(part.msn));
                         }
+                        // Parts live in memory only: a playlist lists them for the last
+                        // few target durations, and memory keeps them longer than that.
+                        // On disk their bytes are in the segment (a file per part cost
+                        // more CPU than packaging).
                         spool.insert(ObjectName::Part(part.msn, part.index), part.data.clone());
-                        after.push(After::Write(
-                            names::part(part.msn, part.index),
-                            part.data.clone(),
-                        ));
                         self.part_bytes += part.data.len() as u64;
                         self.part_us += part.duration_us;
                         if let Some(at) = self.last_input_at {
@@ -338,9 +338,7 @@ impl Loop {
         }
         self.drain(Instant::now());
         self.origin.write(|s| {
-            if let Some(p) = s.playlist.as_mut() {
-                p.end();
-            }
+            s.end_playlist();
             s.ended = true;
         });
         self.origin

@@ -7,13 +7,13 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use sluice_media::playlist::multivariant::Variant;
 use sluice_media::playlist::names::{self, ObjectName};
-use sluice_media::playlist::MediaPlaylist;
+use sluice_media::playlist::{MediaPlaylist, Skip};
 use tokio::sync::mpsc;
 
 use crate::metrics::Metrics;
@@ -31,14 +31,18 @@ pub(crate) struct Spool {
     /// last one another origin made, for a resumed generation): lower ones never come.
     pub(crate) first_msn: u64,
     /// Made at the first init segment (when PART-TARGET is known).
-    pub(crate) playlist: Option<MediaPlaylist>,
+    playlist: Option<MediaPlaylist>,
+    /// The playlist's text as last rendered, per `_HLS_skip` variant: made by the first
+    /// request after a change and shared by all the others (a part wakes every waiting
+    /// viewer at once). Emptied by every change ([`Spool::playlist_mut`]).
+    rendered: [OnceLock<Bytes>; 3],
     pub(crate) variant: Option<Variant>,
     pub(crate) ended: bool,
     /// The last disk error, while it lasts.
     pub(crate) degraded: Option<String>,
     objects: HashMap<ObjectName, Bytes>,
-    /// Parts of the open segment, concatenated into it when it ends.
-    open_segment: Vec<u8>,
+    /// Parts of the open segment, in order: concatenated into it when it ends.
+    open_parts: Vec<(u32, Bytes)>,
 }
 
 impl Spool {
@@ -50,24 +54,77 @@ impl Spool {
         }
     }
 
+    pub(crate) fn playlist(&self) -> Option<&MediaPlaylist> {
+        self.playlist.as_ref()
+    }
+
+    /// The playlist to change (made by `make` if there is none yet); what was rendered
+    /// of it is forgotten.
+    pub(crate) fn playlist_mut(
+        &mut self,
+        make: impl FnOnce() -> MediaPlaylist,
+    ) -> &mut MediaPlaylist {
+        self.rendered = Default::default();
+        self.playlist.get_or_insert_with(make)
+    }
+
+    /// Ends the playlist, if there is one.
+    pub(crate) fn end_playlist(&mut self) {
+        self.rendered = Default::default();
+        if let Some(p) = self.playlist.as_mut() {
+            p.end();
+        }
+    }
+
+    /// The playlist's text for `skip`, rendered once per change.
+    pub(crate) fn rendered(&self, skip: Skip) -> Option<Bytes> {
+        let p = self.playlist.as_ref()?;
+        let slot = match skip {
+            Skip::No => 0,
+            Skip::Yes => 1,
+            Skip::V2 => 2,
+        };
+        Some(
+            self.rendered[slot]
+                .get_or_init(|| Bytes::from(p.render(skip, &[])))
+                .clone(),
+        )
+    }
+
     pub(crate) fn object(&self, name: ObjectName) -> Option<Bytes> {
         self.objects.get(&name).cloned()
     }
 
     pub(crate) fn insert(&mut self, name: ObjectName, data: Bytes) {
-        if let ObjectName::Part(..) = name {
-            self.open_segment.extend_from_slice(&data);
+        if let ObjectName::Part(_, index) = name {
+            self.open_parts.push((index, data.clone()));
         }
         self.objects.insert(name, data);
     }
 
     pub(crate) fn start_segment(&mut self) {
-        self.open_segment.clear();
+        self.open_parts.clear();
     }
 
-    /// Closes the open segment: its bytes become the whole-segment object.
+    /// Closes the open segment: its parts, concatenated into one buffer of the exact
+    /// size, become the whole-segment object, and the parts become views into it (the
+    /// same bytes are not kept twice).
     pub(crate) fn end_segment(&mut self, msn: u64) -> Bytes {
-        let data = Bytes::from(std::mem::take(&mut self.open_segment));
+        let parts = std::mem::take(&mut self.open_parts);
+        let mut whole = Vec::with_capacity(parts.iter().map(|(_, p)| p.len()).sum());
+        for (_, p) in &parts {
+            whole.extend_from_slice(p);
+        }
+        let data = Bytes::from(whole);
+        let mut at = 0;
+        for (index, part) in parts {
+            let Some(view) = data.get(at..at + part.len()) else {
+                break;
+            };
+            self.objects
+                .insert(ObjectName::Part(msn, index), data.slice_ref(view));
+            at += part.len();
+        }
         self.objects.insert(ObjectName::Segment(msn), data.clone());
         self.prune_memory();
         data
@@ -75,7 +132,7 @@ impl Spool {
 
     /// Drops objects of segments well behind the playlist window (they stay on disk).
     fn prune_memory(&mut self) {
-        let Some(first) = self.playlist.as_ref().and_then(|p| p.first_msn()) else {
+        let Some(first) = self.playlist().and_then(|p| p.first_msn()) else {
             return;
         };
         let keep_from = first.saturating_sub(MEMORY_SEGMENTS_BEHIND_WINDOW);
@@ -129,27 +186,32 @@ impl DiskWriter {
         let (tx, mut rx) = mpsc::channel::<(String, Bytes)>(DISK_QUEUE);
         tokio::spawn(async move {
             let mut failing = false;
-            while let Some((name, data)) = rx.recv().await {
-                let result = async {
-                    tokio::fs::create_dir_all(&dir).await?;
-                    tokio::fs::write(dir.join(&name), &data).await
-                }
-                .await;
-                match result {
-                    Ok(()) if failing => {
-                        failing = false;
-                        tracing::info!(dir = %dir.display(), "spool writes succeed again");
-                        status(None);
-                    }
-                    Ok(()) => {}
-                    Err(e) => {
-                        metrics.spool_error();
-                        if !failing {
-                            tracing::error!(dir = %dir.display(), object = %name, error = %e,
-                                "spool write failed: generation degraded, serving from memory");
+            let mut batch = Vec::new();
+            // What is queued goes to one blocking task at a time (a thread hand-off per
+            // object cost more than the write).
+            while rx.recv_many(&mut batch, DISK_BATCH).await > 0 {
+                let objects = std::mem::take(&mut batch);
+                let to = dir.clone();
+                let results = tokio::task::spawn_blocking(move || write_objects(&to, objects))
+                    .await
+                    .unwrap_or_else(|e| vec![("(batch)".into(), Err(std::io::Error::other(e)))]);
+                for (name, result) in results {
+                    match result {
+                        Ok(()) if failing => {
+                            failing = false;
+                            tracing::info!(dir = %dir.display(), "spool writes succeed again");
+                            status(None);
                         }
-                        failing = true;
-                        status(Some(format!("writing {name}: {e}")));
+                        Ok(()) => {}
+                        Err(e) => {
+                            metrics.spool_error();
+                            if !failing {
+                                tracing::error!(dir = %dir.display(), object = %name, error = %e,
+                                "spool write failed: generation degraded, serving from memory");
+                            }
+                            failing = true;
+                            status(Some(format!("writing {name}: {e}")));
+                        }
                     }
                 }
             }
@@ -163,6 +225,24 @@ impl DiskWriter {
             .try_send((name, data))
             .map_err(|_| "the spool disk is not keeping up; object not written".to_string())
     }
+}
+
+/// Objects handed to one blocking write task at most.
+const DISK_BATCH: usize = 64;
+
+/// Writes objects into `dir` (made when missing), each with its own result.
+fn write_objects(dir: &Path, objects: Vec<(String, Bytes)>) -> Vec<(String, std::io::Result<()>)> {
+    let made = std::fs::create_dir_all(dir);
+    objects
+        .into_iter()
+        .map(|(name, data)| {
+            let result = match &made {
+                Ok(()) => std::fs::write(dir.join(&name), &data),
+                Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+            };
+            (name, result)
+        })
+        .collect()
 }
 
 /// Checks the spool root is writable (for `/readyz`).
@@ -225,6 +305,68 @@ pub(crate) fn prune_disk(root: &Path, retention: Duration, active: &[(String, u6
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sluice_media::packager::{Part, SegmentStart};
+    use sluice_media::playlist::PlaylistSettings;
+    use sluice_media::Output;
+
+    #[test]
+    fn a_closed_segments_parts_are_views_into_its_bytes() {
+        let mut spool = Spool::new(1, 0);
+        spool.start_segment();
+        spool.insert(ObjectName::Part(3, 0), Bytes::from_static(b"first "));
+        spool.insert(ObjectName::Part(3, 1), Bytes::from_static(b"second"));
+        let whole = spool.end_segment(3);
+        assert_eq!(&whole[..], b"first second");
+        let second = spool.object(ObjectName::Part(3, 1)).expect("part 1");
+        assert_eq!(&second[..], b"second");
+        // The part's bytes are inside the segment's buffer, not a copy.
+        let range = whole.as_ptr() as usize..whole.as_ptr() as usize + whole.len();
+        assert!(range.contains(&(second.as_ptr() as usize)));
+        assert_eq!(spool.object(ObjectName::Segment(3)), Some(whole));
+    }
+
+    #[test]
+    fn the_rendered_playlist_is_shared_until_the_playlist_changes() {
+        let mut spool = Spool::new(1, 0);
+        assert!(spool.rendered(Skip::No).is_none());
+        let make = || {
+            MediaPlaylist::new(PlaylistSettings {
+                target_duration_s: 2,
+                part_target_ms: 200,
+                window_segments: 3,
+                uri_prefix: "1/".into(),
+            })
+        };
+        spool
+            .playlist_mut(make)
+            .apply(&Output::SegmentStart(SegmentStart {
+                msn: 0,
+                program_date_time_ms: 0,
+                discontinuity: false,
+                init_index: 0,
+            }));
+        let part = |index| {
+            Output::Part(Part {
+                msn: 0,
+                index,
+                duration_us: 200_000,
+                independent: true,
+                data: Bytes::from_static(b"x"),
+            })
+        };
+        spool.playlist_mut(make).apply(&part(0));
+        let first = spool.rendered(Skip::No).expect("a playlist");
+        // The same bytes for the next request, not a new rendering.
+        let again = spool.rendered(Skip::No).expect("a playlist");
+        assert_eq!(first.as_ptr(), again.as_ptr());
+        assert!(String::from_utf8_lossy(&first).contains("0.0.m4s"));
+        spool.playlist_mut(make).apply(&part(1));
+        let changed = spool.rendered(Skip::No).expect("a playlist");
+        assert!(String::from_utf8_lossy(&changed).contains("0.1.m4s"));
+        spool.end_playlist();
+        let ended = spool.rendered(Skip::No).expect("a playlist");
+        assert!(String::from_utf8_lossy(&ended).contains("#EXT-X-ENDLIST"));
+    }
 
     fn touch(path: &Path) {
         std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");

@@ -403,6 +403,7 @@ pub(crate) fn viewers(quick: bool, table: &mut Table) -> Result<()> {
     let stream = bench_stream(3000)?;
     let (server, _publisher) = live_node(&tmp.path().join("node"), &stream, 1)?;
     let procs = Processes::one(server.pid());
+    let client = Processes::one(Some(std::process::id()));
     let steps: &[usize] = if quick {
         &[20, 50]
     } else {
@@ -412,12 +413,13 @@ pub(crate) fn viewers(quick: bool, table: &mut Table) -> Result<()> {
     let mut best: Option<(LoadReport, f64, f64)> = None;
     let mut stopped_by = String::from("the last step passed");
     for &n in steps {
-        let cpu0 = procs.cpu_seconds();
+        let (cpu0, client0) = (procs.cpu_seconds(), client.cpu_seconds());
         let report = load_step(&url, n, quick)?;
         let cores = (procs.cpu_seconds() - cpu0) / report.seconds;
+        let client_cores = (client.cpu_seconds() - client0) / report.seconds;
         let rss = procs.rss_mib();
         eprintln!(
-            "viewers {n}: p99 {:.1} ms, max {:.1} ms, errors {}, parts {}, server {cores:.2} cores, {rss:.0} MiB",
+            "viewers {n}: p99 {:.1} ms, max {:.1} ms, errors {}, parts {}, server {cores:.2} cores, {rss:.0} MiB, client {client_cores:.2} cores",
             report.delay_p99_ms, report.delay_max_ms, report.errors, report.parts
         );
         if report.parts == 0 {

@@ -151,17 +151,29 @@ http {{
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // SIGQUIT would wait for clients; the bench is done with them.
-            let _ = c.kill();
-            let _ = c.wait();
-            // Workers outlive a killed master by a moment; they exit on their own when
-            // they see it gone, but do not leave them holding the ports.
-            for pid in children_of(c.id()) {
-                // SAFETY: plain kill(2) on a pid we just read from /proc.
-                unsafe {
-                    libc::kill(pid as i32, libc::SIGKILL);
-                }
+        let Some(mut master) = self.child.take() else {
+            return;
+        };
+        // Its workers, found while they are still its children.
+        let workers = children_of(master.id());
+        // SIGTERM: nginx's fast shutdown, workers included.
+        // SAFETY: plain kill(2) on our own child.
+        unsafe {
+            libc::kill(master.id() as i32, libc::SIGTERM);
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while std::time::Instant::now() < deadline {
+            if matches!(master.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = master.kill();
+        let _ = master.wait();
+        for pid in workers {
+            // Gone already, or ended now. SAFETY: plain kill(2).
+            unsafe {
+                libc::kill(pid as i32, libc::SIGKILL);
             }
         }
     }
