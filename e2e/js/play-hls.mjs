@@ -2,6 +2,7 @@
 // Plays an HLS stream with hls.js in headless Chromium and reports what happened.
 // Usage:
 //   node play-hls.mjs --url URL [--min-seconds N] [--timeout-seconds T] [--until-ended]
+//        [--hls-config JSON]   (added to hls.js's config: { lowLatencyMode: true })
 //   node play-hls.mjs --dir DIR --playlist REL [same options]   (serves DIR itself)
 //   node play-hls.mjs --page URL [same options]   (a Sluice /watch page; its hls.js
 //        script, wherever the page loads it from, is answered with the npm copy)
@@ -52,6 +53,7 @@ try {
       'min-seconds': { type: 'string' },
       'timeout-seconds': { type: 'string', default: '60' },
       'until-ended': { type: 'boolean', default: false },
+      'hls-config': { type: 'string', default: '{}' },
       help: { type: 'boolean', default: false },
     },
   }).values;
@@ -62,6 +64,12 @@ if (opts.help) usage();
 if ([opts.url, opts.dir, opts.page].filter(Boolean).length !== 1) usage('give exactly one of --url, --dir or --page');
 if (opts.dir && !opts.playlist) usage('--dir needs --playlist');
 const untilEnded = opts['until-ended'];
+let hlsConfig;
+try {
+  hlsConfig = JSON.parse(opts['hls-config']);
+} catch (err) {
+  usage(`--hls-config is not JSON: ${err.message}`);
+}
 // With --until-ended the end of the stream is the goal; otherwise play 5 s by default.
 const minSeconds = Number(opts['min-seconds'] ?? (untilEnded ? 0 : 5));
 const timeoutSeconds = Number(opts['timeout-seconds']);
@@ -112,7 +120,7 @@ function bounded(promise, ms, what) {
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 // Runs inside the page: starts hls.js and records events into window.__play.
-function startPlayer(src) {
+function startPlayer([src, extraConfig]) {
   const state = { fatalErrors: [], nonFatalErrors: 0, nonFatalSamples: [], ended: false };
   window.__play = state;
   const video = document.getElementById('v');
@@ -121,7 +129,7 @@ function startPlayer(src) {
     state.fatalErrors.push({ type: 'setup', details: 'hls.js not supported (no MSE?)' });
     return;
   }
-  const hls = new window.Hls({ lowLatencyMode: true });
+  const hls = new window.Hls(Object.assign({ lowLatencyMode: true }, extraConfig));
   window.__hls = hls;
   hls.on(window.Hls.Events.ERROR, (_event, data) => {
     const entry = { type: data.type, details: data.details };
@@ -261,7 +269,7 @@ async function main() {
     console.error(`playing the page ${opts.page}`);
   } else {
     await page.goto(`${origin}/`, { waitUntil: 'load' });
-    await bounded(page.evaluate(startPlayer, src), STEP_TIMEOUT_MS, 'player start');
+    await bounded(page.evaluate(startPlayer, [src, hlsConfig]), STEP_TIMEOUT_MS, 'player start');
     console.error(`playing ${src}`);
   }
 

@@ -311,12 +311,20 @@ pub fn play_page(url: &str, min_seconds: u32, timeout: Duration) -> Result<Playb
     play(&args, timeout)
 }
 
-/// Plays a live HLS URL with hls.js (low-latency mode) in headless Chromium until
-/// `min_seconds` of media played; the report's latency is `hls.latency` then.
-pub fn play_url(url: &str, min_seconds: u32, timeout: Duration) -> Result<Playback> {
+/// Plays a live HLS URL with hls.js (low-latency mode, plus `hls_config`, a JSON
+/// object) in headless Chromium until `min_seconds` of media played; the report's
+/// latency is `hls.latency` then.
+pub fn play_url(
+    url: &str,
+    hls_config: &str,
+    min_seconds: u32,
+    timeout: Duration,
+) -> Result<Playback> {
     let args = [
         "--url".to_string(),
         url.to_string(),
+        "--hls-config".into(),
+        hls_config.to_string(),
         "--min-seconds".into(),
         min_seconds.to_string(),
     ];
