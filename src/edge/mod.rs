@@ -172,6 +172,17 @@ impl Edge {
             match inflight.get(&key) {
                 Some(f) => (f.clone(), false),
                 None => {
+                    // A fill may have ended since the cache was read: it caches before it
+                    // leaves the flight, so look again before asking upstream twice.
+                    let cached = self
+                        .cache
+                        .lock()
+                        .ok()
+                        .and_then(|mut c| c.get(&key, Instant::now()));
+                    if let Some(hit) = cached {
+                        self.counters.hits.fetch_add(1, Ordering::Relaxed);
+                        return cached_response(hit);
+                    }
                     let f = Arc::new(watch::channel(FillState::default()).0);
                     inflight.insert(key.clone(), f.clone());
                     (f, true)
@@ -281,7 +292,8 @@ impl Edge {
                 }
             }
         }
-        // Cached first, then out of flight: a request in between finds one or the other.
+        // Cached first, then out of flight: a request that missed the cache while this
+        // was in flight finds it in the cache when it looks again under the flight lock.
         if let Ok(mut inflight) = self.inflight.lock() {
             inflight.remove(&key);
         }
