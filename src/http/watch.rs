@@ -81,8 +81,11 @@ const PAGE: &str = r#"<!doctype html>
       // A live part or segment that has not arrived in 20 s is not coming (a request
       // stuck on a node that went away): retry it instead of waiting hls.js's default
       // two minutes with the picture frozen.
+      // Behind its target (PART-HOLD-BACK), hls.js may play up to 1.5x fast to catch
+      // up; by default it never does and stays wherever it joined.
       var hls = new Hls({
         lowLatencyMode: true,
+        maxLiveSyncPlaybackRate: 1.5,
         backBufferLength: 30,
         fragLoadPolicy: { default: {
           maxTimeToFirstByteMs: 8000, maxLoadTimeMs: 20000,
