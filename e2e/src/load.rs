@@ -87,14 +87,14 @@ fn parse_url(url: &str) -> Result<Target> {
 
 /// One part listed in a media playlist.
 #[derive(Debug, Clone, PartialEq)]
-struct ListedPart {
-    msn: u64,
-    index: u64,
-    uri: String,
+pub struct ListedPart {
+    pub msn: u64,
+    pub index: u64,
+    pub uri: String,
 }
 
 /// The parts of a media playlist, in order, with their segment number and index.
-fn listed_parts(text: &str) -> Vec<ListedPart> {
+pub fn listed_parts(text: &str) -> Vec<ListedPart> {
     let mut msn = text
         .lines()
         .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))

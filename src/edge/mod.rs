@@ -156,14 +156,8 @@ impl Edge {
         // The cache key is the path and query only: every upstream serves the same bytes
         // at the same URL (generation-scoped objects), so a failover keeps the cache.
         let key = path_and_query.to_string();
-        let cached = self
-            .cache
-            .lock()
-            .ok()
-            .and_then(|mut c| c.get(&key, Instant::now()));
-        if let Some(hit) = cached {
-            self.counters.hits.fetch_add(1, Ordering::Relaxed);
-            return cached_response(hit);
+        if let Some(hit) = self.cached(&key) {
+            return hit;
         }
         let (fill, started) = {
             let Ok(mut inflight) = self.inflight.lock() else {
@@ -174,14 +168,8 @@ impl Edge {
                 None => {
                     // A fill may have ended since the cache was read: it caches before it
                     // leaves the flight, so look again before asking upstream twice.
-                    let cached = self
-                        .cache
-                        .lock()
-                        .ok()
-                        .and_then(|mut c| c.get(&key, Instant::now()));
-                    if let Some(hit) = cached {
-                        self.counters.hits.fetch_add(1, Ordering::Relaxed);
-                        return cached_response(hit);
+                    if let Some(hit) = self.cached(&key) {
+                        return hit;
                     }
                     let f = Arc::new(watch::channel(FillState::default()).0);
                     inflight.insert(key.clone(), f.clone());
@@ -203,6 +191,13 @@ impl Edge {
             self.counters.coalesced.fetch_add(1, Ordering::Relaxed);
         }
         respond_from_fill(fill).await
+    }
+
+    /// A response from the cache, counted as a hit.
+    fn cached(&self, key: &str) -> Option<Response> {
+        let hit = self.cache.lock().ok()?.get(key, Instant::now())?;
+        self.counters.hits.fetch_add(1, Ordering::Relaxed);
+        Some(cached_response(hit))
     }
 
     fn is_down(&self, url: &str, now: Instant) -> bool {

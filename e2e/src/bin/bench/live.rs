@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use sluice_e2e::load::{self, LoadReport, LoadSettings};
+use sluice_e2e::load::{self, listed_parts, LoadReport, LoadSettings};
 use sluice_e2e::node::{three_nodes, wait_for, Http, Publisher, Server};
 use sluice_e2e::rtmp_client::RtmpPublisher;
 use sluice_e2e::{run, TempDir};
@@ -40,26 +40,16 @@ pub(crate) fn wait_live(url: &str, segments: usize) -> Result<String> {
     })
 }
 
-/// The parts a media playlist lists after the last whole segment, and that segment.
+/// The newest part a media playlist lists, and its last whole segment (in a media
+/// playlist the only lines that are not tags are segment URIs).
 fn newest_objects(text: &str) -> (Option<String>, Option<String>) {
-    let mut last_segment = None;
-    let mut last_part = None;
-    let mut after_extinf = false;
-    for line in text.lines() {
-        if let Some(attrs) = line.strip_prefix("#EXT-X-PART:") {
-            last_part = attrs
-                .split("URI=\"")
-                .nth(1)
-                .and_then(|v| v.split('"').next())
-                .map(String::from);
-        } else if line.starts_with("#EXTINF") {
-            after_extinf = true;
-        } else if after_extinf && !line.starts_with('#') && !line.trim().is_empty() {
-            after_extinf = false;
-            last_segment = Some(line.trim().to_string());
-        }
-    }
-    (last_part, last_segment)
+    let part = listed_parts(text).pop().map(|p| p.uri);
+    let segment = text
+        .lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from);
+    (part, segment)
 }
 
 // ---------------------------------------------------------------------------------
@@ -358,28 +348,7 @@ pub(crate) fn latency(quick: bool, table: &mut Table) -> Result<()> {
 /// The part after the last one listed, as `_HLS_msn`/`_HLS_part` (past a segment's
 /// last part the server answers with the next segment's first).
 fn next_part(text: &str) -> Option<(u64, u64)> {
-    let mut msn: u64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))?
-        .trim()
-        .parse()
-        .ok()?;
-    let mut index = 0u64;
-    let mut last = None;
-    let mut after_extinf = false;
-    for line in text.lines() {
-        if line.starts_with("#EXT-X-PART:") {
-            last = Some((msn, index));
-            index += 1;
-        } else if line.starts_with("#EXTINF") {
-            after_extinf = true;
-        } else if after_extinf && !line.starts_with('#') && !line.trim().is_empty() {
-            after_extinf = false;
-            msn += 1;
-            index = 0;
-        }
-    }
-    last.map(|(m, i)| (m, i + 1))
+    listed_parts(text).pop().map(|p| (p.msn, p.index + 1))
 }
 
 // ---------------------------------------------------------------------------------
