@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
-use sluice_e2e::node::{wait_for, Http, Publisher, Server};
+use sluice_e2e::node::{Http, Publisher, Server};
 use sluice_e2e::TempDir;
 
 use crate::live::wait_live;
@@ -19,7 +19,7 @@ struct Cost {
     rss_mib: f64,
 }
 
-/// Measures `procs` for `run_for` once `ready` has said every stream is live.
+/// Measures `procs` for `run_for` (every stream already live).
 fn measure(procs: &Processes, streams: usize, run_for: Duration) -> Cost {
     let cpu0 = procs.cpu_seconds();
     let started = Instant::now();
@@ -92,14 +92,20 @@ fn sluice_cost(dir: &std::path::Path, m: usize, run_for: Duration) -> Result<Cos
         wait_live(&server.url(&format!("/hls/{name}/source/index.m3u8")), 1)?;
     }
     let cost = measure(&Processes::one(server.pid()), m, run_for);
+    all_publishing(&mut publishers, "sluice")?;
+    Ok(cost)
+}
+
+/// A figure only counts if no publisher was refused or cut meanwhile.
+fn all_publishing(publishers: &mut [Publisher], server: &str) -> Result<()> {
     for (i, p) in publishers.iter_mut().enumerate() {
         ensure!(
             p.wait_exit(Duration::ZERO).is_none(),
-            "publisher {i} ended: {}",
+            "publisher {i} to {server} ended: {}",
             p.output()
         );
     }
-    Ok(cost)
+    Ok(())
 }
 
 fn nginx_cost(dir: &std::path::Path, m: usize, run_for: Duration) -> Result<Cost> {
@@ -114,23 +120,11 @@ fn nginx_cost(dir: &std::path::Path, m: usize, run_for: Duration) -> Result<Cost
             &log,
         )?);
     }
-    let http = Http::new(None)?;
     for i in 0..m {
-        let url = nginx.hls_url(&format!("cam{i}"));
-        wait_for(Duration::from_secs(40), "nginx's playlist", || {
-            let r = http.get(&url, &[]).ok()?;
-            (r.status == 200 && r.text().contains("#EXTINF")).then_some(())
-        })
-        .with_context(|| nginx.errors())?;
+        wait_live(&nginx.hls_url(&format!("cam{i}")), 1).with_context(|| nginx.errors())?;
     }
     let cost = measure(&nginx.processes(), m, run_for);
-    for (i, p) in publishers.iter_mut().enumerate() {
-        ensure!(
-            p.wait_exit(Duration::ZERO).is_none(),
-            "publisher {i} to nginx ended: {}",
-            p.output()
-        );
-    }
+    all_publishing(&mut publishers, "nginx")?;
     Ok(cost)
 }
 

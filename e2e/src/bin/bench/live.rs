@@ -100,14 +100,14 @@ fn video_track(init: &[u8]) -> Option<(u32, u32)> {
         .filter(|(k, _)| k == b"trak")
         .find_map(|(_, trak)| {
             let tkhd = child(trak, b"tkhd")?;
-            let id = be32(tkhd, if tkhd[0] == 1 { 20 } else { 12 })?;
+            let id = be32(tkhd, if tkhd.first()? == &1 { 20 } else { 12 })?;
             let mdia = child(trak, b"mdia")?;
             let hdlr = child(mdia, b"hdlr")?;
             if hdlr.get(8..12)? != b"vide" {
                 return None;
             }
             let mdhd = child(mdia, b"mdhd")?;
-            let timescale = be32(mdhd, if mdhd[0] == 1 { 20 } else { 12 })?;
+            let timescale = be32(mdhd, if mdhd.first()? == &1 { 20 } else { 12 })?;
             Some((id, timescale))
         })
 }
@@ -137,7 +137,7 @@ fn video_end(part: &[u8], track: u32) -> Option<u64> {
             }
             let default_duration = (flags & 0x8 != 0).then(|| be32(tfhd, at)).flatten();
             let tfdt = child(traf, b"tfdt")?;
-            let base = if tfdt[0] == 1 {
+            let base = if tfdt.first()? == &1 {
                 be64(tfdt, 4)?
             } else {
                 u64::from(be32(tfdt, 4)?)

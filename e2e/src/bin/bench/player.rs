@@ -64,17 +64,12 @@ fn sluice_latency(
         text.contains(&expected),
         "the playlist does not say {expected}:\n{text}"
     );
-    let mut latencies = Vec::new();
-    for (name, config) in configs {
-        let p = play_url(
-            &server.url(MEDIA),
-            config,
-            seconds,
-            Duration::from_secs(u64::from(seconds) + 60),
-        )?;
-        latencies.push(played(&format!("sluice at {part_ms} ms parts, {name}"), p)?);
-    }
-    Ok(latencies)
+    play_all(
+        &server.url(MEDIA),
+        configs,
+        seconds,
+        &format!("sluice at {part_ms} ms parts"),
+    )
 }
 
 fn nginx_latency(dir: &std::path::Path, seconds: u32) -> Result<Vec<f64>> {
@@ -82,17 +77,21 @@ fn nginx_latency(dir: &std::path::Path, seconds: u32) -> Result<Vec<f64>> {
     let stream = bench_stream(3000)?;
     let _publisher = Publisher::ffmpeg_loop(&stream, &nginx.rtmp_url("main"), &dir.join("ff.log"))?;
     wait_live(&nginx.hls_url("main"), 2).with_context(|| nginx.errors())?;
-    let mut latencies = Vec::new();
-    for (name, config) in CONFIGS {
-        let p = play_url(
-            &nginx.hls_url("main"),
-            config,
-            seconds,
-            Duration::from_secs(u64::from(seconds) + 60),
-        )?;
-        latencies.push(played(&format!("nginx-rtmp, {name}"), p)?);
-    }
-    Ok(latencies)
+    play_all(&nginx.hls_url("main"), &CONFIGS, seconds, "nginx-rtmp")
+}
+
+/// hls.js's latency on `url` with each of `configs`, one browser after the other.
+fn play_all(url: &str, configs: &[(&str, &str)], seconds: u32, what: &str) -> Result<Vec<f64>> {
+    let limit = Duration::from_secs(u64::from(seconds) + 60);
+    configs
+        .iter()
+        .map(|(name, config)| {
+            played(
+                &format!("{what}, {name}"),
+                play_url(url, config, seconds, limit)?,
+            )
+        })
+        .collect()
 }
 
 pub(crate) fn run(quick: bool, table: &mut Table) -> Result<()> {
