@@ -43,6 +43,7 @@ pub(crate) struct Metrics {
     playlist_blocking: AtomicU64,
     blocking_waiters: AtomicU64,
     spool_errors: AtomicU64,
+    recording_failures: AtomicU64,
     /// Requests other nodes and edges made here to pull through (objects, playlists).
     pulled_objects: AtomicU64,
     pulled_playlists: AtomicU64,
@@ -233,6 +234,10 @@ impl Metrics {
             .map(|t| now.duration_since(t))
     }
 
+    pub(crate) fn recording_failed(&self) {
+        self.recording_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn spool_error(&self) {
         self.spool_errors.fetch_add(1, Ordering::Relaxed);
     }
@@ -377,6 +382,17 @@ impl Metrics {
             out,
             "sluice_spool_errors_total {}",
             self.spool_errors.load(Ordering::Relaxed)
+        );
+        family(
+            &mut out,
+            "sluice_recording_failures_total",
+            "counter",
+            "Recordings that failed because a disk write failed.",
+        );
+        let _ = writeln!(
+            out,
+            "sluice_recording_failures_total {}",
+            self.recording_failures.load(Ordering::Relaxed)
         );
         family(
             &mut out,

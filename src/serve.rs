@@ -770,7 +770,8 @@ async fn create_first_channel(handle: &ClusterHandle, data_dir: &Path) -> Result
         visibility: Default::default(),
         ingest: sluice_cluster::model::Ingest::Push,
         ll_hls: Default::default(),
-        recording: false,
+        recording: true,
+        retention: Default::default(),
         placement: Default::default(),
         srt_passphrase: None,
         first_key: Some(sluice_cluster::command::FirstKey {

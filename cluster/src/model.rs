@@ -79,6 +79,12 @@ pub struct LlHlsSettings {
     pub segment_target_ms: u32,
     #[schema(minimum = 3, maximum = 10000)]
     pub window_segments: u32,
+    /// DVR: how far back (seconds) the live playlist reaches, so viewers can scrub
+    /// back; 0 = off (`window_segments` alone). Segments behind the hot window are
+    /// served from disk, and delta updates (`_HLS_skip`) keep reloads small.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 21600)]
+    pub dvr_window_s: u32,
 }
 
 impl Default for LlHlsSettings {
@@ -87,6 +93,43 @@ impl Default for LlHlsSettings {
             part_target_ms: 200,
             segment_target_ms: 2_000,
             window_segments: 15,
+            dvr_window_s: 0,
+        }
+    }
+}
+
+impl LlHlsSettings {
+    /// Most segments a DVR window may list.
+    pub const MAX_WINDOW_SEGMENTS: u32 = 20_000;
+
+    /// Whole segments the live playlist lists: the window, or the DVR window if longer.
+    pub fn playlist_segments(&self) -> u32 {
+        let dvr = (u64::from(self.dvr_window_s) * 1000)
+            .div_ceil(u64::from(self.segment_target_ms.max(1)));
+        let dvr = u32::try_from(dvr).unwrap_or(u32::MAX);
+        self.window_segments
+            .max(dvr)
+            .min(Self::MAX_WINDOW_SEGMENTS.max(self.window_segments))
+    }
+}
+
+/// How long a channel's finished recordings are kept; `None`: no limit of that kind.
+/// A recording being written is never pruned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RetentionPolicy {
+    /// Recordings finished longer ago than this are deleted.
+    pub max_age_s: Option<u64>,
+    /// The oldest finished recordings are deleted while the channel's exceed this.
+    pub max_bytes: Option<u64>,
+}
+
+impl Default for RetentionPolicy {
+    /// Seven days: a show can be fetched the week after; a byte limit depends on the
+    /// disk, so none is guessed.
+    fn default() -> Self {
+        Self {
+            max_age_s: Some(7 * 24 * 3600),
+            max_bytes: None,
         }
     }
 }
@@ -109,6 +152,9 @@ pub struct Channel {
     pub ingest: Ingest,
     pub ll_hls: LlHlsSettings,
     pub recording: bool,
+    /// How long finished recordings are kept.
+    #[serde(default)]
+    pub retention: RetentionPolicy,
     pub placement: Placement,
     pub created_ms: i64,
     /// Numbers of this channel's generations never go back, even across deletes.
@@ -182,6 +228,68 @@ pub struct Generation {
     pub media: MediaInfo,
     /// Last media sequence number reported: a continuing origin starts after it.
     pub last_msn: Option<u64>,
+    /// The generation's recording, when its channel records.
+    #[serde(default)]
+    pub recording: Option<Recording>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordingStatus {
+    /// Segments are still being added (the generation is active).
+    Recording,
+    /// The generation ended and every piece was closed: playable as VOD.
+    Finalized,
+    /// A write failed (or a node holding a piece went down): `reason` says why. What
+    /// was written stays playable.
+    Failed,
+    /// Deleted by an operator or by retention: every node removes its files.
+    Deleted,
+}
+
+/// The part of a recording one origin node wrote: a generation that moved to another
+/// node (its publisher came back there) has one piece per stay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RecordingPiece {
+    pub node: NodeId,
+    pub first_msn: u64,
+    /// The last whole segment written (`None`: none yet).
+    pub last_msn: Option<u64>,
+    pub first_init: u32,
+    pub last_init: u32,
+    pub segments: u64,
+    pub duration_ms: u64,
+    pub bytes: u64,
+    /// Closed by its node: no more segments come.
+    pub finished: bool,
+    /// Why writing failed, if it did.
+    pub error: Option<String>,
+}
+
+impl RecordingPiece {
+    /// Whether segment `msn` is in this piece.
+    pub fn holds_segment(&self, msn: u64) -> bool {
+        msn >= self.first_msn && self.last_msn.is_some_and(|l| msn <= l)
+    }
+
+    pub fn holds_init(&self, index: u32) -> bool {
+        (self.first_init..=self.last_init).contains(&index)
+    }
+}
+
+/// The archive of one generation, kept past the live window (DESIGN §3 Generation).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Recording {
+    pub status: RecordingStatus,
+    /// Why it failed.
+    pub reason: Option<String>,
+    pub duration_ms: u64,
+    pub bytes: u64,
+    pub segments: u64,
+    /// In media sequence order.
+    pub pieces: Vec<RecordingPiece>,
+    /// When it was finalized, failed for good, or deleted.
+    pub closed_ms: Option<i64>,
 }
 
 /// An admin API token: only a verifier (SHA-256 of the token) is replicated, so a token

@@ -9,8 +9,12 @@ use std::collections::VecDeque;
 
 use crate::model::{
     AdminToken, CapturePort, Channel, ChannelId, Endpoint, EndpointSnapshot, Generation, Node,
-    NodeId, StreamKey,
+    NodeId, RecordingStatus, StreamKey,
 };
+
+fn age_ms(seconds: u64) -> i64 {
+    i64::try_from(seconds.saturating_mul(1000)).unwrap_or(i64::MAX)
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct State {
@@ -72,6 +76,42 @@ impl State {
         number: u64,
     ) -> Option<&mut Generation> {
         self.generations.get_mut(&channel)?.get_mut(&number)
+    }
+
+    /// The finished recordings (generation numbers) of `channel` its retention policy
+    /// deletes at `now_ms`: closed longer ago than `max_age_s`, then the oldest while
+    /// the channel's recordings (those being written included) exceed `max_bytes`. A
+    /// recording being written is never chosen.
+    pub fn recordings_to_prune(&self, channel: ChannelId, now_ms: i64) -> Vec<u64> {
+        let Some(policy) = self.channels.get(&channel).map(|c| c.retention) else {
+            return Vec::new();
+        };
+        let kept: Vec<(u64, &crate::model::Recording)> = self
+            .generations
+            .get(&channel)
+            .into_iter()
+            .flat_map(|g| g.values())
+            .filter_map(|g| g.recording.as_ref().map(|r| (g.number, r)))
+            .filter(|(_, r)| r.status != RecordingStatus::Deleted)
+            .collect();
+        let mut total: u64 = kept.iter().map(|(_, r)| r.bytes).sum();
+        let mut prune = Vec::new();
+        // Oldest first (generation numbers only grow).
+        for (number, r) in kept {
+            let Some(closed) = r.closed_ms.filter(|_| r.status != RecordingStatus::Recording)
+            else {
+                continue;
+            };
+            let too_old = policy
+                .max_age_s
+                .is_some_and(|age| now_ms.saturating_sub(closed) > age_ms(age));
+            let too_big = policy.max_bytes.is_some_and(|max| total > max);
+            if too_old || too_big {
+                total = total.saturating_sub(r.bytes);
+                prune.push(number);
+            }
+        }
+        prune
     }
 
     pub fn all_generations(&self) -> impl Iterator<Item = &Generation> {

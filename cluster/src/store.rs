@@ -429,6 +429,7 @@ mod tests {
                 ingest: crate::model::Ingest::Push,
                 ll_hls: Default::default(),
                 recording: false,
+                retention: Default::default(),
                 placement: Default::default(),
                 srt_passphrase: None,
                 first_key: None,

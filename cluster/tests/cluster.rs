@@ -213,6 +213,7 @@ fn create(slug: &str) -> Command {
             ingest: Ingest::Push,
             ll_hls: Default::default(),
             recording: false,
+            retention: Default::default(),
             placement: Placement::Any,
             srt_passphrase: None,
             first_key: None,

@@ -10,6 +10,7 @@
 //! ```
 
 mod pipeline;
+pub(crate) mod recording;
 pub(crate) mod spool;
 
 use std::collections::HashMap;
@@ -459,7 +460,11 @@ impl Origins {
             // A new generation, or one resumed here after another node (or this one
             // before a restart) held it: continue after the last reported segment.
             let first_msn = last_msn.map_or(0, |m| m + 1);
+            let recording = self.handle.read_local(|s| {
+                s.channels.get(&origin.id).is_some_and(|c| c.recording)
+            });
             let plan = pipeline::Plan {
+                recording,
                 generation: number,
                 first_msn,
                 first_init_index: if resumed { first_msn as u32 } else { 0 },

@@ -4,7 +4,7 @@
 //! the replicated state says the generation ended (grace over, or stopped).
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -15,6 +15,7 @@ use sluice_media::playlist::{MediaPlaylist, PlaylistSettings};
 use sluice_media::{Input, Output, Packager, PackagerSettings, TrackConfig};
 use tokio::sync::mpsc;
 
+use super::recording::{piece_file, Recorder};
 use super::spool::{generation_dir, DiskWriter};
 use super::{ChannelOrigin, Feed, Origins, RENDITION};
 use crate::serve::now_ms;
@@ -26,6 +27,8 @@ const STATE_CHECK: Duration = Duration::from_millis(250);
 enum After {
     Write(String, Bytes),
     Report(u64),
+    /// A segment joined the recording: its playlist is written after it.
+    Recorded,
 }
 
 pub(super) struct Plan {
@@ -34,6 +37,8 @@ pub(super) struct Plan {
     pub(super) first_init_index: u32,
     pub(super) resumed: bool,
     pub(super) ll_hls: LlHlsSettings,
+    /// The channel records: every segment is kept past the live window.
+    pub(super) recording: bool,
 }
 
 struct Loop {
@@ -48,6 +53,9 @@ struct Loop {
     /// Bytes and duration of parts so far: BANDWIDTH before the first whole segment.
     part_bytes: u64,
     part_us: u64,
+    recorder: Option<Recorder>,
+    /// The first disk write that failed (kept: the recording misses what it lost).
+    write_error: Arc<Mutex<Option<String>>>,
 }
 
 pub(super) async fn run(
@@ -63,9 +71,14 @@ pub(super) async fn run(
         RENDITION,
     );
     let status_origin = Arc::downgrade(&origin);
+    let write_error = Arc::new(Mutex::new(None::<String>));
+    let first_error = write_error.clone();
     let writer = DiskWriter::spawn(
         dir,
-        Arc::new(move |error| {
+        Arc::new(move |error: Option<String>| {
+            if let (Some(why), Ok(mut first)) = (&error, first_error.lock()) {
+                first.get_or_insert_with(|| why.clone());
+            }
             if let Some(o) = status_origin.upgrade() {
                 o.write(|s| s.degraded = error);
             }
@@ -73,6 +86,13 @@ pub(super) async fn run(
         origins.metrics().clone(),
     );
     let generation = plan.generation;
+    let recorder = plan.recording.then(|| {
+        Recorder::new(
+            origins.handle.id(),
+            plan.first_msn,
+            plan.first_init_index,
+        )
+    });
     let mut l = Loop {
         origins,
         origin,
@@ -84,6 +104,8 @@ pub(super) async fn run(
         last_input_at: None,
         part_bytes: 0,
         part_us: 0,
+        recorder,
+        write_error,
     };
     let mut current: Option<mpsc::Receiver<Feed>> = None;
     let mut tick = tokio::time::interval(STATE_CHECK);
@@ -121,6 +143,7 @@ pub(super) async fn run(
         }
     }
     l.end();
+    l.close_recording(true).await;
     // Dropping `current` closes the publisher's connection.
 }
 
@@ -183,6 +206,8 @@ impl Loop {
             }
         }
         self.drain(Instant::now());
+        // Closed for now: a generation that ends while it waits is finalized at once.
+        self.report_recording(true);
         tracing::info!(channel = %self.origin.slug, generation = self.plan.generation,
             "publisher left: waiting for it to come back");
         self.origin.tell(Op::MarkReconnecting {
@@ -207,17 +232,25 @@ impl Loop {
                     MediaPlaylist::new(PlaylistSettings {
                         target_duration_s: p.settings().target_duration_s(),
                         part_target_ms: p.part_target_ms(),
-                        window_segments: self.plan.ll_hls.window_segments.max(3) as usize,
+                        window_segments: self.plan.ll_hls.playlist_segments().max(3) as usize,
                         uri_prefix: format!("{generation}/"),
                     })
                 });
                 playlist.apply(&output);
                 match &output {
                     Output::Init(init) => {
+                        if let Some(r) = self.recorder.as_mut() {
+                            r.init(init.index, init.data.len());
+                        }
                         spool.insert(ObjectName::Init(init.index), init.data.clone());
                         after.push(After::Write(names::init(init.index), init.data.clone()));
                     }
-                    Output::SegmentStart(_) => spool.start_segment(),
+                    Output::SegmentStart(start) => {
+                        if let Some(r) = self.recorder.as_mut() {
+                            r.segment_start(start, p.settings().target_duration_s());
+                        }
+                        spool.start_segment();
+                    }
                     Output::Part(part) => {
                         // A segment's number is reported with its first part, the first
                         // of it viewers can see: a resumed origin continues after it, so
@@ -241,7 +274,13 @@ impl Loop {
                     }
                     Output::SegmentEnd(end) => {
                         let data = spool.end_segment(end.msn);
+                        let recorded = self.recorder.as_mut().map(|r| {
+                            r.segment_end(end.msn, end.duration_us, data.len());
+                        });
                         after.push(After::Write(names::segment(end.msn), data));
+                        if recorded.is_some() {
+                            after.push(After::Recorded);
+                        }
                     }
                 }
                 if matches!(output, Output::Part(_) | Output::SegmentEnd(_)) {
@@ -260,8 +299,15 @@ impl Loop {
                         continue;
                     }
                     After::Write(name, data) => (name, data),
+                    After::Recorded => {
+                        self.write_recording(false);
+                        continue;
+                    }
                 };
                 if let Err(e) = self.writer.write(name, data) {
+                    if let Ok(mut first) = self.write_error.lock() {
+                        first.get_or_insert_with(|| e.clone());
+                    }
                     self.origins.metrics().spool_error();
                     self.origin.write(|s| s.degraded = Some(e.clone()));
                     tracing::error!(channel = %self.origin.slug, error = %e, "spool write dropped");
@@ -327,6 +373,71 @@ impl Loop {
                     GenerationState::Starting | GenerationState::Live => g.origin == me,
                 },
             })
+    }
+
+    /// Queues the recording's playlist after the segments written so far, and reports
+    /// its progress when due (at once when a write failed).
+    fn write_recording(&mut self, closed: bool) {
+        let Some(r) = self.recorder.as_mut() else {
+            return;
+        };
+        let text = r.playlist(closed);
+        let name = piece_file(r.piece.first_msn);
+        if let Err(e) = self.writer.write(name, Bytes::from(text)) {
+            if let Ok(mut first) = self.write_error.lock() {
+                first.get_or_insert_with(|| e.clone());
+            }
+        }
+        let failed = self.check_write_error();
+        let due = self
+            .recorder
+            .as_mut()
+            .is_some_and(|r| r.report_due(Instant::now()));
+        if failed || due {
+            self.report_recording(false);
+        }
+    }
+
+    /// Turns the first failed write into the recording's failure: logged, counted and
+    /// reported once. True if it is new.
+    fn check_write_error(&mut self) -> bool {
+        let error = self.write_error.lock().ok().and_then(|e| e.clone());
+        let (Some(why), Some(r)) = (error, self.recorder.as_mut()) else {
+            return false;
+        };
+        if !r.fail(why.clone()) {
+            return false;
+        }
+        self.origins.metrics().recording_failed();
+        tracing::error!(channel = %self.origin.slug, generation = self.plan.generation,
+            error = %why, "recording failed: the live stream goes on from memory");
+        true
+    }
+
+    /// Tells the cluster the recording's sizes; `closed`: no more segments come unless
+    /// the publisher comes back here.
+    fn report_recording(&mut self, closed: bool) {
+        let Some(r) = self.recorder.as_mut() else {
+            return;
+        };
+        r.piece.finished = closed;
+        self.origin.tell(Op::ReportRecording {
+            channel: self.origin.slug.clone(),
+            generation: self.plan.generation,
+            piece: r.piece.clone(),
+        });
+    }
+
+    /// The generation ended here: the recording's last playlist is written and flushed,
+    /// then the piece is reported closed (with the first write failure, if any).
+    async fn close_recording(&mut self, closed: bool) {
+        if self.recorder.is_none() {
+            return;
+        }
+        self.write_recording(closed);
+        self.writer.flush().await;
+        self.check_write_error();
+        self.report_recording(closed);
     }
 
     /// The generation ended: close the last part and segment, and end the playlist.

@@ -14,12 +14,14 @@ use bytes::Bytes;
 use sluice_media::playlist::multivariant::Variant;
 use sluice_media::playlist::names::{self, ObjectName};
 use sluice_media::playlist::{MediaPlaylist, Skip};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics::Metrics;
 
 /// Segments kept in memory behind the playlist window, for clients a little behind.
 const MEMORY_SEGMENTS_BEHIND_WINDOW: u64 = 4;
+/// Most segments kept in memory: a longer (DVR) window is served from disk beyond them.
+const MEMORY_SEGMENTS: u64 = 24;
 /// Objects waiting for the disk; beyond this the writer is not keeping up.
 const DISK_QUEUE: usize = 512;
 
@@ -126,16 +128,19 @@ impl Spool {
             at += part.len();
         }
         self.objects.insert(ObjectName::Segment(msn), data.clone());
-        self.prune_memory();
+        self.prune_memory(msn);
         data
     }
 
-    /// Drops objects of segments well behind the playlist window (they stay on disk).
-    fn prune_memory(&mut self) {
+    /// Drops objects of segments well behind the playlist window, and of a long (DVR)
+    /// window all but the newest: they stay on disk.
+    fn prune_memory(&mut self, last: u64) {
         let Some(first) = self.playlist().and_then(|p| p.first_msn()) else {
             return;
         };
-        let keep_from = first.saturating_sub(MEMORY_SEGMENTS_BEHIND_WINDOW);
+        let keep_from = first
+            .saturating_sub(MEMORY_SEGMENTS_BEHIND_WINDOW)
+            .max(last.saturating_sub(MEMORY_SEGMENTS));
         self.objects.retain(|name, _| match name {
             ObjectName::Init(_) => true,
             ObjectName::Segment(msn) | ObjectName::Part(msn, _) => *msn >= keep_from,
@@ -172,10 +177,17 @@ pub(crate) async fn read_from_disk(
     tokio::fs::read(path).await.ok().map(Bytes::from)
 }
 
+/// What the disk writer is asked to do, in order.
+enum Job {
+    Write(String, Bytes),
+    /// Answer once everything queued before is written (or failed).
+    Flush(oneshot::Sender<()>),
+}
+
 /// Sends objects to the disk writer of one generation.
 #[derive(Clone)]
 pub(crate) struct DiskWriter {
-    tx: mpsc::Sender<(String, Bytes)>,
+    tx: mpsc::Sender<Job>,
 }
 
 /// Reports disk trouble: `Some(reason)` when writes fail, `None` once one succeeds again.
@@ -183,14 +195,21 @@ pub(crate) type DiskStatus = Arc<dyn Fn(Option<String>) + Send + Sync>;
 
 impl DiskWriter {
     pub(crate) fn spawn(dir: PathBuf, status: DiskStatus, metrics: Arc<Metrics>) -> Self {
-        let (tx, mut rx) = mpsc::channel::<(String, Bytes)>(DISK_QUEUE);
+        let (tx, mut rx) = mpsc::channel::<Job>(DISK_QUEUE);
         tokio::spawn(async move {
             let mut failing = false;
             let mut batch = Vec::new();
             // What is queued goes to one blocking task at a time (a thread hand-off per
             // object cost more than the write).
             while rx.recv_many(&mut batch, DISK_BATCH).await > 0 {
-                let objects = std::mem::take(&mut batch);
+                let mut objects = Vec::with_capacity(batch.len());
+                let mut flushes = Vec::new();
+                for job in batch.drain(..) {
+                    match job {
+                        Job::Write(name, data) => objects.push((name, data)),
+                        Job::Flush(done) => flushes.push(done),
+                    }
+                }
                 let to = dir.clone();
                 let results = tokio::task::spawn_blocking(move || write_objects(&to, objects))
                     .await
@@ -214,15 +233,26 @@ impl DiskWriter {
                         }
                     }
                 }
+                for done in flushes {
+                    let _ = done.send(());
+                }
             }
         });
         Self { tx }
     }
 
+    /// Waits until everything queued so far is written (or failed).
+    pub(crate) async fn flush(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Job::Flush(done)).await.is_ok() {
+            let _ = wait.await;
+        }
+    }
+
     /// Queues an object; never waits (the packaging loop must not stall on a disk).
     pub(crate) fn write(&self, name: String, data: Bytes) -> Result<(), String> {
         self.tx
-            .try_send((name, data))
+            .try_send(Job::Write(name, data))
             .map_err(|_| "the spool disk is not keeping up; object not written".to_string())
     }
 }

@@ -3,7 +3,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Applied, Refusal};
-use crate::model::{Channel, Ingest, LlHlsSettings, NodeId, Placement, Visibility};
+use crate::model::{
+    Channel, Ingest, LlHlsSettings, NodeId, Placement, RetentionPolicy, Visibility,
+};
 use crate::state::State;
 
 /// Fields an operator may change on an existing channel; `None` leaves one as it is.
@@ -13,6 +15,8 @@ pub struct ChannelPatch {
     pub visibility: Option<Visibility>,
     pub ll_hls: Option<LlHlsSettings>,
     pub recording: Option<bool>,
+    #[serde(default)]
+    pub retention: Option<RetentionPolicy>,
     pub placement: Option<Placement>,
     /// SRT passphrase (10 to 79 characters); an empty string removes it.
     pub srt_passphrase: Option<String>,
@@ -28,6 +32,7 @@ pub(super) struct NewChannel<'a> {
     pub(super) ingest: &'a Ingest,
     pub(super) ll_hls: LlHlsSettings,
     pub(super) recording: bool,
+    pub(super) retention: RetentionPolicy,
     pub(super) placement: Placement,
     pub(super) srt_passphrase: Option<&'a str>,
     pub(super) first_key: Option<&'a super::FirstKey>,
@@ -77,6 +82,32 @@ fn validate_ll_hls(s: &LlHlsSettings) -> Result<(), Refusal> {
         return Err(Refusal::invalid(
             "ll_hls.window_segments",
             "must be within 3..=10000",
+        ));
+    }
+    let dvr_segments = (u64::from(s.dvr_window_s) * 1000).div_ceil(u64::from(s.segment_target_ms));
+    if s.dvr_window_s > 21_600 || dvr_segments > u64::from(LlHlsSettings::MAX_WINDOW_SEGMENTS) {
+        return Err(Refusal::invalid(
+            "ll_hls.dvr_window_s",
+            format!(
+                "must be at most 21600 (6 h) and {} segments of segment_target_ms",
+                LlHlsSettings::MAX_WINDOW_SEGMENTS
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_retention(r: &RetentionPolicy) -> Result<(), Refusal> {
+    if r.max_age_s == Some(0) {
+        return Err(Refusal::invalid(
+            "retention.max_age_s",
+            "must be at least 1 (null: no age limit)",
+        ));
+    }
+    if r.max_bytes == Some(0) {
+        return Err(Refusal::invalid(
+            "retention.max_bytes",
+            "must be at least 1 (null: no size limit)",
         ));
     }
     Ok(())
@@ -135,6 +166,7 @@ pub(super) fn create(state: &mut State, at: i64, new: NewChannel<'_>) -> Result<
     validate_slug(new.slug)?;
     validate_title(new.title)?;
     validate_ll_hls(&new.ll_hls)?;
+    validate_retention(&new.retention)?;
     validate_placement(state, new.placement)?;
     validate_ingest(new.ingest)?;
     if let Some(p) = new.srt_passphrase {
@@ -161,6 +193,7 @@ pub(super) fn create(state: &mut State, at: i64, new: NewChannel<'_>) -> Result<
             ingest: new.ingest.clone(),
             ll_hls: new.ll_hls,
             recording: new.recording,
+            retention: new.retention,
             placement: new.placement,
             created_ms: at,
             last_generation: 0,
@@ -189,6 +222,9 @@ pub(super) fn update(
     }
     if let Some(p) = patch.placement {
         validate_placement(state, p)?;
+    }
+    if let Some(r) = &patch.retention {
+        validate_retention(r)?;
     }
     if let Some(p) = patch.srt_passphrase.as_deref().filter(|p| !p.is_empty()) {
         validate_srt_passphrase(p)?;
@@ -220,6 +256,9 @@ pub(super) fn update(
     }
     if let Some(r) = patch.recording {
         channel.recording = r;
+    }
+    if let Some(r) = patch.retention {
+        channel.retention = r;
     }
     if let Some(p) = patch.placement {
         channel.placement = p;

@@ -1,7 +1,12 @@
 //! Generations: one live session of a channel, claimed by the node its publisher reached.
 
 use super::{Applied, Refusal};
-use crate::model::{ChannelId, Generation, GenerationState, MediaInfo, NodeId};
+use std::collections::BTreeMap;
+
+use crate::model::{
+    ChannelId, Generation, GenerationState, MediaInfo, Node, NodeId, Recording, RecordingPiece,
+    RecordingStatus,
+};
 use crate::state::State;
 
 fn channel_id(state: &State, slug: &str) -> Result<ChannelId, Refusal> {
@@ -102,6 +107,7 @@ pub(super) fn claim(
             state_since_ms: at,
             media: MediaInfo::default(),
             last_msn: None,
+            recording: None,
         },
     );
     Ok(Applied::Claimed {
@@ -177,6 +183,7 @@ pub(super) fn end(
     number: u64,
     failed: bool,
 ) -> Result<Applied, Refusal> {
+    let down = down_nodes(&state.nodes);
     let g = originated(state, slug, number, None)?;
     g.state = if failed {
         GenerationState::Failed
@@ -184,5 +191,138 @@ pub(super) fn end(
         GenerationState::Ended
     };
     g.state_since_ms = at;
+    if let Some(r) = g.recording.as_mut() {
+        settle(r, false, &down, at);
+    }
     Ok(Applied::Done)
+}
+
+fn down_nodes(nodes: &BTreeMap<NodeId, Node>) -> Vec<NodeId> {
+    nodes.values().filter(|n| n.down).map(|n| n.id).collect()
+}
+
+/// A node's report of the recording piece it writes: created on the first one, replaced
+/// by later ones (its sizes only grow), sticky once failed.
+pub(super) fn report_recording(
+    state: &mut State,
+    at: i64,
+    slug: &str,
+    number: u64,
+    piece: &RecordingPiece,
+) -> Result<Applied, Refusal> {
+    let id = channel_id(state, slug)?;
+    if !state.nodes.contains_key(&piece.node) {
+        return Err(Refusal::not_found("node", piece.node));
+    }
+    if piece.last_init < piece.first_init || piece.last_msn.is_some_and(|l| l < piece.first_msn) {
+        return Err(Refusal::invalid("piece", "ranges go backwards"));
+    }
+    let down = down_nodes(&state.nodes);
+    let g = state
+        .generation_mut(id, number)
+        .ok_or_else(|| Refusal::not_found("generation", number))?;
+    let active = g.state.is_active();
+    let r = g.recording.get_or_insert_with(|| Recording {
+        status: RecordingStatus::Recording,
+        reason: None,
+        duration_ms: 0,
+        bytes: 0,
+        segments: 0,
+        pieces: Vec::new(),
+        closed_ms: None,
+    });
+    if r.status == RecordingStatus::Deleted {
+        return Err(Refusal::not_found("recording", number));
+    }
+    match r
+        .pieces
+        .iter_mut()
+        .find(|p| p.node == piece.node && p.first_msn == piece.first_msn)
+    {
+        Some(p) => {
+            if p.segments > piece.segments {
+                return Err(Refusal::WentBack {
+                    what: "recording segments".into(),
+                    current: p.segments,
+                    proposed: piece.segments,
+                });
+            }
+            let error = p.error.take();
+            *p = piece.clone();
+            p.error = error.or_else(|| piece.error.clone());
+        }
+        None => r.pieces.push(piece.clone()),
+    }
+    r.pieces.sort_by_key(|p| p.first_msn);
+    settle(r, active, &down, at);
+    Ok(Applied::Done)
+}
+
+/// Sums the pieces and decides the status: failed once any piece failed (or its node
+/// went down before closing it after the generation ended), finalized when the
+/// generation ended and every piece is closed.
+fn settle(r: &mut Recording, active: bool, down: &[NodeId], at: i64) {
+    if r.status == RecordingStatus::Deleted {
+        return;
+    }
+    r.duration_ms = r.pieces.iter().map(|p| p.duration_ms).sum();
+    r.bytes = r.pieces.iter().map(|p| p.bytes).sum();
+    r.segments = r.pieces.iter().map(|p| p.segments).sum();
+    let failed = r.pieces.iter().find_map(|p| p.error.clone()).or_else(|| {
+        (!active)
+            .then(|| {
+                r.pieces
+                    .iter()
+                    .find(|p| !p.finished && down.contains(&p.node))
+                    .map(|p| format!("node {} went down before closing its piece", p.node))
+            })
+            .flatten()
+    });
+    let was_open = r.status == RecordingStatus::Recording;
+    if let Some(reason) = failed {
+        r.status = RecordingStatus::Failed;
+        r.reason.get_or_insert(reason);
+    } else if !active && r.pieces.iter().all(|p| p.finished) {
+        r.status = RecordingStatus::Finalized;
+    }
+    if was_open && r.status != RecordingStatus::Recording && !active {
+        r.closed_ms = Some(at);
+    } else if r.status == RecordingStatus::Failed && r.closed_ms.is_none() && !active {
+        r.closed_ms = Some(at);
+    }
+}
+
+/// Deletes a finished recording: the record becomes a tombstone (status `deleted`,
+/// no pieces) and every node removes the generation's files. One being written (its
+/// generation is active) is refused.
+pub(super) fn delete_recording(
+    state: &mut State,
+    at: i64,
+    slug: &str,
+    number: u64,
+) -> Result<Applied, Refusal> {
+    let id = channel_id(state, slug)?;
+    let g = state
+        .generation_mut(id, number)
+        .ok_or_else(|| Refusal::not_found("generation", number))?;
+    if g.state.is_active() {
+        return Err(Refusal::ChannelBusy {
+            channel: slug.into(),
+        });
+    }
+    match g.recording.as_mut() {
+        Some(r) if r.status != RecordingStatus::Deleted => {
+            *r = Recording {
+                status: RecordingStatus::Deleted,
+                reason: None,
+                duration_ms: 0,
+                bytes: 0,
+                segments: 0,
+                pieces: Vec::new(),
+                closed_ms: Some(at),
+            };
+            Ok(Applied::Done)
+        }
+        _ => Err(Refusal::not_found("recording", number)),
+    }
 }

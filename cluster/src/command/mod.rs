@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{
     ChannelId, EndpointKind, EndpointSnapshot, HealthThresholds, Ingest, LlHlsSettings, MediaInfo,
-    NodeId, NodeUrls, Placement, Visibility,
+    NodeId, NodeUrls, Placement, RecordingPiece, RetentionPolicy, Visibility,
 };
 use crate::state::State;
 
@@ -100,6 +100,8 @@ pub enum Op {
         ingest: Ingest,
         ll_hls: LlHlsSettings,
         recording: bool,
+        #[serde(default)]
+        retention: RetentionPolicy,
         placement: Placement,
         /// The channel's first stream key, created with it in the same command.
         #[serde(default)]
@@ -155,6 +157,18 @@ pub enum Op {
         channel: String,
         generation: u64,
         failed: bool,
+    },
+    /// A node's progress on the recording piece it writes (sizes so far, closed, or
+    /// failed with a reason).
+    ReportRecording {
+        channel: String,
+        generation: u64,
+        piece: RecordingPiece,
+    },
+    /// Deletes a finished recording (an operator, or retention).
+    DeleteRecording {
+        channel: String,
+        generation: u64,
     },
 }
 
@@ -318,6 +332,7 @@ pub fn apply(state: &mut State, cmd: &Command) -> Result<Applied, Refusal> {
             ingest,
             ll_hls,
             recording,
+            retention,
             placement,
             first_key,
             srt_passphrase,
@@ -331,6 +346,7 @@ pub fn apply(state: &mut State, cmd: &Command) -> Result<Applied, Refusal> {
                 ingest,
                 ll_hls: *ll_hls,
                 recording: *recording,
+                retention: *retention,
                 placement: *placement,
                 srt_passphrase: srt_passphrase.as_deref(),
                 first_key: first_key.as_ref(),
@@ -367,5 +383,14 @@ pub fn apply(state: &mut State, cmd: &Command) -> Result<Applied, Refusal> {
             generation,
             failed,
         } => generation::end(state, at, channel, *generation, *failed),
+        Op::ReportRecording {
+            channel,
+            generation,
+            piece,
+        } => generation::report_recording(state, at, channel, *generation, piece),
+        Op::DeleteRecording {
+            channel,
+            generation,
+        } => generation::delete_recording(state, at, channel, *generation),
     }
 }

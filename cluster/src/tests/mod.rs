@@ -8,6 +8,7 @@ use crate::state::State;
 use crate::supervisor;
 
 mod placement;
+mod recording;
 mod resources;
 
 const TTL: i64 = 5_000;
@@ -40,6 +41,7 @@ fn create_channel(slug: &str, at: i64) -> Command {
             ingest: Ingest::Push,
             ll_hls: LlHlsSettings::default(),
             recording: false,
+            retention: Default::default(),
             placement: Placement::Any,
             srt_passphrase: None,
             first_key: None,

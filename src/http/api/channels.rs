@@ -8,7 +8,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use sluice_cluster::command::{ChannelPatch, FirstKey, Op};
 use sluice_cluster::model::{
-    Channel, Generation, Health, Ingest, LlHlsSettings, Placement, Visibility,
+    Channel, Generation, Health, Ingest, LlHlsSettings, Placement, RetentionPolicy, Visibility,
 };
 use sluice_cluster::State;
 use utoipa::ToSchema;
@@ -27,8 +27,13 @@ pub(super) struct NewChannel {
     title: String,
     #[serde(default)]
     visibility: Visibility,
-    #[serde(default)]
+    /// Keep every generation as a recording (VOD). On unless set to false: the show
+    /// must be there afterwards even if nobody thought of it before.
+    #[serde(default = "recording_on")]
     recording: bool,
+    /// How long finished recordings are kept (default: 7 days, no size limit).
+    #[serde(default)]
+    retention: RetentionPolicy,
     #[serde(default)]
     ll_hls: LlHlsSettings,
     #[serde(default)]
@@ -41,6 +46,10 @@ pub(super) struct NewChannel {
     /// pulls.
     #[serde(default)]
     ingest: NewIngest,
+}
+
+fn recording_on() -> bool {
+    true
 }
 
 /// The ingests an operator can choose (SDI comes from binding a capture port).
@@ -92,6 +101,7 @@ pub(crate) struct ChannelView {
     pub(crate) ingest: Ingest,
     pub(crate) ll_hls: LlHlsSettings,
     pub(crate) recording: bool,
+    pub(crate) retention: RetentionPolicy,
     pub(crate) placement: Placement,
     pub(crate) created_ms: i64,
     pub(crate) last_generation: u64,
@@ -145,6 +155,7 @@ pub(crate) fn channel_view(c: &Channel, st: &State, now: i64) -> ChannelView {
         ingest,
         ll_hls: c.ll_hls,
         recording: c.recording,
+        retention: c.retention,
         placement: c.placement,
         created_ms: c.created_ms,
         last_generation: c.last_generation,
@@ -259,6 +270,7 @@ pub(super) async fn create(AxumState(s): AxumState<ApiState>, body: Bytes) -> Re
         ingest,
         ll_hls: req.ll_hls,
         recording: req.recording,
+        retention: req.retention,
         placement: req.placement,
         // One command: the channel never exists without its key.
         srt_passphrase: req.srt_passphrase.clone(),
