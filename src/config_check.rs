@@ -149,6 +149,13 @@ pub(crate) fn check(c: &Config, files: bool) -> Vec<Problem> {
         10,
         31_536_000,
     );
+    check_range(
+        &mut out,
+        "spool_prune_interval_s",
+        c.spool_prune_interval_s.into(),
+        1,
+        3_600,
+    );
     let app_ok = (1..=64).contains(&c.rtmp_app.len())
         && c.rtmp_app
             .bytes()

@@ -83,6 +83,13 @@ enum Command {
         #[command(flatten)]
         api: cli::ApiArgs,
     },
+    /// Recordings (every generation of a recording channel): list, show, delete.
+    Recording {
+        #[command(subcommand)]
+        command: cli::RecordingCommand,
+        #[command(flatten)]
+        api: cli::ApiArgs,
+    },
     /// Capture ports (found on the nodes' hardware): list, label, enable, bind.
     Port {
         #[command(subcommand)]
@@ -156,6 +163,9 @@ fn main() -> Result<()> {
         Command::Stream { command, api } => runtime()?.block_on(cli::stream(&api, command)),
         Command::Node { command, api } => runtime()?.block_on(cli::node(&api, command)),
         Command::Port { command, api } => runtime()?.block_on(cli::port(&api, command)),
+        Command::Recording { command, api } => {
+            runtime()?.block_on(cli::recording(&api, command))
+        }
         Command::Package {
             input,
             out,

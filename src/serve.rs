@@ -65,8 +65,11 @@ pub(crate) struct Config {
     /// SRT receive latency: how long lost packets may take to be sent again. Longer
     /// survives worse links, and delays every frame by as much.
     pub(crate) srt_latency_ms: u64,
-    /// Spooled objects older than this, and out of the live window, are deleted.
+    /// Spooled objects older than this, and out of the live window, are deleted
+    /// (recordings are kept by their channel's retention instead).
     pub(crate) spool_retention_s: u64,
+    /// How often the disk spool is pruned and recording retention enforced.
+    pub(crate) spool_prune_interval_s: u64,
     /// Where the player page loads hls.js from.
     pub(crate) hlsjs_url: String,
     /// With both, the HTTP listener speaks TLS (HTTP/2 and HTTP/1.1).
@@ -99,6 +102,7 @@ impl Default for Config {
             publisher_timeout_ms: 10_000,
             srt_latency_ms: 200,
             spool_retention_s: 600,
+            spool_prune_interval_s: 30,
             hlsjs_url: crate::http::watch::DEFAULT_HLSJS_URL.into(),
             tls_cert: None,
             tls_key: None,
@@ -557,18 +561,22 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
     }
     {
         let origins = origins.clone();
+        let handle = handle.clone();
         let retention = Duration::from_secs(c.spool_retention_s);
+        let every = Duration::from_secs(c.spool_prune_interval_s.max(1));
         let mut rx = shutdown.subscribe();
         tasks.spawn(async move {
             loop {
                 tokio::select! {
-                    _ = tokio::time::sleep(SPOOL_PRUNE_EVERY) => {}
+                    _ = tokio::time::sleep(every) => {}
                     _ = rx.wait_for(|s| *s) => return,
                 }
+                crate::origin::retention::enforce(&handle).await;
                 let active = origins.active();
+                let decide = crate::origin::retention::disk_plan(&handle, &active, retention);
                 let root = origins.spool_root().to_path_buf();
                 let checked = tokio::task::spawn_blocking(move || {
-                    spool::prune_disk(&root, retention, &active);
+                    spool::prune_disk(&root, retention, &decide);
                     spool::check_writable(&root)
                 })
                 .await
@@ -743,7 +751,6 @@ async fn join_with_retries(handle: &ClusterHandle, member: &str, advertise: &str
 }
 
 /// How often old spool objects are pruned (and the spool's writability checked).
-const SPOOL_PRUNE_EVERY: Duration = Duration::from_secs(30);
 /// The channel a fresh one-node cluster starts with, so OBS can publish at once.
 const FIRST_CHANNEL: &str = "main";
 

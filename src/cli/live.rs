@@ -321,3 +321,107 @@ pub(crate) async fn port(api: &ApiArgs, cmd: PortCommand) -> Result<()> {
     }
     Ok(())
 }
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum RecordingCommand {
+    /// A channel's recordings, newest first: status, duration, size, where to play.
+    List {
+        channel: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One recording (by generation number).
+    Show {
+        channel: String,
+        generation: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a finished recording: every node removes its files.
+    Delete {
+        channel: String,
+        generation: u64,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn recording_line(r: &Value) -> String {
+    let mb = r["bytes"].as_u64().unwrap_or(0) as f64 / 1e6;
+    let seconds = r["duration_ms"].as_u64().unwrap_or(0) as f64 / 1e3;
+    format!(
+        "{:<6} {:<10} {:>9.1} s {:>9.1} MB  {}{}",
+        r["generation"],
+        r["status"].as_str().unwrap_or_default(),
+        seconds,
+        mb,
+        r["playlist_path"].as_str().unwrap_or_default(),
+        r["reason"]
+            .as_str()
+            .map(|why| format!("  ({why})"))
+            .unwrap_or_default(),
+    )
+}
+
+pub(crate) async fn recording(api: &ApiArgs, cmd: RecordingCommand) -> Result<()> {
+    match cmd {
+        RecordingCommand::List { channel, json } => {
+            let v = call(
+                api,
+                Method::GET,
+                &format!("/api/v1/channels/{channel}/recordings"),
+                None,
+            )
+            .await?;
+            print_or(json, &v, || {
+                let mut out = format!(
+                    "{:<6} {:<10} {:>11} {:>12}  playlist",
+                    "gen", "status", "duration", "size"
+                );
+                for r in v["recordings"].as_array().into_iter().flatten() {
+                    out.push('\n');
+                    out.push_str(&recording_line(r));
+                }
+                out
+            });
+        }
+        RecordingCommand::Show {
+            channel,
+            generation,
+            json,
+        } => {
+            let v = call(
+                api,
+                Method::GET,
+                &format!("/api/v1/channels/{channel}/recordings/{generation}"),
+                None,
+            )
+            .await?;
+            print_or(json, &v, || {
+                format!(
+                    "{}\ndownload: {}",
+                    recording_line(&v),
+                    v["download_path"].as_str().unwrap_or_default()
+                )
+            });
+        }
+        RecordingCommand::Delete {
+            channel,
+            generation,
+            json,
+        } => {
+            call(
+                api,
+                Method::DELETE,
+                &format!("/api/v1/channels/{channel}/recordings/{generation}"),
+                None,
+            )
+            .await?;
+            let v = serde_json::json!({ "channel": channel, "deleted": generation });
+            print_or(json, &v, || {
+                format!("recording {generation} of {channel} deleted")
+            });
+        }
+    }
+    Ok(())
+}

@@ -8,7 +8,9 @@ use anyhow::{bail, Context, Result};
 use crate::http::api::ClusterStatus;
 
 mod live;
-pub(crate) use live::{node, port, stream, NodeCommand, PortCommand, StreamCommand};
+pub(crate) use live::{
+    node, port, recording, stream, NodeCommand, PortCommand, RecordingCommand, StreamCommand,
+};
 
 /// Where the API is and how to authenticate: `--server` and `--token-file`, or both
 /// found in a local `--data-dir`.
@@ -405,6 +407,18 @@ pub(crate) enum ChannelCommand {
         /// Run the channel's ingest on this node only (never moved when it is down).
         #[arg(long, value_name = "NODE_ID")]
         pin: Option<u64>,
+        /// Do not keep its streams as recordings (recording is on by default).
+        #[arg(long)]
+        no_recording: bool,
+        /// Let viewers scrub back this many seconds in the live playlist (DVR).
+        #[arg(long, value_name = "SECONDS")]
+        dvr: Option<u32>,
+        /// Delete finished recordings older than this many seconds (default 7 days).
+        #[arg(long, value_name = "SECONDS")]
+        keep_for: Option<u64>,
+        /// Delete the oldest finished recordings while the channel's exceed this size.
+        #[arg(long, value_name = "BYTES")]
+        keep_bytes: Option<u64>,
         #[arg(long)]
         json: bool,
     },
@@ -449,9 +463,26 @@ pub(crate) async fn channel(api: &ApiArgs, cmd: ChannelCommand) -> Result<()> {
             title,
             pull,
             pin,
+            no_recording,
+            dvr,
+            keep_for,
+            keep_bytes,
             json,
         } => {
             let mut body = serde_json::json!({"name": name, "title": title});
+            body["recording"] = serde_json::json!(!no_recording);
+            if let Some(seconds) = dvr {
+                body["ll_hls"] = serde_json::to_value(sluice_cluster::model::LlHlsSettings {
+                    dvr_window_s: seconds,
+                    ..Default::default()
+                })?;
+            }
+            if keep_for.is_some() || keep_bytes.is_some() {
+                body["retention"] = serde_json::json!({
+                    "max_age_s": keep_for.or(Some(7 * 24 * 3600)),
+                    "max_bytes": keep_bytes,
+                });
+            }
             if let Some(url) = &pull {
                 body["ingest"] = serde_json::json!({"kind": "srt_caller", "url": url});
             }

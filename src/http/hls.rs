@@ -135,6 +135,11 @@ pub(crate) fn playlist_key(path: &str, d: &Directives) -> String {
 }
 
 pub(crate) fn router(state: HlsState) -> Router {
+    super::vod::router(state.clone())
+        .merge(live_router(state))
+}
+
+fn live_router(state: HlsState) -> Router {
     Router::new()
         .route("/hls/{channel}/index.m3u8", get(multivariant_playlist))
         .route("/hls/{channel}/{rendition}/index.m3u8", get(media_playlist))

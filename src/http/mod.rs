@@ -4,6 +4,7 @@
 pub(crate) mod api;
 pub(crate) mod hls;
 pub(crate) mod ui;
+mod vod;
 pub(crate) mod watch;
 
 use std::sync::Arc;

@@ -11,6 +11,7 @@
 
 mod pipeline;
 pub(crate) mod recording;
+pub(crate) mod retention;
 pub(crate) mod spool;
 
 use std::collections::HashMap;

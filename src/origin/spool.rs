@@ -283,20 +283,32 @@ pub(crate) fn check_writable(root: &Path) -> Result<(), String> {
     std::fs::remove_file(&probe).map_err(|e| format!("removing {}: {e}", probe.display()))
 }
 
-/// Deletes spooled objects older than `retention`, except those of `active`
-/// (channel, generation) pairs whose init segments a live playlist still names. Empty
-/// folders go too. Errors are logged and skipped: pruning must not stop a node.
-pub(crate) fn prune_disk(root: &Path, retention: Duration, active: &[(String, u64)]) {
+/// What the disk sweep does with one generation's folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DiskKeep {
+    /// A recording: every file stays.
+    Everything,
+    /// A deleted recording: every file goes now.
+    Nothing,
+    /// Files older than this go; `keep_init`: init segments stay (a live playlist
+    /// names them).
+    YoungerThan { age: Duration, keep_init: bool },
+}
+
+/// Applies `decide(channel, generation)` to every generation folder under `root`; a
+/// folder whose name is not a generation number is pruned by `fallback`. Empty folders
+/// go too. Errors are logged and skipped: pruning must not stop a node.
+pub(crate) fn prune_disk(root: &Path, fallback: Duration, decide: &dyn Fn(&str, u64) -> DiskKeep) {
     let Ok(channels) = std::fs::read_dir(root) else {
         return;
     };
     let now = SystemTime::now();
-    let old = |path: &Path| {
+    let old = |path: &Path, age: Duration| {
         std::fs::metadata(path)
             .and_then(|m| m.modified())
             .ok()
             .and_then(|t| now.duration_since(t).ok())
-            .is_some_and(|age| age > retention)
+            .is_some_and(|a| a > age)
     };
     for channel in channels.flatten() {
         let channel_name = channel.file_name().to_string_lossy().into_owned();
@@ -305,8 +317,24 @@ pub(crate) fn prune_disk(root: &Path, retention: Duration, active: &[(String, u6
         };
         for generation in generations.flatten() {
             let number: Option<u64> = generation.file_name().to_string_lossy().parse().ok();
-            let is_active =
-                number.is_some_and(|n| active.iter().any(|(c, g)| *c == channel_name && *g == n));
+            let keep = number.map_or(
+                DiskKeep::YoungerThan {
+                    age: fallback,
+                    keep_init: false,
+                },
+                |n| decide(&channel_name, n),
+            );
+            let (age, keep_init) = match keep {
+                DiskKeep::Everything => continue,
+                DiskKeep::Nothing => {
+                    if let Err(e) = std::fs::remove_dir_all(generation.path()) {
+                        tracing::warn!(path = %generation.path().display(), error = %e,
+                            "removing a deleted recording failed");
+                    }
+                    continue;
+                }
+                DiskKeep::YoungerThan { age, keep_init } => (age, keep_init),
+            };
             let Ok(renditions) = std::fs::read_dir(generation.path()) else {
                 continue;
             };
@@ -317,7 +345,7 @@ pub(crate) fn prune_disk(root: &Path, retention: Duration, active: &[(String, u6
                 for file in files.flatten() {
                     let path = file.path();
                     let is_init = file.file_name().to_string_lossy().starts_with("init");
-                    if (is_active && is_init) || !old(&path) {
+                    if (keep_init && is_init) || !old(&path, age) {
                         continue;
                     }
                     if let Err(e) = std::fs::remove_file(&path) {
@@ -404,7 +432,7 @@ mod tests {
     }
 
     #[test]
-    fn pruning_keeps_young_objects_and_the_live_generations_init() {
+    fn pruning_keeps_young_objects_recordings_and_the_live_generations_init() {
         let root = std::env::temp_dir().join(format!("sluice-prune-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         let live = generation_dir(&root, "news", 2, "source");
@@ -413,13 +441,35 @@ mod tests {
             touch(&live.join(f));
             touch(&ended.join(f));
         }
-        // Nothing is old yet: nothing goes.
-        prune_disk(&root, Duration::from_secs(600), &[("news".into(), 2)]);
+        let recorded = generation_dir(&root, "news", 3, "source");
+        let deleted = generation_dir(&root, "news", 4, "source");
+        touch(&recorded.join("0.m4s"));
+        touch(&deleted.join("0.m4s"));
+        let decide = |retention: Duration| {
+            move |channel: &str, generation: u64| match (channel, generation) {
+                ("news", 2) => DiskKeep::YoungerThan {
+                    age: retention,
+                    keep_init: true,
+                },
+                ("news", 3) => DiskKeep::Everything,
+                ("news", 4) => DiskKeep::Nothing,
+                _ => DiskKeep::YoungerThan {
+                    age: retention,
+                    keep_init: false,
+                },
+            }
+        };
+        // Nothing is old yet: only the deleted recording goes.
+        let long = Duration::from_secs(600);
+        prune_disk(&root, long, &decide(long));
+        assert!(!root.join("news").join("4").exists(), "deleted recording kept");
         assert!(ended.join("0.m4s").exists() && live.join("0.0.m4s").exists());
         // Everything is old: the ended generation goes entirely, the live one keeps
         // the init segment its playlist names.
         std::thread::sleep(Duration::from_millis(20));
-        prune_disk(&root, Duration::from_millis(1), &[("news".into(), 2)]);
+        let short = Duration::from_millis(1);
+        prune_disk(&root, short, &decide(short));
+        assert!(recorded.join("0.m4s").exists(), "a recording was pruned");
         assert!(
             !root.join("news").join("1").exists(),
             "ended generation kept"

@@ -316,7 +316,7 @@ pub(super) async fn list(AxumState(s): AxumState<ApiState>) -> Response {
 }
 
 /// Reads one channel (linearizable), or answers 404 naming it.
-async fn with_channel<T: Send + 'static>(
+pub(super) async fn with_channel<T: Send + 'static>(
     s: &ApiState,
     name: &str,
     f: impl FnOnce(&State, &Channel) -> T + Send + 'static,

@@ -29,6 +29,7 @@ pub(crate) mod channels;
 mod endpoints;
 mod members;
 pub(crate) mod nodes;
+pub(crate) mod recordings;
 mod tokens;
 
 #[derive(Clone)]
@@ -90,6 +91,14 @@ pub(crate) fn router(state: ApiState) -> Router {
         )
         .route("/api/v1/channels/{name}/status", get(channels::status))
         .route("/api/v1/channels/{name}/stop", post(channels::stop))
+        .route(
+            "/api/v1/channels/{name}/recordings",
+            get(recordings::list),
+        )
+        .route(
+            "/api/v1/channels/{name}/recordings/{generation}",
+            get(recordings::show).delete(recordings::delete),
+        )
         // Every admin route needs a token; one check for all of them.
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -109,7 +118,7 @@ pub(crate) fn router(state: ApiState) -> Router {
     info(
         title = "Sluice admin API",
         description = "Channels, stream keys, generations, nodes, cluster membership, \
-            endpoints, capture ports and API tokens of a Sluice cluster. Every route needs \
+            endpoints, capture ports, recordings and API tokens of a Sluice cluster. Every route needs \
             `Authorization: Bearer TOKEN`; read-only tokens may only GET."
     ),
     paths(
@@ -139,6 +148,9 @@ pub(crate) fn router(state: ApiState) -> Router {
         channels::generations,
         channels::status,
         channels::stop,
+        recordings::list,
+        recordings::show,
+        recordings::delete,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = []))
