@@ -163,9 +163,7 @@ fn main() -> Result<()> {
         Command::Stream { command, api } => runtime()?.block_on(cli::stream(&api, command)),
         Command::Node { command, api } => runtime()?.block_on(cli::node(&api, command)),
         Command::Port { command, api } => runtime()?.block_on(cli::port(&api, command)),
-        Command::Recording { command, api } => {
-            runtime()?.block_on(cli::recording(&api, command))
-        }
+        Command::Recording { command, api } => runtime()?.block_on(cli::recording(&api, command)),
         Command::Package {
             input,
             out,

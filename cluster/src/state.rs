@@ -98,7 +98,9 @@ impl State {
         let mut prune = Vec::new();
         // Oldest first (generation numbers only grow).
         for (number, r) in kept {
-            let Some(closed) = r.closed_ms.filter(|_| r.status != RecordingStatus::Recording)
+            let Some(closed) = r
+                .closed_ms
+                .filter(|_| r.status != RecordingStatus::Recording)
             else {
                 continue;
             };

@@ -135,8 +135,7 @@ pub(crate) fn playlist_key(path: &str, d: &Directives) -> String {
 }
 
 pub(crate) fn router(state: HlsState) -> Router {
-    super::vod::router(state.clone())
-        .merge(live_router(state))
+    super::vod::router(state.clone()).merge(live_router(state))
 }
 
 fn live_router(state: HlsState) -> Router {

@@ -168,7 +168,15 @@ async fn object(
     let Some(i) = piece_of(&r, name) else {
         return not_found("recorded object");
     };
-    fetch_file(&s, &parts, &channel, generation, holders[i].as_deref(), &object).await
+    fetch_file(
+        &s,
+        &parts,
+        &channel,
+        generation,
+        holders[i].as_deref(),
+        &object,
+    )
+    .await
 }
 
 /// One node's piece playlist, as it wrote it.
@@ -294,8 +302,7 @@ async fn download(
         }
         for (msn, holder) in segments {
             let name = names::segment(msn);
-            let fetched =
-                fetch_file(&s, &parts, &slug, generation, holder.as_deref(), &name).await;
+            let fetched = fetch_file(&s, &parts, &slug, generation, holder.as_deref(), &name).await;
             match body_of(fetched).await {
                 Some(bytes) => {
                     if tx.send(Ok(bytes)).await.is_err() {
@@ -313,7 +320,9 @@ async fn download(
     if let Ok(v) = HeaderValue::from_str(&format!(
         "attachment; filename=\"{channel}-{generation}.mp4\""
     )) {
-        response.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+        response
+            .headers_mut()
+            .insert(header::CONTENT_DISPOSITION, v);
     }
     response
 }

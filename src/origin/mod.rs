@@ -461,9 +461,9 @@ impl Origins {
             // A new generation, or one resumed here after another node (or this one
             // before a restart) held it: continue after the last reported segment.
             let first_msn = last_msn.map_or(0, |m| m + 1);
-            let recording = self.handle.read_local(|s| {
-                s.channels.get(&origin.id).is_some_and(|c| c.recording)
-            });
+            let recording = self
+                .handle
+                .read_local(|s| s.channels.get(&origin.id).is_some_and(|c| c.recording));
             let plan = pipeline::Plan {
                 recording,
                 generation: number,

@@ -86,13 +86,9 @@ pub(super) async fn run(
         origins.metrics().clone(),
     );
     let generation = plan.generation;
-    let recorder = plan.recording.then(|| {
-        Recorder::new(
-            origins.handle.id(),
-            plan.first_msn,
-            plan.first_init_index,
-        )
-    });
+    let recorder = plan
+        .recording
+        .then(|| Recorder::new(origins.handle.id(), plan.first_msn, plan.first_init_index));
     let mut l = Loop {
         origins,
         origin,
@@ -132,6 +128,8 @@ pub(super) async fn run(
                         l.publisher_left();
                     }
                     current = Some(rx);
+                    // Open again: a stop from now on waits for this loop to close it.
+                    l.report_recording(false);
                 }
                 None => break,
             },

@@ -215,7 +215,10 @@ mod tests {
         let mut at = 0;
         for needle in expected_order {
             let found = vod[at..].find(needle).unwrap_or(usize::MAX);
-            assert!(found != usize::MAX, "{needle} missing or out of order in\n{vod}");
+            assert!(
+                found != usize::MAX,
+                "{needle} missing or out of order in\n{vod}"
+            );
             at += found + needle.len();
         }
         assert_eq!(

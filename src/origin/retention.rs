@@ -42,7 +42,9 @@ pub(crate) async fn enforce(handle: &ClusterHandle) -> usize {
                 deleted += 1;
                 tracing::info!(%channel, generation, "retention deleted a recording");
             }
-            Err(e) => tracing::warn!(%channel, generation, error = %e, "retention could not delete a recording"),
+            Err(e) => {
+                tracing::warn!(%channel, generation, error = %e, "retention could not delete a recording")
+            }
         }
     }
     deleted
@@ -64,7 +66,12 @@ pub(crate) fn disk_plan(
                 age: retention.max(Duration::from_secs(u64::from(c.ll_hls.dvr_window_s) + 60)),
                 keep_init: true,
             };
-            for g in s.generations.get(&c.id).into_iter().flat_map(|g| g.values()) {
+            for g in s
+                .generations
+                .get(&c.id)
+                .into_iter()
+                .flat_map(|g| g.values())
+            {
                 let keep = match g.recording.as_ref().map(|r| r.status) {
                     Some(RecordingStatus::Deleted) => DiskKeep::Nothing,
                     Some(_) => DiskKeep::Everything,
@@ -75,9 +82,7 @@ pub(crate) fn disk_plan(
             }
             // A loop still running here keeps what it serves, whatever the state says.
             for (slug, number) in active.iter().filter(|(slug, _)| *slug == c.slug) {
-                known
-                    .entry((slug.clone(), *number))
-                    .or_insert(live_keep);
+                known.entry((slug.clone(), *number)).or_insert(live_keep);
             }
         }
     });

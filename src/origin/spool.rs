@@ -462,7 +462,10 @@ mod tests {
         // Nothing is old yet: only the deleted recording goes.
         let long = Duration::from_secs(600);
         prune_disk(&root, long, &decide(long));
-        assert!(!root.join("news").join("4").exists(), "deleted recording kept");
+        assert!(
+            !root.join("news").join("4").exists(),
+            "deleted recording kept"
+        );
         assert!(ended.join("0.m4s").exists() && live.join("0.0.m4s").exists());
         // Everything is old: the ended generation goes entirely, the live one keeps
         // the init segment its playlist names.

@@ -278,16 +278,13 @@ fn settle(r: &mut Recording, active: bool, down: &[NodeId], at: i64) {
             })
             .flatten()
     });
-    let was_open = r.status == RecordingStatus::Recording;
     if let Some(reason) = failed {
         r.status = RecordingStatus::Failed;
         r.reason.get_or_insert(reason);
     } else if !active && r.pieces.iter().all(|p| p.finished) {
         r.status = RecordingStatus::Finalized;
     }
-    if was_open && r.status != RecordingStatus::Recording && !active {
-        r.closed_ms = Some(at);
-    } else if r.status == RecordingStatus::Failed && r.closed_ms.is_none() && !active {
+    if !active && r.status != RecordingStatus::Recording && r.closed_ms.is_none() {
         r.closed_ms = Some(at);
     }
 }

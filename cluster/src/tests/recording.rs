@@ -52,7 +52,8 @@ fn a_recording_is_finalized_when_its_generation_ends_and_its_pieces_close() {
     s.apply(&report(20, piece(1, 0, 3, false))).expect("report");
     assert_eq!(recording(&s).status, RecordingStatus::Recording);
     // The publisher came back on node 2: a second piece, after the first.
-    s.apply(&report(30, piece(1, 0, 5, true))).expect("close piece 1");
+    s.apply(&report(30, piece(1, 0, 5, true)))
+        .expect("close piece 1");
     s.apply(&claim("news", 2, 40)).expect_err("node 1 is live");
     s.apply(&cmd(
         40,
@@ -63,14 +64,16 @@ fn a_recording_is_finalized_when_its_generation_ends_and_its_pieces_close() {
     ))
     .expect("reconnecting");
     s.apply(&claim("news", 2, 41)).expect("resume on node 2");
-    s.apply(&report(50, piece(2, 5, 2, false))).expect("piece 2");
+    s.apply(&report(50, piece(2, 5, 2, false)))
+        .expect("piece 2");
     let r = recording(&s);
     assert_eq!((r.segments, r.bytes, r.duration_ms), (7, 7_000, 14_000));
     assert_eq!(r.pieces.iter().map(|p| p.node).collect::<Vec<_>>(), [1, 2]);
     // Ended, but node 2 has not closed its piece yet.
     s.apply(&end(60)).expect("end");
     assert_eq!(recording(&s).status, RecordingStatus::Recording);
-    s.apply(&report(61, piece(2, 5, 3, true))).expect("close piece 2");
+    s.apply(&report(61, piece(2, 5, 3, true)))
+        .expect("close piece 2");
     let r = recording(&s);
     assert_eq!(r.status, RecordingStatus::Finalized);
     assert_eq!((r.segments, r.closed_ms), (8, Some(61)));
@@ -89,7 +92,8 @@ fn sizes_never_go_back_and_a_failure_sticks_with_its_reason() {
     broken.error = Some("writing 4.m4s: No space left on device".into());
     s.apply(&report(22, broken)).expect("failure");
     // Writes work again: the recording still misses a segment, so it stays failed.
-    s.apply(&report(23, piece(1, 0, 6, true))).expect("later report");
+    s.apply(&report(23, piece(1, 0, 6, true)))
+        .expect("later report");
     s.apply(&end(30)).expect("end");
     let r = recording(&s);
     assert_eq!(r.status, RecordingStatus::Failed);
@@ -135,7 +139,10 @@ fn a_recording_being_written_cannot_be_deleted_and_a_deleted_one_is_a_tombstone(
     s.apply(&report(41, piece(1, 0, 4, true))).expect("close");
     s.apply(&delete).expect("delete");
     let r = recording(&s);
-    assert_eq!((r.status, r.bytes, r.pieces.len()), (RecordingStatus::Deleted, 0, 0));
+    assert_eq!(
+        (r.status, r.bytes, r.pieces.len()),
+        (RecordingStatus::Deleted, 0, 0)
+    );
     // Gone for good: a late report does not bring it back, a second delete is a 404.
     assert!(matches!(
         s.apply(&report(50, piece(1, 0, 4, true))),

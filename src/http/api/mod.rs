@@ -91,10 +91,7 @@ pub(crate) fn router(state: ApiState) -> Router {
         )
         .route("/api/v1/channels/{name}/status", get(channels::status))
         .route("/api/v1/channels/{name}/stop", post(channels::stop))
-        .route(
-            "/api/v1/channels/{name}/recordings",
-            get(recordings::list),
-        )
+        .route("/api/v1/channels/{name}/recordings", get(recordings::list))
         .route(
             "/api/v1/channels/{name}/recordings/{generation}",
             get(recordings::show).delete(recordings::delete),
