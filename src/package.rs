@@ -113,6 +113,7 @@ fn read_media(path: &Path) -> Result<Media> {
 pub(crate) fn run(opts: &Options) -> Result<Summary> {
     let media = read_media(&opts.input)?;
     let settings = PackagerSettings {
+        resume_at_us: None,
         part_target_ms: opts.part_target_ms,
         segment_target_ms: opts.segment_target_ms,
         first_msn: 0,

@@ -212,6 +212,10 @@ pub struct MediaInfo {
     /// serving from memory goes on, the archive is incomplete.
     #[serde(default)]
     pub spool_error: Option<String>,
+    /// Where the generation's output timeline ended at the report (µs): an origin that
+    /// resumes the generation continues from there, so its times never go back.
+    #[serde(default)]
+    pub timeline_end_us: Option<i64>,
 }
 
 /// One live session of a channel.

@@ -207,6 +207,59 @@ fn a_stream_with_a_reconnect_is_one_recording_played_as_vod_from_another_node() 
 }
 
 #[test]
+fn a_recording_continued_on_another_node_is_one_vod() -> Result<()> {
+    let _serial = serial();
+    let f = fixtures();
+    let tmp = TempDir::new("recording-pieces")?;
+    let nodes = three_nodes(tmp.path(), &[])?;
+    let http = Http::new(None)?;
+    let key = nodes[0].main_key()?;
+    let pushed = ffprobe(f.show.to_str().context("path")?)?;
+    // The encoder comes back on node 2 (a DNS name with two addresses, say).
+    push_once(&f.show, &nodes[0].rtmp_url(&key))?;
+    push_once(&f.show, &nodes[1].rtmp_url(&key))?;
+    nodes[1].cli(&["stream", "stop", "main", "--json"])?;
+    let finalized = wait_for(Duration::from_secs(30), "recording finalized", || {
+        let (status, v) = recording(&http, &nodes[2], "main", 1).ok()?;
+        (status == 200 && v["status"] == "finalized").then_some(v)
+    })?;
+    let holders: Vec<u64> = finalized["pieces"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["node"].as_u64())
+        .collect();
+    ensure!(
+        holders == [nodes[0].node_id()?, nodes[1].node_id()?],
+        "pieces: {finalized}"
+    );
+    let vod = nodes[2].url("/vod/main/1/index.m3u8");
+    let text = http.get(&vod, &[])?.text();
+    ensure!(
+        text.matches("#EXT-X-DISCONTINUITY").count() == 1 && text.contains("#EXT-X-ENDLIST"),
+        "VOD playlist:\n{text}"
+    );
+    validate_playlists(std::slice::from_ref(&vod))?;
+    let frames = |p: &sluice_e2e::Probe| p.frames.get("video").copied().unwrap_or(0);
+    let probed = ffprobe(&vod)?;
+    ensure!(
+        frames(&probed) == 2 * frames(&pushed),
+        "VOD decodes {} video frames of {} pushed",
+        frames(&probed),
+        2 * frames(&pushed)
+    );
+    let mp4 = ffprobe(&nodes[2].url("/vod/main/1.mp4"))?;
+    ensure!(
+        frames(&mp4) == 2 * frames(&pushed) && (mp4.end_s - probed.end_s).abs() <= 1.0,
+        "the MP4 download: {} video frames, {:.2} s; the VOD {:.2} s",
+        frames(&mp4),
+        mp4.end_s,
+        probed.end_s
+    );
+    Ok(())
+}
+
+#[test]
 fn an_unwritable_recording_fails_with_a_reason_while_the_live_stream_plays() -> Result<()> {
     let _serial = serial();
     let f = fixtures();

@@ -461,11 +461,17 @@ impl Origins {
             // A new generation, or one resumed here after another node (or this one
             // before a restart) held it: continue after the last reported segment.
             let first_msn = last_msn.map_or(0, |m| m + 1);
-            let recording = self
-                .handle
-                .read_local(|s| s.channels.get(&origin.id).is_some_and(|c| c.recording));
+            let (recording, resume_at_us) = self.handle.read_local(|s| {
+                (
+                    s.channels.get(&origin.id).is_some_and(|c| c.recording),
+                    s.generation(origin.id, number)
+                        .and_then(|g| g.media.timeline_end_us)
+                        .filter(|_| resumed),
+                )
+            });
             let plan = pipeline::Plan {
                 recording,
+                resume_at_us,
                 generation: number,
                 first_msn,
                 first_init_index: if resumed { first_msn as u32 } else { 0 },

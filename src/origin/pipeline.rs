@@ -37,6 +37,8 @@ pub(super) struct Plan {
     pub(super) first_init_index: u32,
     pub(super) resumed: bool,
     pub(super) ll_hls: LlHlsSettings,
+    /// Where the generation's timeline ended at another origin (a resumed generation).
+    pub(super) resume_at_us: Option<i64>,
     /// The channel records: every segment is kept past the live window.
     pub(super) recording: bool,
 }
@@ -53,6 +55,8 @@ struct Loop {
     /// Bytes and duration of parts so far: BANDWIDTH before the first whole segment.
     part_bytes: u64,
     part_us: u64,
+    /// The last segment reported to the cluster.
+    last_reported_msn: Option<u64>,
     recorder: Option<Recorder>,
     /// The first disk write that failed (kept: the recording misses what it lost).
     write_error: Arc<Mutex<Option<String>>>,
@@ -100,6 +104,7 @@ pub(super) async fn run(
         last_input_at: None,
         part_bytes: 0,
         part_us: 0,
+        last_reported_msn: None,
         recorder,
         write_error,
     };
@@ -163,6 +168,7 @@ impl Loop {
             starts_with_discontinuity: self.plan.resumed,
             expect_video: self.expect.0,
             expect_audio: self.expect.1,
+            resume_at_us: self.plan.resume_at_us,
         }
     }
 
@@ -204,6 +210,10 @@ impl Loop {
             }
         }
         self.drain(Instant::now());
+        // Where the timeline ended, for an origin that resumes the generation elsewhere.
+        if let (Some(p), Some(msn)) = (self.packager.as_ref(), self.last_reported_msn) {
+            self.report(p, msn);
+        }
         // Closed for now: a generation that ends while it waits is finalized at once.
         self.report_recording(true);
         tracing::info!(channel = %self.origin.slug, generation = self.plan.generation,
@@ -293,6 +303,7 @@ impl Loop {
                 let (name, data) = match step {
                     // A segment's first part: a resumed origin continues after it.
                     After::Report(msn) => {
+                        self.last_reported_msn = Some(msn);
                         self.report(p, msn);
                         continue;
                     }
@@ -328,6 +339,7 @@ impl Loop {
 
     fn report(&self, p: &Packager, msn: u64) {
         let mut media = MediaInfo {
+            timeline_end_us: Some(p.output_end_us()),
             codecs: p
                 .track_configs()
                 .iter()

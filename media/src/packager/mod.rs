@@ -63,6 +63,10 @@ pub struct PackagerSettings {
     /// Tracks to wait for at startup (from FLV header flags or RTMP metadata).
     pub expect_video: bool,
     pub expect_audio: bool,
+    /// Where the output timeline continues (µs): the end of what another origin made of
+    /// this generation, so a resumed stream's times never go back. `None`: the
+    /// encoder's own times.
+    pub resume_at_us: Option<i64>,
 }
 
 impl Default for PackagerSettings {
@@ -75,6 +79,7 @@ impl Default for PackagerSettings {
             starts_with_discontinuity: false,
             expect_video: true,
             expect_audio: true,
+            resume_at_us: None,
         }
     }
 }
@@ -286,6 +291,7 @@ impl Packager {
         settings.validate()?;
         let first_init_index = settings.first_init_index;
         let starts_with_discontinuity = settings.starts_with_discontinuity;
+        let resume_at_us = settings.resume_at_us.map(|us| us.max(0));
         Ok(Self {
             next_msn: settings.first_msn,
             settings,
@@ -302,10 +308,13 @@ impl Packager {
             part: None,
             fragment_sequence: 0,
             discontinuity_pending: starts_with_discontinuity,
-            reanchor: Some(Anchor::KeepInputTimes),
+            reanchor: Some(match resume_at_us {
+                Some(us) => Anchor::ResumeAtUs(us),
+                None => Anchor::KeepInputTimes,
+            }),
             need_keyframe: false,
             part_target_us: None,
-            timeline_end_us: 0,
+            timeline_end_us: resume_at_us.unwrap_or(0),
             pdt_anchor: None,
             outputs: VecDeque::new(),
             stats: PackagerStats::default(),
@@ -314,6 +323,18 @@ impl Packager {
 
     pub fn settings(&self) -> &PackagerSettings {
         &self.settings
+    }
+
+    /// Where the output timeline ends so far (µs): the end of the last frame of any
+    /// track, never before where it started or last resumed.
+    pub fn output_end_us(&self) -> i64 {
+        self.tracks
+            .iter()
+            .filter_map(|t| {
+                t.last_out_dts
+                    .map(|d| t.to_us(d + t.nominal_duration().max(0)))
+            })
+            .fold(self.timeline_end_us, i64::max)
     }
 
     pub fn stats(&self) -> &PackagerStats {

@@ -303,6 +303,24 @@ fn first_msn_is_honoured() {
 }
 
 #[test]
+fn a_resumed_generation_continues_the_timeline_where_the_last_origin_ended() {
+    // Another origin made 30 s of this generation; this encoder starts again at 0.
+    let settings = PackagerSettings {
+        first_msn: 15,
+        starts_with_discontinuity: true,
+        resume_at_us: Some(30_000_000),
+        ..video_only()
+    };
+    let (out, p) = run(settings, &[video_config()], video_frames(30, 60, 61));
+    let tfdts = part_tfdts(&out);
+    // 90 kHz video: 30 s = 2_700_000 ticks.
+    assert_eq!(tfdts.first(), Some(&2_700_000), "{tfdts:?}");
+    assert!(tfdts.windows(2).all(|w| w[0] < w[1]));
+    assert!(p.output_end_us() >= 32_000_000);
+    assert!(trace(&out)[1].ends_with('d'));
+}
+
+#[test]
 fn bad_settings_are_refused() {
     assert!(Packager::new(PackagerSettings {
         part_target_ms: 10,
