@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
-use sluice_e2e::node::{three_nodes, wait_for, Http, Publisher, Server};
+use sluice_e2e::node::{three_nodes, wait_for, EdgeProcess, Http, Publisher, Server};
 use sluice_e2e::{ffprobe, make_test_stream, play_url, run_ok, validate_playlists, TempDir};
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -165,7 +165,16 @@ fn a_stream_with_a_reconnect_is_one_recording_played_as_vod_from_another_node() 
         "hls.js could not play the VOD: {}",
         played.report
     );
-    let mp4 = ffprobe(&nodes[2].url("/vod/main/1.mp4"))?;
+    // An external edge (not a cluster member) passes recordings through too.
+    let edge = EdgeProcess::start(&tmp.path().join("edge.log"), &[nodes[1].base()], &[])?;
+    let via_edge = http.get(&edge.url("/vod/main/1/index.m3u8"), &[])?;
+    ensure!(
+        via_edge.status == 200 && via_edge.text() == text,
+        "the external edge answered {}:\n{}",
+        via_edge.status,
+        via_edge.text()
+    );
+    let mp4 = ffprobe(&edge.url("/vod/main/1.mp4"))?;
     ensure!(
         frames(&mp4) == 2 * frames(&pushed) && mp4.frames.get("audio").copied().unwrap_or(0) > 0,
         "the MP4 download decodes {:?}, {} video frames pushed",

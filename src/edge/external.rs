@@ -96,6 +96,8 @@ pub(crate) async fn run(args: EdgeArgs) -> Result<()> {
             "/hls/{channel}/{rendition}/{generation}/{object}",
             get(object),
         )
+        .route("/vod/{channel}/{file}", get(recorded))
+        .route("/vod/{channel}/{generation}/{object}", get(recorded))
         .with_state(state);
     let metrics_edge = edge.clone();
     let app = crate::http::viewer_layers(viewer)
@@ -156,6 +158,24 @@ fn not_found() -> Response {
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
+}
+
+/// Recordings (VOD playlists, objects, the MP4 download): pulled through as they are.
+async fn recorded(
+    State(s): State<EdgeState>,
+    Path(path): Path<Vec<(String, String)>>,
+    parts: Parts,
+) -> Response {
+    let channel = path
+        .iter()
+        .find(|(k, _)| k == "channel")
+        .map(|(_, v)| v.as_str());
+    if channel.is_none_or(|c| validate_slug(c).is_err()) {
+        return not_found();
+    }
+    s.edge
+        .fetch(&s.upstreams, parts.uri.path(), via(&parts))
+        .await
 }
 
 async fn multivariant(
