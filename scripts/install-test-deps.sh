@@ -19,13 +19,18 @@ missing=()
 command -v ffmpeg >/dev/null || missing+=(ffmpeg)
 command -v ffprobe >/dev/null || missing+=(ffprobe)
 [ -x "$CHROMIUM" ] || missing+=("$CHROMIUM")
+# The SDI build (`--features sdi`, gstreamer-rs) needs the headers and pkg-config files.
 GST_PACKAGES=(gstreamer1.0-tools gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
-  gstreamer1.0-plugins-ugly gstreamer1.0-libav)
+  gstreamer1.0-plugins-ugly gstreamer1.0-libav libgstreamer1.0-dev
+  libgstreamer-plugins-base1.0-dev pkg-config)
 gst_ok() {
   command -v gst-inspect-1.0 >/dev/null &&
-    for element in rtmp2sink x264enc avenc_aac flvmux h264parse aacparse videotestsrc audiotestsrc; do
+    for element in rtmp2sink x264enc avenc_aac flvmux h264parse aacparse videotestsrc audiotestsrc \
+      decklinkvideosrc decklinkaudiosrc appsink; do
       gst-inspect-1.0 --exists "$element" || return 1
-    done
+    done &&
+    command -v pkg-config >/dev/null &&
+    pkg-config --exists gstreamer-1.0 gstreamer-app-1.0 gstreamer-base-1.0
 }
 gst_ok || missing+=(gstreamer)
 command -v etcd >/dev/null || missing+=(etcd)
@@ -55,7 +60,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   command -v wrk >/dev/null || die "wrk is installed but not on PATH"
   command -v etcd >/dev/null || die "etcd-server is installed but etcd is not on PATH"
   command -v srt-live-transmit >/dev/null || die "srt-tools is installed but srt-live-transmit is not on PATH"
-  gst_ok || die "GStreamer is installed but lacks one of rtmp2sink x264enc avenc_aac flvmux (check ${GST_PACKAGES[*]})"
+  gst_ok || die "GStreamer is installed but lacks an element (rtmp2sink x264enc avenc_aac flvmux decklinkvideosrc appsink ...) or its development files (check ${GST_PACKAGES[*]})"
 fi
 
 # Debian's own nodejs is too old for playwright-core, so Node is not installed here.

@@ -400,4 +400,13 @@ pub struct CapturePort {
     /// False once the device is no longer found on its node (kept, not deleted).
     pub present: bool,
     pub first_seen_ms: i64,
+    /// Whether its node sees a signal on it (reported while it is enabled).
+    #[serde(default)]
+    pub signal: bool,
+    /// The video mode detected on the input (e.g. `1280x720@30`), while it has a signal.
+    #[serde(default)]
+    pub video_mode: Option<String>,
+    /// Why its capture pipeline is not running (no card, driver missing, input lost).
+    #[serde(default)]
+    pub error: Option<String>,
 }

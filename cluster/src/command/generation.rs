@@ -4,7 +4,7 @@ use super::{Applied, Refusal};
 use std::collections::BTreeMap;
 
 use crate::model::{
-    ChannelId, Generation, GenerationState, MediaInfo, Node, NodeId, Recording, RecordingPiece,
+    ChannelId, Generation, Ingest, GenerationState, MediaInfo, Node, NodeId, Recording, RecordingPiece,
     RecordingStatus,
 };
 use crate::state::State;
@@ -62,6 +62,16 @@ pub(super) fn claim(
             node,
             puller: c.puller,
         });
+    }
+    // An SDI channel is captured on its port's node, and nowhere else.
+    if let Some(Ingest::Sdi { node: port_node, .. }) = state.channels.get(&id).map(|c| &c.ingest) {
+        if *port_node != node {
+            return Err(Refusal::NotThePortsNode {
+                channel: slug.into(),
+                node,
+                port_node: *port_node,
+            });
+        }
     }
     if let Some(active) = state.active_generation(id) {
         let key = (id, active.number);

@@ -87,6 +87,14 @@ pub enum Op {
         label: Option<String>,
         enabled: Option<bool>,
     },
+    /// A node's view of one of its capture ports' input.
+    ReportPortStatus {
+        node: NodeId,
+        device: u32,
+        signal: bool,
+        video_mode: Option<String>,
+        error: Option<String>,
+    },
     /// Binds a capture port to a channel, or unbinds it (`channel: None`).
     BindCapturePort {
         node: NodeId,
@@ -245,6 +253,12 @@ pub enum Refusal {
     },
     #[error("channel {channel:?} is pinned to node {pinned}")]
     Pinned { channel: String, pinned: NodeId },
+    #[error("channel {channel:?} is fed by a capture port on node {port_node}, not node {node}")]
+    NotThePortsNode {
+        channel: String,
+        node: NodeId,
+        port_node: NodeId,
+    },
 }
 
 impl Refusal {
@@ -325,6 +339,20 @@ pub fn apply(state: &mut State, cmd: &Command) -> Result<Applied, Refusal> {
             device,
             channel,
         } => port::bind(state, *node, *device, channel.as_deref()),
+        Op::ReportPortStatus {
+            node,
+            device,
+            signal,
+            video_mode,
+            error,
+        } => port::report_status(
+            state,
+            *node,
+            *device,
+            *signal,
+            video_mode.as_deref(),
+            error.as_deref(),
+        ),
         Op::CreateChannel {
             slug,
             title,

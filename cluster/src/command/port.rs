@@ -40,6 +40,15 @@ pub(super) fn report(
     for port in state.capture_ports.iter_mut().filter(|p| p.node == node) {
         port.present = false;
     }
+    let seen = |device: u32| devices.iter().any(|d| d.device == device);
+    for port in state
+        .capture_ports
+        .iter_mut()
+        .filter(|p| p.node == node && !seen(p.device))
+    {
+        port.signal = false;
+        port.video_mode = None;
+    }
     for d in devices {
         let model: String = d
             .model
@@ -61,6 +70,9 @@ pub(super) fn report(
                 bound_channel: None,
                 present: true,
                 first_seen_ms: at,
+                signal: false,
+                video_mode: None,
+                error: None,
             }),
         }
     }
@@ -92,6 +104,26 @@ pub(super) fn update(
     if let Some(enabled) = enabled {
         port.enabled = enabled;
     }
+    Ok(Applied::Done)
+}
+
+/// A node's view of one of its ports' input: signal, video mode, or why its capture
+/// pipeline does not run.
+pub(super) fn report_status(
+    state: &mut State,
+    node: NodeId,
+    device: u32,
+    signal: bool,
+    video_mode: Option<&str>,
+    error: Option<&str>,
+) -> Result<Applied, Refusal> {
+    let clean = |s: &str| -> String { s.chars().filter(|c| !c.is_control()).take(256).collect() };
+    let port = state
+        .port_mut(node, device)
+        .ok_or_else(|| Refusal::not_found("capture port", format!("{node}/{device}")))?;
+    port.signal = signal;
+    port.video_mode = video_mode.map(clean);
+    port.error = error.map(clean);
     Ok(Applied::Done)
 }
 

@@ -375,6 +375,50 @@ fn a_port_feeds_at_most_one_channel_and_a_channel_has_one_ingest() {
 }
 
 #[test]
+fn an_sdi_channel_is_captured_on_its_ports_node_only_and_reports_its_signal() {
+    let mut s = cluster();
+    s.apply(&cmd(1, scan(2, &[0]))).expect("scan");
+    s.apply(&cmd(2, bind(2, 0, Some("news")))).expect("bind");
+    assert_eq!(
+        s.apply(&claim("news", 1, 3)),
+        Err(Refusal::NotThePortsNode {
+            channel: "news".into(),
+            node: 1,
+            port_node: 2
+        })
+    );
+    assert!(s.apply(&claim("news", 2, 3)).is_ok());
+    let status = |signal: bool, mode: Option<&str>, error: Option<&str>| {
+        cmd(
+            4,
+            Op::ReportPortStatus {
+                node: 2,
+                device: 0,
+                signal,
+                video_mode: mode.map(String::from),
+                error: error.map(String::from),
+            },
+        )
+    };
+    s.apply(&status(true, Some("1280x720@30"), None))
+        .expect("signal");
+    let p = s.capture_port(2, 0).expect("port");
+    assert_eq!((p.signal, p.video_mode.as_deref()), (true, Some("1280x720@30")));
+    s.apply(&status(false, None, Some("no DeckLink card")))
+        .expect("lost");
+    assert_eq!(
+        s.capture_port(2, 0).and_then(|p| p.error.clone()).as_deref(),
+        Some("no DeckLink card")
+    );
+    // A device gone from the scan has no signal.
+    s.apply(&status(true, Some("1280x720@30"), None))
+        .expect("signal");
+    s.apply(&cmd(5, scan(2, &[]))).expect("gone");
+    let p = s.capture_port(2, 0).expect("kept");
+    assert!(!p.present && !p.signal && p.video_mode.is_none());
+}
+
+#[test]
 fn channels_are_not_created_with_an_sdi_ingest_or_a_bad_pull_url() {
     let mut s = cluster();
     let with_ingest = |ingest: Ingest| {
