@@ -151,6 +151,13 @@ pub(crate) fn check(c: &Config, files: bool) -> Vec<Problem> {
     );
     check_range(
         &mut out,
+        "sdi.simulated_ports",
+        c.sdi.simulated_ports.into(),
+        0,
+        crate::sdi::MAX_SIMULATED.into(),
+    );
+    check_range(
+        &mut out,
         "spool_prune_interval_s",
         c.spool_prune_interval_s.into(),
         1,

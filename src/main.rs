@@ -10,6 +10,7 @@ mod metrics;
 mod notify;
 mod origin;
 mod package;
+mod sdi;
 mod serve;
 
 use std::path::PathBuf;

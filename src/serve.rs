@@ -78,6 +78,17 @@ pub(crate) struct Config {
     /// Host name printed in the OBS and watch URLs (default: the listener's address,
     /// or 127.0.0.1 when it listens on all addresses).
     pub(crate) public_host: Option<String>,
+    /// SDI capture (a build with the `sdi` feature).
+    pub(crate) sdi: SdiConfig,
+}
+
+/// The `[sdi]` table.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct SdiConfig {
+    /// Capture ports this node simulates with GStreamer's test sources (device numbers
+    /// from 1000), so the whole SDI path runs without a card.
+    pub(crate) simulated_ports: u32,
 }
 
 impl Default for Config {
@@ -107,6 +118,7 @@ impl Default for Config {
             tls_cert: None,
             tls_key: None,
             public_host: None,
+            sdi: SdiConfig::default(),
         }
     }
 }
@@ -163,6 +175,10 @@ pub(crate) struct ServeArgs {
     /// Host name to print in the OBS and watch URLs.
     #[arg(long)]
     public_host: Option<String>,
+    /// Simulate N SDI capture ports with GStreamer test sources (a build with the
+    /// `sdi` feature).
+    #[arg(long, value_name = "N")]
+    sdi_simulated_ports: Option<u32>,
 }
 
 impl ServeArgs {
@@ -255,6 +271,12 @@ impl ServeArgs {
         }
         if self.public_host.is_some() {
             c.public_host = self.public_host.clone();
+        }
+        if let Some(n) = self.sdi_simulated_ports {
+            c.sdi.simulated_ports = n;
+        }
+        if c.sdi.simulated_ports > 0 && !crate::sdi::AVAILABLE {
+            bail!("sdi.simulated_ports: this build has no SDI capture (build with --features sdi)");
         }
         if c.tls_cert.is_some() != c.tls_key.is_some() {
             bail!("TLS needs both --tls-cert and --tls-key");
@@ -428,6 +450,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
     let metrics = Arc::new(Metrics::default());
     let spool_root = c.data_dir.join("spool");
     let spool_status = Arc::new(std::sync::Mutex::new(spool::check_writable(&spool_root)));
+    let sdi_control = Arc::new(crate::sdi::Control::new(c.sdi.simulated_ports));
     if let Ok(Err(why)) = spool_status.lock().as_deref() {
         tracing::error!(%why, "the spool is not writable: live serving works from memory, /readyz says not ready");
     }
@@ -457,6 +480,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
             admin_token: Arc::from(dir.admin_token.as_str()),
             advertise: Arc::from(advertise.as_str()),
             spool: spool_status.clone(),
+            sdi: sdi_control.clone(),
         },
         origins.clone(),
         edge.clone(),
@@ -538,6 +562,12 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
             idle_timeout: Duration::from_millis(c.publisher_timeout_ms.max(1_000)),
             ..Default::default()
         };
+        tasks.spawn(crate::sdi::run(
+            handle.clone(),
+            origins.clone(),
+            sdi_control.clone(),
+            shutdown.subscribe(),
+        ));
         tasks.spawn(crate::ingest::rtmp::serve(
             rtmp_listener,
             origins.clone(),

@@ -113,6 +113,54 @@ impl LlHlsSettings {
     }
 }
 
+/// x264's speed presets an SDI capture may use (faster ones cost less CPU per stream).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EncoderPreset {
+    Ultrafast,
+    Superfast,
+    #[default]
+    Veryfast,
+    Faster,
+    Fast,
+    Medium,
+}
+
+impl EncoderPreset {
+    /// The name x264 (and GStreamer's x264enc `speed-preset`) uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ultrafast => "ultrafast",
+            Self::Superfast => "superfast",
+            Self::Veryfast => "veryfast",
+            Self::Faster => "faster",
+            Self::Fast => "fast",
+            Self::Medium => "medium",
+        }
+    }
+}
+
+/// How an SDI channel's capture is encoded: H.264 (x264, zero-latency tuning) and AAC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SdiEncoding {
+    #[schema(minimum = 100, maximum = 100000)]
+    pub video_bitrate_kbps: u32,
+    pub preset: EncoderPreset,
+    /// A keyframe every this often: segments start on one (2 s: 2 s segments).
+    #[schema(minimum = 250, maximum = 10000)]
+    pub keyframe_interval_ms: u32,
+}
+
+impl Default for SdiEncoding {
+    fn default() -> Self {
+        Self {
+            video_bitrate_kbps: 6_000,
+            preset: EncoderPreset::Veryfast,
+            keyframe_interval_ms: 2_000,
+        }
+    }
+}
+
 /// How long a channel's finished recordings are kept; `None`: no limit of that kind.
 /// A recording being written is never pruned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -155,6 +203,9 @@ pub struct Channel {
     /// How long finished recordings are kept.
     #[serde(default)]
     pub retention: RetentionPolicy,
+    /// How a capture port bound to it is encoded.
+    #[serde(default)]
+    pub sdi_encoding: SdiEncoding,
     pub placement: Placement,
     pub created_ms: i64,
     /// Numbers of this channel's generations never go back, even across deletes.

@@ -364,6 +364,34 @@ impl Origins {
         }
     }
 
+    /// The publisher of an SDI channel whose capture port is on this node: the cluster
+    /// refuses the claim anywhere else.
+    #[cfg_attr(not(feature = "sdi"), allow(dead_code))]
+    pub(crate) async fn publish_captured(
+        self: &Arc<Self>,
+        slug: &str,
+    ) -> Result<Publisher, PublishRefused> {
+        if self.is_draining() {
+            return Err(PublishRefused::Draining);
+        }
+        let me = self.handle.id();
+        let found = self.handle.read_local(|s| {
+            s.channel_by_slug(slug).map(|c| {
+                (
+                    c.id,
+                    c.ll_hls,
+                    matches!(c.ingest, Ingest::Sdi { node, .. } if node == me),
+                )
+            })
+        });
+        match found {
+            Some((id, ll_hls, true)) => self.start_publisher(slug.to_string(), id, ll_hls).await,
+            _ => Err(PublishRefused::Cluster(format!(
+                "channel {slug:?} is not fed by a capture port of this node"
+            ))),
+        }
+    }
+
     async fn start_publisher(
         self: &Arc<Self>,
         slug: String,

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Applied, Refusal};
 use crate::model::{
-    Channel, Ingest, LlHlsSettings, NodeId, Placement, RetentionPolicy, Visibility,
+    Channel, Ingest, LlHlsSettings, NodeId, Placement, RetentionPolicy, SdiEncoding, Visibility,
 };
 use crate::state::State;
 
@@ -17,6 +17,9 @@ pub struct ChannelPatch {
     pub recording: Option<bool>,
     #[serde(default)]
     pub retention: Option<RetentionPolicy>,
+    /// How a capture port bound to the channel is encoded.
+    #[serde(default)]
+    pub sdi_encoding: Option<SdiEncoding>,
     pub placement: Option<Placement>,
     /// SRT passphrase (10 to 79 characters); an empty string removes it.
     pub srt_passphrase: Option<String>,
@@ -92,6 +95,22 @@ fn validate_ll_hls(s: &LlHlsSettings) -> Result<(), Refusal> {
                 "must be at most 21600 (6 h) and {} segments of segment_target_ms",
                 LlHlsSettings::MAX_WINDOW_SEGMENTS
             ),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_sdi_encoding(e: &SdiEncoding) -> Result<(), Refusal> {
+    if !(100..=100_000).contains(&e.video_bitrate_kbps) {
+        return Err(Refusal::invalid(
+            "sdi_encoding.video_bitrate_kbps",
+            "must be within 100..=100000",
+        ));
+    }
+    if !(250..=10_000).contains(&e.keyframe_interval_ms) {
+        return Err(Refusal::invalid(
+            "sdi_encoding.keyframe_interval_ms",
+            "must be within 250..=10000",
         ));
     }
     Ok(())
@@ -194,6 +213,7 @@ pub(super) fn create(state: &mut State, at: i64, new: NewChannel<'_>) -> Result<
             ll_hls: new.ll_hls,
             recording: new.recording,
             retention: new.retention,
+            sdi_encoding: SdiEncoding::default(),
             placement: new.placement,
             created_ms: at,
             last_generation: 0,
@@ -225,6 +245,9 @@ pub(super) fn update(
     }
     if let Some(r) = &patch.retention {
         validate_retention(r)?;
+    }
+    if let Some(e) = &patch.sdi_encoding {
+        validate_sdi_encoding(e)?;
     }
     if let Some(p) = patch.srt_passphrase.as_deref().filter(|p| !p.is_empty()) {
         validate_srt_passphrase(p)?;
@@ -259,6 +282,9 @@ pub(super) fn update(
     }
     if let Some(r) = patch.retention {
         channel.retention = r;
+    }
+    if let Some(e) = patch.sdi_encoding {
+        channel.sdi_encoding = e;
     }
     if let Some(p) = patch.placement {
         channel.placement = p;

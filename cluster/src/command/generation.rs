@@ -4,8 +4,8 @@ use super::{Applied, Refusal};
 use std::collections::BTreeMap;
 
 use crate::model::{
-    ChannelId, Generation, Ingest, GenerationState, MediaInfo, Node, NodeId, Recording, RecordingPiece,
-    RecordingStatus,
+    ChannelId, Generation, GenerationState, Ingest, MediaInfo, Node, NodeId, Recording,
+    RecordingPiece, RecordingStatus,
 };
 use crate::state::State;
 
@@ -64,7 +64,10 @@ pub(super) fn claim(
         });
     }
     // An SDI channel is captured on its port's node, and nowhere else.
-    if let Some(Ingest::Sdi { node: port_node, .. }) = state.channels.get(&id).map(|c| &c.ingest) {
+    if let Some(Ingest::Sdi {
+        node: port_node, ..
+    }) = state.channels.get(&id).map(|c| &c.ingest)
+    {
         if *port_node != node {
             return Err(Refusal::NotThePortsNode {
                 channel: slug.into(),

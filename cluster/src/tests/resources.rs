@@ -403,11 +403,16 @@ fn an_sdi_channel_is_captured_on_its_ports_node_only_and_reports_its_signal() {
     s.apply(&status(true, Some("1280x720@30"), None))
         .expect("signal");
     let p = s.capture_port(2, 0).expect("port");
-    assert_eq!((p.signal, p.video_mode.as_deref()), (true, Some("1280x720@30")));
+    assert_eq!(
+        (p.signal, p.video_mode.as_deref()),
+        (true, Some("1280x720@30"))
+    );
     s.apply(&status(false, None, Some("no DeckLink card")))
         .expect("lost");
     assert_eq!(
-        s.capture_port(2, 0).and_then(|p| p.error.clone()).as_deref(),
+        s.capture_port(2, 0)
+            .and_then(|p| p.error.clone())
+            .as_deref(),
         Some("no DeckLink card")
     );
     // A device gone from the scan has no signal.

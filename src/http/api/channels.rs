@@ -8,7 +8,8 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use sluice_cluster::command::{ChannelPatch, FirstKey, Op};
 use sluice_cluster::model::{
-    Channel, Generation, Health, Ingest, LlHlsSettings, Placement, RetentionPolicy, Visibility,
+    Channel, Generation, Health, Ingest, LlHlsSettings, Placement, RetentionPolicy, SdiEncoding,
+    Visibility,
 };
 use sluice_cluster::State;
 use utoipa::ToSchema;
@@ -102,6 +103,7 @@ pub(crate) struct ChannelView {
     pub(crate) ll_hls: LlHlsSettings,
     pub(crate) recording: bool,
     pub(crate) retention: RetentionPolicy,
+    pub(crate) sdi_encoding: SdiEncoding,
     pub(crate) placement: Placement,
     pub(crate) created_ms: i64,
     pub(crate) last_generation: u64,
@@ -156,6 +158,7 @@ pub(crate) fn channel_view(c: &Channel, st: &State, now: i64) -> ChannelView {
         ll_hls: c.ll_hls,
         recording: c.recording,
         retention: c.retention,
+        sdi_encoding: c.sdi_encoding,
         placement: c.placement,
         created_ms: c.created_ms,
         last_generation: c.last_generation,

@@ -42,6 +42,8 @@ pub(crate) struct ApiState {
     pub(crate) advertise: Arc<str>,
     /// Whether the spool can be written (`Err` names why not), for `/readyz`.
     pub(crate) spool: Arc<std::sync::Mutex<Result<(), String>>>,
+    /// This node's capture ports (simulated signal control).
+    pub(crate) sdi: Arc<crate::sdi::Control>,
 }
 
 pub(crate) fn router(state: ApiState) -> Router {
@@ -60,6 +62,10 @@ pub(crate) fn router(state: ApiState) -> Router {
         .route(
             "/api/v1/capture-ports/{node}/{device}/channel",
             put(nodes::bind_port),
+        )
+        .route(
+            "/api/v1/capture-ports/{node}/{device}/simulated-signal",
+            put(nodes::simulated_signal),
         )
         .route("/api/v1/tokens", get(tokens::list).post(tokens::create))
         .route("/api/v1/tokens/{id}", delete(tokens::revoke))
@@ -128,6 +134,7 @@ pub(crate) fn router(state: ApiState) -> Router {
         nodes::list_ports,
         nodes::update_port,
         nodes::bind_port,
+        nodes::simulated_signal,
         tokens::list,
         tokens::create,
         tokens::revoke,

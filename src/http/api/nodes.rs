@@ -280,3 +280,60 @@ pub(super) async fn bind_port(
         Err(r) => r,
     }
 }
+
+/// A simulated port's signal, cut or restored (for tests and demos).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SimulatedSignal {
+    present: bool,
+}
+
+/// Cuts or restores the signal of a simulated capture port. Only the port's own node
+/// answers (the signal is a local thing): another node says which one to ask.
+#[utoipa::path(put, path = "/api/v1/capture-ports/{node}/{device}/simulated-signal", tag = "capture ports",
+    params(
+        ("node" = u64, Path, description = "Node id"),
+        ("device" = u32, Path, description = "Device index on the node"),
+    ),
+    request_body = SimulatedSignal,
+    responses(
+        (status = 200, body = CapturePortView),
+        (status = 400, body = ApiError),
+        (status = 404, body = ApiError),
+        (status = 409, description = "Not a simulated port, or not this node's", body = ApiError),
+    ))]
+pub(super) async fn simulated_signal(
+    AxumState(s): AxumState<ApiState>,
+    Path(raw): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let (node, device) = match port_path(&raw) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let wanted: SimulatedSignal = match parse(&body) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let holder = s.handle.read_local(|st| {
+        st.capture_port(node, device)
+            .map(|_| st.nodes.get(&node).map(|n| n.urls.http.clone()))
+    });
+    let Some(url) = holder else {
+        return not_found("capture port", &format!("{node}/{device}"));
+    };
+    if node != s.handle.id() {
+        return error(
+            StatusCode::CONFLICT,
+            format!(
+                "capture port {node}/{device} is on node {node}: ask it ({})",
+                url.unwrap_or_default()
+            ),
+            None,
+        );
+    }
+    if let Err(why) = s.sdi.set_simulated_signal(device, wanted.present) {
+        return error(StatusCode::CONFLICT, why, None);
+    }
+    show_port(&s, node, device).await
+}
