@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs what the tests need, checks formatting
 # and lints, builds the binary once, runs the benchmark once quickly so it cannot rot, then every
-# test (unit, property, end-to-end with ffprobe, hls-parser and hls.js in Chromium).
+# test (unit, property, end-to-end with ffprobe, hls-parser and hls.js in Chromium), then
+# the same for the SDI build (`--features sdi`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,3 +18,11 @@ export SLUICE_BIN="$PWD/target/debug/sluice"
 cargo run --locked --quiet -p sluice-e2e --bin bench -- --quick
 
 cargo test --workspace --locked --all-targets
+
+# SDI capture (the `sdi` feature, GStreamer): lints, unit tests (the real DeckLink
+# element fails cleanly without a card; a simulated port encodes H.264 and AAC), and the
+# end-to-end test with a simulated port. Built last: it replaces target/debug/sluice.
+cargo clippy --locked -p sluice --features sdi --all-targets -- -D warnings
+cargo build --locked -p sluice --features sdi --bins
+cargo test --locked -p sluice --features sdi --bins
+cargo test --locked -p sluice-e2e --features sdi --test sdi

@@ -232,6 +232,28 @@ pub(crate) enum PortCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Name a capture port (what operators call the input).
+    Label {
+        node: u64,
+        device: u32,
+        label: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Enable a capture port: its node watches the input (signal, video mode).
+    Enable {
+        node: u64,
+        device: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Disable a capture port: its node stops capturing it.
+    Disable {
+        node: u64,
+        device: u32,
+        #[arg(long)]
+        json: bool,
+    },
     /// Make a capture port feed a channel (or none, with --unbind).
     Bind {
         node: u64,
@@ -246,23 +268,40 @@ pub(crate) enum PortCommand {
 }
 
 fn print_port(p: &Value) {
+    let signal = match (&p["signal"], p["video_mode"].as_str(), p["error"].as_str()) {
+        (Value::Bool(true), Some(mode), _) => mode.to_string(),
+        (Value::Bool(true), None, _) => "yes".into(),
+        (_, _, Some(why)) => format!("no ({why})"),
+        _ => "-".into(),
+    };
     println!(
-        "{:<20} {:<6} {:<24} {:<16} {:<8} {:<8} {}",
+        "{:<20} {:<6} {:<24} {:<16} {:<8} {:<8} {:<14} {}",
         p["node"],
         p["device"],
         p["model"].as_str().unwrap_or_default(),
         p["label"].as_str().unwrap_or_default(),
         if p["enabled"] == true { "yes" } else { "no" },
         if p["present"] == true { "yes" } else { "no" },
-        p["channel"].as_str().unwrap_or("-")
+        p["channel"].as_str().unwrap_or("-"),
+        signal
     );
+}
+
+async fn patch_port(api: &ApiArgs, node: u64, device: u32, body: Value) -> Result<Value> {
+    call(
+        api,
+        Method::PATCH,
+        &format!("/api/v1/capture-ports/{node}/{device}"),
+        Some(body),
+    )
+    .await
 }
 
 pub(crate) async fn port(api: &ApiArgs, cmd: PortCommand) -> Result<()> {
     let header = || {
         println!(
-            "{:<20} {:<6} {:<24} {:<16} {:<8} {:<8} channel",
-            "node", "device", "model", "label", "enabled", "present"
+            "{:<20} {:<6} {:<24} {:<16} {:<8} {:<8} {:<14} signal",
+            "node", "device", "model", "label", "enabled", "present", "channel"
         )
     };
     let (v, json) = match cmd {
@@ -287,14 +326,24 @@ pub(crate) async fn port(api: &ApiArgs, cmd: PortCommand) -> Result<()> {
         } => {
             let enabled = (enable || disable).then_some(enable);
             let body = serde_json::json!({"label": label, "enabled": enabled});
-            let v = call(
-                api,
-                Method::PATCH,
-                &format!("/api/v1/capture-ports/{node}/{device}"),
-                Some(body),
-            )
-            .await?;
-            (v, json)
+            (patch_port(api, node, device, body).await?, json)
+        }
+        PortCommand::Label {
+            node,
+            device,
+            label,
+            json,
+        } => {
+            let body = serde_json::json!({ "label": label });
+            (patch_port(api, node, device, body).await?, json)
+        }
+        PortCommand::Enable { node, device, json } => {
+            let body = serde_json::json!({ "enabled": true });
+            (patch_port(api, node, device, body).await?, json)
+        }
+        PortCommand::Disable { node, device, json } => {
+            let body = serde_json::json!({ "enabled": false });
+            (patch_port(api, node, device, body).await?, json)
         }
         PortCommand::Bind {
             node,

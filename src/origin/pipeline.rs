@@ -133,6 +133,9 @@ pub(super) async fn run(
                         l.publisher_left();
                     }
                     current = Some(rx);
+                    // The claim made the generation `starting` again: its first part
+                    // makes it live again.
+                    l.marked_live = false;
                     // Open again: a stop from now on waits for this loop to close it.
                     l.report_recording(false);
                 }

@@ -131,8 +131,17 @@ fn mode_of(s: Option<&gst::StructureRef>) -> Option<String> {
     })
 }
 
-fn ms(t: Option<gst::ClockTime>) -> Option<i64> {
-    t.map(|t| i64::try_from(t.mseconds()).unwrap_or(i64::MAX))
+/// A buffer time as running time (ms): what the pipeline's clock says, the same scale
+/// for both tracks (an encoder may shift its output times and its segment with them:
+/// x264enc puts its output 1000 hours in).
+fn running_ms(sample: &gst::Sample, t: Option<gst::ClockTime>) -> Option<i64> {
+    let t = t?;
+    let running = sample
+        .segment()
+        .and_then(|s| s.downcast_ref::<gst::ClockTime>())
+        .and_then(|s| s.to_running_time(t))
+        .unwrap_or(t);
+    i64::try_from(running.mseconds()).ok()
 }
 
 /// Runs the pipeline until `stop` is set (`Ok`) or it fails (the reason). Blocking.
@@ -173,8 +182,8 @@ pub(crate) fn run(
                 let Some(data) = bytes_of(buffer) else {
                     return Err(gst::FlowError::Error);
                 };
-                let pts = ms(buffer.pts());
-                let dts = ms(buffer.dts()).or(pts).unwrap_or(0);
+                let pts = running_ms(&sample, buffer.pts());
+                let dts = running_ms(&sample, buffer.dts()).or(pts).unwrap_or(0);
                 // A full queue means the packager cannot keep up: the frame is dropped
                 // rather than stalling the capture.
                 let _ = vtx.try_send(Sample::Video {
@@ -209,7 +218,7 @@ pub(crate) fn run(
                     let _ = atx.try_send(Sample::Audio {
                         codec_data: codec_data(s),
                         data,
-                        pts_ms: ms(buffer.pts()).unwrap_or(0),
+                        pts_ms: running_ms(&sample, buffer.pts()).unwrap_or(0),
                     });
                     Ok(gst::FlowSuccess::Ok)
                 })

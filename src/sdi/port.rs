@@ -296,6 +296,9 @@ struct Feeder {
     audio_config: Option<Bytes>,
     /// When publishing was last refused (retried at most every 2 s).
     refused_at: Option<Instant>,
+    /// The first keyframe's decode time: times start from it (GStreamer's encoders put
+    /// their output 1000 hours in, so they never go below zero).
+    base_ms: i64,
 }
 
 impl Feeder {
@@ -307,15 +310,28 @@ impl Feeder {
             video_config: None,
             audio_config: None,
             refused_at: None,
+            base_ms: 0,
         }
+    }
+
+    /// A time on the stream's own timeline (milliseconds since the first keyframe);
+    /// `None` for what came before it.
+    fn since_start(&self, ms: i64) -> Option<u32> {
+        u32::try_from(ms - self.base_ms).ok()
     }
 
     async fn feed(&mut self, origins: &Arc<Origins>, sample: Sample) {
         if self.publisher.is_none() {
             // A stream starts on a keyframe.
-            let Sample::Video { keyframe: true, .. } = &sample else {
+            let Sample::Video {
+                keyframe: true,
+                dts_ms,
+                ..
+            } = &sample
+            else {
                 return;
             };
+            let first_dts = *dts_ms;
             if self.refused_at.is_some_and(|t| t.elapsed() < RETRY_AFTER) {
                 return;
             }
@@ -329,6 +345,7 @@ impl Feeder {
                         })
                         .await;
                     self.publisher = Some(p);
+                    self.base_ms = first_dts;
                     self.demuxer = FlvDemuxer::new();
                     self.video_config = None;
                     self.audio_config = None;
@@ -350,7 +367,9 @@ impl Feeder {
                 keyframe,
                 ..
             } => {
-                let ts = dts_ms as u32;
+                let Some(ts) = self.since_start(dts_ms) else {
+                    return;
+                };
                 if let Some(record) = codec_data.filter(|r| self.video_config.as_ref() != Some(r)) {
                     let mut b = BytesMut::with_capacity(record.len() + 5);
                     b.put_slice(&[0x17, 0x00, 0, 0, 0]);
@@ -371,7 +390,9 @@ impl Feeder {
                 data,
                 pts_ms,
             } => {
-                let ts = pts_ms as u32;
+                let Some(ts) = self.since_start(pts_ms) else {
+                    return;
+                };
                 if let Some(asc) = codec_data.filter(|c| self.audio_config.as_ref() != Some(c)) {
                     let mut b = BytesMut::with_capacity(asc.len() + 2);
                     b.put_slice(&[0xaf, 0x00]);
