@@ -416,6 +416,26 @@ impl Metrics {
 
 /// The pull-through (edge) families: cache hits and misses, upstream requests by
 /// kind, coalesced waiters, upstream failures, cache size.
+/// Channels the cluster will not move although their node is down (SDI, pinned), from
+/// this node's copy of the state: one line each, with the reason.
+pub(crate) fn render_alerts(out: &mut String, state: &sluice_cluster::State, now_ms: i64) {
+    let _ = writeln!(
+        out,
+        "# HELP sluice_channel_alert A channel whose node is down and that the cluster will not move (SDI hardware, a pin): 1 while it lasts."
+    );
+    let _ = writeln!(out, "# TYPE sluice_channel_alert gauge");
+    for c in state.channels.values() {
+        if let Some(why) = sluice_cluster::placement::alert(state, c, now_ms) {
+            let why = why.replace(['\\', '"', '\n'], " ");
+            let _ = writeln!(
+                out,
+                "sluice_channel_alert{{channel=\"{}\",reason=\"{why}\"}} 1",
+                c.slug
+            );
+        }
+    }
+}
+
 pub(crate) fn render_edge(out: &mut String, edge: &crate::edge::Edge) {
     let c = &edge.counters;
     let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -526,5 +546,66 @@ mod tests {
         let text = m.render(t0);
         let expected = format!("sluice_viewers{{channel=\"news\"}} {MAX_VIEWER_SESSIONS}\n");
         assert!(text.contains(&expected));
+    }
+
+    #[test]
+    fn an_sdi_channel_on_a_dead_node_is_an_alert_in_the_metrics() {
+        use sluice_cluster::command::{Command, DeviceSeen, Op};
+        use sluice_cluster::model::NodeUrls;
+        let mut st = sluice_cluster::State::default();
+        let mut apply = |at_ms: i64, op: Op| st.apply(&Command { at_ms, op }).expect("applied");
+        for node in [1, 2] {
+            apply(
+                0,
+                Op::RegisterNode {
+                    node,
+                    name: format!("n{node}"),
+                    urls: NodeUrls::default(),
+                    lease_ttl_ms: 5_000,
+                },
+            );
+        }
+        apply(
+            0,
+            Op::CreateChannel {
+                slug: "studio".into(),
+                title: String::new(),
+                visibility: Default::default(),
+                ingest: sluice_cluster::model::Ingest::Push,
+                ll_hls: Default::default(),
+                recording: false,
+                retention: Default::default(),
+                placement: Default::default(),
+                first_key: None,
+                srt_passphrase: None,
+            },
+        );
+        apply(
+            0,
+            Op::ReportCapturePorts {
+                node: 2,
+                devices: vec![DeviceSeen {
+                    device: 0,
+                    model: "DeckLink".into(),
+                }],
+            },
+        );
+        apply(
+            0,
+            Op::BindCapturePort {
+                node: 2,
+                device: 0,
+                channel: Some("studio".into()),
+            },
+        );
+        let mut alive = String::new();
+        render_alerts(&mut alive, &st, 1_000);
+        assert!(!alive.contains("sluice_channel_alert{"), "{alive}");
+        let mut dead = String::new();
+        render_alerts(&mut dead, &st, 60_000);
+        assert!(
+            dead.contains("sluice_channel_alert{channel=\"studio\",reason=\""),
+            "{dead}"
+        );
     }
 }

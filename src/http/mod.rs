@@ -76,6 +76,7 @@ pub(crate) fn app(
     let metrics = origins.metrics().clone();
     let handle = api.handle.clone();
     let render_edge = edge.clone();
+    let alerts_from = api.handle.clone();
     let counted = metrics.clone();
     let viewer = viewer_layers(
         hls::router(hls::HlsState {
@@ -96,9 +97,13 @@ pub(crate) fn app(
             get(move || {
                 let metrics = metrics.clone();
                 let edge = render_edge.clone();
+                let cluster = alerts_from.clone();
                 async move {
                     let mut text = metrics.render(Instant::now());
                     crate::metrics::render_edge(&mut text, &edge);
+                    cluster.read_local(|s| {
+                        crate::metrics::render_alerts(&mut text, s, crate::serve::now_ms())
+                    });
                     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
                 }
             }),
