@@ -15,11 +15,14 @@
     {
       packages = forAllSystems (pkgs: rec {
         sluice = pkgs.callPackage ./package.nix { };
+        # SDI capture (DeckLink through GStreamer).
+        sluice-sdi = pkgs.callPackage ./package.nix { withSdi = true; };
         default = sluice;
       });
 
       overlays.default = final: _prev: {
         sluice = final.callPackage ./package.nix { };
+        sluice-sdi = final.callPackage ./package.nix { withSdi = true; };
       };
 
       nixosModules.sluice = import ./module.nix;
@@ -40,6 +43,7 @@
             clippy
             rustfmt
             cargo-nextest
+            pkg-config
             ffmpeg
             gst_all_1.gstreamer
             gst_all_1.gst-plugins-base

@@ -42,10 +42,17 @@ in
 
     package = lib.mkOption {
       type = lib.types.package;
-      default = pkgs.sluice or (pkgs.callPackage ./package.nix { });
-      defaultText = lib.literalExpression "pkgs.sluice";
-      description = "The Sluice package.";
+      default =
+        if cfg.sdi.enable
+        then pkgs.sluice-sdi or (pkgs.callPackage ./package.nix { withSdi = true; })
+        else pkgs.sluice or (pkgs.callPackage ./package.nix { });
+      defaultText = lib.literalExpression "if sdi.enable then pkgs.sluice-sdi else pkgs.sluice";
+      description = "The Sluice package (the SDI build when sdi.enable is set).";
     };
+
+    sdi.enable = lib.mkEnableOption ''
+      SDI capture from this host's DeckLink cards: the package built with the `sdi`
+      feature (GStreamer), and the service may open /dev/blackmagic devices'';
 
     settings = lib.mkOption {
       description = ''
@@ -212,7 +219,9 @@ in
         ProtectSystem = "strict";
         ProtectHome = true;
         PrivateTmp = true;
-        PrivateDevices = true;
+        # DeckLink cards are character devices under /dev/blackmagic.
+        PrivateDevices = !cfg.sdi.enable;
+        DeviceAllow = lib.optional cfg.sdi.enable "/dev/blackmagic rw";
         NoNewPrivileges = true;
         ProtectKernelTunables = true;
         ProtectKernelModules = true;
@@ -224,7 +233,8 @@ in
         RestrictRealtime = true;
         RestrictSUIDSGID = true;
         LockPersonality = true;
-        MemoryDenyWriteExecute = true;
+        # GStreamer's ORC compiles its video and audio kernels at run time.
+        MemoryDenyWriteExecute = !cfg.sdi.enable;
         RestrictAddressFamilies = [ "AF_INET" "AF_INET6" "AF_UNIX" ];
         SystemCallArchitectures = "native";
         SystemCallFilter = [ "@system-service" "~@privileged" "~@resources" ];
