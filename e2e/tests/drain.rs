@@ -98,6 +98,18 @@ fn a_rolling_restart_keeps_the_stream_playing() -> Result<()> {
                 "the origin did not hand its stream over:\n{}",
                 nodes[i].log()
             );
+            // The encoder was told why (ffmpeg logs the server's onStatus error).
+            let told = wait_for(Duration::from_secs(10), "the reason at the encoder", || {
+                publisher
+                    .output()
+                    .contains("Sluice node is shutting down")
+                    .then_some(())
+            });
+            ensure!(
+                told.is_ok(),
+                "ffmpeg was not told why its connection closed:\n{}",
+                publisher.output()
+            );
         }
         nodes[i].restart()?;
         wait_for(Duration::from_secs(30), "the restarted node ready", || {

@@ -164,17 +164,27 @@ async fn connection(
                         stream.write_all(&packet.bytes).await?;
                     }
                     ServerSessionResult::RaisedEvent(event) => {
-                        follow_up.extend(
-                            on_event(
-                                &mut session,
-                                event,
-                                &mut publishing,
-                                &origins,
-                                settings,
-                                peer,
-                            )
-                            .await?,
-                        );
+                        let answered = on_event(
+                            &mut session,
+                            event,
+                            &mut publishing,
+                            &origins,
+                            settings,
+                            peer,
+                        )
+                        .await;
+                        match answered {
+                            Ok(more) => follow_up.extend(more),
+                            Err(e) => {
+                                // The server closes: the encoder hears why first.
+                                if let Some(Closed(reason)) = e.downcast_ref::<Closed>() {
+                                    if let Ok(status) = closing_status(reason) {
+                                        tell_and_close(&mut stream, &status, &mut buf).await;
+                                    }
+                                }
+                                return Err(e);
+                            }
+                        }
                     }
                     ServerSessionResult::UnhandleableMessageReceived(_) => {}
                 }
@@ -343,10 +353,82 @@ async fn media(
         ),
     };
     if let Some(input) = input {
-        p.publisher
+        if p.publisher
             .send(Feed::Input { input, bytes })
             .await
-            .map_err(|e| anyhow!("{e}: closing the publisher's connection"))?;
+            .is_err()
+        {
+            return Err(anyhow::Error::new(Closed(p.publisher.closed_reason())));
+        }
     }
     Ok(())
+}
+
+/// How long a closing connection waits for the encoder to read why.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
+
+/// Writes `status`, ends the sending side, and reads (and drops) what the encoder still
+/// sends until it closes or `CLOSE_LINGER` passes: closing a socket with unread input
+/// resets it, and a reset can destroy the status before the encoder reads it.
+async fn tell_and_close(stream: &mut TcpStream, status: &[u8], buf: &mut [u8]) {
+    if stream.write_all(status).await.is_err() || stream.shutdown().await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(CLOSE_LINGER, async {
+        while matches!(stream.read(buf).await, Ok(n) if n > 0) {}
+    })
+    .await;
+}
+
+/// The server ends a publishing connection, for this reason (told to the encoder).
+#[derive(Debug, thiserror::Error)]
+#[error("closing the publisher's connection: {0}")]
+struct Closed(&'static str);
+
+/// The stream id publishers publish on: the one `createStream` gives first (OBS, ffmpeg
+/// and GStreamer create one stream per connection).
+const PUBLISH_STREAM_ID: u32 = 1;
+
+/// `onStatus` with level `error` and `reason`, as chunks the publisher can read: ffmpeg
+/// logs it as a server error, OBS shows the disconnect and reconnects. Written with
+/// the session's chunk size, announced again first (the session's own serializer is
+/// not reachable, and a full header makes the message independent of its state).
+fn closing_status(reason: &str) -> Result<Vec<u8>> {
+    use rml_rtmp::chunk_io::ChunkSerializer;
+    use rml_rtmp::messages::RtmpMessage;
+    use rml_rtmp::rml_amf0::Amf0Value;
+    use rml_rtmp::time::RtmpTimestamp;
+    let mut serializer = ChunkSerializer::new();
+    let mut out = Vec::new();
+    let chunk_size = ServerSessionConfig::new().chunk_size;
+    out.extend(
+        serializer
+            .set_max_chunk_size(chunk_size, RtmpTimestamp::new(0))
+            .map_err(|e| anyhow!("{e}"))?
+            .bytes,
+    );
+    let status = [
+        ("level", "error"),
+        ("code", "NetConnection.Connect.Closed"),
+        ("description", reason),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), Amf0Value::Utf8String(v.to_string())))
+    .collect();
+    let message = RtmpMessage::Amf0Command {
+        command_name: "onStatus".into(),
+        transaction_id: 0.0,
+        command_object: Amf0Value::Null,
+        additional_arguments: vec![Amf0Value::Object(status)],
+    };
+    let payload = message
+        .into_message_payload(RtmpTimestamp::new(0), PUBLISH_STREAM_ID)
+        .map_err(|e| anyhow!("{e}"))?;
+    out.extend(
+        serializer
+            .serialize(&payload, true, false)
+            .map_err(|e| anyhow!("{e}"))?
+            .bytes,
+    );
+    Ok(out)
 }

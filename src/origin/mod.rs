@@ -100,6 +100,16 @@ impl Publisher {
         }
         self.tx.send(feed).await.map_err(|_| Stopped)
     }
+
+    /// Why the channel no longer takes this publisher's media, in words for the
+    /// encoder's operator (sent with the close where the protocol can carry it).
+    pub(crate) fn closed_reason(&self) -> &'static str {
+        if *self.draining.borrow() {
+            "this Sluice node is shutting down: publish again, the stream continues on another node"
+        } else {
+            "the stream was stopped or ended on the server"
+        }
+    }
 }
 
 /// A Raft write about one channel, with an optional answer.

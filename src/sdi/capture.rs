@@ -67,13 +67,13 @@ pub(crate) fn init() -> Result<(), String> {
 fn description(source: Source, encode: Option<&Encode>) -> String {
     let (video, audio) = match source {
         Source::Simulated => (
-            "videotestsrc is-live=true pattern=smpte ! video/x-raw,width=640,height=360,framerate=30/1"
+            "videotestsrc name=input is-live=true pattern=smpte ! video/x-raw,width=640,height=360,framerate=30/1"
                 .to_string(),
             "audiotestsrc is-live=true wave=sine freq=440 ! audio/x-raw,rate=48000,channels=2"
                 .to_string(),
         ),
         Source::DeckLink(n) => (
-            format!("decklinkvideosrc device-number={n} mode=auto"),
+            format!("decklinkvideosrc name=input device-number={n} mode=auto"),
             format!("decklinkaudiosrc device-number={n}"),
         ),
     };
@@ -144,12 +144,15 @@ fn running_ms(sample: &gst::Sample, t: Option<gst::ClockTime>) -> Option<i64> {
     i64::try_from(running.mseconds()).ok()
 }
 
-/// Runs the pipeline until `stop` is set (`Ok`) or it fails (the reason). Blocking.
+/// Runs the pipeline until `stop` is set (`Ok`) or it fails (the reason). While
+/// `signal_lost()` says so, the video source posts an error, as an input that loses its
+/// signal does (simulated ports). Blocking.
 pub(crate) fn run(
     source: Source,
     encode: Option<Encode>,
     tx: mpsc::Sender<Sample>,
     stop: Arc<AtomicBool>,
+    signal_lost: &dyn Fn() -> bool,
 ) -> Result<(), String> {
     let desc = description(source, encode.as_ref());
     let pipeline = gst::parse::launch(&desc)
@@ -229,20 +232,42 @@ pub(crate) fn run(
         .bus()
         .ok_or("the capture pipeline has no message bus")?;
     let first_error = |bus: &gst::Bus| {
-        bus.pop_filtered(&[gst::MessageType::Error])
-            .and_then(|m| match m.view() {
-                gst::MessageView::Error(e) => Some(describe(e)),
-                _ => None,
-            })
+        bus.timed_pop_filtered(
+            gst::ClockTime::from_mseconds(500),
+            &[gst::MessageType::Error],
+        )
+        .and_then(|m| match m.view() {
+            gst::MessageView::Error(e) => Some(describe(e)),
+            _ => None,
+        })
     };
     if let Err(e) = pipeline.set_state(gst::State::Playing) {
-        let why = first_error(&bus).unwrap_or_else(|| e.to_string());
+        let why = first_error(&bus).unwrap_or_else(|| match source {
+            // decklinkvideosrc says no more than that it could not start.
+            Source::DeckLink(n) => format!(
+                "decklinkvideosrc could not open DeckLink device {n} (no such card, or \
+                 Blackmagic's Desktop Video driver is not installed): {e}"
+            ),
+            Source::Simulated => e.to_string(),
+        });
         let _ = pipeline.set_state(gst::State::Null);
         return Err(format!("the capture did not start: {why}"));
     }
+    let video_source = pipeline.by_name("input");
+    let mut lost_posted = false;
     let result = loop {
         if stop.load(Ordering::Relaxed) {
             break Ok(());
+        }
+        if !lost_posted && signal_lost() {
+            lost_posted = true;
+            if let Some(src) = &video_source {
+                src.post_error_message(gst::error_msg!(
+                    gst::ResourceError::Read,
+                    ("No signal on the input"),
+                    ["simulated signal loss"]
+                ));
+            }
         }
         let message = bus.timed_pop_filtered(
             gst::ClockTime::from_mseconds(200),
@@ -263,7 +288,15 @@ fn describe(e: &gst::message::Error) -> String {
         .src()
         .map(|s| s.name().to_string())
         .unwrap_or_else(|| "pipeline".into());
-    format!("{element}: {}", e.error())
+    // GStreamer's debug text starts with where it was raised; the last line says why.
+    let debug = e
+        .debug()
+        .and_then(|d| d.lines().last().map(|l| l.trim().to_string()))
+        .filter(|d| !d.is_empty() && !d.ends_with(':'));
+    match debug {
+        Some(debug) => format!("{element}: {} ({debug})", e.error()),
+        None => format!("{element}: {}", e.error()),
+    }
 }
 
 /// DeckLink inputs on this machine (device numbers and model names), from GStreamer's
@@ -310,9 +343,10 @@ mod tests {
             std::thread::sleep(Duration::from_secs(5));
             stopper.store(true, Ordering::Relaxed);
         });
-        let outcome = run(Source::DeckLink(0), None, tx, stop);
+        let outcome = run(Source::DeckLink(0), None, tx, stop, &|| false);
         let _ = timer.join();
         let why = outcome.expect_err("no DeckLink card here: the capture must fail");
+        eprintln!("decklink without a card: {why}");
         assert!(
             why.contains("decklink") || why.contains("capture"),
             "the reason names what failed: {why}"
@@ -332,7 +366,8 @@ mod tests {
             preset: "ultrafast",
             keyframe_frames: 30,
         };
-        let capture = std::thread::spawn(move || run(Source::Simulated, Some(encode), tx, stop));
+        let capture =
+            std::thread::spawn(move || run(Source::Simulated, Some(encode), tx, stop, &|| false));
         let mut keyframes = Vec::new();
         let mut audio = 0;
         let mut avcc = None;

@@ -236,8 +236,14 @@ impl PortTask {
         let (tx, mut rx) = mpsc::channel(1024);
         let halt = Arc::new(AtomicBool::new(false));
         let thread_halt = halt.clone();
-        let capture =
-            tokio::task::spawn_blocking(move || capture::run(source, encode, tx, thread_halt));
+        // A simulated port whose signal is cut fails the way a real input does: its
+        // source posts an error on the pipeline's bus.
+        let control = self.control.clone();
+        let device = self.device;
+        let lost = move || control.signal_cut(device);
+        let capture = tokio::task::spawn_blocking(move || {
+            capture::run(source, encode, tx, thread_halt, &lost)
+        });
         let mut feeder = bound.map(|(slug, _)| Feeder::new(slug));
         let mut check = tokio::time::interval(Duration::from_millis(250));
         loop {
@@ -261,7 +267,6 @@ impl PortTask {
                 },
                 _ = check.tick() => {
                     let rebuild = self.stop.load(Ordering::Relaxed)
-                        || self.control.signal_cut(self.device)
                         || binding(&self.handle, self.device).map(|b| b.0)
                             != feeder.as_ref().map(|f| f.slug.clone());
                     if rebuild {
