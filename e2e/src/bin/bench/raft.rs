@@ -175,10 +175,41 @@ struct Etcd {
 }
 
 impl Etcd {
+    /// Three members on free loopback ports; started again on other ports (at most
+    /// three times) when one does not come up: a port picked free can be taken by
+    /// another process before etcd binds it.
     fn start(dir: &Path, client: &reqwest::blocking::Client) -> Result<Self> {
-        let ports: Vec<(u16, u16)> = (0..3)
-            .map(|_| Ok((free_port()?, free_port()?)))
-            .collect::<Result<_>>()?;
+        let mut last = None;
+        for attempt in 0..3 {
+            let dir = dir.join(format!("attempt-{attempt}"));
+            std::fs::create_dir_all(&dir)?;
+            match Self::start_once(&dir, client) {
+                Ok(etcd) => return Ok(etcd),
+                Err(e) => {
+                    let logs: String = (0..3)
+                        .filter_map(|i| {
+                            std::fs::read_to_string(dir.join(format!("etcd-{i}.log"))).ok()
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n");
+                    eprintln!("bench: etcd did not come up ({e}); trying other ports\n{logs}");
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("etcd did not start")))
+    }
+
+    fn start_once(dir: &Path, client: &reqwest::blocking::Client) -> Result<Self> {
+        // Six distinct ports (two picks in a row can return one port).
+        let mut picked: Vec<u16> = Vec::new();
+        while picked.len() < 6 {
+            let p = free_port()?;
+            if !picked.contains(&p) {
+                picked.push(p);
+            }
+        }
+        let ports: Vec<(u16, u16)> = picked.chunks_exact(2).map(|c| (c[0], c[1])).collect();
         let initial: Vec<String> = ports
             .iter()
             .enumerate()
