@@ -199,6 +199,34 @@ impl Server {
             .to_string())
     }
 
+    /// Calls this node's admin API with its own token: the status and the JSON answer
+    /// (`Null` when there is none). A `Null` body sends none.
+    pub fn api(
+        &self,
+        http: &Http,
+        method: reqwest::Method,
+        path: &str,
+        body: serde_json::Value,
+    ) -> Result<(u16, serde_json::Value)> {
+        let auth = format!("Bearer {}", self.admin_token()?);
+        let body = if body.is_null() {
+            Vec::new()
+        } else {
+            serde_json::to_vec(&body)?
+        };
+        let reply = http.send(
+            method,
+            &self.url(path),
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
+            &body,
+        )?;
+        let value = serde_json::from_slice(&reply.body).unwrap_or(serde_json::Value::Null);
+        Ok((reply.status, value))
+    }
+
     /// Runs a CLI command against this node (through its data dir); its stdout.
     pub fn cli(&self, args: &[&str]) -> Result<String> {
         crate::run_ok(

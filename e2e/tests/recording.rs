@@ -66,36 +66,9 @@ fn fast_sweep(dir: &Path) -> Result<String> {
     Ok(path.to_str().context("path")?.to_string())
 }
 
-fn api(
-    http: &Http,
-    node: &Server,
-    method: reqwest::Method,
-    path: &str,
-    body: Value,
-) -> Result<(u16, Value)> {
-    let auth = format!("Bearer {}", node.admin_token()?);
-    let body = if body.is_null() {
-        Vec::new()
-    } else {
-        serde_json::to_vec(&body)?
-    };
-    let reply = http.send(
-        method,
-        &node.url(path),
-        &[
-            ("authorization", &auth),
-            ("content-type", "application/json"),
-        ],
-        &body,
-    )?;
-    let value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
-    Ok((reply.status, value))
-}
-
 fn recording(http: &Http, node: &Server, channel: &str, generation: u64) -> Result<(u16, Value)> {
-    api(
+    node.api(
         http,
-        node,
         reqwest::Method::GET,
         &format!("/api/v1/channels/{channel}/recordings/{generation}"),
         Value::Null,
@@ -189,9 +162,8 @@ fn a_stream_with_a_reconnect_is_one_recording_played_as_vod_from_another_node() 
         let (status, v) = recording(&http, &nodes[0], "main", 2).ok()?;
         (status == 200 && v["segments"].as_u64() > Some(0)).then_some(())
     })?;
-    let (status, _) = api(
+    let (status, _) = nodes[0].api(
         &http,
-        &nodes[0],
         reqwest::Method::PATCH,
         "/api/v1/channels/main",
         json!({"retention": {"max_age_s": null, "max_bytes": 1}}),
@@ -315,9 +287,8 @@ fn a_five_minute_dvr_window_answers_small_delta_updates() -> Result<()> {
     let tmp = TempDir::new("recording-dvr")?;
     let server = Server::start(&tmp.path().join("n1"), &[])?;
     let http = Http::new(None)?;
-    let (status, created) = api(
+    let (status, created) = server.api(
         &http,
-        &server,
         reqwest::Method::POST,
         "/api/v1/channels",
         json!({

@@ -17,34 +17,6 @@ use sluice_e2e::{play_url, run_ok, validate_playlists, TempDir};
 
 const PORT: u64 = 1000;
 
-fn api(
-    http: &Http,
-    node: &Server,
-    method: reqwest::Method,
-    path: &str,
-    body: Value,
-) -> Result<(u16, Value)> {
-    let auth = format!("Bearer {}", node.admin_token()?);
-    let body = if body.is_null() {
-        Vec::new()
-    } else {
-        serde_json::to_vec(&body)?
-    };
-    let reply = http.send(
-        method,
-        &node.url(path),
-        &[
-            ("authorization", &auth),
-            ("content-type", "application/json"),
-        ],
-        &body,
-    )?;
-    Ok((
-        reply.status,
-        serde_json::from_slice(&reply.body).unwrap_or(Value::Null),
-    ))
-}
-
 fn port(server: &Server) -> Result<Value> {
     let listed: Value = serde_json::from_str(&server.cli(&["port", "list", "--json"])?)?;
     listed["capture_ports"]
@@ -55,14 +27,14 @@ fn port(server: &Server) -> Result<Value> {
 }
 
 fn state(http: &Http, server: &Server) -> Option<(String, u64)> {
-    let (status, v) = api(
-        http,
-        server,
-        reqwest::Method::GET,
-        "/api/v1/channels/studio/status",
-        Value::Null,
-    )
-    .ok()?;
+    let (status, v) = server
+        .api(
+            http,
+            reqwest::Method::GET,
+            "/api/v1/channels/studio/status",
+            Value::Null,
+        )
+        .ok()?;
     (status == 200).then(|| {
         (
             v["state"].as_str().unwrap_or_default().to_string(),
@@ -87,18 +59,14 @@ fn a_simulated_capture_port_feeds_a_channel_that_survives_signal_loss() -> Resul
         found["enabled"] == false && found["present"] == true && found["channel"].is_null(),
         "{found}"
     );
-    let (status, created) = api(
+    let (status, created) = server.api(
         &http,
-        &server,
         reqwest::Method::POST,
         "/api/v1/channels",
         json!({"name": "studio", "recording": false}),
     )?;
     ensure!(status == 201, "create: {status} {created}");
-    let (status, patched) = api(
-        &http,
-        &server,
-        reqwest::Method::PATCH,
+    let (status, patched) = server.api(&http, reqwest::Method::PATCH,
         "/api/v1/channels/studio",
         json!({"sdi_encoding": {"video_bitrate_kbps": 800, "preset": "ultrafast", "keyframe_interval_ms": 2000}}),
     )?;
@@ -218,9 +186,8 @@ fn a_simulated_capture_port_feeds_a_channel_that_survives_signal_loss() -> Resul
 
     // The signal goes: the generation waits for it; it comes back: the same playlist.
     let path = format!("/api/v1/capture-ports/{me}/{PORT}/simulated-signal");
-    let (status, _) = api(
+    let (status, _) = server.api(
         &http,
-        &server,
         reqwest::Method::PUT,
         &path,
         json!({"present": false}),
@@ -234,13 +201,7 @@ fn a_simulated_capture_port_feeds_a_channel_that_survives_signal_loss() -> Resul
         lost["signal"] == false && lost["error"].is_string(),
         "{lost}"
     );
-    let (status, _) = api(
-        &http,
-        &server,
-        reqwest::Method::PUT,
-        &path,
-        json!({"present": true}),
-    )?;
+    let (status, _) = server.api(&http, reqwest::Method::PUT, &path, json!({"present": true}))?;
     ensure!(status == 200, "restore: {status}");
     let resumed = wait_for(Duration::from_secs(40), "the playlist continued", || {
         let text = http.get(&media, &[]).ok()?.text();
@@ -254,9 +215,8 @@ fn a_simulated_capture_port_feeds_a_channel_that_survives_signal_loss() -> Resul
     );
     validate_playlists(std::slice::from_ref(&media))?;
     // Only the port's node controls its signal; a real port has none to cut.
-    let (status, _) = api(
+    let (status, _) = server.api(
         &http,
-        &server,
         reqwest::Method::PUT,
         &format!("/api/v1/capture-ports/{me}/0/simulated-signal"),
         json!({"present": false}),

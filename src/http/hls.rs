@@ -35,9 +35,9 @@ use crate::edge::{Edge, Upstream, EDGE_HEADER, ORIGIN_PULL_HEADER};
 use crate::origin::spool::read_from_disk;
 use crate::origin::{ChannelOrigin, Origins, RENDITION};
 
-const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
-const IMMUTABLE: &str = "public, max-age=31536000, immutable";
-const NO_STORE: &str = "no-store";
+pub(super) const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
+pub(super) const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+pub(super) const NO_STORE: &str = "no-store";
 /// TARGETDURATION assumed before a generation's playlist exists (2 s segments).
 const DEFAULT_TD_S: u32 = 3;
 /// How often a playlist request held for an unreachable origin looks again.
@@ -149,7 +149,12 @@ fn live_router(state: HlsState) -> Router {
         .with_state(state)
 }
 
-fn respond(status: StatusCode, cache: &str, content_type: &str, body: impl Into<Body>) -> Response {
+pub(super) fn respond(
+    status: StatusCode,
+    cache: &str,
+    content_type: &str,
+    body: impl Into<Body>,
+) -> Response {
     let mut r = (status, body.into()).into_response();
     let h = r.headers_mut();
     if let Ok(v) = HeaderValue::from_str(cache) {
@@ -161,7 +166,7 @@ fn respond(status: StatusCode, cache: &str, content_type: &str, body: impl Into<
     r
 }
 
-fn not_found(what: &str) -> Response {
+pub(super) fn not_found(what: &str) -> Response {
     respond(
         StatusCode::NOT_FOUND,
         NO_STORE,

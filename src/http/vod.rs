@@ -14,7 +14,7 @@
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, request::Parts, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
@@ -22,15 +22,12 @@ use sluice_cluster::command::validate_slug;
 use sluice_cluster::model::{Recording, RecordingPiece, RecordingStatus};
 use sluice_media::playlist::names::{self, ObjectName};
 
-use super::hls::HlsState;
+use super::hls::{not_found, respond, HlsState, IMMUTABLE, NO_STORE, PLAYLIST_TYPE};
 use crate::edge::{Upstream, EDGE_HEADER, ORIGIN_PULL_HEADER};
 use crate::origin::recording::{combine, piece_file};
 use crate::origin::spool::generation_dir;
 use crate::origin::RENDITION;
 
-const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
-const IMMUTABLE: &str = "public, max-age=31536000, immutable";
-const NO_STORE: &str = "no-store";
 /// A finished recording's playlist: short, since it can still be deleted.
 const FINISHED: &str = "public, max-age=60";
 /// Largest piece playlist read from another node.
@@ -41,27 +38,6 @@ pub(crate) fn router(state: HlsState) -> Router {
         .route("/vod/{channel}/{file}", get(download))
         .route("/vod/{channel}/{generation}/{object}", get(object))
         .with_state(state)
-}
-
-fn respond(status: StatusCode, cache: &str, content_type: &str, body: impl Into<Body>) -> Response {
-    let mut r = (status, body.into()).into_response();
-    let h = r.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(cache) {
-        h.insert(header::CACHE_CONTROL, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(content_type) {
-        h.insert(header::CONTENT_TYPE, v);
-    }
-    r
-}
-
-fn not_found(what: &str) -> Response {
-    respond(
-        StatusCode::NOT_FOUND,
-        NO_STORE,
-        "text/plain; charset=utf-8",
-        format!("{what} not found\n"),
-    )
 }
 
 /// The recording of `generation` (not deleted), and each of its pieces' holder's HTTP
