@@ -91,6 +91,13 @@ enum Command {
         #[command(flatten)]
         api: cli::ApiArgs,
     },
+    /// Private channels' playback: tokens, signing keys (list, rotate, retire).
+    Playback {
+        #[command(subcommand)]
+        command: cli::PlaybackCommand,
+        #[command(flatten)]
+        api: cli::ApiArgs,
+    },
     /// Capture ports (found on the nodes' hardware): list, label, enable, bind.
     Port {
         #[command(subcommand)]
@@ -165,6 +172,7 @@ fn main() -> Result<()> {
         Command::Node { command, api } => runtime()?.block_on(cli::node(&api, command)),
         Command::Port { command, api } => runtime()?.block_on(cli::port(&api, command)),
         Command::Recording { command, api } => runtime()?.block_on(cli::recording(&api, command)),
+        Command::Playback { command, api } => runtime()?.block_on(cli::playback(&api, command)),
         Command::Package {
             input,
             out,

@@ -314,7 +314,7 @@ fn write_secret(path: &Path, value: &str) -> Result<()> {
     Ok(())
 }
 
-fn read_secret(path: &Path) -> Result<String> {
+pub(crate) fn read_secret(path: &Path) -> Result<String> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let value = text.trim().to_string();
@@ -446,7 +446,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
     let handle = ClusterHandle::new(dir.node_id, raft.clone(), sm, secret.clone())?;
 
     let shutdown = tokio_util_shutdown();
-    let cluster_app = raft_router(raft.clone(), secret).merge(handle.router());
+    let cluster_app = raft_router(raft.clone(), secret.clone()).merge(handle.router());
     let metrics = Arc::new(Metrics::default());
     let spool_root = c.data_dir.join("spool");
     let spool_status = Arc::new(std::sync::Mutex::new(spool::check_writable(&spool_root)));
@@ -473,6 +473,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
         format!("node-{:x}", dir.node_id),
         c.edge_cache_bytes,
         Duration::from_millis(c.edge_upstream_timeout_ms),
+        Some(secret.clone()),
     )?);
     let http_app = crate::http::app(
         crate::http::api::ApiState {
@@ -485,6 +486,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
         origins.clone(),
         edge.clone(),
         Arc::from(c.hlsjs_url.as_str()),
+        secret.clone(),
     );
     let reporter = crate::endpoint::Reporter {
         handle: handle.clone(),

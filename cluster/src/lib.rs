@@ -18,6 +18,7 @@ pub mod handle;
 pub mod model;
 pub mod network;
 pub mod placement;
+pub mod playback;
 pub mod state;
 pub mod store;
 pub mod supervisor;

@@ -236,6 +236,41 @@ pub struct StreamKey {
     pub revoked_ms: Option<i64>,
 }
 
+/// A secret carried in a command: serialized as it is (the log and the state are the
+/// node's own, 0600 files), shown as `<redacted>` by `Debug`, so no log line has it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// A key that signs playback tokens for private channels. The newest key not retired
+/// signs; every key not retired verifies, so tokens survive a rotation until their key is
+/// retired. Never shown by the API or in logs after it is made.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlaybackKey {
+    pub key_id: String,
+    /// 256 random bits, lower-case hex.
+    pub secret: String,
+    pub created_ms: i64,
+    pub retired_ms: Option<i64>,
+}
+
+impl std::fmt::Debug for PlaybackKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlaybackKey")
+            .field("key_id", &self.key_id)
+            .field("secret", &"<redacted>")
+            .field("created_ms", &self.created_ms)
+            .field("retired_ms", &self.retired_ms)
+            .finish()
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum GenerationState {

@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 
 use crate::model::{
     AdminToken, CapturePort, Channel, ChannelId, Endpoint, EndpointSnapshot, Generation, Node,
-    NodeId, RecordingStatus, StreamKey,
+    NodeId, PlaybackKey, RecordingStatus, StreamKey,
 };
 
 fn age_ms(seconds: u64) -> i64 {
@@ -37,6 +37,9 @@ pub struct State {
     /// Capture ports ordered by (node, device), each pair at most once.
     #[serde(default)]
     pub capture_ports: Vec<CapturePort>,
+    /// Keys that sign playback tokens, by key id.
+    #[serde(default)]
+    pub playback_keys: BTreeMap<String, PlaybackKey>,
 }
 
 impl State {
@@ -44,6 +47,14 @@ impl State {
     /// replica. A refused command leaves the state as it was.
     pub fn apply(&mut self, cmd: &Command) -> Result<Applied, Refusal> {
         command::apply(self, cmd)
+    }
+
+    /// The key new playback tokens are signed with: the newest one not retired.
+    pub fn signing_key(&self) -> Option<&PlaybackKey> {
+        self.playback_keys
+            .values()
+            .filter(|k| k.retired_ms.is_none())
+            .max_by(|a, b| (a.created_ms, &a.key_id).cmp(&(b.created_ms, &b.key_id)))
     }
 
     pub fn channel_by_slug(&self, slug: &str) -> Option<&Channel> {

@@ -296,7 +296,16 @@ impl Drop for Server {
 /// Three nodes, each started with `extra` flags: the first starts the cluster, the
 /// others join it; returns once all three are healthy voters.
 pub fn three_nodes(root: &Path, extra: &[&str]) -> Result<Vec<Server>> {
-    let first = Server::start(&root.join("n1"), extra)?;
+    three_nodes_with_env(root, extra, &[])
+}
+
+/// [`three_nodes`] with environment variables set for every node.
+pub fn three_nodes_with_env(
+    root: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Result<Vec<Server>> {
+    let first = Server::start_with_env(&root.join("n1"), extra, env)?;
     let join = format!("http://127.0.0.1:{}", first.cluster);
     let secret = first.dir.join("cluster.secret");
     let secret = secret.to_str().context("path")?.to_string();
@@ -304,7 +313,7 @@ pub fn three_nodes(root: &Path, extra: &[&str]) -> Result<Vec<Server>> {
     for name in ["n2", "n3"] {
         let mut flags = extra.to_vec();
         flags.extend(["--join", &join, "--cluster-secret-file", &secret]);
-        nodes.push(Server::start(&root.join(name), &flags)?);
+        nodes.push(Server::start_with_env(&root.join(name), &flags, env)?);
     }
     let http = Http::new(None)?;
     let auth = format!("Bearer {}", nodes[0].admin_token()?);
@@ -347,7 +356,7 @@ impl EdgeProcess {
             cmd.args(["--upstream", u]);
         }
         let child = cmd
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "info,sluice::access=debug")
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)

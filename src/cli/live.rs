@@ -474,3 +474,113 @@ pub(crate) async fn recording(api: &ApiArgs, cmd: RecordingCommand) -> Result<()
     }
     Ok(())
 }
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum PlaybackCommand {
+    /// A playback token for a private channel: prints the token and the URLs to give
+    /// players (on any node or edge).
+    Token {
+        channel: String,
+        /// Seconds the token is valid for.
+        #[arg(long, default_value_t = 3600)]
+        ttl: i64,
+        /// Only pages of this origin (https://site.example) may play with it.
+        #[arg(long)]
+        origin: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The signing keys (ids and dates; never the secrets).
+    Keys {
+        #[arg(long)]
+        json: bool,
+    },
+    /// A new key signs tokens from now on; tokens of older keys work until retired.
+    Rotate {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Tokens this key signed stop working on every node.
+    Retire {
+        key_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub(crate) async fn playback(api: &ApiArgs, cmd: PlaybackCommand) -> Result<()> {
+    match cmd {
+        PlaybackCommand::Token {
+            channel,
+            ttl,
+            origin,
+            json,
+        } => {
+            let mut body = serde_json::json!({ "ttl_s": ttl });
+            if let Some(origin) = origin {
+                body["origin"] = Value::String(origin);
+            }
+            let v = call(
+                api,
+                Method::POST,
+                &format!("/api/v1/channels/{channel}/playback-tokens"),
+                Some(body),
+            )
+            .await?;
+            print_or(json, &v, || {
+                format!(
+                    "token: {}\nplaylist: {}\nplayer: {}",
+                    v["token"].as_str().unwrap_or_default(),
+                    v["hls_path"].as_str().unwrap_or_default(),
+                    v["watch_path"].as_str().unwrap_or_default(),
+                )
+            });
+        }
+        PlaybackCommand::Keys { json } => {
+            let v = call(api, Method::GET, "/api/v1/playback-keys", None).await?;
+            print_or(json, &v, || {
+                let mut out = format!(
+                    "{:<14} {:<8} {:>15} {:>15}",
+                    "key", "signing", "created_ms", "retired_ms"
+                );
+                for k in v["keys"].as_array().into_iter().flatten() {
+                    out.push_str(&format!(
+                        "\n{:<14} {:<8} {:>15} {:>15}",
+                        k["key_id"].as_str().unwrap_or_default(),
+                        if k["signing"].as_bool().unwrap_or(false) {
+                            "yes"
+                        } else {
+                            ""
+                        },
+                        k["created_ms"],
+                        k["retired_ms"]
+                            .as_i64()
+                            .map_or("-".to_string(), |t| t.to_string()),
+                    ));
+                }
+                out
+            });
+        }
+        PlaybackCommand::Rotate { json } => {
+            let v = call(api, Method::POST, "/api/v1/playback-keys", None).await?;
+            print_or(json, &v, || {
+                format!(
+                    "key {} signs new tokens; retire older keys once their tokens have expired",
+                    v["key_id"].as_str().unwrap_or_default()
+                )
+            });
+        }
+        PlaybackCommand::Retire { key_id, json } => {
+            call(
+                api,
+                Method::DELETE,
+                &format!("/api/v1/playback-keys/{key_id}"),
+                None,
+            )
+            .await?;
+            let v = serde_json::json!({ "retired": key_id });
+            print_or(json, &v, || format!("key {key_id} retired"));
+        }
+    }
+    Ok(())
+}

@@ -9,7 +9,8 @@ use crate::http::api::ClusterStatus;
 
 mod live;
 pub(crate) use live::{
-    node, port, recording, stream, NodeCommand, PortCommand, RecordingCommand, StreamCommand,
+    node, playback, port, recording, stream, NodeCommand, PlaybackCommand, PortCommand,
+    RecordingCommand, StreamCommand,
 };
 
 /// Where the API is and how to authenticate: `--server` and `--token-file`, or both
@@ -419,6 +420,9 @@ pub(crate) enum ChannelCommand {
         /// Delete the oldest finished recordings while the channel's exceed this size.
         #[arg(long, value_name = "BYTES")]
         keep_bytes: Option<u64>,
+        /// Viewers need a playback token (`sluice playback token NAME`).
+        #[arg(long)]
+        private: bool,
         #[arg(long)]
         json: bool,
     },
@@ -467,9 +471,13 @@ pub(crate) async fn channel(api: &ApiArgs, cmd: ChannelCommand) -> Result<()> {
             dvr,
             keep_for,
             keep_bytes,
+            private,
             json,
         } => {
             let mut body = serde_json::json!({"name": name, "title": title});
+            if private {
+                body["visibility"] = serde_json::json!("private");
+            }
             body["recording"] = serde_json::json!(!no_recording);
             if let Some(seconds) = dvr {
                 body["ll_hls"] = serde_json::to_value(sluice_cluster::model::LlHlsSettings {

@@ -22,6 +22,7 @@ use sluice_media::playlist::blocking::Directives;
 use sluice_media::playlist::names;
 
 use super::{Edge, Upstream, DEFAULT_UPSTREAM_TIMEOUT, EDGE_HEADER};
+use crate::http::access::{keys_router, protect, AccessSnapshot, EdgeAccess, Gate, ACCESS_PATH};
 use crate::http::hls::playlist_key;
 use crate::origin::RENDITION;
 
@@ -47,6 +48,64 @@ pub(crate) struct EdgeArgs {
     /// Where the player page loads hls.js from.
     #[arg(long, default_value = crate::http::watch::DEFAULT_HLSJS_URL)]
     hlsjs_url: String,
+    /// The cluster secret (a member's data_dir/cluster.secret): this edge then checks
+    /// playback tokens of private channels itself and signs its upstream requests.
+    /// Without it, private channels get 403 here. Use https upstreams with it.
+    #[arg(long)]
+    cluster_secret_file: Option<std::path::PathBuf>,
+}
+
+/// How often an edge with the cluster secret refreshes which channels are private.
+const ACCESS_REFRESH: Duration = Duration::from_secs(2);
+
+/// Keeps `access` current from the first upstream that answers.
+async fn refresh_access(edge: Arc<Edge>, upstreams: Arc<[Upstream]>, access: Arc<EdgeAccess>) {
+    let Ok(client) = sluice_cluster::network::client_builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+    else {
+        return;
+    };
+    let mut failing = false;
+    loop {
+        let mut got = None;
+        for up in upstreams.iter() {
+            let url = format!("{}{ACCESS_PATH}", up.url);
+            let mut request = client.get(&url);
+            if let Some(signature) = edge.sign(&url) {
+                request = request.header(sluice_cluster::playback::UPSTREAM_HEADER, signature);
+            }
+            match request.send().await {
+                Ok(r) if r.status().is_success() => {
+                    if let Ok(snapshot) = r.json::<AccessSnapshot>().await {
+                        got = Some(snapshot);
+                        break;
+                    }
+                }
+                Ok(r) => {
+                    tracing::warn!(%url, status = r.status().as_u16(), "access snapshot refused (is the cluster secret right?)")
+                }
+                Err(e) => tracing::debug!(%url, error = %e, "access snapshot not fetched"),
+            }
+        }
+        match got {
+            Some(snapshot) => {
+                if failing {
+                    tracing::info!("access snapshot fetched again");
+                }
+                failing = false;
+                access.set(snapshot);
+            }
+            // The last snapshot stays: a channel made private meanwhile is still refused
+            // by its origin, which checks every unsigned request.
+            None if !failing => {
+                failing = true;
+                tracing::warn!("no upstream gave the access snapshot; keeping the last one");
+            }
+            None => {}
+        }
+        tokio::time::sleep(ACCESS_REFRESH).await;
+    }
 }
 
 #[derive(Clone)]
@@ -80,14 +139,21 @@ pub(crate) async fn run(args: EdgeArgs) -> Result<()> {
         }
         None => format!("edge-{}", &crate::serve::random_hex()?[..8]),
     };
+    let secret: Option<Arc<str>> = match &args.cluster_secret_file {
+        Some(path) => Some(Arc::from(crate::serve::read_secret(path)?.as_str())),
+        None => None,
+    };
     let edge = Arc::new(Edge::new(
         name.clone(),
         args.cache_bytes,
         Duration::from_millis(args.upstream_timeout_ms.max(1)),
+        secret.clone(),
     )?);
+    let upstreams: Arc<[Upstream]> = upstreams.into();
+    let upstreams_for_access = upstreams.clone();
     let state = EdgeState {
         edge: edge.clone(),
-        upstreams: upstreams.into(),
+        upstreams,
     };
     let viewer = Router::new()
         .route("/hls/{channel}/index.m3u8", get(multivariant))
@@ -99,6 +165,21 @@ pub(crate) async fn run(args: EdgeArgs) -> Result<()> {
         .route("/vod/{channel}/{file}", get(recorded))
         .route("/vod/{channel}/{generation}/{object}", get(recorded))
         .with_state(state);
+    let access = Arc::new(EdgeAccess::default());
+    if secret.is_none() {
+        // Nothing to learn: its requests are unsigned, so upstreams refuse it every
+        // private channel, and it serves public ones.
+        access.set(AccessSnapshot::default());
+    }
+    let gate = Gate::new(access.clone(), secret.clone());
+    let denials = gate.denials.clone();
+    let mut viewer = protect(viewer, gate);
+    if let Some(secret) = secret {
+        let upstreams: Arc<[Upstream]> = upstreams_for_access;
+        tokio::spawn(refresh_access(edge.clone(), upstreams, access.clone()));
+        let source = access.clone();
+        viewer = viewer.merge(keys_router(move || source.get(), secret));
+    }
     let metrics_edge = edge.clone();
     let app = crate::http::viewer_layers(viewer)
         .merge(crate::http::watch::router(Arc::from(
@@ -109,13 +190,16 @@ pub(crate) async fn run(args: EdgeArgs) -> Result<()> {
             "/metrics",
             get(move || {
                 let edge = metrics_edge.clone();
+                let denials = denials.clone();
                 async move {
                     let mut text = String::new();
                     crate::metrics::render_edge(&mut text, &edge);
+                    denials.render(&mut text);
                     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
                 }
             }),
-        );
+        )
+        .layer(axum::middleware::from_fn(crate::http::access_log));
     let listener = tokio::net::TcpListener::bind(args.http)
         .await
         .with_context(|| format!("binding http listener {}", args.http))?;

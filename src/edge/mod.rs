@@ -103,6 +103,8 @@ pub(crate) struct Edge {
     /// Upstreams that failed lately, skipped until then.
     down: Mutex<HashMap<String, Instant>>,
     pub(crate) counters: EdgeCounters,
+    /// Signs every upstream request (private channels are served to signed ones only).
+    upstream_secret: Option<Arc<str>>,
 }
 
 /// Why one upstream gave no usable answer.
@@ -115,7 +117,13 @@ enum Attempt {
 
 impl Edge {
     /// `timeout`: how long an upstream may take to answer, and to send each chunk.
-    pub(crate) fn new(name: String, cache_bytes: u64, timeout: Duration) -> anyhow::Result<Self> {
+    /// `upstream_secret`: the cluster secret, when this edge may pull private channels.
+    pub(crate) fn new(
+        name: String,
+        cache_bytes: u64,
+        timeout: Duration,
+        upstream_secret: Option<Arc<str>>,
+    ) -> anyhow::Result<Self> {
         let client = sluice_cluster::network::client_builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .build()?;
@@ -127,6 +135,7 @@ impl Edge {
             cache: Mutex::new(Cache::new(cache_bytes)),
             down: Mutex::new(HashMap::new()),
             counters: EdgeCounters::default(),
+            upstream_secret,
         })
     }
 
@@ -191,6 +200,17 @@ impl Edge {
             self.counters.coalesced.fetch_add(1, Ordering::Relaxed);
         }
         respond_from_fill(fill).await
+    }
+
+    /// The upstream signature for `url`'s path, when this edge holds the cluster secret.
+    pub(crate) fn sign(&self, url: &str) -> Option<String> {
+        let secret = self.upstream_secret.as_deref()?;
+        let path = reqwest::Url::parse(url).ok()?.path().to_string();
+        Some(sluice_cluster::playback::upstream_signature(
+            secret,
+            crate::serve::now_ms() / 1000,
+            &path,
+        ))
     }
 
     /// A response from the cache, counted as a hit.
@@ -302,6 +322,9 @@ impl Edge {
         fill: &Fill,
     ) -> Result<(), Attempt> {
         let mut request = self.client.get(url).header(EDGE_HEADER, via);
+        if let Some(signature) = self.sign(url) {
+            request = request.header(sluice_cluster::playback::UPSTREAM_HEADER, signature);
+        }
         if origin {
             request = request.header(ORIGIN_PULL_HEADER, "1");
         }

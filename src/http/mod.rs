@@ -1,6 +1,7 @@
 //! The node's HTTP listener: the viewer interface (`/hls`, `/watch`), the admin API
 //! (`/api/v1`), the dashboard (`/`), health, readiness and metrics.
 
+pub(crate) mod access;
 pub(crate) mod api;
 pub(crate) mod hls;
 pub(crate) mod ui;
@@ -49,6 +50,36 @@ async fn count_egress(
     axum::response::Response::from_parts(parts, Body::from_stream(counted))
 }
 
+/// One line per request at debug level (`RUST_LOG=sluice::access=debug`), with any
+/// playback token taken out of the path.
+pub(crate) async fn access_log(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if !tracing::enabled!(target: "sluice::access", tracing::Level::DEBUG) {
+        return next.run(request).await;
+    }
+    let started = Instant::now();
+    let method = request.method().clone();
+    let path = access::loggable_path(request.uri().path());
+    let via = request
+        .headers()
+        .get(crate::edge::EDGE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let response = next.run(request).await;
+    tracing::debug!(
+        target: "sluice::access",
+        %method,
+        path,
+        status = response.status().as_u16(),
+        ms = started.elapsed().as_millis() as u64,
+        via,
+        "request"
+    );
+    response
+}
+
 /// What every viewer route gets, on a node and on an external edge: gzip for playlists
 /// and open CORS.
 pub(crate) fn viewer_layers(router: Router) -> Router {
@@ -72,18 +103,24 @@ pub(crate) fn app(
     origins: Arc<Origins>,
     edge: Arc<Edge>,
     hlsjs_url: Arc<str>,
+    cluster_secret: Arc<str>,
 ) -> Router {
     let metrics = origins.metrics().clone();
     let handle = api.handle.clone();
     let render_edge = edge.clone();
     let alerts_from = api.handle.clone();
     let counted = metrics.clone();
+    let gate = access::Gate::new(Arc::new(handle.clone()), Some(cluster_secret.clone()));
+    let denials = gate.denials.clone();
     let viewer = viewer_layers(
-        hls::router(hls::HlsState {
-            origins,
-            edge,
-            handle,
-        })
+        access::protect(
+            hls::router(hls::HlsState {
+                origins,
+                edge,
+                handle: handle.clone(),
+            }),
+            gate,
+        )
         .layer(axum::middleware::from_fn(move |request, next| {
             count_egress(counted.clone(), request, next)
         })),
@@ -92,14 +129,20 @@ pub(crate) fn app(
         .merge(viewer)
         .merge(watch::router(hlsjs_url))
         .merge(ui::router())
+        .merge(access::keys_router(
+            move || access::snapshot_of(&handle),
+            cluster_secret,
+        ))
         .route(
             "/metrics",
             get(move || {
                 let metrics = metrics.clone();
                 let edge = render_edge.clone();
                 let cluster = alerts_from.clone();
+                let denials = denials.clone();
                 async move {
                     let mut text = metrics.render(Instant::now());
+                    denials.render(&mut text);
                     crate::metrics::render_edge(&mut text, &edge);
                     cluster.read_local(|s| {
                         crate::metrics::render_alerts(&mut text, s, crate::serve::now_ms())
@@ -108,4 +151,5 @@ pub(crate) fn app(
                 }
             }),
         )
+        .layer(axum::middleware::from_fn(access_log))
 }

@@ -71,7 +71,10 @@ const PAGE: &str = r#"<!doctype html>
 <script src="{{HLSJS_URL}}"></script>
 <script>
 (function () {
-  var url = "/hls/{{CHANNEL}}/index.m3u8";
+  // A private channel's page is opened with ?token=...: the token goes in front of the
+  // path, and every URL the playlists lead to keeps it.
+  var token = new URLSearchParams(location.search).get("token");
+  var url = (token ? "/t/" + encodeURIComponent(token) : "") + "/hls/{{CHANNEL}}/index.m3u8";
   var video = document.getElementById("video");
   var stats = { latency: null, fatal: null, state: "loading", native: false };
   window.sluicePlayer = stats;

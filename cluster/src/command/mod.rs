@@ -8,17 +8,19 @@ mod endpoint;
 mod generation;
 mod key;
 mod node;
+mod playback;
 mod port;
 
 pub use channel::{validate_slug, ChannelPatch};
 pub use endpoint::{MAX_CHANNELS_PER_SNAPSHOT, SNAPSHOT_HISTORY};
+pub use playback::MAX_PLAYBACK_KEYS;
 pub use port::DeviceSeen;
 
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
     ChannelId, EndpointKind, EndpointSnapshot, HealthThresholds, Ingest, LlHlsSettings, MediaInfo,
-    NodeId, NodeUrls, Placement, RecordingPiece, RetentionPolicy, Visibility,
+    NodeId, NodeUrls, Placement, RecordingPiece, RetentionPolicy, Secret, Visibility,
 };
 use crate::state::State;
 
@@ -177,6 +179,15 @@ pub enum Op {
     DeleteRecording {
         channel: String,
         generation: u64,
+    },
+    /// A new key that signs playback tokens from now on (rotation).
+    CreatePlaybackKey {
+        key_id: String,
+        secret: Secret,
+    },
+    /// The key verifies no token any more.
+    RetirePlaybackKey {
+        key_id: String,
     },
 }
 
@@ -420,5 +431,7 @@ pub fn apply(state: &mut State, cmd: &Command) -> Result<Applied, Refusal> {
             channel,
             generation,
         } => generation::delete_recording(state, at, channel, *generation),
+        Op::CreatePlaybackKey { key_id, secret } => playback::create(state, at, key_id, &secret.0),
+        Op::RetirePlaybackKey { key_id } => playback::retire(state, at, key_id),
     }
 }

@@ -29,6 +29,7 @@ pub(crate) mod channels;
 mod endpoints;
 mod members;
 pub(crate) mod nodes;
+mod playback;
 pub(crate) mod recordings;
 mod tokens;
 
@@ -69,6 +70,15 @@ pub(crate) fn router(state: ApiState) -> Router {
         )
         .route("/api/v1/tokens", get(tokens::list).post(tokens::create))
         .route("/api/v1/tokens/{id}", delete(tokens::revoke))
+        .route(
+            "/api/v1/playback-keys",
+            get(playback::list_keys).post(playback::rotate),
+        )
+        .route("/api/v1/playback-keys/{id}", delete(playback::retire))
+        .route(
+            "/api/v1/channels/{name}/playback-tokens",
+            post(playback::create_token),
+        )
         .route("/api/v1/endpoints", get(endpoints::list))
         .route(
             "/api/v1/endpoints/{name}",
@@ -121,7 +131,7 @@ pub(crate) fn router(state: ApiState) -> Router {
     info(
         title = "Sluice admin API",
         description = "Channels, stream keys, generations, nodes, cluster membership, \
-            endpoints, capture ports, recordings and API tokens of a Sluice cluster. Every route needs \
+            endpoints, capture ports, recordings, playback tokens and API tokens of a Sluice cluster. Every route needs \
             `Authorization: Bearer TOKEN`; read-only tokens may only GET."
     ),
     paths(
@@ -155,6 +165,10 @@ pub(crate) fn router(state: ApiState) -> Router {
         recordings::list,
         recordings::show,
         recordings::delete,
+        playback::create_token,
+        playback::list_keys,
+        playback::rotate,
+        playback::retire,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = []))

@@ -1,0 +1,273 @@
+//! Private channels: playback tokens checked at every node and at an external edge,
+//! never cached, forwarded or logged; key rotation; no secret in any log.
+
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use sluice_e2e::node::{three_nodes_with_env, wait_for, EdgeProcess, Http, Publisher, Server};
+use sluice_e2e::{make_small_stream, play_page, validate_playlists, TempDir};
+
+/// A player page whose hls.js the test browser answers from the npm copy.
+const HLSJS_URL: &str = "http://hlsjs.invalid/hls.min.js";
+const ACCESS_LOG: (&str, &str) = (
+    "RUST_LOG",
+    "info,sluice::access=debug,openraft=warn,srt_protocol=warn,srt_tokio=warn",
+);
+const PULLED_OBJECTS: &str = "sluice_pulled_requests_total{kind=\"object\"}";
+
+fn json(text: &str) -> Result<serde_json::Value> {
+    serde_json::from_str(text).with_context(|| format!("not JSON: {text}"))
+}
+
+/// A token from the CLI: (token, key id it was signed with is not shown; the hls path).
+fn token(node: &Server, channel: &str, extra: &[&str]) -> Result<String> {
+    let mut args = vec!["playback", "token", channel, "--json"];
+    args.extend(extra);
+    let v = json(&node.cli(&args)?)?;
+    let t = v["token"].as_str().context("token")?.to_string();
+    ensure!(
+        v["hls_path"] == format!("/t/{t}/hls/{channel}/index.m3u8"),
+        "hls_path {}",
+        v["hls_path"]
+    );
+    Ok(t)
+}
+
+fn media(token: &str) -> String {
+    format!("/t/{token}/hls/cam/source/index.m3u8")
+}
+
+/// The last segment's URI in a media playlist (relative to it).
+fn last_segment(text: &str) -> Option<String> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && l.ends_with(".m4s"))
+        .last()
+        .map(String::from)
+}
+
+fn expect_forbidden(http: &Http, url: &str, headers: &[(&str, &str)], why: &str) -> Result<()> {
+    let r = http.get(url, headers)?;
+    ensure!(
+        r.status == 403,
+        "{why}: {url} answered {} (want 403): {}",
+        r.status,
+        r.text()
+    );
+    ensure!(
+        r.header("cache-control") == "no-store",
+        "{why}: 403 with cache-control {:?}",
+        r.header("cache-control")
+    );
+    Ok(())
+}
+
+#[test]
+fn private_channels_play_with_a_token_at_every_node_and_edge() -> Result<()> {
+    let tmp = TempDir::new("security")?;
+    let fixture = tmp.path().join("gop60.flv");
+    make_small_stream(&fixture)?;
+    let nodes = three_nodes_with_env(tmp.path(), &["--hlsjs-url", HLSJS_URL], &[ACCESS_LOG])?;
+    let secret_file = nodes[0].dir.join("cluster.secret");
+    let secret_path = secret_file.to_str().context("path")?;
+    let mut edge = EdgeProcess::start(
+        &tmp.path().join("edge.log"),
+        &[nodes[1].base()],
+        &[
+            "--cluster-secret-file",
+            secret_path,
+            "--hlsjs-url",
+            HLSJS_URL,
+        ],
+    )?;
+    let created = json(&nodes[0].cli(&["channel", "create", "cam", "--private", "--json"])?)?;
+    let key = created["stream_key"]
+        .as_str()
+        .context("stream key")?
+        .to_string();
+    nodes[0].cli(&["channel", "create", "other", "--private"])?;
+    let _publisher = Publisher::ffmpeg_loop(
+        &fixture,
+        &nodes[0].rtmp_url(&key),
+        &tmp.path().join("ff.log"),
+    )?;
+
+    let valid = token(&nodes[0], "cam", &[])?;
+    let expiring = token(&nodes[0], "cam", &["--ttl", "1"])?;
+    let other = token(&nodes[0], "other", &[])?;
+    let bound = token(&nodes[0], "cam", &["--origin", "https://site.example"])?;
+    // The last hex digit of the MAC changed.
+    let forged = {
+        let mut t = valid.clone();
+        let last = t.pop().context("empty token")?;
+        t.push(if last == '0' { '1' } else { '0' });
+        t
+    };
+
+    let http = Http::new(None)?;
+    let bases = [nodes[0].base(), nodes[2].base(), edge.base()];
+    for base in &bases {
+        wait_for(
+            Duration::from_secs(40),
+            "the private stream with a token",
+            || {
+                let r = http.get(&format!("{base}{}", media(&valid)), &[]).ok()?;
+                (r.status == 200 && r.text().matches("#EXTINF").count() >= 2).then_some(())
+            },
+        )
+        .with_context(|| format!("{base}\n{}\n{}", nodes[0].log(), edge.log()))?;
+    }
+
+    // Refused everywhere: no token, forged, another channel's, expired (its second is
+    // over by now), and an origin-bound one from another page.
+    for base in &bases {
+        for (path, why) in [
+            ("/hls/cam/source/index.m3u8".to_string(), "no token"),
+            ("/hls/cam/index.m3u8".to_string(), "no token (multivariant)"),
+            (media(&forged), "forged"),
+            (media(&other), "another channel's token"),
+            (media(&expiring), "expired"),
+            (media(&bound), "origin-bound token without an origin"),
+        ] {
+            expect_forbidden(&http, &format!("{base}{path}"), &[], why)?;
+        }
+        expect_forbidden(
+            &http,
+            &format!("{base}{}", media(&bound)),
+            &[("origin", "https://evil.example")],
+            "origin-bound token from another origin",
+        )?;
+        let from_site = http.get(
+            &format!("{base}{}", media(&bound)),
+            &[("origin", "https://site.example")],
+        )?;
+        ensure!(
+            from_site.status == 200,
+            "{base}: origin-bound token from its origin: {}",
+            from_site.status
+        );
+    }
+    for (base, reason) in [(&bases[1], "expired"), (&bases[2], "bad_signature")] {
+        let line = format!("sluice_playback_denied_total{{reason=\"{reason}\"}}");
+        ensure!(http.metric(base, &line)? >= 1, "{base}: no {line}");
+    }
+
+    // Strict playlists through a non-origin node and the edge, objects too.
+    let mut playlists = Vec::new();
+    for base in &bases[1..] {
+        playlists.push(format!("{base}{}", media(&valid)));
+        playlists.push(format!("{base}/t/{valid}/hls/cam/index.m3u8"));
+    }
+    validate_playlists(&playlists)?;
+
+    // Many viewers with their own tokens: one fetch from the origin serves them all.
+    let viewers: Vec<String> = (0..5)
+        .map(|_| token(&nodes[0], "cam", &[]))
+        .collect::<Result<_>>()?;
+    let playlist = http
+        .get(&format!("{}{}", bases[1], media(&viewers[0])), &[])?
+        .text();
+    let segment = last_segment(&playlist).context("no segment listed")?;
+    let pulled_before = http.metric(&bases[0], PULLED_OBJECTS)?;
+    let mut first = None;
+    for t in &viewers {
+        let r = http.get(&format!("{}/t/{t}/hls/cam/source/{segment}", bases[1]), &[])?;
+        ensure!(r.status == 200, "segment with a token: {}", r.status);
+        ensure!(
+            r.header("cache-control").contains("immutable"),
+            "segment cache-control {:?}",
+            r.header("cache-control")
+        );
+        match &first {
+            None => first = Some(r.body),
+            Some(b) => ensure!(*b == r.body, "viewers got different bytes"),
+        }
+    }
+    let pulled = http.metric(&bases[0], PULLED_OBJECTS)? - pulled_before;
+    ensure!(
+        pulled == 1,
+        "{pulled} origin fetches for one segment asked for with 5 tokens"
+    );
+    // The same object without a token is still refused at the node that cached it.
+    expect_forbidden(
+        &http,
+        &format!("{}/hls/cam/source/{segment}", bases[1]),
+        &[],
+        "cached object without a token",
+    )?;
+
+    // hls.js plays the player page through the external edge.
+    let played = play_page(
+        &edge.url(&format!("/watch/cam?token={valid}")),
+        6,
+        Duration::from_secs(60),
+    )?;
+    ensure!(played.ok, "hls.js through the edge: {}", played.report);
+
+    // Rotation: the old key's tokens work until it is retired, the new key's after.
+    let keys = json(&nodes[0].cli(&["playback", "keys", "--json"])?)?;
+    let old_key = keys["keys"][0]["key_id"]
+        .as_str()
+        .context("key id")?
+        .to_string();
+    nodes[0].cli(&["playback", "rotate"])?;
+    let fresh = token(&nodes[0], "cam", &[])?;
+    ensure!(
+        !fresh.contains(&format!(".{old_key}.")),
+        "a rotated key still signs: {fresh}"
+    );
+    for t in [&valid, &fresh] {
+        let r = http.get(&format!("{}{}", bases[1], media(t)), &[])?;
+        ensure!(r.status == 200, "after rotation: {}", r.status);
+    }
+    nodes[0].cli(&["playback", "retire", &old_key])?;
+    for base in &bases {
+        wait_for(
+            Duration::from_secs(10),
+            "a retired key's token refused",
+            || {
+                let r = http.get(&format!("{base}{}", media(&valid)), &[]).ok()?;
+                (r.status == 403).then_some(())
+            },
+        )?;
+        let r = http.get(&format!("{base}{}", media(&fresh)), &[])?;
+        ensure!(r.status == 200, "{base}: the new key's token: {}", r.status);
+    }
+
+    // The origin's access log saw the pulls (without tokens), and no log has a secret.
+    edge.kill();
+    let origin_log = nodes[0].log();
+    ensure!(
+        origin_log.lines().any(|l| l.contains("sluice::access")
+            && l.contains("/hls/cam/source/")
+            && l.contains("via")),
+        "no pull-through request in the origin's access log"
+    );
+    let mut secrets = vec![
+        key.clone(),
+        nodes[0].admin_token()?,
+        std::fs::read_to_string(&secret_file)?.trim().to_string(),
+        valid.clone(),
+        fresh.clone(),
+        forged.clone(),
+    ];
+    secrets.extend(viewers.iter().cloned());
+    let logs = [
+        ("node 1", origin_log),
+        ("node 2", nodes[1].log()),
+        ("node 3", nodes[2].log()),
+        ("edge", edge.log()),
+    ];
+    for (name, log) in &logs {
+        ensure!(!log.is_empty(), "{name}: empty log");
+        for s in &secrets {
+            // The MAC alone is a secret-bearing part of a token.
+            let needle = s.rsplit('.').next().unwrap_or(s);
+            ensure!(
+                !log.contains(needle),
+                "{name}'s log contains a secret ({}...)",
+                &needle[..8.min(needle.len())]
+            );
+        }
+    }
+    Ok(())
+}

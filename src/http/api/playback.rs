@@ -1,0 +1,224 @@
+//! Playback tokens for private channels, and the keys that sign them.
+//!
+//! ```text
+//! POST   /api/v1/channels/{name}/playback-tokens   {ttl_s, origin?} -> token, paths
+//! GET    /api/v1/playback-keys                     ids and dates (never the secrets)
+//! POST   /api/v1/playback-keys                     rotate: a new key signs from now on
+//! DELETE /api/v1/playback-keys/{id}                retire: its tokens stop working
+//! ```
+
+use axum::body::Bytes;
+use axum::extract::{Path, State as AxumState};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use sluice_cluster::command::Op;
+use sluice_cluster::model::{PlaybackKey, Secret};
+use sluice_cluster::playback::{self, MAX_TOKEN_TTL_S};
+use utoipa::ToSchema;
+
+use super::channels::with_channel;
+use super::{cluster_error, error, parse, propose, ApiState};
+use crate::serve::{now_ms, random_hex};
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NewPlaybackToken {
+    /// Seconds the token is valid for (default 3600, at most a year).
+    #[serde(default = "default_ttl")]
+    #[schema(minimum = 1, maximum = 31622400)]
+    ttl_s: i64,
+    /// Only pages of this origin (`https://site.example[:port]`, as the browser sends
+    /// it in `Origin` or `Referer`) may play with the token.
+    #[serde(default)]
+    origin: Option<String>,
+}
+
+fn default_ttl() -> i64 {
+    3600
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct PlaybackToken {
+    channel: String,
+    token: String,
+    expires_ms: i64,
+    /// The multivariant playlist with the token: give players this URL (on any node or
+    /// edge); every URL it leads to keeps the token.
+    hls_path: String,
+    /// The player page with the token.
+    watch_path: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct PlaybackKeyView {
+    key_id: String,
+    created_ms: i64,
+    retired_ms: Option<i64>,
+    /// This key signs new tokens (the newest key not retired).
+    signing: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct PlaybackKeyList {
+    keys: Vec<PlaybackKeyView>,
+}
+
+/// Proposes a new signing key.
+async fn new_key(s: &ApiState) -> Result<String, Response> {
+    let (Ok(id), Ok(secret)) = (random_hex(), random_hex()) else {
+        return Err(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "no randomness for a key",
+            None,
+        ));
+    };
+    let key_id = format!("pk{}", &id[..10]);
+    propose(
+        s,
+        Op::CreatePlaybackKey {
+            key_id: key_id.clone(),
+            secret: Secret(secret),
+        },
+    )
+    .await?;
+    Ok(key_id)
+}
+
+#[utoipa::path(post, path = "/api/v1/channels/{name}/playback-tokens", tag = "playback",
+    params(("name" = String, Path, description = "Channel name")),
+    request_body = NewPlaybackToken,
+    responses(
+        (status = 201, body = PlaybackToken),
+        (status = 400, body = super::ApiError),
+        (status = 404, body = super::ApiError),
+        (status = 422, body = super::ApiError),
+    ))]
+pub(super) async fn create_token(
+    AxumState(s): AxumState<ApiState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    let req: NewPlaybackToken = match parse(&body) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    if !(1..=MAX_TOKEN_TTL_S).contains(&req.ttl_s) {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("ttl_s: must be 1 to {MAX_TOKEN_TTL_S} seconds"),
+            Some("ttl_s"),
+        );
+    }
+    if let Some(origin) = &req.origin {
+        if let Err(why) = playback::validate_origin(origin) {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("origin: {why}"),
+                Some("origin"),
+            );
+        }
+    }
+    let pick = |st: &sluice_cluster::State, c: &sluice_cluster::model::Channel| {
+        (c.id, st.signing_key().cloned())
+    };
+    let (channel, key) = match with_channel(&s, &name, pick).await {
+        Ok((channel, Some(key))) => (channel, key),
+        Ok((_, None)) => {
+            // The first token of the cluster: make its first key.
+            if let Err(r) = new_key(&s).await {
+                return r;
+            }
+            match with_channel(&s, &name, pick).await {
+                Ok((channel, Some(key))) => (channel, key),
+                Ok((_, None)) => {
+                    return error(StatusCode::CONFLICT, "no playback key to sign with", None)
+                }
+                Err(r) => return r,
+            }
+        }
+        Err(r) => return r,
+    };
+    let expires_s = now_ms() / 1000 + req.ttl_s;
+    let token = playback::sign(&key, channel, expires_s, req.origin.as_deref());
+    tracing::info!(channel = %name, key = %key.key_id, expires_s, "playback token issued");
+    (
+        StatusCode::CREATED,
+        Json(PlaybackToken {
+            hls_path: format!("/t/{token}/hls/{name}/index.m3u8"),
+            watch_path: format!("/watch/{name}?token={token}"),
+            channel: name,
+            token,
+            expires_ms: expires_s * 1000,
+        }),
+    )
+        .into_response()
+}
+
+fn views(keys: &[PlaybackKey], signing: Option<&str>) -> Vec<PlaybackKeyView> {
+    keys.iter()
+        .map(|k| PlaybackKeyView {
+            key_id: k.key_id.clone(),
+            created_ms: k.created_ms,
+            retired_ms: k.retired_ms,
+            signing: Some(k.key_id.as_str()) == signing,
+        })
+        .collect()
+}
+
+#[utoipa::path(get, path = "/api/v1/playback-keys", tag = "playback",
+    responses((status = 200, body = PlaybackKeyList)))]
+pub(super) async fn list_keys(AxumState(s): AxumState<ApiState>) -> Response {
+    let listed = s
+        .handle
+        .read_linearizable(|st| {
+            let keys: Vec<PlaybackKey> = st.playback_keys.values().cloned().collect();
+            let signing = st.signing_key().map(|k| k.key_id.clone());
+            views(&keys, signing.as_deref())
+        })
+        .await;
+    match listed {
+        Ok(keys) => Json(PlaybackKeyList { keys }).into_response(),
+        Err(e) => cluster_error(e),
+    }
+}
+
+#[utoipa::path(post, path = "/api/v1/playback-keys", tag = "playback",
+    responses(
+        (status = 201, description = "The new key signs from now on; older keys still verify until retired", body = PlaybackKeyView),
+        (status = 422, body = super::ApiError),
+    ))]
+pub(super) async fn rotate(AxumState(s): AxumState<ApiState>) -> Response {
+    let key_id = match new_key(&s).await {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    tracing::info!(key = %key_id, "playback key rotated");
+    (
+        StatusCode::CREATED,
+        Json(PlaybackKeyView {
+            key_id,
+            created_ms: now_ms(),
+            retired_ms: None,
+            signing: true,
+        }),
+    )
+        .into_response()
+}
+
+#[utoipa::path(delete, path = "/api/v1/playback-keys/{id}", tag = "playback",
+    params(("id" = String, Path, description = "Key id")),
+    responses(
+        (status = 204, description = "Retired: tokens it signed stop working on every node"),
+        (status = 404, body = super::ApiError),
+    ))]
+pub(super) async fn retire(AxumState(s): AxumState<ApiState>, Path(id): Path<String>) -> Response {
+    match propose(&s, Op::RetirePlaybackKey { key_id: id.clone() }).await {
+        Ok(_) => {
+            tracing::info!(key = %id, "playback key retired");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(r) => r,
+    }
+}
