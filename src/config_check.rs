@@ -179,6 +179,19 @@ pub(crate) fn check(c: &Config, files: bool) -> Vec<Problem> {
     if c.tls_cert.is_some() != c.tls_key.is_some() {
         out.push(problem("tls_key", "tls_cert and tls_key go together"));
     }
+    if c.rtmps.is_some() && c.tls_cert.is_none() {
+        out.push(problem(
+            "rtmps",
+            "RTMPS needs tls_cert and tls_key (the certificate encoders see)",
+        ));
+    }
+    let cluster_tls = [&c.cluster_tls_cert, &c.cluster_tls_key, &c.cluster_ca];
+    if cluster_tls.iter().any(|f| f.is_some()) && !cluster_tls.iter().all(|f| f.is_some()) {
+        out.push(problem(
+            "cluster_ca",
+            "cluster_tls_cert, cluster_tls_key and cluster_ca go together",
+        ));
+    }
     if let Some(host) = &c.public_host {
         if host.is_empty() || host.contains('/') || host.contains(char::is_whitespace) {
             out.push(problem(
@@ -195,6 +208,9 @@ pub(crate) fn check(c: &Config, files: bool) -> Vec<Problem> {
         );
         check_file(&mut out, "tls_cert", c.tls_cert.as_deref());
         check_file(&mut out, "tls_key", c.tls_key.as_deref());
+        check_file(&mut out, "cluster_tls_cert", c.cluster_tls_cert.as_deref());
+        check_file(&mut out, "cluster_tls_key", c.cluster_tls_key.as_deref());
+        check_file(&mut out, "cluster_ca", c.cluster_ca.as_deref());
     }
     out
 }

@@ -12,6 +12,7 @@ mod origin;
 mod package;
 mod sdi;
 mod serve;
+mod tls;
 
 use std::path::PathBuf;
 

@@ -75,6 +75,14 @@ pub(crate) struct Config {
     /// With both, the HTTP listener speaks TLS (HTTP/2 and HTTP/1.1).
     pub(crate) tls_cert: Option<PathBuf>,
     pub(crate) tls_key: Option<PathBuf>,
+    /// RTMPS ingest (RTMP over TLS with `tls_cert`/`tls_key`): `rtmps://host:PORT/app`.
+    pub(crate) rtmps: Option<SocketAddr>,
+    /// Mutual TLS on the cluster listener: this node's certificate and key (signed by
+    /// `cluster_ca`), and the CA every node's certificate must be signed by. All three or
+    /// none; with them, cluster URLs are https://.
+    pub(crate) cluster_tls_cert: Option<PathBuf>,
+    pub(crate) cluster_tls_key: Option<PathBuf>,
+    pub(crate) cluster_ca: Option<PathBuf>,
     /// Host name printed in the OBS and watch URLs (default: the listener's address,
     /// or 127.0.0.1 when it listens on all addresses).
     pub(crate) public_host: Option<String>,
@@ -118,6 +126,10 @@ impl Default for Config {
             tls_cert: None,
             tls_key: None,
             public_host: None,
+            rtmps: None,
+            cluster_tls_cert: None,
+            cluster_tls_key: None,
+            cluster_ca: None,
             sdi: SdiConfig::default(),
         }
     }
@@ -169,6 +181,18 @@ pub(crate) struct ServeArgs {
     /// Private key (PEM) for TLS on the HTTP listener.
     #[arg(long)]
     tls_key: Option<PathBuf>,
+    /// RTMPS ingest address (uses --tls-cert / --tls-key).
+    #[arg(long)]
+    rtmps: Option<SocketAddr>,
+    /// This node's certificate (PEM) for mutual TLS on the cluster listener.
+    #[arg(long)]
+    cluster_tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long)]
+    cluster_tls_key: Option<PathBuf>,
+    /// The cluster CA (PEM): peers must present a certificate it signed.
+    #[arg(long)]
+    cluster_ca: Option<PathBuf>,
     /// URL the player page loads hls.js from.
     #[arg(long)]
     hlsjs_url: Option<String>,
@@ -271,6 +295,18 @@ impl ServeArgs {
         }
         if self.public_host.is_some() {
             c.public_host = self.public_host.clone();
+        }
+        if self.rtmps.is_some() {
+            c.rtmps = self.rtmps;
+        }
+        if self.cluster_tls_cert.is_some() {
+            c.cluster_tls_cert = self.cluster_tls_cert.clone();
+        }
+        if self.cluster_tls_key.is_some() {
+            c.cluster_tls_key = self.cluster_tls_key.clone();
+        }
+        if self.cluster_ca.is_some() {
+            c.cluster_ca = self.cluster_ca.clone();
         }
         if let Some(n) = self.sdi_simulated_ports {
             c.sdi.simulated_ports = n;
@@ -401,13 +437,34 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
         c.data_dir.join("http.url"),
         format!("http://{http_host}:{}\n", http_addr.port()),
     )?;
+    let cluster_tls = match (&c.cluster_tls_cert, &c.cluster_tls_key, &c.cluster_ca) {
+        (Some(cert), Some(key), Some(ca)) => {
+            let mut identity =
+                std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
+            identity.push(b'\n');
+            identity
+                .extend(std::fs::read(key).with_context(|| format!("reading {}", key.display()))?);
+            sluice_cluster::network::set_cluster_tls(sluice_cluster::network::ClusterTls {
+                ca_pem: std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?,
+                identity_pem: identity,
+            })
+            .map_err(|e| anyhow::anyhow!(e))?;
+            Some(crate::tls::cluster_server_config(cert, key, ca)?)
+        }
+        _ => None,
+    };
     let advertise = c.advertise_cluster.clone().unwrap_or_else(|| {
         let host = if cluster_addr.ip().is_unspecified() {
             "127.0.0.1".to_string()
         } else {
             cluster_addr.ip().to_string()
         };
-        format!("http://{host}:{}", cluster_addr.port())
+        let scheme = if cluster_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{host}:{}", cluster_addr.port())
     });
 
     // A follower that knew a leader waits out the leader's lease (election_timeout_max)
@@ -501,15 +558,53 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     {
         let rx = shutdown.subscribe();
-        tasks.spawn(async move {
-            use axum::serve::ListenerExt;
-            let cluster_listener = cluster_listener.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            let _ = axum::serve(cluster_listener, cluster_app)
-                .with_graceful_shutdown(wait(rx))
-                .await;
-        });
+        match cluster_tls {
+            None => {
+                tasks.spawn(async move {
+                    use axum::serve::ListenerExt;
+                    let cluster_listener = cluster_listener.tap_io(|tcp| {
+                        let _ = tcp.set_nodelay(true);
+                    });
+                    let _ = axum::serve(cluster_listener, cluster_app)
+                        .with_graceful_shutdown(wait(rx))
+                        .await;
+                });
+            }
+            Some(config) => {
+                // Mutual TLS: a peer whose certificate the cluster CA did not sign is
+                // refused in the handshake (and logged), before any request is read.
+                use axum_server::accept::NoDelayAcceptor;
+                let acceptor = crate::tls::LoggedAcceptor::new(
+                    axum_server::tls_rustls::RustlsAcceptor::new(
+                        axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config)),
+                    )
+                    .acceptor(NoDelayAcceptor),
+                    "cluster listener",
+                );
+                let server_handle = axum_server::Handle::new();
+                let stopping = server_handle.clone();
+                let listener = cluster_listener.into_std()?;
+                tasks.spawn(async move {
+                    match axum_server::from_tcp(listener) {
+                        Ok(server) => {
+                            let served = server
+                                .acceptor(acceptor)
+                                .handle(server_handle)
+                                .serve(cluster_app.into_make_service())
+                                .await;
+                            if let Err(e) = served {
+                                tracing::error!(error = %e, "cluster listener failed");
+                            }
+                        }
+                        Err(e) => tracing::error!(error = %e, "cluster listener failed"),
+                    }
+                });
+                tasks.spawn(async move {
+                    wait(rx).await;
+                    stopping.graceful_shutdown(Some(Duration::from_secs(2)));
+                });
+            }
+        }
     }
     {
         let tls = match (&c.tls_cert, &c.tls_key) {

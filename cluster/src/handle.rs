@@ -116,7 +116,7 @@ impl ClusterHandle {
         sm: StateMachine,
         secret: Arc<str>,
     ) -> Result<Self, reqwest::Error> {
-        let client = crate::network::client_builder()
+        let client = crate::network::cluster_client_builder()
             .timeout(FORWARD_TIMEOUT)
             .build()?;
         Ok(Self {

@@ -117,13 +117,51 @@ pub fn client_builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
 }
 
+/// The cluster CA and this node's certificate and key (PEM), when the cluster
+/// listener speaks mutual TLS: every client of another node's cluster listener trusts
+/// that CA only and presents this node's certificate.
+pub struct ClusterTls {
+    pub ca_pem: Vec<u8>,
+    /// The certificate chain, then the private key.
+    pub identity_pem: Vec<u8>,
+}
+
+static CLUSTER_TLS: std::sync::OnceLock<ClusterTls> = std::sync::OnceLock::new();
+
+/// Set once at start, before any cluster client is made.
+pub fn set_cluster_tls(tls: ClusterTls) -> Result<(), String> {
+    reqwest::Certificate::from_pem(&tls.ca_pem).map_err(|e| format!("cluster CA: {e}"))?;
+    reqwest::Identity::from_pem(&tls.identity_pem)
+        .map_err(|e| format!("cluster certificate and key: {e}"))?;
+    CLUSTER_TLS
+        .set(tls)
+        .map_err(|_| "the cluster TLS is already set".to_string())
+}
+
+/// A client builder for other nodes' cluster listeners (with the cluster's mutual TLS
+/// when it is configured).
+pub fn cluster_client_builder() -> reqwest::ClientBuilder {
+    let builder = client_builder();
+    let Some(tls) = CLUSTER_TLS.get() else {
+        return builder;
+    };
+    let (Ok(ca), Ok(identity)) = (
+        reqwest::Certificate::from_pem(&tls.ca_pem),
+        reqwest::Identity::from_pem(&tls.identity_pem),
+    ) else {
+        // Checked in set_cluster_tls.
+        return builder;
+    };
+    builder.tls_certs_only([ca]).identity(identity)
+}
+
 impl HttpNetwork {
     pub fn new(
         from: NodeId,
         secret: Arc<str>,
         faults: Arc<Faults>,
     ) -> Result<Self, reqwest::Error> {
-        let client = client_builder()
+        let client = cluster_client_builder()
             .connect_timeout(Duration::from_secs(2))
             .timeout(RPC_TIMEOUT)
             .build()?;

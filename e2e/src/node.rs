@@ -62,6 +62,57 @@ impl TlsFiles {
     }
 }
 
+/// A certificate authority for a cluster's mutual TLS, and the node certificates it
+/// signs (for 127.0.0.1 / localhost), written as PEM files.
+pub struct TestCa {
+    pub cert: PathBuf,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    dir: PathBuf,
+}
+
+impl TestCa {
+    pub fn create(dir: &Path, name: &str) -> Result<Self> {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, format!("{name} test CA"));
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = rcgen::KeyPair::generate()?;
+        let cert = params.self_signed(&key)?;
+        let path = dir.join(format!("{name}-ca.pem"));
+        std::fs::write(&path, cert.pem())?;
+        Ok(Self {
+            cert: path,
+            issuer: rcgen::Issuer::new(params, key),
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// A node certificate and key signed by this CA: (cert path, key path).
+    pub fn node(&self, name: &str) -> Result<(PathBuf, PathBuf)> {
+        let mut params =
+            rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let key = rcgen::KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        let cert_path = self.dir.join(format!("{name}-cert.pem"));
+        let key_path = self.dir.join(format!("{name}-key.pem"));
+        std::fs::write(&cert_path, cert.pem())?;
+        std::fs::write(&key_path, key.serialize_pem())?;
+        Ok((cert_path, key_path))
+    }
+}
+
 /// One node, started with its own data dir and free ports.
 pub struct Server {
     pub dir: PathBuf,

@@ -1,10 +1,13 @@
 //! Private channels: playback tokens checked at every node and at an external edge,
 //! never cached, forwarded or logged; key rotation; no secret in any log.
 
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use sluice_e2e::node::{three_nodes_with_env, wait_for, EdgeProcess, Http, Publisher, Server};
+use sluice_e2e::node::{
+    three_nodes_with_env, wait_for, EdgeProcess, Http, Publisher, Server, TestCa,
+};
 use sluice_e2e::{make_small_stream, play_page, validate_playlists, TempDir};
 
 /// A player page whose hls.js the test browser answers from the npm copy.
@@ -269,5 +272,192 @@ fn private_channels_play_with_a_token_at_every_node_and_edge() -> Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// The cluster flags of a node whose certificate `ca` signed.
+fn cluster_tls_flags(ca: &TestCa, name: &str) -> Result<Vec<String>> {
+    let (cert, key) = ca.node(name)?;
+    Ok(vec![
+        "--cluster-tls-cert".into(),
+        cert.display().to_string(),
+        "--cluster-tls-key".into(),
+        key.display().to_string(),
+        "--cluster-ca".into(),
+        ca.cert.display().to_string(),
+    ])
+}
+
+/// A client of a cluster listener presenting `identity` (cert + key PEM), or none.
+fn cluster_client(
+    ca: &TestCa,
+    identity: Option<(&Path, &Path)>,
+) -> Result<reqwest::blocking::Client> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut b = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .no_proxy()
+        .tls_certs_only([reqwest::Certificate::from_pem(&std::fs::read(&ca.cert)?)?]);
+    if let Some((cert, key)) = identity {
+        let mut pem = std::fs::read(cert)?;
+        pem.extend(std::fs::read(key)?);
+        b = b.identity(reqwest::Identity::from_pem(&pem)?);
+    }
+    Ok(b.build()?)
+}
+
+fn voters(node: &Server, http: &Http) -> Option<usize> {
+    let (status, v) = node
+        .api(
+            http,
+            reqwest::Method::GET,
+            "/api/v1/cluster",
+            serde_json::Value::Null,
+        )
+        .ok()?;
+    (status == 200).then_some(())?;
+    Some(
+        v["members"]
+            .as_array()?
+            .iter()
+            .filter(|m| m["voter"] == true && m["healthy"] == true)
+            .count(),
+    )
+}
+
+#[test]
+fn the_cluster_listener_refuses_nodes_without_the_cluster_certificate() -> Result<()> {
+    let tmp = TempDir::new("cluster-tls")?;
+    let ca = TestCa::create(tmp.path(), "cluster")?;
+    let foreign = TestCa::create(tmp.path(), "foreign")?;
+    let flags1 = cluster_tls_flags(&ca, "n1")?;
+    let n1 = Server::start(
+        &tmp.path().join("n1"),
+        &flags1.iter().map(String::as_str).collect::<Vec<_>>(),
+    )?;
+    let join = format!("https://127.0.0.1:{}", n1.cluster);
+    let secret_file = n1.dir.join("cluster.secret");
+    let secret_path = secret_file.to_str().context("path")?.to_string();
+    let join_flags = |tls: Vec<String>| -> Vec<String> {
+        let mut f = tls;
+        f.extend([
+            "--join".to_string(),
+            join.clone(),
+            "--cluster-secret-file".into(),
+            secret_path.clone(),
+        ]);
+        f
+    };
+    let flags2 = join_flags(cluster_tls_flags(&ca, "n2")?);
+    let n2 = Server::start(
+        &tmp.path().join("n2"),
+        &flags2.iter().map(String::as_str).collect::<Vec<_>>(),
+    )?;
+    let http = Http::new(None)?;
+    wait_for(
+        Duration::from_secs(30),
+        "two healthy voters over mutual TLS",
+        || (voters(&n1, &http)? == 2).then_some(()),
+    )
+    .with_context(|| format!("{}\n{}", n1.log(), n2.log()))?;
+    let status = json(&n2.cli(&["cluster", "status", "--json"])?)?;
+    ensure!(
+        status
+            .to_string()
+            .contains(&format!("https://127.0.0.1:{}", n2.cluster)),
+        "node 2 does not advertise an https cluster URL: {status}"
+    );
+
+    // A node whose certificate another CA signed cannot join, with the right secret.
+    let flags3 = join_flags(cluster_tls_flags(&foreign, "n3")?);
+    let n3_dir = tmp.path().join("n3");
+    std::fs::create_dir_all(&n3_dir)?;
+    let n3_log = std::fs::File::create(n3_dir.join("serve.log"))?;
+    let mut n3 = std::process::Command::new(sluice_e2e::sluice_bin()?)
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(&n3_dir)
+        .args([
+            "--http",
+            "127.0.0.1:0",
+            "--rtmp",
+            "127.0.0.1:0",
+            "--srt",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--cluster",
+            &format!("127.0.0.1:{}", sluice_e2e::node::free_port()?),
+        ])
+        .args(&flags3)
+        .env("RUST_LOG", "info")
+        .stdout(n3_log.try_clone()?)
+        .stderr(n3_log)
+        .spawn()?;
+    let refused = wait_for(
+        Duration::from_secs(20),
+        "node 1 to log the foreign certificate refused",
+        || {
+            n1.log()
+                .contains("cluster listener: TLS handshake refused")
+                .then_some(())
+        },
+    );
+    let _ = n3.kill();
+    let _ = n3.wait();
+    refused.with_context(|| n1.log())?;
+    ensure!(
+        voters(&n1, &http) == Some(2),
+        "the foreign node got in: {:?} voters",
+        voters(&n1, &http)
+    );
+    let n3_text = std::fs::read_to_string(n3_dir.join("serve.log"))?;
+    ensure!(
+        !n3_text.contains("joined the cluster"),
+        "node 3 says it joined: {n3_text}"
+    );
+
+    // Raft RPCs: a foreign certificate or none fails the handshake; the cluster's own
+    // certificate with a wrong secret gets 401 (and a log line).
+    let vote = format!("https://127.0.0.1:{}/raft/vote", n1.cluster);
+    let secret = std::fs::read_to_string(&secret_file)?.trim().to_string();
+    let body =
+        r#"{"vote":{"leader_id":{"term":99,"node_id":7},"committed":false},"last_log_id":null}"#;
+    let (fcert, fkey) = foreign.node("intruder")?;
+    for (who, client) in [
+        (
+            "a foreign certificate",
+            cluster_client(&ca, Some((&fcert, &fkey)))?,
+        ),
+        ("no certificate", cluster_client(&ca, None)?),
+    ] {
+        let sent = client
+            .post(&vote)
+            .bearer_auth(&secret)
+            .header("content-type", "application/json")
+            .body(body)
+            .send();
+        ensure!(
+            sent.is_err(),
+            "{who}: a Raft vote got an answer: {:?}",
+            sent.map(|r| r.status())
+        );
+    }
+    let (cert, key) = ca.node("insider")?;
+    let r = cluster_client(&ca, Some((&cert, &key)))?
+        .post(&vote)
+        .bearer_auth("not-the-secret")
+        .header("content-type", "application/json")
+        .body(body)
+        .send()?;
+    ensure!(
+        r.status().as_u16() == 401,
+        "wrong secret: HTTP {}",
+        r.status()
+    );
+    wait_for(Duration::from_secs(5), "the wrong secret logged", || {
+        n1.log().contains("Raft RPC refused").then_some(())
+    })?;
+    ensure!(voters(&n1, &http) == Some(2), "the cluster lost a voter");
     Ok(())
 }
