@@ -185,6 +185,59 @@ pub(crate) fn check(c: &Config, files: bool) -> Vec<Problem> {
             "RTMPS needs tls_cert and tls_key (the certificate encoders see)",
         ));
     }
+    let l = &c.limits;
+    for (key, value, min, max) in [
+        (
+            "limits.connections_per_ip",
+            u64::from(l.connections_per_ip),
+            1,
+            1_000_000,
+        ),
+        (
+            "limits.publishers_per_node",
+            u64::from(l.publishers_per_node),
+            1,
+            100_000,
+        ),
+        (
+            "limits.failed_publishes_per_ip_per_minute",
+            u64::from(l.failed_publishes_per_ip_per_minute),
+            1,
+            100_000,
+        ),
+        (
+            "limits.http_max_header_bytes",
+            u64::from(l.http_max_header_bytes),
+            8_192,
+            1 << 20,
+        ),
+        (
+            "limits.http_max_body_bytes",
+            u64::from(l.http_max_body_bytes),
+            4_096,
+            1 << 30,
+        ),
+        (
+            "limits.http_idle_timeout_ms",
+            l.http_idle_timeout_ms,
+            1_000,
+            3_600_000,
+        ),
+        (
+            "limits.slow_client_timeout_ms",
+            l.slow_client_timeout_ms,
+            1_000,
+            3_600_000,
+        ),
+        (
+            "limits.blocking_requests_per_client",
+            u64::from(l.blocking_requests_per_client),
+            1,
+            1_000_000,
+        ),
+    ] {
+        check_range(&mut out, key, value.into(), min, max);
+    }
     let cluster_tls = [&c.cluster_tls_cert, &c.cluster_tls_key, &c.cluster_ca];
     if cluster_tls.iter().any(|f| f.is_some()) && !cluster_tls.iter().all(|f| f.is_some()) {
         out.push(problem(

@@ -6,6 +6,7 @@ mod edge;
 mod endpoint;
 mod http;
 mod ingest;
+mod limits;
 mod metrics;
 mod notify;
 mod origin;

@@ -88,6 +88,8 @@ pub(crate) struct Config {
     pub(crate) public_host: Option<String>,
     /// SDI capture (a build with the `sdi` feature).
     pub(crate) sdi: SdiConfig,
+    /// What one client address may hold or try (the `[limits]` table).
+    pub(crate) limits: crate::limits::LimitsConfig,
 }
 
 /// The `[sdi]` table.
@@ -130,6 +132,7 @@ impl Default for Config {
             cluster_tls_cert: None,
             cluster_tls_key: None,
             cluster_ca: None,
+            limits: Default::default(),
             sdi: SdiConfig::default(),
         }
     }
@@ -505,6 +508,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
     let shutdown = tokio_util_shutdown();
     let cluster_app = raft_router(raft.clone(), secret.clone()).merge(handle.router());
     let metrics = Arc::new(Metrics::default());
+    let limits = Arc::new(crate::limits::Limits::new(c.limits.clone()));
     let spool_root = c.data_dir.join("spool");
     let spool_status = Arc::new(std::sync::Mutex::new(spool::check_writable(&spool_root)));
     let sdi_control = Arc::new(crate::sdi::Control::new(c.sdi.simulated_ports));
@@ -523,6 +527,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
     let srt_settings = crate::ingest::srt::SrtSettings {
         latency: Duration::from_millis(c.srt_latency_ms),
         idle_timeout: Duration::from_millis(c.publisher_timeout_ms.max(1_000)),
+        limits: limits.clone(),
     };
     let (srt_listener, srt_incoming, srt_addr) =
         crate::ingest::srt::bind(c.srt, &srt_settings).await?;
@@ -544,6 +549,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
         edge.clone(),
         Arc::from(c.hlsjs_url.as_str()),
         secret.clone(),
+        limits.clone(),
     );
     let reporter = crate::endpoint::Reporter {
         handle: handle.clone(),
@@ -617,9 +623,14 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
             ),
             _ => None,
         };
-        use axum_server::accept::NoDelayAcceptor;
         let server_handle = axum_server::Handle::new();
         let listener = http_listener.into_std()?;
+        let limited = |plain| crate::limits::LimitedAcceptor {
+            limits: limits.clone(),
+            plain,
+        };
+        let (acceptor_tls, acceptor_plain) = (limited(false), limited(true));
+        let limits_config = limits.config.clone();
         let app = http_app.into_make_service_with_connect_info::<SocketAddr>();
         let serving = server_handle.clone();
         tasks.spawn(async move {
@@ -628,16 +639,16 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
                 // viewer's delayed ACK (40 ms on Linux), a part-sized stall.
                 Some(config) => match axum_server::from_tcp_rustls(listener, config) {
                     Ok(server) => {
-                        let mut server = server.map(|tls| tls.acceptor(NoDelayAcceptor));
-                        tune_http(server.http_builder());
+                        let mut server = server.map(|tls| tls.acceptor(acceptor_tls));
+                        tune_http(server.http_builder(), &limits_config);
                         server.handle(serving).serve(app).await
                     }
                     Err(e) => Err(e),
                 },
                 None => match axum_server::from_tcp(listener) {
                     Ok(server) => {
-                        let mut server = server.acceptor(NoDelayAcceptor);
-                        tune_http(server.http_builder());
+                        let mut server = server.acceptor(acceptor_plain);
+                        tune_http(server.http_builder(), &limits_config);
                         server.handle(serving).serve(app).await
                     }
                     Err(e) => Err(e),
@@ -884,14 +895,19 @@ const FIRST_CHANNEL: &str = "main";
 /// Slow or silent HTTP clients cannot hold a connection forever.
 pub(crate) fn tune_http(
     builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    limits: &crate::limits::LimitsConfig,
 ) {
+    // hyper answers a head larger than its read buffer with 431.
+    let head = (limits.http_max_header_bytes as usize).max(8192);
     builder
         .http1()
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10));
+        .max_buf_size(head)
+        .header_read_timeout(Duration::from_millis(limits.http_idle_timeout_ms.max(1)));
     builder
         .http2()
         .timer(hyper_util::rt::TokioTimer::new())
+        .max_header_list_size(head as u32)
         .keep_alive_interval(Duration::from_secs(20));
 }
 

@@ -18,6 +18,25 @@ pub fn free_port() -> Result<u16> {
         .port())
 }
 
+/// A TCP connection to `to` from the local address `from` (another 127.0.0.x stands
+/// for another client address).
+pub fn connect_from(from: std::net::IpAddr, to: std::net::SocketAddr) -> Result<std::net::TcpStream> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let stream = rt.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(std::net::SocketAddr::new(from, 0))?;
+        tokio::time::timeout(Duration::from_secs(5), socket.connect(to))
+            .await
+            .map_err(|_| anyhow::anyhow!("connecting to {to} from {from} timed out"))?
+            .map_err(anyhow::Error::from)
+    })?;
+    let stream = stream.into_std()?;
+    stream.set_nonblocking(false)?;
+    Ok(stream)
+}
+
 /// A UDP port nothing on 127.0.0.1 holds now (for an SRT listener).
 pub fn free_udp_port() -> Result<u16> {
     Ok(std::net::UdpSocket::bind("127.0.0.1:0")?

@@ -31,7 +31,12 @@ impl RtmpPublisher {
     /// Connects to `127.0.0.1:port`, shakes hands and publishes `key` under `app`;
     /// fails when the server refuses or says nothing for 10 s.
     pub fn publish(port: u16, app: &str, key: &str) -> Result<Self> {
-        let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+        Self::publish_over(TcpStream::connect(("127.0.0.1", port))?, app, key)
+    }
+
+    /// [`RtmpPublisher::publish`] over a connection the caller made (from another
+    /// source address, say).
+    pub fn publish_over(mut stream: TcpStream, app: &str, key: &str) -> Result<Self> {
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
         stream.set_nodelay(true)?;
         let mut hs = Handshake::new(PeerType::Client);

@@ -209,11 +209,14 @@ pub(crate) async fn run(args: EdgeArgs) -> Result<()> {
         "Sluice edge {name} on http://{addr}, pulling from {}",
         args.upstreams.join(", ")
     );
-    // Slow or silent clients are cut off as on a node's listener.
-    // TCP_NODELAY, as on a node's listener.
+    // The same limits, slow-client guard and TCP_NODELAY as on a node's listener.
+    let limits = Arc::new(crate::limits::Limits::new(Default::default()));
     let mut server =
-        axum_server::from_tcp(listener.into_std()?)?.acceptor(axum_server::accept::NoDelayAcceptor);
-    crate::serve::tune_http(server.http_builder());
+        axum_server::from_tcp(listener.into_std()?)?.acceptor(crate::limits::LimitedAcceptor {
+            limits: limits.clone(),
+            plain: true,
+        });
+    crate::serve::tune_http(server.http_builder(), &limits.config);
     let handle = axum_server::Handle::new();
     let stopping = handle.clone();
     tokio::spawn(async move {

@@ -48,6 +48,37 @@ pub(crate) struct HlsState {
     pub(crate) origins: Arc<Origins>,
     pub(crate) edge: Arc<Edge>,
     pub(crate) handle: ClusterHandle,
+    pub(crate) limits: Arc<crate::limits::Limits>,
+    /// Verifies other nodes' signed pull-through requests (not limited per address).
+    pub(crate) cluster_secret: Arc<str>,
+}
+
+/// Whether another node or a trusted edge signed this request with the cluster secret.
+fn signed_upstream(s: &HlsState, parts: &Parts) -> bool {
+    parts
+        .headers
+        .get(sluice_cluster::playback::UPSTREAM_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|sig| {
+            sluice_cluster::playback::upstream_authorized(
+                &s.cluster_secret,
+                sig,
+                crate::serve::now_ms() / 1000,
+                parts.uri.path(),
+            )
+        })
+}
+
+fn too_many(why: &str) -> Response {
+    let mut r = respond(
+        StatusCode::TOO_MANY_REQUESTS,
+        NO_STORE,
+        "text/plain; charset=utf-8",
+        format!("{why}\n"),
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
 }
 
 /// Where a channel's bytes come from, as this replica of the state says.
@@ -274,6 +305,17 @@ async fn media_playlist(
         metrics.playlist_request(directives.is_blocking());
         metrics.viewer(&channel, session_of(&parts), Instant::now());
     }
+    // Held requests are limited per address (other nodes' signed pulls are not: one
+    // of them stands for many viewers).
+    let _held = match parts.extensions.get::<ConnectInfo<SocketAddr>>() {
+        Some(peer) if directives.is_blocking() && !signed_upstream(&s, &parts) => {
+            match s.limits.blocking_request(peer.0.ip()) {
+                Some(held) => Some(held),
+                None => return too_many("too many blocking playlist requests from this address"),
+            }
+        }
+        _ => None,
+    };
     let key = playlist_key(parts.uri.path(), &directives);
     if let Some(pulled) = pull_playlist(&s, &parts, &channel, &key).await {
         return pulled;

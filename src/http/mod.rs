@@ -104,6 +104,7 @@ pub(crate) fn app(
     edge: Arc<Edge>,
     hlsjs_url: Arc<str>,
     cluster_secret: Arc<str>,
+    limits: Arc<crate::limits::Limits>,
 ) -> Router {
     let metrics = origins.metrics().clone();
     let handle = api.handle.clone();
@@ -118,6 +119,8 @@ pub(crate) fn app(
                 origins,
                 edge,
                 handle: handle.clone(),
+                limits: limits.clone(),
+                cluster_secret: cluster_secret.clone(),
             }),
             gate,
         )
@@ -125,7 +128,10 @@ pub(crate) fn app(
             count_egress(counted.clone(), request, next)
         })),
     );
+    let body_limit = limits.config.http_max_body_bytes as usize;
+    let render_limits = limits.clone();
     api::router(api)
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .merge(viewer)
         .merge(watch::router(hlsjs_url))
         .merge(ui::router())
@@ -140,9 +146,11 @@ pub(crate) fn app(
                 let edge = render_edge.clone();
                 let cluster = alerts_from.clone();
                 let denials = denials.clone();
+                let limits = render_limits.clone();
                 async move {
                     let mut text = metrics.render(Instant::now());
                     denials.render(&mut text);
+                    limits.render(&mut text);
                     crate::metrics::render_edge(&mut text, &edge);
                     cluster.read_local(|s| {
                         crate::metrics::render_alerts(&mut text, s, crate::serve::now_ms())

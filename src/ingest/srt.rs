@@ -39,6 +39,8 @@ pub(crate) struct SrtSettings {
     pub(crate) latency: Duration,
     /// A publisher that sends nothing for this long is disconnected.
     pub(crate) idle_timeout: Duration,
+    /// Publishers per node, failed publish attempts per address.
+    pub(crate) limits: Arc<crate::limits::Limits>,
 }
 
 /// Binds the listener (an error here stops the node from starting).
@@ -166,9 +168,26 @@ async fn connection(
             return reject(request, RejectReason::Server(reason), why).await;
         }
     };
+    let peer = request.remote().ip();
+    if let Some(why) = settings
+        .limits
+        .publish_refusal(peer, std::time::Instant::now())
+    {
+        return reject(
+            request,
+            RejectReason::Server(ServerRejectReason::Unauthorized),
+            &why,
+        )
+        .await;
+    }
     let info = match origins.look_up_key(&key).await {
         Ok(info) => info,
         Err(refused) => {
+            if matches!(refused, PublishRefused::UnknownKey) {
+                settings
+                    .limits
+                    .publish_failed(peer, std::time::Instant::now());
+            }
             let reason = match &refused {
                 PublishRefused::UnknownKey => ServerRejectReason::Unauthorized,
                 PublishRefused::AlreadyLive { .. } => ServerRejectReason::Conflict,
@@ -202,6 +221,14 @@ async fn connection(
             .await;
         }
         None => None,
+    };
+    let Some(_slot) = settings.limits.publisher() else {
+        return reject(
+            request,
+            RejectReason::Server(ServerRejectReason::Overload),
+            "this node ingests as many publishers as it may (limits.publishers_per_node)",
+        )
+        .await;
     };
     let encrypted = key_settings.is_some();
     let mut socket = request.accept(key_settings).await.map_err(|e| {

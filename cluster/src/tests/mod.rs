@@ -8,6 +8,7 @@ use crate::state::State;
 use crate::supervisor;
 
 mod placement;
+mod playback;
 mod recording;
 mod resources;
 
