@@ -9,7 +9,8 @@
 //! ```
 //!
 //! Layout: `frame` (the model), `codec` (configuration records), `flv` (tag parsing and
-//! the RTMP/FLV demuxer), `cmaf` (fMP4 writing), `packager` (parts and segments),
+//! the RTMP/FLV demuxer), `rtmp` (an RTMP publish: handshake and session, sans-IO),
+//! `ts` (the MPEG-TS demuxer), `cmaf` (fMP4 writing), `packager` (parts and segments),
 //! `playlist` (media and multivariant playlists, blocking-reload decision).
 //!
 //! One ingest is one rendition with audio and video muxed in the same fragments. Sluice
@@ -23,6 +24,7 @@ pub mod flv;
 pub mod frame;
 pub mod packager;
 pub mod playlist;
+pub mod rtmp;
 #[cfg(test)]
 pub(crate) mod testing;
 pub mod ts;

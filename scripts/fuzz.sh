@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Bounded fuzzing of what a publisher or a viewer can send (cargo-fuzz, libFuzzer with
+# AddressSanitizer): FLV/Enhanced RTMP tags, MPEG-TS, parameter sets, HLS requests and
+# the RTMP ingest. Each target runs FUZZ_SECONDS (default 20) from a fresh corpus seeded
+# with the heads of the media test fixtures and any checked-in crash inputs
+# (fuzz/regressions/<target>/). A crash, a timeout or an out-of-memory fails the script,
+# naming the target; the input is left in fuzz/artifacts/<target>/.
+#
+#   FUZZ_SECONDS=300 scripts/fuzz.sh              # all targets, longer
+#   FUZZ_SECONDS=60 scripts/fuzz.sh rtmp_ingest   # one target
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+FUZZ_SECONDS="${FUZZ_SECONDS:-20}"
+ALL_TARGETS=(flv_tags ts_demux parameter_sets hls_query rtmp_ingest)
+if [ "$#" -gt 0 ]; then
+    TARGETS=("$@")
+else
+    TARGETS=("${ALL_TARGETS[@]}")
+fi
+
+if ! cargo +nightly --version >/dev/null 2>&1; then
+    echo "fuzz: the nightly toolchain is needed: rustup toolchain install nightly" >&2
+    exit 1
+fi
+if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+    echo "fuzz: installing cargo-fuzz"
+    cargo install cargo-fuzz --locked
+fi
+
+FIXTURES="$PWD/media/tests/fixtures"
+cd fuzz
+# Release with debug assertions (overflow checks) and AddressSanitizer: the defaults.
+cargo +nightly fuzz build
+
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+
+# Seeds: well-formed starts the fuzzer mutates from (the heads of the fixture files
+# keep each run fast). The first byte of a ts_demux input picks the chunking, the first
+# two of an rtmp_ingest input its flags (7: handshake, publish, FLV tags) and chunking,
+# the first two of an hls_query input the playlist's shape.
+seed() {
+    local target="$1"
+    local dir="$work/seeds/$target"
+    mkdir -p "$dir"
+    case "$target" in
+        flv_tags)
+            for f in "$FIXTURES"/*.flv; do
+                head -c 8192 "$f" >"$dir/$(basename "$f")"
+            done
+            ;;
+        ts_demux)
+            for f in "$FIXTURES"/*.ts; do
+                { printf '\x00'; head -c $((188 * 43)) "$f"; } >"$dir/$(basename "$f")"
+            done
+            ;;
+        rtmp_ingest)
+            for f in "$FIXTURES"/*.flv; do
+                { printf '\x07\x00'; head -c 8192 "$f"; } >"$dir/$(basename "$f")"
+            done
+            printf '\x03\x00' >"$dir/publish"
+            ;;
+        hls_query)
+            printf '\x13\x00_HLS_msn=2&_HLS_part=1&_HLS_skip=YES' >"$dir/blocking"
+            printf '\x13\x00live/3.1.m4s?token=x' >"$dir/part"
+            printf '\xdb\x00init-2.mp4' >"$dir/init"
+            ;;
+        parameter_sets) ;;
+    esac
+    if [ -d "regressions/$target" ]; then
+        cp "regressions/$target"/* "$dir"/ 2>/dev/null || true
+    fi
+    echo "$dir"
+}
+
+for target in "${TARGETS[@]}"; do
+    corpus="$work/corpus/$target"
+    mkdir -p "$corpus" "artifacts/$target"
+    seeds="$(seed "$target")"
+    log="$work/$target.log"
+    echo "fuzz: $target for ${FUZZ_SECONDS}s"
+    if ! cargo +nightly fuzz run "$target" "$corpus" "$seeds" -- \
+        -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048 -timeout=10 \
+        -artifact_prefix="artifacts/$target/" -print_final_stats=1 >"$log" 2>&1; then
+        tail -n 60 "$log" >&2
+        echo "fuzz: FAILED: target $target crashed (input in fuzz/artifacts/$target/;" \
+            "reproduce: cd fuzz && cargo +nightly fuzz run $target <input>)" >&2
+        exit 1
+    fi
+    runs="$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || true)"
+    cov="$(grep -o 'cov: [0-9]*' "$log" | tail -n 1 || true)"
+    echo "fuzz: $target ok: ${runs:-?} runs, ${cov:-cov: ?}"
+done
