@@ -19,6 +19,11 @@ let
     // lib.optionalAttrs (cfg.tls.certFile != null) {
       tls_cert = "${credentials}/tls-cert";
       tls_key = "${credentials}/tls-key";
+    }
+    // lib.optionalAttrs (cfg.clusterTls.certFile != null) {
+      cluster_tls_cert = "${credentials}/cluster-tls-cert";
+      cluster_tls_key = "${credentials}/cluster-tls-key";
+      cluster_ca = "${credentials}/cluster-ca";
     };
 
   settings = lib.filterAttrsRecursive (_: v: v != null) (cfg.settings // secretSettings);
@@ -31,7 +36,7 @@ let
   '';
 
   ports = with cfg.settings; {
-    tcp = map portOf [ http cluster rtmp ];
+    tcp = map portOf ([ http cluster rtmp ] ++ lib.optional ((cfg.settings.rtmps or null) != null) rtmps);
     udp = [ (portOf srt) ];
   };
   lowPort = lib.any (p: p < 1024) (ports.tcp ++ ports.udp);
@@ -150,10 +155,32 @@ in
       };
     };
 
+    clusterTls = {
+      certFile = lib.mkOption {
+        type = lib.types.nullOr lib.types.str;
+        default = null;
+        description = ''
+          PEM certificate of this node, signed by clusterTls.caFile, for mutual TLS on
+          the cluster listener (its name or address must match the cluster URL other
+          nodes use). With it, set settings.advertise_cluster and join to https:// URLs.
+        '';
+      };
+      keyFile = lib.mkOption {
+        type = lib.types.nullOr lib.types.str;
+        default = null;
+        description = "PEM private key for clusterTls.certFile.";
+      };
+      caFile = lib.mkOption {
+        type = lib.types.nullOr lib.types.str;
+        default = null;
+        description = "PEM certificate of the cluster CA that signs every node's certificate.";
+      };
+    };
+
     openFirewall = lib.mkOption {
       type = lib.types.bool;
       default = false;
-      description = "Open the HTTP, cluster and RTMP TCP ports and the SRT UDP port.";
+      description = "Open the HTTP, cluster, RTMP (and RTMPS) TCP ports and the SRT UDP port.";
     };
   };
 
@@ -162,6 +189,11 @@ in
       {
         assertion = (cfg.tls.certFile == null) == (cfg.tls.keyFile == null);
         message = "services.sluice.tls: set both certFile and keyFile, or neither";
+      }
+      {
+        assertion = let f = cfg.clusterTls; in
+          (f.certFile == null) == (f.keyFile == null) && (f.certFile == null) == (f.caFile == null);
+        message = "services.sluice.clusterTls: set certFile, keyFile and caFile, or none";
       }
       {
         assertion = cfg.settings.join == null || cfg.clusterSecretFile != null;
@@ -207,6 +239,11 @@ in
           ++ lib.optionals (cfg.tls.certFile != null) [
             "tls-cert:${cfg.tls.certFile}"
             "tls-key:${cfg.tls.keyFile}"
+          ]
+          ++ lib.optionals (cfg.clusterTls.certFile != null) [
+            "cluster-tls-cert:${cfg.clusterTls.certFile}"
+            "cluster-tls-key:${cfg.clusterTls.keyFile}"
+            "cluster-ca:${cfg.clusterTls.caFile}"
           ];
 
         DynamicUser = true;

@@ -524,6 +524,19 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
         .await
         .with_context(|| format!("binding rtmp listener {}", c.rtmp))?;
     let rtmp_addr = rtmp_listener.local_addr()?;
+    // RTMPS: the HTTP listener's certificate, in front of the same RTMP ingest.
+    let rtmps = match (c.rtmps, &c.tls_cert, &c.tls_key) {
+        (Some(addr), Some(cert), Some(key)) => {
+            let config = crate::tls::server_config(cert, key)?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding rtmps listener {addr}"))?;
+            tracing::info!(addr = %listener.local_addr()?, "rtmps listening");
+            Some((listener, tokio_rustls::TlsAcceptor::from(Arc::new(config))))
+        }
+        (Some(_), _, _) => bail!("rtmps needs tls_cert and tls_key"),
+        _ => None,
+    };
     let srt_settings = crate::ingest::srt::SrtSettings {
         latency: Duration::from_millis(c.srt_latency_ms),
         idle_timeout: Duration::from_millis(c.publisher_timeout_ms.max(1_000)),
@@ -668,8 +681,18 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
         let settings = crate::ingest::rtmp::RtmpSettings {
             app: c.rtmp_app.clone(),
             idle_timeout: Duration::from_millis(c.publisher_timeout_ms.max(1_000)),
-            ..Default::default()
+            handshake_timeout: Duration::from_secs(10),
+            limits: limits.clone(),
         };
+        if let Some((listener, acceptor)) = rtmps {
+            tasks.spawn(crate::ingest::rtmp::serve(
+                listener,
+                origins.clone(),
+                settings.clone(),
+                Some(acceptor),
+                shutdown.subscribe(),
+            ));
+        }
         tasks.spawn(crate::sdi::run(
             handle.clone(),
             origins.clone(),
@@ -680,6 +703,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
             rtmp_listener,
             origins.clone(),
             settings,
+            None,
             shutdown.subscribe(),
         ));
         tasks.spawn(crate::ingest::srt_caller::run(

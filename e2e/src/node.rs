@@ -20,7 +20,10 @@ pub fn free_port() -> Result<u16> {
 
 /// A TCP connection to `to` from the local address `from` (another 127.0.0.x stands
 /// for another client address).
-pub fn connect_from(from: std::net::IpAddr, to: std::net::SocketAddr) -> Result<std::net::TcpStream> {
+pub fn connect_from(
+    from: std::net::IpAddr,
+    to: std::net::SocketAddr,
+) -> Result<std::net::TcpStream> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use sluice_e2e::node::{
-    three_nodes_with_env, wait_for, EdgeProcess, Http, Publisher, Server, TestCa,
+    three_nodes_with_env, wait_for, EdgeProcess, Http, Publisher, Server, TestCa, TlsFiles,
 };
 use sluice_e2e::{make_small_stream, play_page, validate_playlists, TempDir};
 
@@ -43,8 +43,8 @@ fn media(token: &str) -> String {
 /// The last segment's URI in a media playlist (relative to it).
 fn last_segment(text: &str) -> Option<String> {
     text.lines()
-        .filter(|l| !l.starts_with('#') && l.ends_with(".m4s"))
-        .last()
+        .rev()
+        .find(|l| !l.starts_with('#') && l.ends_with(".m4s"))
         .map(String::from)
 }
 
@@ -459,5 +459,66 @@ fn the_cluster_listener_refuses_nodes_without_the_cluster_certificate() -> Resul
         n1.log().contains("Raft RPC refused").then_some(())
     })?;
     ensure!(voters(&n1, &http) == Some(2), "the cluster lost a voter");
+    Ok(())
+}
+
+#[test]
+fn ffmpeg_publishes_over_rtmps_and_plain_rtmp_there_is_refused() -> Result<()> {
+    let tmp = TempDir::new("rtmps")?;
+    let fixture = tmp.path().join("gop60.flv");
+    make_small_stream(&fixture)?;
+    let tls = TlsFiles::create(tmp.path())?;
+    let rtmps_port = sluice_e2e::node::free_port()?;
+    let server = Server::start(
+        &tmp.path().join("node"),
+        &[
+            "--tls-cert",
+            tls.cert.to_str().context("path")?,
+            "--tls-key",
+            tls.key.to_str().context("path")?,
+            "--rtmps",
+            &format!("127.0.0.1:{rtmps_port}"),
+        ],
+    )?;
+    let key = server.main_key()?;
+
+    // A plain-RTMP client on the RTMPS port: the TLS handshake fails, it is closed.
+    let started = std::time::Instant::now();
+    let plain = sluice_e2e::rtmp_client::RtmpPublisher::publish(rtmps_port, "live", &key);
+    ensure!(plain.is_err(), "plain RTMP was accepted on the RTMPS port");
+    ensure!(
+        started.elapsed() < Duration::from_secs(12),
+        "refusing plain RTMP took {:?}",
+        started.elapsed()
+    );
+    wait_for(Duration::from_secs(5), "the refusal logged", || {
+        let log = server.log();
+        (log.contains("rtmps connection ended") && log.contains("TLS handshake")).then_some(())
+    })
+    .with_context(|| server.log())?;
+
+    let _publisher = Publisher::ffmpeg_loop(
+        &fixture,
+        &format!("rtmps://127.0.0.1:{rtmps_port}/live/{key}"),
+        &tmp.path().join("ff.log"),
+    )?;
+    let https = Http::new(Some(&tls.cert_pem))?;
+    wait_for(Duration::from_secs(30), "the RTMPS stream live", || {
+        let r = https
+            .get(&server.url("/hls/main/source/index.m3u8"), &[])
+            .ok()?;
+        (r.status == 200 && r.text().matches("#EXTINF").count() >= 2).then_some(())
+    })
+    .with_context(|| {
+        format!(
+            "{}\n{}",
+            server.log(),
+            std::fs::read_to_string(tmp.path().join("ff.log")).unwrap_or_default()
+        )
+    })?;
+    ensure!(
+        server.log().contains("rtmp publish accepted"),
+        "no publish in the log"
+    );
     Ok(())
 }

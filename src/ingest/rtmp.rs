@@ -2,32 +2,29 @@
 //! channel's packaging loop.
 //!
 //! ```text
-//! TCP -> handshake (bounded time) -> rml_rtmp ServerSession (sans-IO)
+//! TCP -> handshake (bounded time) -> sluice_media::rtmp::RtmpIngest (sans-IO)
 //!   connect(app)   -> app must be the configured one (default `live`)
 //!   publish(key)   -> Origins::publish: key verified, channel claimed through Raft
 //!   @setDataFrame  -> which tracks to wait for
 //!   audio / video  -> FlvDemuxer -> Feed::Input
 //! ```
 //!
-//! A protocol error, a panic inside the session library, a malformed tag or a silent
-//! publisher ends this connection only.
+//! This file holds the socket, the timeouts and the channel; the protocol itself is
+//! `sluice_media::rtmp` (sans-IO, fuzzed in `fuzz/`). A protocol error, a panic inside
+//! the session library, a malformed tag or a silent publisher ends this connection only.
 
 use std::net::SocketAddr;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use bytes::Bytes;
-use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
-use rml_rtmp::sessions::{
-    ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult, StreamMetadata,
-};
-use sluice_media::flv::{FlvDemuxer, FlvError};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use rml_rtmp::sessions::ServerSessionConfig;
+use sluice_media::rtmp::{HandshakeProgress, RtmpEvent, RtmpHandshake, RtmpIngest};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 
-use crate::origin::{Feed, Origins, Publisher};
+use crate::limits::{Limits, Listener};
+use crate::origin::{Feed, Origins, PublishRefused, Publisher};
 
 /// A connection that has not published by then is closed (it holds a task and a
 /// buffer; OBS publishes within a second of connecting).
@@ -41,26 +38,25 @@ pub(crate) struct RtmpSettings {
     pub(crate) idle_timeout: Duration,
     /// The handshake and connect must be done within this.
     pub(crate) handshake_timeout: Duration,
+    /// Connections per address, publishers per node, failed publishes per address.
+    pub(crate) limits: Arc<Limits>,
 }
 
-impl Default for RtmpSettings {
-    fn default() -> Self {
-        Self {
-            app: "live".into(),
-            idle_timeout: Duration::from_secs(10),
-            handshake_timeout: Duration::from_secs(10),
-        }
-    }
-}
+/// RTMPS: the TLS a listener speaks before RTMP (`None`: plain RTMP).
+pub(crate) type Tls = Option<tokio_rustls::TlsAcceptor>;
 
-/// Accepts connections until `stop` fires; each runs in its own task.
+/// Accepts connections until `stop` fires; each runs in its own task. With `tls` the
+/// listener is RTMPS: a client that does not complete the TLS handshake (a plain-RTMP
+/// one, say) is closed and logged.
 pub(crate) async fn serve(
     listener: TcpListener,
     origins: Arc<Origins>,
     settings: RtmpSettings,
+    tls: Tls,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let settings = Arc::new(settings);
+    let scheme = if tls.is_some() { "rtmps" } else { "rtmp" };
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -69,75 +65,78 @@ pub(crate) async fn serve(
         let (stream, peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
-                tracing::warn!(error = %e, "rtmp accept failed");
+                tracing::warn!(error = %e, "{scheme} accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
+        let Some(held) = settings.limits.connection(Listener::Rtmp, peer.ip()) else {
+            tracing::warn!(%peer, "{scheme} connection refused: too many from this address (limits.connections_per_ip)");
+            continue;
+        };
         let origins = origins.clone();
         let settings = settings.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            match connection(stream, peer, origins, &settings).await {
-                Ok(()) => tracing::info!(%peer, "rtmp connection closed"),
+            let _held = held;
+            stream.set_nodelay(true).ok();
+            let ended = match tls {
+                None => connection(stream, peer, origins, &settings).await,
+                Some(acceptor) => {
+                    let accepting =
+                        tokio::time::timeout(settings.handshake_timeout, acceptor.accept(stream))
+                            .await;
+                    match accepting {
+                        Ok(Ok(tls_stream)) => {
+                            connection(tls_stream, peer, origins, &settings).await
+                        }
+                        Ok(Err(e)) => Err(anyhow!("TLS handshake refused: {e}")),
+                        Err(_) => Err(anyhow!("TLS handshake not finished in time")),
+                    }
+                }
+            };
+            match ended {
+                Ok(()) => tracing::info!(%peer, "{scheme} connection closed"),
                 Err(e) => {
-                    tracing::warn!(%peer, reason = %format!("{e:#}"), "rtmp connection ended")
+                    tracing::warn!(%peer, reason = %format!("{e:#}"), "{scheme} connection ended")
                 }
             }
         });
     }
 }
 
-/// Runs the session library on one input, turning a panic inside it into an error.
-fn session_input(session: &mut ServerSession, bytes: &[u8]) -> Result<Vec<ServerSessionResult>> {
-    match std::panic::catch_unwind(AssertUnwindSafe(|| session.handle_input(bytes))) {
-        Ok(Ok(results)) => Ok(results),
-        Ok(Err(e)) => Err(anyhow!("rtmp protocol error: {e}")),
-        Err(_) => Err(anyhow!(
-            "malformed rtmp message (the session library gave up on it)"
-        )),
-    }
-}
-
-async fn handshake(stream: &mut TcpStream, buf: &mut [u8]) -> Result<Vec<u8>> {
-    let mut hs = Handshake::new(PeerType::Server);
+async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    buf: &mut [u8],
+) -> Result<Vec<u8>> {
+    let mut hs = RtmpHandshake::new();
     loop {
         let n = stream.read(buf).await.context("reading the handshake")?;
         if n == 0 {
             bail!("connection closed during the handshake");
         }
-        match hs
-            .process_bytes(&buf[..n])
-            .map_err(|e| anyhow!("bad rtmp handshake: {e:?}"))?
-        {
-            HandshakeProcessResult::InProgress { response_bytes } => {
-                stream.write_all(&response_bytes).await?;
+        match hs.process(&buf[..n])? {
+            HandshakeProgress::InProgress { response } => {
+                stream.write_all(&response).await?;
             }
-            HandshakeProcessResult::Completed {
-                response_bytes,
-                remaining_bytes,
+            HandshakeProgress::Completed {
+                response,
+                remaining,
             } => {
-                stream.write_all(&response_bytes).await?;
-                return Ok(remaining_bytes);
+                stream.write_all(&response).await?;
+                return Ok(remaining);
             }
         }
     }
 }
 
-/// What one connection holds once it publishes.
-struct Publishing {
-    publisher: Publisher,
-    demuxer: FlvDemuxer,
-    skipped_tags: u64,
-}
-
-async fn connection(
-    mut stream: TcpStream,
+async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
     peer: SocketAddr,
     origins: Arc<Origins>,
     settings: &RtmpSettings,
 ) -> Result<()> {
     let opened = std::time::Instant::now();
-    stream.set_nodelay(true).ok();
     let mut buf = vec![0u8; 64 * 1024];
     let leftover =
         tokio::time::timeout(settings.handshake_timeout, handshake(&mut stream, &mut buf))
@@ -148,53 +147,83 @@ async fn connection(
                     settings.handshake_timeout
                 )
             })??;
-    let (mut session, initial) = ServerSession::new(ServerSessionConfig::new())
-        .map_err(|e| anyhow!("starting the rtmp session: {e}"))?;
-    let mut publishing: Option<Publishing> = None;
-    let mut pending = initial;
-    pending.extend(session_input(&mut session, &leftover)?);
+    let mut ingest = RtmpIngest::new(settings.app.as_str())?;
+    let mut publisher: Option<Publisher> = None;
+    // This node's publisher slot, held while publishing.
+    let mut _slot = None;
+    ingest.input(&leftover)?;
     loop {
         // Answer and act on everything the last input produced, in order.
-        let mut queue = std::mem::take(&mut pending);
-        while !queue.is_empty() {
-            let mut follow_up = Vec::new();
-            for result in queue {
-                match result {
-                    ServerSessionResult::OutboundResponse(packet) => {
-                        stream.write_all(&packet.bytes).await?;
+        while let Some(event) = ingest.poll()? {
+            match event {
+                RtmpEvent::Send(bytes) => stream.write_all(&bytes).await?,
+                RtmpEvent::PublishRequested { request_id, key } => {
+                    let limits = &settings.limits;
+                    let now = std::time::Instant::now();
+                    if let Some(why) = limits.publish_refusal(peer.ip(), now) {
+                        refuse(&mut ingest, request_id, &why, &mut stream, &mut buf).await;
+                        bail!("publish refused: {why}");
                     }
-                    ServerSessionResult::RaisedEvent(event) => {
-                        let answered = on_event(
-                            &mut session,
-                            event,
-                            &mut publishing,
-                            &origins,
-                            settings,
-                            peer,
-                        )
-                        .await;
-                        match answered {
-                            Ok(more) => follow_up.extend(more),
-                            Err(e) => {
-                                // The server closes: the encoder hears why first.
-                                if let Some(Closed(reason)) = e.downcast_ref::<Closed>() {
-                                    if let Ok(status) = closing_status(reason) {
-                                        tell_and_close(&mut stream, &status, &mut buf).await;
-                                    }
-                                }
-                                return Err(e);
+                    let Some(held) = limits.publisher() else {
+                        let why = "this node ingests as many publishers as it may (limits.publishers_per_node)";
+                        refuse(&mut ingest, request_id, why, &mut stream, &mut buf).await;
+                        bail!("publish refused: {why}");
+                    };
+                    match origins.publish(&key).await {
+                        Ok(p) => {
+                            tracing::info!(%peer, channel = %p.channel,
+                                generation = p.generation, "rtmp publish accepted");
+                            publisher = Some(p);
+                            _slot = Some(held);
+                            ingest.accept_publish(request_id)?;
+                        }
+                        Err(refused) => {
+                            if matches!(refused, PublishRefused::UnknownKey) {
+                                limits.publish_failed(peer.ip(), now);
                             }
+                            let why = refused.to_string();
+                            refuse(&mut ingest, request_id, &why, &mut stream, &mut buf).await;
+                            bail!("publish refused: {refused}");
                         }
                     }
-                    ServerSessionResult::UnhandleableMessageReceived(_) => {}
+                }
+                RtmpEvent::Tracks { video, audio } => {
+                    if let Some(p) = publisher.as_ref() {
+                        p.send(Feed::Tracks { video, audio })
+                            .await
+                            .map_err(|e| anyhow!("{e}"))?;
+                    }
+                }
+                RtmpEvent::Media { input, bytes } => {
+                    let Some(p) = publisher.as_ref() else {
+                        bail!("media before publish");
+                    };
+                    if p.send(Feed::Input { input, bytes }).await.is_err() {
+                        // The server closes: the encoder hears why first.
+                        let reason = p.closed_reason();
+                        if let Ok(status) = closing_status(reason) {
+                            tell_and_close(&mut stream, &status, &mut buf).await;
+                        }
+                        return Err(anyhow::Error::new(Closed(reason)));
+                    }
+                }
+                RtmpEvent::UnsupportedTrack => {
+                    if let Some(p) = publisher.as_ref() {
+                        tracing::warn!(channel = %p.channel, "a track in an unsupported codec is skipped");
+                    }
+                }
+                RtmpEvent::PublishFinished => {
+                    _slot = None;
+                    if let Some(p) = publisher.take() {
+                        tracing::info!(%peer, channel = %p.channel, "publisher finished");
+                    }
                 }
             }
-            queue = follow_up;
         }
-        if publishing.is_none() && opened.elapsed() > PUBLISH_DEADLINE {
+        if publisher.is_none() && opened.elapsed() > PUBLISH_DEADLINE {
             bail!("no publish within {PUBLISH_DEADLINE:?} of connecting");
         }
-        let timeout = if publishing.is_some() {
+        let timeout = if publisher.is_some() {
             settings.idle_timeout
         } else {
             settings.handshake_timeout
@@ -206,162 +235,27 @@ async fn connection(
         if n == 0 {
             return Ok(());
         }
-        pending = session_input(&mut session, &buf[..n])?;
+        ingest.input(&buf[..n])?;
     }
 }
 
-/// Acts on one session event; returns what the session answers to the action.
-async fn on_event(
-    session: &mut ServerSession,
-    event: ServerSessionEvent,
-    publishing: &mut Option<Publishing>,
-    origins: &Arc<Origins>,
-    settings: &RtmpSettings,
-    peer: SocketAddr,
-) -> Result<Vec<ServerSessionResult>> {
-    let accept = |session: &mut ServerSession, id| {
-        session
-            .accept_request(id)
-            .map_err(|e| anyhow!("rtmp accept: {e}"))
-    };
-    match event {
-        ServerSessionEvent::ConnectionRequested {
-            request_id,
-            app_name,
-        } => {
-            if app_name.trim_end_matches('/') != settings.app {
-                let _ = session.reject_request(
-                    request_id,
-                    "NetConnection.Connect.Rejected",
-                    "unknown application",
-                );
-                bail!(
-                    "refused: application {app_name:?} is not {:?}",
-                    settings.app
-                );
-            }
-            accept(session, request_id)
-        }
-        ServerSessionEvent::PublishStreamRequested {
-            request_id,
-            stream_key,
-            ..
-        } => {
-            if publishing.is_some() {
-                bail!("refused: a second publish on one connection");
-            }
-            // OBS and ffmpeg pass the key as the stream name; a `?query` is not part of it.
-            let key = stream_key.split('?').next().unwrap_or_default().to_string();
-            match origins.publish(&key).await {
-                Ok(publisher) => {
-                    tracing::info!(%peer, channel = %publisher.channel,
-                        generation = publisher.generation, "rtmp publish accepted");
-                    *publishing = Some(Publishing {
-                        publisher,
-                        demuxer: FlvDemuxer::new(),
-                        skipped_tags: 0,
-                    });
-                    accept(session, request_id)
-                }
-                Err(refused) => {
-                    let _ = session.reject_request(
-                        request_id,
-                        "NetStream.Publish.BadName",
-                        &refused.to_string(),
-                    );
-                    bail!("publish refused: {refused}");
-                }
-            }
-        }
-        ServerSessionEvent::StreamMetadataChanged { metadata, .. } => {
-            if let Some(p) = publishing.as_ref() {
-                if let Some((video, audio)) = announced_tracks(&metadata) {
-                    p.publisher
-                        .send(Feed::Tracks { video, audio })
-                        .await
-                        .map_err(|e| anyhow!("{e}"))?;
-                }
-            }
-            Ok(Vec::new())
-        }
-        ServerSessionEvent::VideoDataReceived {
-            data, timestamp, ..
-        } => {
-            media(publishing, true, timestamp.value, data).await?;
-            Ok(Vec::new())
-        }
-        ServerSessionEvent::AudioDataReceived {
-            data, timestamp, ..
-        } => {
-            media(publishing, false, timestamp.value, data).await?;
-            Ok(Vec::new())
-        }
-        ServerSessionEvent::PublishStreamFinished { .. } => {
-            if let Some(p) = publishing.take() {
-                tracing::info!(%peer, channel = %p.publisher.channel, "publisher finished");
-            }
-            Ok(Vec::new())
-        }
-        ServerSessionEvent::PlayStreamRequested { request_id, .. } => {
-            let _ = session.reject_request(
-                request_id,
-                "NetStream.Play.Failed",
-                "this server does not play rtmp",
-            );
-            bail!("refused: rtmp playback is not offered (watch over HLS)");
-        }
-        // releaseStream, FCPublish, acknowledgements, chunk sizes: nothing to do.
-        _ => Ok(Vec::new()),
-    }
-}
-
-/// The tracks a stream's metadata announces, when it names any.
-fn announced_tracks(m: &StreamMetadata) -> Option<(bool, bool)> {
-    let video = m.video_codec_id.is_some() || m.video_width.is_some();
-    let audio = m.audio_codec_id.is_some() || m.audio_sample_rate.is_some();
-    (video || audio).then_some((video, audio))
-}
-
-async fn media(
-    publishing: &mut Option<Publishing>,
-    video: bool,
-    ts: u32,
-    data: Bytes,
-) -> Result<()> {
-    let Some(p) = publishing.as_mut() else {
-        bail!("media before publish");
-    };
-    let bytes = data.len();
-    let parsed = if video {
-        p.demuxer.push_video(ts, &data)
-    } else {
-        p.demuxer.push_audio(ts, &data)
-    };
-    let input = match parsed {
-        Ok(input) => input,
-        // A track in a codec Sluice does not package is left out; the rest goes on.
-        Err(FlvError::UnsupportedAudioFormat(_) | FlvError::UnsupportedVideoCodec(_)) => {
-            p.skipped_tags += 1;
-            if p.skipped_tags == 1 {
-                tracing::warn!(channel = %p.publisher.channel, "a track in an unsupported codec is skipped");
-            }
-            None
-        }
-        Err(e) => bail!(
-            "malformed {} tag at {ts} ms: {e}",
-            if video { "video" } else { "audio" }
-        ),
-    };
-    if let Some(input) = input {
-        if p.publisher
-            .send(Feed::Input { input, bytes })
-            .await
-            .is_err()
-        {
-            return Err(anyhow::Error::new(Closed(p.publisher.closed_reason())));
+/// Rejects a publish request: the encoder is sent the rejection (`_error` with the
+/// reason), then the connection is closed.
+async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(
+    ingest: &mut RtmpIngest,
+    request_id: u32,
+    why: &str,
+    stream: &mut S,
+    buf: &mut [u8],
+) {
+    ingest.reject_publish(request_id, why);
+    let mut out = Vec::new();
+    while let Ok(Some(event)) = ingest.poll() {
+        if let RtmpEvent::Send(bytes) = event {
+            out.extend_from_slice(&bytes);
         }
     }
-    Ok(())
+    tell_and_close(stream, &out, buf).await;
 }
 
 /// How long a closing connection waits for the encoder to read why.
@@ -370,7 +264,11 @@ const CLOSE_LINGER: Duration = Duration::from_secs(2);
 /// Writes `status`, ends the sending side, and reads (and drops) what the encoder still
 /// sends until it closes or `CLOSE_LINGER` passes: closing a socket with unread input
 /// resets it, and a reset can destroy the status before the encoder reads it.
-async fn tell_and_close(stream: &mut TcpStream, status: &[u8], buf: &mut [u8]) {
+async fn tell_and_close<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    status: &[u8],
+    buf: &mut [u8],
+) {
     if stream.write_all(status).await.is_err() || stream.shutdown().await.is_err() {
         return;
     }
