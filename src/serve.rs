@@ -852,6 +852,9 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
         handed,
         "drained: live streams continue where their publishers reconnect"
     );
+    // The publishers' claims elsewhere were committed by this node if it leads; now
+    // the cluster gets its next leader before this node goes.
+    handle.hand_over_leadership(Duration::from_secs(3)).await;
     let _ = shutdown.send(true);
     while tasks.join_next().await.is_some() {}
     raft.shutdown().await.ok();

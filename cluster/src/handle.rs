@@ -383,9 +383,88 @@ impl ClusterHandle {
         Ok(())
     }
 
+    /// If this node leads, asks the most caught-up other voter to stand for election
+    /// and waits (up to `limit`) until a leader other than this node is known: the
+    /// cluster has a leader before this node goes, instead of waiting out an election
+    /// timeout after it. The vote of this node (whose own vote is older than its
+    /// lease) and the candidate's make a majority of three; the others refuse while
+    /// they hear from this leader. Returns the new leader.
+    pub async fn hand_over_leadership(&self, limit: Duration) -> Option<NodeId> {
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut metrics = self.raft.metrics();
+        let candidates: Vec<(NodeId, String)> = {
+            let m = metrics.borrow();
+            if m.current_leader != Some(self.id) {
+                return None;
+            }
+            let membership = m.membership_config.membership();
+            let matched = |id: &NodeId| {
+                m.replication
+                    .as_ref()
+                    .and_then(|r| r.get(id).cloned().flatten())
+                    .map_or(0, |l| l.index)
+            };
+            let mut voters: Vec<(u64, NodeId, String)> = membership
+                .voter_ids()
+                .filter(|id| *id != self.id)
+                .filter_map(|id| {
+                    let node = membership.get_node(&id)?;
+                    Some((matched(&id), id, node.addr.clone()))
+                })
+                .collect();
+            voters.sort_by_key(|v| std::cmp::Reverse(v.0));
+            voters.into_iter().map(|(_, id, addr)| (id, addr)).collect()
+        };
+        for (candidate, addr) in candidates {
+            // Its log must be as long as this node's or this node refuses its vote.
+            let caught_up = tokio::time::timeout_at(
+                deadline,
+                metrics.wait_for(|m| {
+                    let last = m.last_log_index.unwrap_or(0);
+                    m.replication
+                        .as_ref()
+                        .and_then(|r| r.get(&candidate).cloned().flatten())
+                        .is_some_and(|l| l.index >= last)
+                }),
+            )
+            .await
+            .is_ok_and(|r| r.is_ok());
+            if !caught_up {
+                continue;
+            }
+            let asked = self
+                .client
+                .post(format!("{addr}/cluster/elect"))
+                .bearer_auth(&*self.secret)
+                .timeout(Duration::from_secs(1))
+                .send()
+                .await;
+            if !matches!(&asked, Ok(r) if r.status().is_success()) {
+                tracing::warn!(candidate, "could not ask a node to stand for election");
+                continue;
+            }
+            let elected = tokio::time::timeout_at(
+                deadline,
+                metrics.wait_for(|m| m.current_leader.is_some_and(|l| l != self.id)),
+            )
+            .await;
+            if let Ok(Ok(m)) = elected {
+                let leader = m.current_leader;
+                drop(m);
+                tracing::info!(leader, "leadership handed over");
+                return leader;
+            }
+        }
+        tracing::warn!(
+            "leadership not handed over: the others elect a leader when this node is gone"
+        );
+        None
+    }
+
     /// The routes other nodes call on this node's cluster listener.
     pub fn router(&self) -> Router {
         Router::new()
+            .route("/cluster/elect", post(elect_route))
             .route("/cluster/propose", post(propose_route))
             .route("/cluster/read-index", post(read_index_route))
             .route("/cluster/join", post(join_route))
@@ -434,6 +513,23 @@ async fn propose_route(
     }
     match h.raft.client_write(cmd).await {
         Ok(r) => Json::<Answer>(r.data).into_response(),
+        Err(e) => failure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ClusterError::Raft(e.to_string()),
+        ),
+    }
+}
+
+/// A leader that is leaving asks this node to stand for election now.
+async fn elect_route(AxumState(h): AxumState<ClusterHandle>, headers: HeaderMap) -> Response {
+    if !authorized(&headers, &h.secret) {
+        return unauthorized("elect");
+    }
+    match h.raft.trigger().elect().await {
+        Ok(()) => {
+            tracing::info!("standing for election: the leader is leaving");
+            StatusCode::NO_CONTENT.into_response()
+        }
         Err(e) => failure(
             StatusCode::SERVICE_UNAVAILABLE,
             ClusterError::Raft(e.to_string()),

@@ -1,7 +1,7 @@
 //! Graceful drain: a rolling SIGTERM and restart of all three nodes while ffmpeg
 //! publishes (to whichever node takes it) and hls.js plays: the stream goes on in the
 //! same generation, each move as soon as the publisher reconnects and a leader is
-//! known (a stopping leader is replaced by election: claims wait for it).
+//! known (a stopping leader hands leadership to another node before it exits).
 
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -166,6 +166,73 @@ fn a_rolling_restart_keeps_the_stream_playing() -> Result<()> {
     ensure!(
         last["generation"]["number"] == generation,
         "the stream moved to a new generation: {last}"
+    );
+    Ok(())
+}
+
+/// The leader as `node` sees it.
+fn leader_seen_by(http: &Http, node: &Server) -> Option<u64> {
+    let (status, v) = node
+        .api(
+            http,
+            reqwest::Method::GET,
+            "/api/v1/cluster",
+            serde_json::Value::Null,
+        )
+        .ok()?;
+    (status == 200).then_some(())?;
+    v["leader"].as_u64()
+}
+
+#[test]
+fn a_stopping_leader_hands_leadership_over_before_it_exits() -> Result<()> {
+    let tmp = TempDir::new("handover")?;
+    let mut nodes = three_nodes(tmp.path(), &[])?;
+    let http = Http::new(None)?;
+    let ids = nodes
+        .iter()
+        .map(Server::node_id)
+        .collect::<Result<Vec<u64>>>()?;
+    let leader = wait_for(Duration::from_secs(10), "a leader", || {
+        leader_seen_by(&http, &nodes[0])
+    })?;
+    let at = ids
+        .iter()
+        .position(|id| *id == leader)
+        .context("the leader is not one of the nodes")?;
+    let code = nodes[at].terminate(Duration::from_secs(20))?;
+    ensure!(code == Some(0), "the leader exited with {code:?}");
+    // Within a heartbeat or two of its exit the others follow a new leader: none of
+    // them waits out the old leader's lease and an election (1.3 s or more).
+    let exited = Instant::now();
+    for (i, node) in nodes.iter().enumerate().filter(|(i, _)| *i != at) {
+        let left = Duration::from_millis(500).saturating_sub(exited.elapsed());
+        let seen = wait_for(left, "a new leader", || {
+            leader_seen_by(&http, node).filter(|l| *l != leader)
+        });
+        ensure!(
+            seen.is_ok(),
+            "node {} still saw the old leader {leader} {:?} after it exited",
+            i + 1,
+            exited.elapsed()
+        );
+    }
+    let log = nodes[at].log();
+    ensure!(
+        log.contains("leadership handed over"),
+        "the old leader did not hand over:\n{log}"
+    );
+    // The cluster goes on: a change commits through the new leader.
+    let other = (at + 1) % 3;
+    let (status, _) = nodes[other].api(
+        &http,
+        reqwest::Method::POST,
+        "/api/v1/channels",
+        serde_json::json!({ "name": "after-handover" }),
+    )?;
+    ensure!(
+        status == 201,
+        "creating a channel after the handover: HTTP {status}"
     );
     Ok(())
 }

@@ -231,6 +231,47 @@ fn session_of(parts: &Parts) -> u64 {
     h.finish()
 }
 
+/// Whether this replica of the state names this node the origin of `channel`'s active
+/// generation: a node that has just restarted still reads what it held before it
+/// stopped, until the cluster's newer state reaches it (or it releases the channel).
+fn active_here(s: &HlsState, channel: &str) -> bool {
+    let me = s.handle.id();
+    s.handle.read_local(|st| {
+        st.channel_by_slug(channel)
+            .and_then(|c| st.active_generation(c.id))
+            .is_some_and(|g| g.origin == me)
+    })
+}
+
+/// Where a playlist request is answered from: pulled through (`Err`, the response), or
+/// this node's packaging loop of the channel. While the state names this node the
+/// origin of an active generation it does not package (it has just restarted), the
+/// request is held until that changes, as long as a blocking request is: viewers see a
+/// stall while the stream moves, not a 404 that players give up on.
+async fn local_or_pulled(
+    s: &HlsState,
+    parts: &Parts,
+    channel: &str,
+    key: &str,
+) -> Result<Option<Arc<ChannelOrigin>>, Response> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(u64::from(DEFAULT_TD_S) * 3);
+    loop {
+        if let Some(pulled) = pull_playlist(s, parts, channel, key).await {
+            return Err(pulled);
+        }
+        if let Some(origin) = s.origins.get(channel) {
+            return Ok(Some(origin));
+        }
+        if parts.headers.contains_key(ORIGIN_PULL_HEADER)
+            || !active_here(s, channel)
+            || tokio::time::Instant::now() + ORIGIN_RETRY >= deadline
+        {
+            return Ok(None);
+        }
+        tokio::time::sleep(ORIGIN_RETRY).await;
+    }
+}
+
 async fn multivariant_playlist(
     State(s): State<HlsState>,
     Path(channel): Path<String>,
@@ -240,10 +281,11 @@ async fn multivariant_playlist(
         s.origins.metrics().pulled(true);
     }
     // The origin ignores any query here.
-    if let Some(pulled) = pull_playlist(&s, &parts, &channel, parts.uri.path()).await {
-        return pulled;
-    }
-    let Some(origin) = s.origins.get(&channel) else {
+    let origin = match local_or_pulled(&s, &parts, &channel, parts.uri.path()).await {
+        Err(pulled) => return pulled,
+        Ok(origin) => origin,
+    };
+    let Some(origin) = origin else {
         return not_found("channel");
     };
     let Some(variant) = origin.read(|sp| sp.variant.clone()) else {
@@ -317,10 +359,11 @@ async fn media_playlist(
         _ => None,
     };
     let key = playlist_key(parts.uri.path(), &directives);
-    if let Some(pulled) = pull_playlist(&s, &parts, &channel, &key).await {
-        return pulled;
-    }
-    let (Some(origin), true) = (s.origins.get(&channel), rendition == RENDITION) else {
+    let origin = match local_or_pulled(&s, &parts, &channel, &key).await {
+        Err(pulled) => return pulled,
+        Ok(origin) => origin,
+    };
+    let (Some(origin), true) = (origin, rendition == RENDITION) else {
         return not_found("playlist");
     };
     let td = target_duration(&origin);
