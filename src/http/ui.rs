@@ -229,7 +229,14 @@ const PAGE: &str = r##"<!doctype html>
         document.getElementById("where").textContent = "answered by " + (here ? here.name : cluster.this_node);
         var g = c.generation;
         if (first) {
-          var preview = el("iframe", { id: "preview", title: "live preview", allow: "autoplay", src: "/watch/" + encodeURIComponent(c.slug) });
+          var priv = c.visibility === "private";
+          var preview = el("iframe", { id: "preview", title: "live preview", allow: "autoplay", src: priv ? "about:blank" : "/watch/" + encodeURIComponent(c.slug) });
+          // A private channel's preview plays with a playback token of its own (an hour;
+          // a read-only admin token cannot issue one, and the preview stays blank).
+          if (priv) {
+            api("POST", "/channels/" + encodeURIComponent(c.slug) + "/playback-tokens", { ttl_s: 3600 })
+              .then(function (t) { preview.src = t.watch_path; }).catch(function () {});
+          }
           var stop = el("button", { id: "stop", text: "Stop stream", onclick: function () {
             if (!confirm("End the live stream of " + c.slug + "? Its publisher is disconnected.")) return;
             api("POST", "/channels/" + encodeURIComponent(c.slug) + "/stop").then(function () { channelPage(name, pageId, false); }).catch(fail);
