@@ -333,9 +333,10 @@ fn nodes_join_and_leave_through_the_cli_and_admin_tokens_work_on_every_node() ->
     nodes[1].start_waiting(&secret)?;
     nodes[2].start_waiting(&secret)?;
     let url1 = nodes[0].cluster_url();
-    wait_for(Duration::from_secs(20), "node 2's API", || {
-        nodes[1].status().ok()
-    })?;
+    // Both waiting nodes answer first (node 1 asks node 3's cluster listener who it is).
+    for (i, what) in [(1, "node 2's API"), (2, "node 3's API")] {
+        wait_for(Duration::from_secs(20), what, || nodes[i].status().ok())?;
+    }
     nodes[1].cli(&["cluster", "join", &url1])?;
     let added: serde_json::Value = serde_json::from_str(&nodes[0].cli(&[
         "cluster",
