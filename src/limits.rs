@@ -54,7 +54,7 @@ impl Default for LimitsConfig {
             failed_publishes_per_ip_per_minute: 20,
             http_max_header_bytes: 16 * 1024,
             http_max_body_bytes: 1024 * 1024,
-            http_idle_timeout_ms: 30_000,
+            http_idle_timeout_ms: 10_000,
             slow_client_timeout_ms: 30_000,
             blocking_requests_per_client: 64,
         }

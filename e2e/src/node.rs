@@ -135,6 +135,20 @@ impl TestCa {
     }
 }
 
+/// A configuration file (written in `dir`) that lifts the per-address limits: load
+/// clients and benchmarks open hundreds of connections and blocking requests from one
+/// address, which a node's defaults refuse as a flood. Pass it with `--config`.
+pub fn load_test_config(dir: &Path) -> Result<String> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join("load-test.toml");
+    std::fs::write(
+        &path,
+        "# One address stands for many viewers here.\n[limits]\nconnections_per_ip = 1000000\n\
+         blocking_requests_per_client = 1000000\npublishers_per_node = 100000\n",
+    )?;
+    Ok(path.to_str().context("config path")?.to_string())
+}
+
 /// One node, started with its own data dir and free ports.
 pub struct Server {
     pub dir: PathBuf,

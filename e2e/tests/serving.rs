@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use sluice_e2e::node::{three_nodes, wait_for, Http, Publisher, Server};
+use sluice_e2e::node::{load_test_config, three_nodes, wait_for, Http, Publisher, Server};
 use sluice_e2e::{make_small_stream, play_page, validate_playlists, TempDir};
 
 /// A player page whose hls.js the test browser answers from the npm copy.
@@ -88,7 +88,8 @@ fn a_stream_published_to_one_node_plays_from_every_node() -> Result<()> {
     let tmp = TempDir::new("serving")?;
     let fixture = tmp.path().join("gop60.flv");
     make_small_stream(&fixture)?;
-    let nodes = three_nodes(tmp.path(), &["--hlsjs-url", HLSJS_URL])?;
+    let config = load_test_config(tmp.path())?;
+    let nodes = three_nodes(tmp.path(), &["--hlsjs-url", HLSJS_URL, "--config", &config])?;
     let key = nodes[0].main_key()?;
     let _publisher = Publisher::ffmpeg_loop(
         &fixture,

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
-use sluice_e2e::node::{Http, Publisher, Server};
+use sluice_e2e::node::{load_test_config, Http, Publisher, Server};
 use sluice_e2e::TempDir;
 
 use crate::live::wait_live;
@@ -71,7 +71,7 @@ fn channel_with_key(http: &Http, server: &Server, token: &str, name: &str) -> Re
 }
 
 fn sluice_cost(dir: &std::path::Path, m: usize, run_for: Duration) -> Result<Cost> {
-    let server = Server::start(&dir.join("node"), &[])?;
+    let server = Server::start(&dir.join("node"), &["--config", &load_test_config(dir)?])?;
     let token = server.admin_token()?;
     let http = Http::new(None)?;
     let stream = bench_stream(3000)?;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use sluice_e2e::load::{self, listed_parts, LoadReport, LoadSettings};
-use sluice_e2e::node::{three_nodes, wait_for, Http, Publisher, Server};
+use sluice_e2e::node::{load_test_config, three_nodes, wait_for, Http, Publisher, Server};
 use sluice_e2e::rtmp_client::RtmpPublisher;
 use sluice_e2e::{run, TempDir};
 
@@ -23,7 +23,7 @@ pub(crate) fn live_node(
     stream: &std::path::Path,
     segments: usize,
 ) -> Result<(Server, Publisher)> {
-    let server = Server::start(dir, &[])?;
+    let server = Server::start(dir, &["--config", &load_test_config(dir)?])?;
     let key = server.main_key()?;
     let publisher = Publisher::ffmpeg_loop(stream, &server.rtmp_url(&key), &dir.join("ff.log"))?;
     wait_live(&server.url(MEDIA), segments)?;
@@ -235,7 +235,10 @@ pub(crate) fn latency(quick: bool, table: &mut Table) -> Result<()> {
     use_release_sluice()?;
     let tmp = TempDir::new("bench-latency")?;
     let stream = bench_stream(3000)?;
-    let server = Server::start(&tmp.path().join("node"), &[])?;
+    let server = Server::start(
+        &tmp.path().join("node"),
+        &["--config", &load_test_config(tmp.path())?],
+    )?;
     let key = server.main_key()?;
     let run_for = Duration::from_secs(if quick { 8 } else { 40 });
     let sent: Sent = Arc::default();
@@ -549,7 +552,7 @@ pub(crate) fn offload(quick: bool, table: &mut Table) -> Result<()> {
     use_release_sluice()?;
     let tmp = TempDir::new("bench-offload")?;
     let stream = bench_stream(3000)?;
-    let nodes = three_nodes(tmp.path(), &[])?;
+    let nodes = three_nodes(tmp.path(), &["--config", &load_test_config(tmp.path())?])?;
     let key = nodes[0].main_key()?;
     let _publisher = Publisher::ffmpeg_loop(
         &stream,

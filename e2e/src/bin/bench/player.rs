@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use serde_json::json;
-use sluice_e2e::node::{Http, Publisher, Server};
+use sluice_e2e::node::{load_test_config, Http, Publisher, Server};
 use sluice_e2e::{play_url, Playback, TempDir};
 
 use crate::live::{wait_live, MEDIA};
@@ -33,7 +33,7 @@ fn sluice_latency(
     configs: &[(&str, &str)],
     seconds: u32,
 ) -> Result<Vec<f64>> {
-    let server = Server::start(dir, &[])?;
+    let server = Server::start(dir, &["--config", &load_test_config(dir)?])?;
     let token = server.admin_token()?;
     // The key file is written once the node has made its `main` channel.
     let key = server.main_key()?;
