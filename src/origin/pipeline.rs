@@ -22,6 +22,9 @@ use crate::serve::now_ms;
 
 /// How often the loop looks at the replicated state of its generation.
 const STATE_CHECK: Duration = Duration::from_millis(250);
+/// How long an ended generation's loop still takes what its publisher sent before the
+/// end (a publisher that goes on sending is cut after it).
+const STOP_FLUSH: Duration = Duration::from_secs(1);
 
 /// What a packager output leads to once the spool lock is released.
 enum After {
@@ -143,6 +146,17 @@ pub(super) async fn run(
             },
             _ = tick.tick() => {
                 if !l.still_ours() {
+                    // What the publisher sent before the end (a stop right after its
+                    // last frames, still on their way through its connection) belongs
+                    // to the generation: package it first, for at most STOP_FLUSH.
+                    if let Some(rx) = current.as_mut() {
+                        let until = tokio::time::Instant::now() + STOP_FLUSH;
+                        while let Ok(Some(feed)) = tokio::time::timeout_at(until, rx.recv()).await {
+                            if l.feed(feed).is_err() {
+                                break;
+                            }
+                        }
+                    }
                     break;
                 }
             }
