@@ -314,6 +314,19 @@ impl Server {
         Ok((reply.status, value))
     }
 
+    /// `GET /api/v1/cluster` as this node answers it (`None` unless 200).
+    pub fn cluster_status(&self, http: &Http) -> Option<serde_json::Value> {
+        let (status, v) = self
+            .api(
+                http,
+                reqwest::Method::GET,
+                "/api/v1/cluster",
+                serde_json::Value::Null,
+            )
+            .ok()?;
+        (status == 200).then_some(v)
+    }
+
     /// Runs a CLI command against this node (through its data dir); its stdout.
     pub fn cli(&self, args: &[&str]) -> Result<String> {
         crate::run_ok(

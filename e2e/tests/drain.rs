@@ -172,16 +172,7 @@ fn a_rolling_restart_keeps_the_stream_playing() -> Result<()> {
 
 /// The leader as `node` sees it.
 fn leader_seen_by(http: &Http, node: &Server) -> Option<u64> {
-    let (status, v) = node
-        .api(
-            http,
-            reqwest::Method::GET,
-            "/api/v1/cluster",
-            serde_json::Value::Null,
-        )
-        .ok()?;
-    (status == 200).then_some(())?;
-    v["leader"].as_u64()
+    node.cluster_status(http)?["leader"].as_u64()
 }
 
 #[test]

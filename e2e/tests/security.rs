@@ -307,15 +307,7 @@ fn cluster_client(
 }
 
 fn voters(node: &Server, http: &Http) -> Option<usize> {
-    let (status, v) = node
-        .api(
-            http,
-            reqwest::Method::GET,
-            "/api/v1/cluster",
-            serde_json::Value::Null,
-        )
-        .ok()?;
-    (status == 200).then_some(())?;
+    let v = node.cluster_status(http)?;
     Some(
         v["members"]
             .as_array()?
