@@ -379,3 +379,92 @@ fn an_edge_answers_upstream_failures_with_uncached_errors_and_recovers() -> Resu
     );
     Ok(())
 }
+
+/// `main`'s status as `node` answers it.
+fn main_status(http: &Http, node: &Server) -> Option<serde_json::Value> {
+    let (status, v) = node
+        .api(
+            http,
+            reqwest::Method::GET,
+            "/api/v1/channels/main/status",
+            serde_json::Value::Null,
+        )
+        .ok()?;
+    (status == 200).then_some(v)
+}
+
+/// Sends `signal` (`-STOP`, `-CONT`) to a node's process.
+fn signal(node: &Server, signal: &str) -> Result<()> {
+    let pid = node.pid().context("node not running")?;
+    let ok = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()?
+        .success();
+    ensure!(ok, "kill {signal} {pid} failed");
+    Ok(())
+}
+
+#[test]
+fn a_publisher_back_on_another_node_at_once_is_accepted() -> Result<()> {
+    let tmp = TempDir::new("handover")?;
+    let fixture = fixture(&tmp)?;
+    let nodes = three_nodes(tmp.path(), &[])?;
+    let http = Http::new(None)?;
+    let key = nodes[0].main_key()?;
+    // The origin and the node the encoder comes back to are followers: the claim must
+    // wait for the old origin, not for a new leader.
+    let leader = nodes[0]
+        .cluster_status(&http)
+        .and_then(|s| s["leader"].as_u64())
+        .context("no leader")?;
+    let mut followers = Vec::new();
+    for n in &nodes {
+        if n.node_id()? != leader {
+            followers.push(n);
+        }
+    }
+    let (a, b) = (followers[0], followers[1]);
+    let mut first = Publisher::ffmpeg_loop(&fixture, &a.rtmp_url(&key), &tmp.path().join("a.log"))?;
+    let live = wait_for(
+        Duration::from_secs(40),
+        "main live on the first node",
+        || main_status(&http, b).filter(|s| s["state"] == "live"),
+    )
+    .with_context(|| a.log())?;
+    let generation = live["generation"]["number"].clone();
+    // The old origin cannot notice its publisher left for 2 s (well inside its 6 s
+    // lease), while the encoder is already knocking at another node.
+    signal(a, "-STOP")?;
+    first.kill();
+    let mut second =
+        Publisher::ffmpeg_loop(&fixture, &b.rtmp_url(&key), &tmp.path().join("b.log"))?;
+    std::thread::sleep(Duration::from_secs(2));
+    signal(a, "-CONT")?;
+    let b_id = b.node_id()?;
+    let moved = wait_for(
+        Duration::from_secs(20),
+        "main live on the second node",
+        || {
+            main_status(&http, b).filter(|s| {
+                s["state"] == "live" && s["generation"]["origin"].as_u64() == Some(b_id)
+            })
+        },
+    );
+    ensure!(
+        second.wait_exit(Duration::from_millis(300)).is_none(),
+        "the publisher on the second node was refused:\n{}\n{}",
+        second.output(),
+        b.log()
+    );
+    let moved = moved.with_context(|| format!("{}\n{}", second.output(), b.log()))?;
+    ensure!(
+        moved["generation"]["number"] == generation,
+        "the stream did not continue its generation: {moved}"
+    );
+    ensure!(
+        b.log().contains("waiting for it to let go"),
+        "the second node did not wait for the first to let go:\n{}",
+        b.log()
+    );
+    Ok(())
+}

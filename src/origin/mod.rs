@@ -41,6 +41,17 @@ const DETACH_WAIT: Duration = Duration::from_secs(2);
 const CLAIM_APPLY_WAIT: Duration = Duration::from_secs(2);
 /// How long a publisher waits for a node that just started to hold a lease.
 const LEASE_WAIT: Duration = Duration::from_secs(5);
+/// How long a publisher that reached this node waits for the node that held its channel
+/// to let go. An encoder that left node A and reconnects here at once beats A noticing
+/// it left (A marks the generation reconnecting through its own queue of Raft writes,
+/// seconds later on a loaded machine); a second encoder for a channel that really is
+/// live elsewhere is refused after it.
+const RELEASE_WAIT: Duration = Duration::from_secs(8);
+/// The same wait in an SRT handshake: a caller gives up connecting after 3 s (libsrt's
+/// default connect timeout), so the answer must come before.
+const SRT_RELEASE_WAIT: Duration = Duration::from_secs(2);
+/// How often a waiting publisher looks at this node's copy of the state.
+const RELEASE_POLL: Duration = Duration::from_millis(50);
 
 /// What a publisher's connection sends to the packaging loop.
 #[derive(Debug)]
@@ -291,38 +302,48 @@ impl Origins {
     pub(crate) async fn look_up_key(&self, stream_key: &str) -> Result<KeyInfo, PublishRefused> {
         let verifier = verifier_of(stream_key);
         let me = self.handle.id();
-        let now = now_ms();
         let found = self
             .handle
             .read_linearizable(|s| {
                 s.channel_for_verifier(&verifier).map(|c| {
-                    let live_elsewhere = s.active_generation(c.id).and_then(|g| {
-                        let holds = g.state != sluice_cluster::model::GenerationState::Reconnecting
-                            && g.origin != me
-                            && s.lease_valid(g.origin, now);
-                        holds.then_some(g.origin)
-                    });
                     let pushed = c.ingest == Ingest::Push;
-                    (
-                        c.slug.clone(),
-                        c.srt_passphrase.clone(),
-                        live_elsewhere,
-                        pushed,
-                    )
+                    (c.slug.clone(), c.id, c.srt_passphrase.clone(), pushed)
                 })
             })
             .await
             .map_err(|e| PublishRefused::Cluster(e.to_string()))?;
-        match found {
-            None => Err(PublishRefused::UnknownKey),
-            Some((channel, _, _, false)) => Err(PublishRefused::NotPushed { channel }),
-            Some((channel, _, Some(origin), _)) => {
-                Err(PublishRefused::AlreadyLive { channel, origin })
-            }
-            Some((channel, srt_passphrase, None, _)) => Ok(KeyInfo {
+        let (channel, id, srt_passphrase) = match found {
+            None => return Err(PublishRefused::UnknownKey),
+            Some((channel, _, _, false)) => return Err(PublishRefused::NotPushed { channel }),
+            Some((channel, id, srt_passphrase, true)) => (channel, id, srt_passphrase),
+        };
+        let deadline = tokio::time::Instant::now() + SRT_RELEASE_WAIT;
+        match self.wait_for_release(id, me, deadline).await {
+            Some(origin) => Err(PublishRefused::AlreadyLive { channel, origin }),
+            None => Ok(KeyInfo {
                 channel,
                 srt_passphrase,
             }),
+        }
+    }
+
+    /// Waits until no other node holds the channel in this node's copy of the state (its
+    /// generation reconnecting or ended, or its origin's lease gone), at most until
+    /// `deadline`; returns the node still holding it then.
+    async fn wait_for_release(
+        &self,
+        id: ChannelId,
+        me: NodeId,
+        deadline: tokio::time::Instant,
+    ) -> Option<NodeId> {
+        loop {
+            let holder = self
+                .handle
+                .read_local(|s| held_elsewhere(s, id, me, now_ms()));
+            if holder.is_none() || tokio::time::Instant::now() >= deadline {
+                return holder;
+            }
+            tokio::time::sleep(RELEASE_POLL).await;
         }
     }
 
@@ -437,8 +458,10 @@ impl Origins {
         ll_hls: LlHlsSettings,
     ) -> Result<Publisher, PublishRefused> {
         let me = self.handle.id();
-        // A node that just started may not have registered its lease yet.
-        let deadline = tokio::time::Instant::now() + LEASE_WAIT;
+        // A node that just started may not have registered its lease yet, and the node
+        // this publisher just left may not have let the channel go yet.
+        let lease_deadline = tokio::time::Instant::now() + LEASE_WAIT;
+        let release_deadline = tokio::time::Instant::now() + RELEASE_WAIT;
         let claimed = loop {
             let claimed = origin
                 .propose(Op::ClaimChannel {
@@ -446,11 +469,22 @@ impl Origins {
                     node: me,
                 })
                 .await;
+            let now = tokio::time::Instant::now();
             match claimed {
                 Err(ClusterError::Refused(Refusal::LeaseInvalid { .. }))
-                    if tokio::time::Instant::now() < deadline =>
+                    if now < lease_deadline =>
                 {
                     tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(ClusterError::Refused(Refusal::ChannelAlreadyLive {
+                    origin: holder, ..
+                })) if now < release_deadline => {
+                    tracing::info!(
+                        channel = slug,
+                        holder,
+                        "channel still held by another node: waiting for it to let go"
+                    );
+                    self.wait_for_release(origin.id, me, release_deadline).await;
                 }
                 other => break other,
             }
@@ -548,6 +582,22 @@ impl Origins {
             draining: self.draining.subscribe(),
         })
     }
+}
+
+/// The other node that holds the channel's active generation at `now_ms`, if any: a
+/// reconnecting generation, or one whose origin's lease has lapsed, is free to claim.
+fn held_elsewhere(
+    s: &sluice_cluster::State,
+    id: ChannelId,
+    me: NodeId,
+    now_ms: i64,
+) -> Option<NodeId> {
+    s.active_generation(id).and_then(|g| {
+        let holds = g.state != sluice_cluster::model::GenerationState::Reconnecting
+            && g.origin != me
+            && s.lease_valid(g.origin, now_ms);
+        holds.then_some(g.origin)
+    })
 }
 
 /// Proposes a channel's Raft writes one after another, so they apply in the order the
