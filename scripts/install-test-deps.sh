@@ -91,7 +91,8 @@ else
   npm install --no-audit --no-fund
 fi
 
-# schemathesis from PyPI into e2e/py/venv (pinned in e2e/py/requirements.txt).
+# schemathesis and prometheus-client (the reference parser of /metrics) from PyPI into
+# e2e/py/venv (pinned in e2e/py/requirements.txt).
 cd ../py
 if [ -x venv/bin/schemathesis ] && [ venv/.installed -nt requirements.txt ]; then
   echo "e2e/py: schemathesis up to date"
@@ -99,7 +100,7 @@ else
   rm -rf venv
   python3 -m venv venv || die "python3 -m venv failed"
   venv/bin/pip install --quiet --disable-pip-version-check -r requirements.txt ||
-    die "installing schemathesis from PyPI failed"
+    die "installing schemathesis and prometheus-client from PyPI failed"
   touch venv/.installed
 fi
 venv/bin/schemathesis --version

@@ -62,7 +62,30 @@ impl Drop for Waiting<'_> {
     }
 }
 
+/// A label value as the Prometheus text format writes it: backslash, double quote and
+/// line feed escaped, so no value can end its line or start another.
+pub(crate) fn label(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 impl Metrics {
+    /// Drops the counters of channels that no longer exist (deleted), so the series
+    /// are those of the channels the cluster knows.
+    pub(crate) fn retain_channels(&self, exists: impl Fn(&str) -> bool) {
+        if let Ok(mut map) = self.channels.lock() {
+            map.retain(|slug, _| exists(slug));
+        }
+    }
+
     fn with_channel(&self, channel: &str, f: impl FnOnce(&mut ChannelCounters)) {
         if let Ok(mut map) = self.channels.lock() {
             if let Some(c) = map.get_mut(channel) {
@@ -255,6 +278,7 @@ impl Metrics {
             |name: &str, kind: &str, help: &str, value: &dyn Fn(&ChannelCounters) -> u64| {
                 family(&mut out, name, kind, help);
                 for (channel, c) in channels.iter() {
+                    let channel = label(channel);
                     let _ = writeln!(out, "{name}{{channel=\"{channel}\"}} {}", value(c));
                 }
             };
@@ -426,11 +450,11 @@ pub(crate) fn render_alerts(out: &mut String, state: &sluice_cluster::State, now
     let _ = writeln!(out, "# TYPE sluice_channel_alert gauge");
     for c in state.channels.values() {
         if let Some(why) = sluice_cluster::placement::alert(state, c, now_ms) {
-            let why = why.replace(['\\', '"', '\n'], " ");
             let _ = writeln!(
                 out,
-                "sluice_channel_alert{{channel=\"{}\",reason=\"{why}\"}} 1",
-                c.slug
+                "sluice_channel_alert{{channel=\"{}\",reason=\"{}\"}} 1",
+                label(&c.slug),
+                label(&why)
             );
         }
     }

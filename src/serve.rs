@@ -644,7 +644,8 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
         };
         let (acceptor_tls, acceptor_plain) = (limited(false), limited(true));
         let limits_config = limits.config.clone();
-        let app = http_app.into_make_service_with_connect_info::<SocketAddr>();
+        let app = crate::http::canonical::outside(http_app)
+            .into_make_service_with_connect_info::<SocketAddr>();
         let serving = server_handle.clone();
         tasks.spawn(async move {
             let result = match tls {

@@ -130,6 +130,20 @@ fn private_channels_play_with_a_token_at_every_node_and_edge() -> Result<()> {
             (media(&other), "another channel's token"),
             (media(&expiring), "expired"),
             (media(&bound), "origin-bound token without an origin"),
+            // Spelled another way: the gate and the router read one canonical path.
+            (
+                "/hls/%63am/index.m3u8".to_string(),
+                "encoded name (multivariant)",
+            ),
+            ("/hls/c%61m/source/index.m3u8".to_string(), "encoded name"),
+            (
+                "/vod/%63am/1/index.m3u8".to_string(),
+                "encoded name (recording)",
+            ),
+            (
+                "//hls/cam//source/index.m3u8".to_string(),
+                "doubled slashes",
+            ),
         ] {
             expect_forbidden(&http, &format!("{base}{path}"), &[], why)?;
         }
@@ -511,6 +525,92 @@ fn ffmpeg_publishes_over_rtmps_and_plain_rtmp_there_is_refused() -> Result<()> {
     ensure!(
         server.log().contains("rtmp publish accepted"),
         "no publish in the log"
+    );
+    Ok(())
+}
+
+/// Sends `target` exactly as written (no client normalises it) and returns the status.
+fn raw_status(base: &str, target: &str) -> Result<u16> {
+    use std::io::{Read, Write};
+    let addr = base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut head = Vec::new();
+    stream.read_to_end(&mut head)?;
+    let text = String::from_utf8_lossy(&head);
+    text.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("no status line: {text}"))
+}
+
+/// Every sample of `/metrics` as the reference Prometheus parser reads it (it fails on
+/// text that does not parse).
+fn parsed_metrics(http: &Http, base: &str) -> Result<Vec<serde_json::Value>> {
+    use std::io::Write;
+    let text = http.get(&format!("{base}/metrics"), &[])?.text();
+    let root = sluice_e2e::workspace_root().join("e2e/py");
+    let mut child = std::process::Command::new(root.join("venv/bin/python"))
+        .arg(root.join("parse_metrics.py"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("python from e2e/py/venv (run scripts/install-test-deps.sh)")?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(text.as_bytes())?;
+    let out = child.wait_with_output()?;
+    ensure!(
+        out.status.success(),
+        "/metrics does not parse: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+#[test]
+fn hostile_names_never_reach_metrics() -> Result<()> {
+    let tmp = TempDir::new("metrics-names")?;
+    let server = Server::start(&tmp.path().join("n1"), &[])?;
+    let http = Http::new(None)?;
+    let base = server.base();
+    // The request the review sent, and names that pass the path rules but are no channel.
+    let injected = "/hls/x%22%7D%201%0Asluice_forged%7Bchannel%3D%22y/source/index.m3u8";
+    ensure!(
+        raw_status(&base, injected)? == 400,
+        "a name with a quote and a line feed was not refused"
+    );
+    for name in ["nope", "a=b,c", "x$y", "it's", "NEWS", "a@b:c"] {
+        let status = raw_status(&base, &format!("/hls/{name}/source/index.m3u8"))?;
+        ensure!(status == 404 || status == 400, "/hls/{name}/...: {status}");
+    }
+    let samples = parsed_metrics(&http, &base)?;
+    let channels: std::collections::BTreeSet<String> = samples
+        .iter()
+        .filter_map(|s| s["labels"]["channel"].as_str().map(str::to_string))
+        .collect();
+    ensure!(
+        channels.iter().all(|c| c == "main"),
+        "series for channels that do not exist: {channels:?}"
+    );
+    ensure!(
+        samples.iter().all(|s| s["name"] != "sluice_forged"),
+        "a forged series in /metrics"
+    );
+    // A channel deleted is a channel whose series go.
+    let _ = raw_status(&base, "/hls/main/source/index.m3u8")?;
+    server.cli(&["channel", "delete", "main"])?;
+    let after = parsed_metrics(&http, &base)?;
+    ensure!(
+        after.iter().all(|s| s["labels"]["channel"].is_null()),
+        "series of a deleted channel: {after:?}"
     );
     Ok(())
 }

@@ -223,6 +223,7 @@ pub(crate) async fn run(args: EdgeArgs) -> Result<()> {
         crate::serve::wait_for_signal().await;
         stopping.graceful_shutdown(Some(Duration::from_secs(2)));
     });
+    let app = crate::http::canonical::outside(app);
     server.handle(handle).serve(app.into_make_service()).await?;
     Ok(())
 }

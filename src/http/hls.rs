@@ -345,7 +345,12 @@ async fn media_playlist(
         metrics.pulled(true);
     } else {
         metrics.playlist_request(directives.is_blocking());
-        metrics.viewer(&channel, session_of(&parts), Instant::now());
+        // Only a channel that exists gets a series: a name is the viewer's to choose.
+        if s.handle
+            .read_local(|st| st.channel_by_slug(&channel).is_some())
+        {
+            metrics.viewer(&channel, session_of(&parts), Instant::now());
+        }
     }
     // Held requests are limited per address (other nodes' signed pulls are not: one
     // of them stands for many viewers).

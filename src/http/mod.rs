@@ -3,6 +3,7 @@
 
 pub(crate) mod access;
 pub(crate) mod api;
+pub(crate) mod canonical;
 pub(crate) mod hls;
 pub(crate) mod ui;
 mod vod;
@@ -148,6 +149,9 @@ pub(crate) fn app(
                 let denials = denials.clone();
                 let limits = render_limits.clone();
                 async move {
+                    cluster.read_local(|s| {
+                        metrics.retain_channels(|slug| s.channel_by_slug(slug).is_some())
+                    });
                     let mut text = metrics.render(Instant::now());
                     denials.render(&mut text);
                     limits.render(&mut text);
