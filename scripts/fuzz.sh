@@ -1,18 +1,25 @@
 #!/usr/bin/env bash
 # Bounded fuzzing of what a publisher or a viewer can send (cargo-fuzz, libFuzzer with
-# AddressSanitizer): FLV/Enhanced RTMP tags, MPEG-TS, parameter sets, HLS requests and
-# the RTMP ingest. Each target runs FUZZ_SECONDS (default 20) from a fresh corpus seeded
-# with the heads of the media test fixtures and any checked-in crash inputs
+# AddressSanitizer): FLV/Enhanced RTMP tags, MPEG-TS, parameter sets, HLS requests, the
+# RTMP ingest and SRT datagrams through the SRT front's check into the SRT library. Each
+# target runs FUZZ_SECONDS (default 20) from a fresh corpus seeded with the heads of the
+# media test fixtures, a few hand-made inputs and any checked-in crash inputs
 # (fuzz/regressions/<target>/). A crash, a timeout or an out-of-memory fails the script,
 # naming the target; the input is left in fuzz/artifacts/<target>/.
 #
 #   FUZZ_SECONDS=300 scripts/fuzz.sh              # all targets, longer
 #   FUZZ_SECONDS=60 scripts/fuzz.sh rtmp_ingest   # one target
+#   scripts/fuzz.sh --long [targets]              # an hour per target
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+if [ "${1:-}" = "--long" ]; then
+    # Hours: one hour per target unless FUZZ_SECONDS says otherwise.
+    shift
+    FUZZ_SECONDS="${FUZZ_SECONDS:-3600}"
+fi
 FUZZ_SECONDS="${FUZZ_SECONDS:-20}"
-ALL_TARGETS=(flv_tags ts_demux parameter_sets hls_query rtmp_ingest)
+ALL_TARGETS=(flv_tags ts_demux parameter_sets hls_query rtmp_ingest srt_datagram)
 if [ "$#" -gt 0 ]; then
     TARGETS=("$@")
 else
@@ -65,6 +72,17 @@ seed() {
             printf '\x13\x00_HLS_msn=2&_HLS_part=1&_HLS_skip=YES' >"$dir/blocking"
             printf '\x13\x00live/3.1.m4s?token=x' >"$dir/part"
             printf '\xdb\x00init-2.mp4' >"$dir/init"
+            ;;
+        srt_datagram)
+            # An HSv5 conclusion with a handshake request and a stream id, the
+            # reviewed 72-byte conclusion (congestion extension), a data packet.
+            local hs='\x80\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00'
+            hs+='\x00\x00\x00\x05\x00\x00\x00\x07\x00\x00\x04\xd2\x00\x00\x05\xdc'
+            hs+='\x00\x00\x20\x00\xff\xff\xff\xff\x11\x22\x33\x44\x00\x00\x00\x55'
+            hs+='\x7f\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00'
+            printf "$hs"'\x00\x01\x00\x03\x00\x01\x05\x00\x00\x00\x00\x3f\x00\x78\x00\x00\x00\x05\x00\x01yek#' >"$dir/conclusion"
+            printf "$hs"'\x00\x06\x00\x01evil' >"$dir/congestion"
+            printf '\x00\x00\x00\x07\xc0\x00\x00\x01\x00\x00\x10\x00\x00\x00\x00\x09\x47\x40\x00\x10' >"$dir/data"
             ;;
         parameter_sets) ;;
     esac

@@ -542,8 +542,8 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
         idle_timeout: Duration::from_millis(c.publisher_timeout_ms.max(1_000)),
         limits: limits.clone(),
     };
-    let (srt_listener, srt_incoming, srt_addr) =
-        crate::ingest::srt::bind(c.srt, &srt_settings).await?;
+    let srt_bound = crate::ingest::srt::bind(c.srt, &srt_settings).await?;
+    let srt_addr = srt_bound.local_addr()?;
     let edge = Arc::new(crate::edge::Edge::new(
         format!("node-{:x}", dir.node_id),
         c.edge_cache_bytes,
@@ -714,9 +714,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
             shutdown.subscribe(),
         ));
         tasks.spawn(crate::ingest::srt::serve(
-            srt_listener,
-            srt_incoming,
-            srt_addr,
+            srt_bound,
             origins.clone(),
             srt_settings,
             shutdown.subscribe(),

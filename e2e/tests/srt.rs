@@ -287,8 +287,10 @@ fn garbage_on_the_srt_port_leaves_the_live_channel_playing() -> Result<()> {
     let watch = server.url("/watch/main");
     let viewer = std::thread::spawn(move || play_page(&watch, 12, Duration::from_secs(90)));
 
-    // 4 s of datagrams: random bytes, and ones shaped like SRT control packets
-    // (handshakes, shutdowns) with nonsense in them.
+    // 4 s of datagrams: random bytes, ones shaped like SRT control packets
+    // (handshakes, shutdowns) with nonsense in them, and the handshakes that panic the
+    // SRT library's parser (a review found the first: 72 bytes, a conclusion with a
+    // congestion-control extension of one word).
     let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
     let target = ("127.0.0.1", server.srt);
     let started = Instant::now();
@@ -302,9 +304,16 @@ fn garbage_on_the_srt_port_leaves_the_live_channel_playing() -> Result<()> {
             seed ^= seed << 17;
             *b = seed as u8;
         }
-        match sent % 3 {
+        match sent % 5 {
             0 => datagram[..4].copy_from_slice(&[0x80, 0x00, 0x00, 0x00]), // handshake
             1 => datagram[..4].copy_from_slice(&[0x80, 0x05, 0x00, 0x00]), // shutdown
+            2 => datagram = conclusion(&[(6, b"evil")]),
+            3 => {
+                datagram = conclusion(&[
+                    (1, &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 6, 0, 0]),
+                    (5, b"abcd"),
+                ])
+            }
             _ => {}
         }
         socket.send_to(&datagram, target)?;
@@ -328,11 +337,35 @@ fn garbage_on_the_srt_port_leaves_the_live_channel_playing() -> Result<()> {
     );
     let health = Http::new(None)?.get(&server.url("/healthz"), &[])?;
     ensure!(health.status == 200, "node unhealthy after the flood");
+    let log = server.log();
+    ensure!(
+        !log.contains("listener stopped") && !log.contains("panicked"),
+        "the flood reached the SRT library:\n{log}"
+    );
+    ensure!(
+        log.contains("dropped a datagram the SRT library must not see"),
+        "the front did not say it dropped the flood:\n{log}"
+    );
     eprintln!(
         "{sent} garbage datagrams; playlist {before} -> {after}, max stall {} ms",
         played.report["maxStallMs"]
     );
     Ok(())
+}
+
+/// An HSv5 conclusion handshake (header included) with the given extensions.
+fn conclusion(extensions: &[(u16, &[u8])]) -> Vec<u8> {
+    let mut d = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0];
+    for word in [5i32, 0x0007, 1234, 1500, 8192, -1, 0x1122_3344, 0x55] {
+        d.extend(word.to_be_bytes());
+    }
+    d.extend([127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    for (kind, content) in extensions {
+        d.extend(kind.to_be_bytes());
+        d.extend(((content.len() / 4) as u16).to_be_bytes());
+        d.extend(*content);
+    }
+    d
 }
 
 #[test]

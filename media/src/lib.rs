@@ -10,8 +10,9 @@
 //!
 //! Layout: `frame` (the model), `codec` (configuration records), `flv` (tag parsing and
 //! the RTMP/FLV demuxer), `rtmp` (an RTMP publish: handshake and session, sans-IO),
-//! `ts` (the MPEG-TS demuxer), `cmaf` (fMP4 writing), `packager` (parts and segments),
-//! `playlist` (media and multivariant playlists, blocking-reload decision).
+//! `ts` (the MPEG-TS demuxer), `srt_datagram` (what the SRT library may be given),
+//! `cmaf` (fMP4 writing), `packager` (parts and segments), `playlist` (media and
+//! multivariant playlists, blocking-reload decision).
 //!
 //! One ingest is one rendition with audio and video muxed in the same fragments. Sluice
 //! does not transcode, so there is nothing to switch between; muxing keeps audio and
@@ -25,6 +26,7 @@ pub mod frame;
 pub mod packager;
 pub mod playlist;
 pub mod rtmp;
+pub mod srt_datagram;
 #[cfg(test)]
 pub(crate) mod testing;
 pub mod ts;

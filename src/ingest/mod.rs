@@ -3,3 +3,4 @@
 pub(crate) mod rtmp;
 pub(crate) mod srt;
 pub(crate) mod srt_caller;
+pub(crate) mod srt_front;

@@ -1,7 +1,8 @@
 //! SRT ingest (listener): each publisher's MPEG-TS becomes `Feed`s for its channel.
 //!
 //! ```text
-//! UDP --srt-tokio listener--> connection request (stream id, key size)
+//! UDP --srt_front (drops what would panic the library)--> srt-tokio listener
+//!   --> connection request (stream id, key size)
 //!   stream id `#!::r=<key>,m=publish` or a bare `<key>`
 //!   -> Origins::look_up_key: unknown key, channel live elsewhere, encryption that does
 //!      not match the channel's passphrase: rejected in the handshake (reason + log)
@@ -27,6 +28,7 @@ use srt_protocol::packet::{CoreRejectReason, RejectReason, ServerRejectReason};
 use srt_protocol::settings::KeySettings;
 use srt_tokio::{ConnectionRequest, SrtIncoming, SrtListener, SrtSocket};
 
+use super::srt_front::Front;
 use crate::origin::{Feed, Origins, PublishRefused, Publisher};
 
 /// Bytes of input with no media frame out of them before the stream is refused as not
@@ -43,14 +45,41 @@ pub(crate) struct SrtSettings {
     pub(crate) limits: Arc<crate::limits::Limits>,
 }
 
-/// Binds the listener (an error here stops the node from starting).
-pub(crate) async fn bind(
-    addr: SocketAddr,
-    settings: &SrtSettings,
-) -> Result<(SrtListener, SrtIncoming, SocketAddr)> {
-    let socket = tokio::net::UdpSocket::bind(addr)
-        .await
-        .map_err(|e| anyhow!("binding srt listener {addr}: {e}"))?;
+/// The SRT port: the front on the public address and the library behind it.
+pub(crate) struct Bound {
+    front: Arc<Front>,
+    listener: SrtListener,
+    incoming: SrtIncoming,
+}
+
+impl Bound {
+    pub(crate) fn local_addr(&self) -> Result<SocketAddr> {
+        self.front.local_addr()
+    }
+}
+
+/// Binds the public port and the library behind it (an error here stops the node from
+/// starting).
+pub(crate) async fn bind(addr: SocketAddr, settings: &SrtSettings) -> Result<Bound> {
+    let front = Front::bind(addr).await?;
+    let (listener, incoming) = bind_library(&front, settings).await?;
+    Ok(Bound {
+        front,
+        listener,
+        incoming,
+    })
+}
+
+/// Binds the library's listener on loopback, on the port it had if it had one.
+async fn bind_library(front: &Front, settings: &SrtSettings) -> Result<(SrtListener, SrtIncoming)> {
+    let wanted = front.library_addr();
+    let socket = match tokio::net::UdpSocket::bind(wanted).await {
+        Ok(s) => s,
+        Err(_) if wanted.port() != 0 => {
+            tokio::net::UdpSocket::bind(SocketAddr::new(wanted.ip(), 0)).await?
+        }
+        Err(e) => return Err(e.into()),
+    };
     let local = socket.local_addr()?;
     let (listener, incoming) = SrtListener::builder()
         .socket(socket)
@@ -58,21 +87,37 @@ pub(crate) async fn bind(
         .bind(local)
         .await
         .map_err(|e| anyhow!("starting srt listener {local}: {e}"))?;
-    Ok((listener, incoming, local))
+    front.set_library_addr(local);
+    Ok((listener, incoming))
 }
 
-/// Accepts connection requests until `stop` fires; each runs in its own task.
+/// Relays and accepts connection requests until `stop` fires; each runs in its own task.
 ///
-/// The SRT library panics on a few handshakes it does not handle (a caller that
-/// encrypts to a channel without a passphrase, when it leaves the key length to its
-/// default): its listener task then ends, and with it the connections it carried. The
-/// listener is bound again at once; the publishers reconnect (SRT callers retry) and
-/// their channels continue within the reconnect grace. Only a holder of a valid stream
-/// key gets that far in the handshake.
+/// Datagrams that would panic the SRT library's parser are dropped by the front
+/// (`srt_front`). Should the library's listener task still end (a panic further in),
+/// it ends the connections it carried; it is bound again at once behind the same
+/// front, the publishers reconnect (SRT callers retry) and their channels continue
+/// within the reconnect grace.
 pub(crate) async fn serve(
+    bound: Bound,
+    origins: Arc<Origins>,
+    settings: SrtSettings,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let Bound {
+        front,
+        listener,
+        incoming,
+    } = bound;
+    let relaying = tokio::spawn(front.clone().run(stop.clone()));
+    accept(&front, listener, incoming, origins, settings, stop).await;
+    relaying.abort();
+}
+
+async fn accept(
+    front: &Arc<Front>,
     listener: SrtListener,
     incoming: SrtIncoming,
-    addr: SocketAddr,
     origins: Arc<Origins>,
     settings: SrtSettings,
     mut stop: tokio::sync::watch::Receiver<bool>,
@@ -82,8 +127,8 @@ pub(crate) async fn serve(
     loop {
         let (listener, mut incoming) = match current.take() {
             Some(l) => l,
-            None => match bind(addr, &settings).await {
-                Ok((l, i, _)) => (l, i),
+            None => match bind_library(front, &settings).await {
+                Ok(l) => l,
                 Err(e) => {
                     tracing::error!(error = %format!("{e:#}"), "srt listener: binding again failed; retrying");
                     tokio::select! {
@@ -101,9 +146,9 @@ pub(crate) async fn serve(
             let Some(request) = request else { break };
             let origins = origins.clone();
             let settings = settings.clone();
+            let peer = front.caller(request.remote()).unwrap_or(request.remote());
             tokio::spawn(async move {
-                let peer = request.remote();
-                match connection(request, origins, &settings).await {
+                match connection(request, peer, origins, &settings).await {
                     Ok(()) => tracing::info!(%peer, "srt connection closed"),
                     Err(e) => {
                         tracing::warn!(%peer, reason = %format!("{e:#}"), "srt connection ended")
@@ -112,7 +157,7 @@ pub(crate) async fn serve(
             });
         }
         drop(listener);
-        tracing::error!(%addr, "the srt listener stopped (a handshake the SRT library does not handle): listening again");
+        tracing::error!(addr = %front.library_addr(), "the srt library's listener stopped: listening again");
     }
 }
 
@@ -150,6 +195,7 @@ async fn reject(request: ConnectionRequest, reason: RejectReason, why: &str) -> 
 
 async fn connection(
     request: ConnectionRequest,
+    peer: SocketAddr,
     origins: Arc<Origins>,
     settings: &SrtSettings,
 ) -> Result<()> {
@@ -168,7 +214,7 @@ async fn connection(
             return reject(request, RejectReason::Server(reason), why).await;
         }
     };
-    let peer = request.remote().ip();
+    let peer = peer.ip();
     if let Some(why) = settings
         .limits
         .publish_refusal(peer, std::time::Instant::now())
