@@ -332,12 +332,42 @@ impl ServeArgs {
     }
 }
 
-/// 32 random bytes as hex, from the kernel's generator.
+/// 32 random bytes as hex, from the system's generator (through ring).
 pub(crate) fn random_hex() -> Result<String> {
+    use ring::rand::SecureRandom;
     let mut bytes = [0u8; 32];
-    let mut f = std::fs::File::open("/dev/urandom").context("opening /dev/urandom")?;
-    std::io::Read::read_exact(&mut f, &mut bytes).context("reading /dev/urandom")?;
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| anyhow::anyhow!("the system's random generator failed"))?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The data dir holds signing keys, passphrases and secrets: it is 0700 and its files
+/// 0600. Looser modes (an older version, a copied backup, a umask) are fixed with a
+/// warning; the paths fixed are returned.
+pub(crate) fn tighten_data_dir(dir: &Path) -> Result<Vec<PathBuf>> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut fixed = Vec::new();
+    let mut tighten = |path: &Path, mode: u32| -> Result<()> {
+        let meta = std::fs::symlink_metadata(path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(path = %path.display(), was = format!("{:o}", meta.permissions().mode() & 0o777),
+                now = format!("{mode:o}"), "the data dir was readable by others: fixed");
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                .with_context(|| format!("restricting {}", path.display()))?;
+            fixed.push(path.to_path_buf());
+        }
+        Ok(())
+    };
+    tighten(dir, 0o700)?;
+    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            tighten(&entry.path(), 0o600)?;
+        }
+    }
+    Ok(fixed)
 }
 
 /// Writes a secret readable by its owner only.
@@ -381,6 +411,7 @@ struct DataDir {
 fn prepare_data_dir(c: &Config) -> Result<DataDir> {
     std::fs::create_dir_all(&c.data_dir)
         .with_context(|| format!("creating {}", c.data_dir.display()))?;
+    tighten_data_dir(&c.data_dir)?;
     let id_path = c.data_dir.join("node.id");
     let fresh = !id_path.exists();
     if fresh {
@@ -499,6 +530,8 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
     };
     let raft_config = Arc::new(raft_config.validate().context("raft config")?);
     let db = open_database(&c.data_dir.join("raft.redb")).context("opening raft.redb")?;
+    // A new raft.redb (and the files written above) get the umask's mode.
+    tighten_data_dir(&c.data_dir)?;
     let sm = StateMachine::open(db.clone()).map_err(|e| anyhow::anyhow!("state machine: {e}"))?;
     let secret: Arc<str> = Arc::from(dir.cluster_secret.as_str());
     let net = HttpNetwork::new(dir.node_id, secret.clone(), Arc::new(Faults::default()))?;
@@ -1143,6 +1176,41 @@ async fn liveness_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A data dir left readable by others (an older version, a restored backup) is
+    /// made 0700 with 0600 files at start; a tight one is left alone.
+    #[test]
+    fn a_loose_data_dir_is_tightened() -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("sluice-perm-{}", random_hex()?));
+        std::fs::create_dir(&dir)?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+        for name in ["raft.redb", "cluster.secret", "main.stream-key"] {
+            std::fs::write(dir.join(name), "x")?;
+            std::fs::set_permissions(dir.join(name), std::fs::Permissions::from_mode(0o644))?;
+        }
+        std::fs::create_dir(dir.join("spool"))?;
+        let fixed = tighten_data_dir(&dir)?;
+        assert_eq!(fixed.len(), 4, "{fixed:?}");
+        let mode = |p: &Path| std::fs::metadata(p).map(|m| m.permissions().mode() & 0o777);
+        assert_eq!(mode(&dir)?, 0o700);
+        assert_eq!(mode(&dir.join("raft.redb"))?, 0o600);
+        assert_eq!(mode(&dir.join("main.stream-key"))?, 0o600);
+        assert!(
+            tighten_data_dir(&dir)?.is_empty(),
+            "a tight dir is left alone"
+        );
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
+    }
+
+    #[test]
+    fn random_hex_is_32_fresh_bytes() -> Result<()> {
+        let (a, b) = (random_hex()?, random_hex()?);
+        assert_eq!(a.len(), 64);
+        assert_ne!(a, b);
+        Ok(())
+    }
 
     /// The example file lists every key with its default: it parses (unknown keys are
     /// refused) to exactly the built-in defaults, and names every key.

@@ -9,6 +9,10 @@ use bytes::Bytes;
 
 use super::Head;
 
+/// The longest an edge keeps anything: a year, what an immutable object is given.
+/// An upstream's larger `max-age` (up to u64::MAX) is cut to it, never overflowing.
+const LONGEST: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// A response worth keeping for how long; `None` for one that must not be kept.
 pub(super) fn lifetime(head: &Head) -> Option<Duration> {
     if head.status != StatusCode::OK {
@@ -31,7 +35,9 @@ pub(super) fn lifetime(head: &Head) -> Option<Duration> {
             }
         }
     }
-    max_age.filter(|s| *s > 0).map(Duration::from_secs)
+    max_age
+        .filter(|s| *s > 0)
+        .map(|s| Duration::from_secs(s).min(LONGEST))
 }
 
 struct Entry {
@@ -126,7 +132,7 @@ impl Cache {
                 head,
                 body,
                 stored: now,
-                expires: now + life,
+                expires: now.checked_add(life).unwrap_or(now),
                 tick: self.next_tick,
             },
         );
@@ -151,6 +157,16 @@ mod tests {
             cache_control: Some(HeaderValue::from_static(cc)),
             content_type: None,
         }
+    }
+
+    #[test]
+    fn a_huge_max_age_is_cut_to_a_year_without_overflow() {
+        let huge = head(StatusCode::OK, "public, max-age=18446744073709551615");
+        assert_eq!(lifetime(&huge), Some(LONGEST));
+        let mut cache = Cache::new(1 << 20);
+        let now = Instant::now();
+        cache.insert("k".into(), huge, Bytes::from_static(b"x"), now);
+        assert!(cache.get("k", now + Duration::from_secs(3600)).is_some());
     }
 
     #[test]
