@@ -539,7 +539,11 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
     let handle = ClusterHandle::new(dir.node_id, raft.clone(), sm, secret.clone())?;
 
     let shutdown = tokio_util_shutdown();
-    let cluster_app = raft_router(raft.clone(), secret.clone()).merge(handle.router());
+    let cluster_app = sluice_cluster::network::guarded(
+        raft_router(raft.clone(), secret.clone()).merge(handle.router()),
+        secret.clone(),
+        sluice_cluster::network::CLUSTER_REQUEST_DEADLINE,
+    );
     let metrics = Arc::new(Metrics::default());
     let limits = Arc::new(crate::limits::Limits::new(c.limits.clone()));
     let spool_root = c.data_dir.join("spool");

@@ -295,6 +295,35 @@ fn refuse(rpc: &str) -> Response {
     (StatusCode::UNAUTHORIZED, "cluster secret required\n").into_response()
 }
 
+/// How long a request on the cluster listener may take, body included (a snapshot
+/// chunk is well inside it; a sender that trickles bytes is cut off).
+pub const CLUSTER_REQUEST_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Every route of the cluster listener behind one guard: the secret is checked from the
+/// headers before anything reads the body (a stranger's 16 MiB body is never read, let
+/// alone parsed), and the whole request must finish within `deadline` (408 otherwise).
+pub fn guarded(router: Router, secret: Arc<str>, deadline: Duration) -> Router {
+    router.layer(axum::middleware::from_fn(
+        move |request: axum::extract::Request, next: axum::middleware::Next| {
+            let secret = secret.clone();
+            async move {
+                if !authorized(request.headers(), &secret) {
+                    tracing::warn!(path = %request.uri().path(),
+                        "cluster request refused: missing or wrong cluster secret");
+                    return (StatusCode::UNAUTHORIZED, "cluster secret required\n").into_response();
+                }
+                match tokio::time::timeout(deadline, next.run(request)).await {
+                    Ok(response) => response,
+                    Err(_) => {
+                        tracing::warn!(?deadline, "cluster request took too long: cut off");
+                        (StatusCode::REQUEST_TIMEOUT, "request took too long\n").into_response()
+                    }
+                }
+            }
+        },
+    ))
+}
+
 /// The Raft RPC routes of the cluster listener.
 pub fn raft_router(raft: Raft<TypeConfig>, secret: Arc<str>) -> Router {
     Router::new()
@@ -336,4 +365,66 @@ async fn snapshot(
         return refuse("snapshot");
     }
     Json(s.raft.install_snapshot(req).await).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A JSON route behind the guard, served on loopback.
+    async fn serve(deadline: Duration) -> std::net::SocketAddr {
+        let app = Router::new().route(
+            "/cluster/propose",
+            post(|Json(v): Json<serde_json::Value>| async move { Json(v) }),
+        );
+        let app = guarded(app, Arc::from("s3cret"), deadline);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        addr
+    }
+
+    /// Sends `head` (and nothing more) and returns the status line of the answer.
+    async fn status_after_head(addr: std::net::SocketAddr, head: &str) -> String {
+        let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        conn.write_all(head.as_bytes()).await.expect("write");
+        let mut buf = vec![0u8; 256];
+        let n = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf))
+            .await
+            .expect("an answer within 5 s")
+            .expect("read");
+        String::from_utf8_lossy(&buf[..n])
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string()
+    }
+
+    #[tokio::test]
+    async fn a_stranger_is_refused_before_its_body_is_read() {
+        let addr = serve(CLUSTER_REQUEST_DEADLINE).await;
+        // 16 MB announced, none sent: the answer comes from the headers alone.
+        let line = status_after_head(
+            addr,
+            "POST /cluster/propose HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+             Content-Length: 16000000\r\nAuthorization: Bearer wrong\r\n\r\n",
+        )
+        .await;
+        assert!(line.contains("401"), "{line}");
+    }
+
+    #[tokio::test]
+    async fn a_member_trickling_its_body_is_cut_off() {
+        let addr = serve(Duration::from_millis(300)).await;
+        let line = status_after_head(
+            addr,
+            "POST /cluster/propose HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+             Content-Length: 100\r\nAuthorization: Bearer s3cret\r\n\r\n{\"a\":",
+        )
+        .await;
+        assert!(line.contains("408"), "{line}");
+    }
 }
