@@ -81,6 +81,42 @@ pub struct ClusterHandle {
     sm: StateMachine,
     secret: Arc<str>,
     client: reqwest::Client,
+    /// Cluster reads spent on credentials this replica does not know.
+    auth_lookups: Arc<std::sync::Mutex<LookupBudget>>,
+}
+
+/// Cluster reads a node may spend on credentials it does not know: a token bucket of
+/// `AUTH_LOOKUPS_PER_S`, holding at most `AUTH_LOOKUP_BURST`. A flood of wrong tokens or
+/// stream keys is then answered from the local replica alone and cannot delay Raft.
+pub const AUTH_LOOKUPS_PER_S: f64 = 20.0;
+pub const AUTH_LOOKUP_BURST: f64 = 40.0;
+
+#[derive(Debug)]
+pub struct LookupBudget {
+    tokens: f64,
+    at: tokio::time::Instant,
+}
+
+impl LookupBudget {
+    pub fn new(now: tokio::time::Instant) -> Self {
+        Self {
+            tokens: AUTH_LOOKUP_BURST,
+            at: now,
+        }
+    }
+
+    /// Takes one lookup if the budget has one at `now`.
+    pub fn take(&mut self, now: tokio::time::Instant) -> bool {
+        let earned = now.saturating_duration_since(self.at).as_secs_f64() * AUTH_LOOKUPS_PER_S;
+        self.tokens = (self.tokens + earned).min(AUTH_LOOKUP_BURST);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -125,7 +161,30 @@ impl ClusterHandle {
             sm,
             secret,
             client,
+            auth_lookups: Arc::new(std::sync::Mutex::new(LookupBudget::new(
+                tokio::time::Instant::now(),
+            ))),
         })
+    }
+
+    /// Looks a credential up (an admin token's or a stream key's verifier): in this
+    /// replica first; only a miss costs a linearizable read (a credential made a moment
+    /// ago on another node), and only while the node's lookup budget lasts. `None`:
+    /// unknown (or not looked up, the budget being spent).
+    pub async fn read_for_auth<T>(&self, f: impl Fn(&State) -> Option<T>) -> Option<T> {
+        if let Some(found) = self.read_local(&f) {
+            return Some(found);
+        }
+        let allowed = self
+            .auth_lookups
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take(tokio::time::Instant::now());
+        if !allowed {
+            tracing::debug!("unknown credential: not looked up in the cluster (budget spent)");
+            return None;
+        }
+        self.read_linearizable(&f).await.ok().flatten()
     }
 
     pub fn id(&self) -> NodeId {
@@ -602,4 +661,25 @@ async fn identity_route(AxumState(h): AxumState<ClusterHandle>, headers: HeaderM
         initialized,
     })
     .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flood_of_unknown_credentials_gets_only_the_budgeted_cluster_reads() {
+        let start = tokio::time::Instant::now();
+        let mut budget = LookupBudget::new(start);
+        // 1000 wrong tokens at once: the burst is looked up, the rest are not.
+        let granted = (0..1000).filter(|_| budget.take(start)).count();
+        assert_eq!(granted, AUTH_LOOKUP_BURST as usize);
+        // One second later: the rate's worth again, never more than the burst.
+        let later = start + Duration::from_secs(1);
+        let granted = (0..1000).filter(|_| budget.take(later)).count();
+        assert_eq!(granted, AUTH_LOOKUPS_PER_S as usize);
+        let much_later = later + Duration::from_secs(3600);
+        let granted = (0..1000).filter(|_| budget.take(much_later)).count();
+        assert_eq!(granted, AUTH_LOOKUP_BURST as usize);
+    }
 }

@@ -304,14 +304,13 @@ impl Origins {
         let me = self.handle.id();
         let found = self
             .handle
-            .read_linearizable(|s| {
+            .read_for_auth(|s| {
                 s.channel_for_verifier(&verifier).map(|c| {
                     let pushed = c.ingest == Ingest::Push;
                     (c.slug.clone(), c.id, c.srt_passphrase.clone(), pushed)
                 })
             })
-            .await
-            .map_err(|e| PublishRefused::Cluster(e.to_string()))?;
+            .await;
         let (channel, id, srt_passphrase) = match found {
             None => return Err(PublishRefused::UnknownKey),
             Some((channel, _, _, false)) => return Err(PublishRefused::NotPushed { channel }),
@@ -357,14 +356,15 @@ impl Origins {
             return Err(PublishRefused::Draining);
         }
         let verifier = verifier_of(stream_key);
+        // This replica first; an unknown key costs a cluster read only within the
+        // node's lookup budget. Claiming the channel goes through Raft either way.
         let found = self
             .handle
-            .read_linearizable(|s| {
+            .read_for_auth(|s| {
                 s.channel_for_verifier(&verifier)
                     .map(|c| (c.slug.clone(), c.id, c.ll_hls, c.ingest == Ingest::Push))
             })
-            .await
-            .map_err(|e| PublishRefused::Cluster(e.to_string()))?;
+            .await;
         let Some((slug, id, ll_hls, pushed)) = found else {
             return Err(PublishRefused::UnknownKey);
         };

@@ -227,7 +227,8 @@ fn cluster_error(e: ClusterError) -> Response {
 
 /// Admin tokens are checked against the replicated verifiers, so a token works on every
 /// node; read-only tokens may only read. A token this replica does not know yet (made a
-/// moment ago on another node) is looked up again after a linearizable read.
+/// moment ago on another node) is looked up again after a linearizable read, within the
+/// node's lookup budget (`ClusterHandle::read_for_auth`).
 async fn require_token(
     AxumState(s): AxumState<ApiState>,
     request: axum::extract::Request,
@@ -250,10 +251,7 @@ async fn require_token(
         st.admin_token_for_verifier(&verifier)
             .map(|t| (t.revoked_ms.is_some(), t.read_only))
     };
-    let mut known = s.handle.read_local(lookup);
-    if known.is_none() {
-        known = s.handle.read_linearizable(lookup).await.ok().flatten();
-    }
+    let known = s.handle.read_for_auth(lookup).await;
     let own = sluice_cluster::network::constant_time_eq(
         bearer.trim().as_bytes(),
         s.admin_token.as_bytes(),
