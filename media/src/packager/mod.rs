@@ -36,6 +36,9 @@ const STARTUP_WAIT_US: i64 = 2_000_000;
 /// Frames held while starting or waiting for a keyframe; the oldest go first. At 60 fps
 /// plus 48 kHz AAC that is over 10 s of media, far beyond the startup wait.
 const MAX_BUFFERED_FRAMES: usize = 1_500;
+/// Media queued for the open part, in bytes (all tracks): far beyond a part of the
+/// longest part target at any real bitrate (5 s at 100 Mbit/s is 62.5 MB).
+pub const MAX_QUEUED_BYTES: usize = 96 << 20;
 /// A forward step between two drive-track frames larger than this is a timestamp jump
 /// (discontinuity), not a frame gap: it keeps every segment under TARGETDURATION + 0.5 s.
 const MAX_DRIVE_GAP_US: i64 = 400_000;
@@ -92,6 +95,8 @@ pub enum PackagerError {
     SegmentTarget { got: u32, part: u32 },
     #[error(transparent)]
     Mux(#[from] MuxError),
+    #[error("{bytes} bytes of media without the part ending: the publisher's timestamps stopped advancing")]
+    Stalled { bytes: usize },
 }
 
 impl PackagerSettings {
@@ -204,9 +209,22 @@ struct Track {
     offset: i64,
     /// Frames (output times) waiting for the part that will carry them.
     queue: VecDeque<Frame>,
+    /// Bytes of media in `queue`.
+    queued_bytes: usize,
 }
 
 impl Track {
+    fn enqueue(&mut self, frame: Frame) {
+        self.queued_bytes += frame.data.len();
+        self.queue.push_back(frame);
+    }
+
+    fn dequeue(&mut self) -> Option<Frame> {
+        let frame = self.queue.pop_front()?;
+        self.queued_bytes -= frame.data.len();
+        Some(frame)
+    }
+
     fn to_us(&self, ticks: i64) -> i64 {
         (i128::from(ticks) * 1_000_000 / i128::from(self.timescale)) as i64
     }
@@ -262,6 +280,8 @@ pub struct Packager {
     finished: bool,
     /// Frames waiting for the start, each with the wall clock it arrived at.
     startup: VecDeque<(Frame, i64)>,
+    /// Bytes of media in `startup`.
+    startup_bytes: usize,
     /// Active tracks (video first), and which one drives the cuts.
     tracks: Vec<Track>,
     drive: usize,
@@ -300,6 +320,7 @@ impl Packager {
             started: false,
             finished: false,
             startup: VecDeque::new(),
+            startup_bytes: 0,
             tracks: Vec::new(),
             drive: 0,
             init_dirty: true,
@@ -472,6 +493,7 @@ impl Packager {
         for t in &mut self.tracks {
             self.stats.frames_dropped += t.queue.len() as u64;
             t.queue.clear();
+            t.queued_bytes = 0;
         }
         self.tracks.clear();
         self.started = false;
@@ -488,10 +510,17 @@ impl Packager {
             self.stats.frames_dropped += 1;
             return Ok(());
         }
-        if self.startup.len() >= MAX_BUFFERED_FRAMES {
-            self.startup.pop_front();
+        // Bounded in frames and in bytes; the oldest go first.
+        while self.startup.len() >= MAX_BUFFERED_FRAMES
+            || (!self.startup.is_empty()
+                && self.startup_bytes + frame.data.len() > MAX_QUEUED_BYTES)
+        {
+            if let Some((old, _)) = self.startup.pop_front() {
+                self.startup_bytes -= old.data.len();
+            }
             self.stats.frames_dropped += 1;
         }
+        self.startup_bytes += frame.data.len();
         self.startup.push_back((frame, now_unix_ms));
 
         // Video starts at a keyframe with one more frame after it, to see the frame rate.
@@ -520,6 +549,7 @@ impl Packager {
         }
         self.start(has_key, has_audio);
         let buffered: Vec<(Frame, i64)> = self.startup.drain(..).collect();
+        self.startup_bytes = 0;
         for (frame, arrived_unix_ms) in buffered {
             self.push_running(frame, arrived_unix_ms)?;
         }
@@ -547,6 +577,7 @@ impl Packager {
                 last_duration: 0,
                 offset: 0,
                 queue: VecDeque::new(),
+                queued_bytes: 0,
             });
         }
         self.drive = 0;
@@ -680,11 +711,11 @@ impl Packager {
             }
             track.last_out_dts = Some(out_dts);
             if track.queue.len() >= MAX_BUFFERED_FRAMES {
-                track.queue.pop_front();
+                track.dequeue();
                 self.stats.frames_dropped += 1;
             }
-            track.queue.push_back(frame);
-            return Ok(());
+            track.enqueue(frame);
+            return self.check_queued_bytes();
         }
         if frame.keyframe {
             self.need_keyframe = false;
@@ -738,8 +769,20 @@ impl Packager {
         if track.config.kind() == TrackKind::Video {
             self.stats.video_frames += 1;
         }
-        track.queue.push_back(frame);
-        Ok(())
+        track.enqueue(frame);
+        self.check_queued_bytes()
+    }
+
+    /// Media waiting for its part is bounded in bytes: a publisher whose timestamps stop
+    /// advancing (or crawl) never ends a part. Past `MAX_QUEUED_BYTES` what is queued is
+    /// written out, the epoch ends, and the publisher is refused with the reason.
+    fn check_queued_bytes(&mut self) -> Result<(), PackagerError> {
+        let bytes: usize = self.tracks.iter().map(|t| t.queued_bytes).sum();
+        if bytes <= MAX_QUEUED_BYTES {
+            return Ok(());
+        }
+        self.discontinuity()?;
+        Err(PackagerError::Stalled { bytes })
     }
 
     fn open_part(&mut self, start: i64, now_unix_ms: i64) -> Result<(), PackagerError> {
@@ -801,7 +844,7 @@ impl Packager {
                 if i != self.drive && !take_all && track.to_us(f.dts) >= boundary_us {
                     break;
                 }
-                frames.extend(track.queue.pop_front());
+                frames.extend(track.dequeue());
             }
             // Duration of the last frame: up to the boundary for the drive track, up to
             // the next queued frame, else the nominal frame duration.

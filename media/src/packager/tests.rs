@@ -652,3 +652,60 @@ fn a_resumed_generation_keeps_counting_inits_and_starts_discontinuous() {
     let (out, _) = run(settings, &[video_config()], video_frames(30, 60, 30));
     assert_eq!(trace(&out)[..2], ["I2".to_string(), "S12d".to_string()]);
 }
+
+/// A publisher whose timestamps stop advancing never ends a part: past
+/// MAX_QUEUED_BYTES the packager writes what it holds and refuses the publisher,
+/// instead of growing one part without bound.
+#[test]
+fn a_publisher_with_stuck_timestamps_is_refused_with_bounded_memory() {
+    let mut p = Packager::new(video_only()).expect("valid settings");
+    p.push(Input::Config(video_config()), NOW_MS)
+        .expect("config");
+    let big = Bytes::from(vec![0u8; 1 << 20]);
+    let mut refused = None;
+    for i in 0..400 {
+        let mut f = video_at_ticks(if i < 30 { i * 3000 } else { 90_000 }, i == 0);
+        f.data = big.clone();
+        match p.push(Input::Frame(f), NOW_MS) {
+            Ok(()) => {}
+            Err(e) => {
+                refused = Some((i, e));
+                break;
+            }
+        }
+        while p.poll_output().is_some() {}
+        let queued: usize = p.tracks.iter().map(|t| t.queued_bytes).sum();
+        assert!(
+            queued <= MAX_QUEUED_BYTES + (1 << 20),
+            "{queued} bytes queued"
+        );
+    }
+    let (at, e) = refused.expect("refused");
+    assert!(matches!(e, PackagerError::Stalled { .. }), "{e}");
+    assert!(
+        at < 30 + (MAX_QUEUED_BYTES >> 20) as i64 + 2,
+        "refused only at frame {at}"
+    );
+    assert_eq!(p.tracks.iter().map(|t| t.queued_bytes).sum::<usize>(), 0);
+}
+
+/// Frames waiting for the start (no keyframe yet) are bounded in bytes too.
+#[test]
+fn the_startup_buffer_is_bounded_in_bytes() {
+    let mut p = Packager::new(video_only()).expect("valid settings");
+    p.push(Input::Config(video_config()), NOW_MS)
+        .expect("config");
+    let big = Bytes::from(vec![0u8; 4 << 20]);
+    for i in 0..200 {
+        // No keyframe ever, all at one time: the packager never starts.
+        let mut f = video_at_ticks(i, false);
+        f.data = big.clone();
+        p.push(Input::Frame(f), NOW_MS).expect("frame");
+    }
+    let held: usize = p.startup.iter().map(|(f, _)| f.data.len()).sum();
+    assert!(
+        held <= MAX_QUEUED_BYTES,
+        "{held} bytes held before the start"
+    );
+    assert_eq!(held, p.startup_bytes);
+}
