@@ -91,6 +91,19 @@ impl Limit {
     }
 }
 
+/// The address a per-address limit counts: an IPv4 address (also when it comes mapped
+/// into IPv6), or an IPv6 address's /64 (one subscriber's network: a host has 2^64
+/// addresses to rotate through).
+pub(crate) fn client(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(bits.into())
+        }
+        v4 => v4,
+    }
+}
+
 /// Counts per address; an entry goes when its count is back to zero.
 #[derive(Default)]
 struct PerIp(Mutex<HashMap<IpAddr, u32>>);
@@ -186,7 +199,7 @@ impl Limits {
             Listener::Http => &self.http_connections,
             Listener::Rtmp => &self.rtmp_connections,
         };
-        let held = counts.take(ip, self.config.connections_per_ip);
+        let held = counts.take(client(ip), self.config.connections_per_ip);
         if held.is_none() {
             self.refused(Limit::ConnectionsPerIp);
         }
@@ -197,7 +210,7 @@ impl Limits {
     pub(crate) fn blocking_request(&self, ip: IpAddr) -> Option<Held> {
         let held = self
             .blocking
-            .take(ip, self.config.blocking_requests_per_client);
+            .take(client(ip), self.config.blocking_requests_per_client);
         if held.is_none() {
             self.refused(Limit::BlockingRequestsPerClient);
         }
@@ -206,6 +219,7 @@ impl Limits {
 
     /// Why `ip` may not try to publish now, if it may not.
     pub(crate) fn publish_refusal(&self, ip: IpAddr, now: Instant) -> Option<String> {
+        let ip = client(ip);
         let max = self.config.failed_publishes_per_ip_per_minute;
         let mut failed = self.failed_publishes.lock().ok()?;
         let times = failed.get_mut(&ip)?;
@@ -231,6 +245,7 @@ impl Limits {
 
     /// Remembers a refused publish attempt (a wrong key) from `ip`.
     pub(crate) fn publish_failed(&self, ip: IpAddr, now: Instant) {
+        let ip = client(ip);
         let Ok(mut failed) = self.failed_publishes.lock() else {
             return;
         };
@@ -434,6 +449,35 @@ mod tests {
             blocking_requests_per_client: 1,
             ..Default::default()
         })
+    }
+
+    /// An IPv6 host rotating through its /64 is one client; another /64 is another; an
+    /// IPv4 address mapped into IPv6 is that IPv4 address.
+    #[test]
+    fn an_ipv6_network_counts_as_one_address() {
+        let l = small();
+        let host = |last: u16| IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 0, last]);
+        let held: Vec<_> = (1..=2)
+            .map(|i| l.connection(Listener::Http, host(i)))
+            .collect();
+        assert!(held.iter().all(Option::is_some));
+        assert!(
+            l.connection(Listener::Http, host(0xbeef)).is_none(),
+            "same /64"
+        );
+        let other = IpAddr::from([0x2001, 0xdb8, 0, 2, 0, 0, 0, 1]);
+        assert!(l.connection(Listener::Http, other).is_some(), "another /64");
+        let v4: IpAddr = "10.0.0.7".parse().expect("ip");
+        let mapped: IpAddr = "::ffff:10.0.0.7".parse().expect("ip");
+        assert_eq!(client(mapped), v4);
+        let t0 = Instant::now();
+        for i in 0..10 {
+            l.publish_failed(host(100 + i), t0);
+        }
+        assert!(
+            l.publish_refusal(host(7), t0).is_some(),
+            "failures add up per /64"
+        );
     }
 
     #[test]
