@@ -40,6 +40,11 @@ pub struct State {
     /// Keys that sign playback tokens, by key id.
     #[serde(default)]
     pub playback_keys: BTreeMap<String, PlaybackKey>,
+    /// The last generation number a deleted channel used, by its name: a channel made
+    /// again under that name numbers on from there, so its object URLs (cached for a
+    /// year as immutable) never name an earlier channel's bytes.
+    #[serde(default)]
+    pub retired_slugs: BTreeMap<String, u64>,
 }
 
 impl State {

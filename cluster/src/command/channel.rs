@@ -202,6 +202,7 @@ pub(super) fn create(state: &mut State, at: i64, new: NewChannel<'_>) -> Result<
     }
     state.next_channel_id += 1;
     let id = state.next_channel_id;
+    let last_generation = state.retired_slugs.remove(new.slug).unwrap_or(0);
     state.channels.insert(
         id,
         Channel {
@@ -216,7 +217,7 @@ pub(super) fn create(state: &mut State, at: i64, new: NewChannel<'_>) -> Result<
             sdi_encoding: SdiEncoding::default(),
             placement: new.placement,
             created_ms: at,
-            last_generation: 0,
+            last_generation,
             srt_passphrase: new.srt_passphrase.map(String::from),
             puller: None,
             restarts: 0,
@@ -374,7 +375,9 @@ pub(super) fn delete(state: &mut State, at: i64, slug: &str) -> Result<Applied, 
             g.state_since_ms = at;
         }
     }
-    state.channels.remove(&id);
+    if let Some(gone) = state.channels.remove(&id) {
+        state.retired_slugs.insert(gone.slug, gone.last_generation);
+    }
     // Its keys go with it: a key never verifies against a deleted channel.
     state.keys.retain(|_, k| k.channel != id);
     // A port bound to it is free again.

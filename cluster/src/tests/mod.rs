@@ -572,6 +572,40 @@ fn generation_numbers_never_go_back_across_channel_recreation_of_state() {
     );
 }
 
+/// A channel deleted and made again under its name numbers its generations on from
+/// the old one's, so no object URL (`/hls/news/source/{generation}/...`) repeats.
+#[test]
+fn a_channel_made_again_under_its_name_never_reuses_a_generation_number() {
+    let mut s = cluster();
+    s.apply(&claim("news", 1, 10)).expect("claim");
+    s.apply(&cmd(
+        11,
+        Op::EndGeneration {
+            channel: "news".into(),
+            generation: 1,
+            failed: false,
+        },
+    ))
+    .expect("end");
+    s.apply(&cmd(
+        12,
+        Op::DeleteChannel {
+            slug: "news".into(),
+        },
+    ))
+    .expect("delete");
+    s.apply(&create_channel("news", 13)).expect("create again");
+    s.apply(&claim("news", 1, 14)).expect("claim");
+    let id = s.channel_by_slug("news").map(|c| c.id).expect("channel");
+    assert_eq!(s.active_generation(id).map(|g| g.number), Some(2));
+    assert!(s.retired_slugs.is_empty(), "carried by the channel again");
+    // Another name starts at 1.
+    s.apply(&create_channel("sports", 15)).expect("create");
+    s.apply(&claim("sports", 2, 16)).expect("claim");
+    let sports = s.channel_by_slug("sports").map(|c| c.id).expect("channel");
+    assert_eq!(s.active_generation(sports).map(|g| g.number), Some(1));
+}
+
 #[test]
 fn supervisor_marks_expired_nodes_down_and_their_generations_reconnecting() {
     let mut s = cluster();
