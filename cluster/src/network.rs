@@ -308,8 +308,12 @@ pub fn guarded(router: Router, secret: Arc<str>, deadline: Duration) -> Router {
             let secret = secret.clone();
             async move {
                 if !authorized(request.headers(), &secret) {
-                    tracing::warn!(path = %request.uri().path(),
-                        "cluster request refused: missing or wrong cluster secret");
+                    let path = request.uri().path();
+                    match path.strip_prefix("/raft/") {
+                        Some(rpc) => return refuse(rpc),
+                        None => tracing::warn!(%path,
+                            "cluster request refused: missing or wrong cluster secret"),
+                    }
                     return (StatusCode::UNAUTHORIZED, "cluster secret required\n").into_response();
                 }
                 match tokio::time::timeout(deadline, next.run(request)).await {

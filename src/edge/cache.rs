@@ -40,6 +40,11 @@ pub(super) fn lifetime(head: &Head) -> Option<Duration> {
         .map(|s| Duration::from_secs(s).min(LONGEST))
 }
 
+/// The largest entry a cache of `budget` bytes keeps: an eighth of it.
+pub(super) fn max_object(budget: u64) -> u64 {
+    budget / 8
+}
+
 struct Entry {
     head: Head,
     body: Bytes,
@@ -111,7 +116,7 @@ impl Cache {
             return;
         };
         let cost = Self::cost(&key, &body);
-        if cost > self.budget / 8 {
+        if cost > max_object(self.budget) {
             return;
         }
         self.remove(&key);

@@ -70,14 +70,60 @@ pub(crate) struct Head {
 }
 
 /// A fill in progress: the head once known, the chunks so far, and how it ended.
+///
+/// A body that fits the cache's object limit is kept whole (late viewers join from its
+/// start, and it is cached when complete). One that grows past it is *oversized*: it is
+/// taken out of the flight (later viewers start their own), never cached, and its
+/// chunks go as soon as every reader has them; the upstream is read at most
+/// [`OVERSIZED_WINDOW`] ahead of the slowest reader, and given up when the last leaves.
 #[derive(Default)]
 struct FillState {
     head: Option<Head>,
-    chunks: Vec<Bytes>,
+    /// Chunks from index `first` on.
+    chunks: std::collections::VecDeque<Bytes>,
+    first: usize,
+    /// Bytes in `chunks`.
+    held: usize,
+    /// Bytes of body received so far.
+    total: u64,
+    oversized: bool,
+    /// The next chunk index each reader (viewer response) wants, by reader id.
+    readers: HashMap<u64, usize>,
+    next_reader: u64,
     done: bool,
     /// Set when the upstream failed; the waiters answer with it.
     failed: Option<(StatusCode, String)>,
 }
+
+impl FillState {
+    fn push(&mut self, chunk: Bytes) {
+        self.held += chunk.len();
+        self.total += chunk.len() as u64;
+        self.chunks.push_back(chunk);
+    }
+
+    fn chunk(&self, index: usize) -> Option<&Bytes> {
+        self.chunks.get(index.checked_sub(self.first)?)
+    }
+
+    /// Oversized: lets go of the chunks every reader has.
+    fn trim(&mut self) {
+        if !self.oversized {
+            return;
+        }
+        let wanted = self.readers.values().copied().min().unwrap_or(usize::MAX);
+        while self.first < wanted {
+            let Some(c) = self.chunks.pop_front() else {
+                break;
+            };
+            self.held -= c.len();
+            self.first += 1;
+        }
+    }
+}
+
+/// How far an oversized fill may read ahead of its slowest reader.
+const OVERSIZED_WINDOW: usize = 4 << 20;
 
 type Fill = watch::Sender<FillState>;
 
@@ -105,6 +151,8 @@ pub(crate) struct Edge {
     pub(crate) counters: EdgeCounters,
     /// Signs every upstream request (private channels are served to signed ones only).
     upstream_secret: Option<Arc<str>>,
+    /// The largest body kept whole (the cache's object limit).
+    max_object: u64,
 }
 
 /// Why one upstream gave no usable answer.
@@ -113,6 +161,8 @@ enum Attempt {
     Failover(StatusCode, String),
     /// The body had started: too late to move on.
     Broken(StatusCode, String),
+    /// An oversized body every viewer left: not read further.
+    Abandoned,
 }
 
 impl Edge {
@@ -136,6 +186,7 @@ impl Edge {
             down: Mutex::new(HashMap::new()),
             counters: EdgeCounters::default(),
             upstream_secret,
+            max_object: cache::max_object(cache_bytes),
         })
     }
 
@@ -262,7 +313,10 @@ impl Edge {
             };
             kind.fetch_add(1, Ordering::Relaxed);
             let url = format!("{}{}", up.url.trim_end_matches('/'), key);
-            match self.stream_upstream(&url, up.origin, &via, &fill).await {
+            match self
+                .stream_upstream(&url, up.origin, &via, &key, &fill)
+                .await
+            {
                 Ok(()) => {
                     self.set_down(&up.url, false);
                     outcome = Ok(());
@@ -283,6 +337,11 @@ impl Edge {
                             last = (status, why);
                             break;
                         }
+                        Attempt::Abandoned => {
+                            self.set_down(&up.url, false);
+                            last = (StatusCode::BAD_GATEWAY, "every viewer left".into());
+                            break;
+                        }
                     }
                 }
             }
@@ -294,11 +353,15 @@ impl Edge {
             }),
             Ok(()) => {
                 let complete = fill.borrow();
-                if let Some(head) = complete.head.clone() {
+                if let (Some(head), false) = (complete.head.clone(), complete.oversized) {
                     let body: Bytes = if complete.chunks.len() == 1 {
                         complete.chunks[0].clone()
                     } else {
-                        complete.chunks.concat().into()
+                        let mut whole = Vec::with_capacity(complete.held);
+                        for c in &complete.chunks {
+                            whole.extend_from_slice(c);
+                        }
+                        whole.into()
                     };
                     drop(complete);
                     if let Ok(mut cache) = self.cache.lock() {
@@ -319,6 +382,7 @@ impl Edge {
         url: &str,
         origin: bool,
         via: &str,
+        key: &str,
         fill: &Fill,
     ) -> Result<(), Attempt> {
         let mut request = self.client.get(url).header(EDGE_HEADER, via);
@@ -378,12 +442,50 @@ impl Edge {
                     let (status, why) = upstream_error(e);
                     return Err(Attempt::Broken(status, why));
                 }
-                Ok(Ok(Some(chunk))) => fill.send_modify(|f| f.chunks.push(chunk)),
+                Ok(Ok(Some(chunk))) => {
+                    let mut oversized_now = false;
+                    fill.send_modify(|f| {
+                        f.push(chunk);
+                        if !f.oversized && f.total > self.max_object {
+                            f.oversized = true;
+                            oversized_now = true;
+                        }
+                        f.trim();
+                    });
+                    if oversized_now {
+                        // Later viewers start a fill of their own.
+                        if let Ok(mut inflight) = self.inflight.lock() {
+                            inflight.remove(key);
+                        }
+                    }
+                    if fill.borrow().oversized {
+                        self.wait_for_readers(fill).await?;
+                    }
+                }
                 Ok(Ok(None)) => break,
             }
         }
         fill.send_modify(|f| f.done = true);
         Ok(())
+    }
+
+    /// Holds an oversized fill until its slowest reader is within the window; gives up
+    /// when every reader left, or none moved for the upstream timeout.
+    async fn wait_for_readers(&self, fill: &Fill) -> Result<(), Attempt> {
+        let mut rx = fill.subscribe();
+        let waited = tokio::time::timeout(
+            self.timeout,
+            rx.wait_for(|f| f.readers.is_empty() || f.held <= OVERSIZED_WINDOW),
+        )
+        .await;
+        match waited {
+            Ok(Ok(f)) if !f.readers.is_empty() => Ok(()),
+            Ok(_) => Err(Attempt::Abandoned),
+            Err(_) => Err(Attempt::Broken(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("no viewer read for {:?}", self.timeout),
+            )),
+        }
     }
 
     /// Bytes and entries held by the object cache, for `/metrics`.
@@ -434,9 +536,67 @@ fn cached_response(hit: Cached) -> Response {
     r
 }
 
+/// One viewer's place in a fill; leaving (drop) lets the fill let go of what it read.
+struct Reader {
+    fill: Arc<Fill>,
+    id: u64,
+    next: usize,
+    ended: bool,
+}
+
+impl Reader {
+    /// A reader from the body's start; `None` if the start is already let go of (an
+    /// oversized fill joined at the moment it left the flight).
+    fn join(fill: Arc<Fill>) -> Option<Self> {
+        let mut id = None;
+        fill.send_modify(|f| {
+            if f.first == 0 {
+                id = Some(f.next_reader);
+                f.readers.insert(f.next_reader, 0);
+                f.next_reader += 1;
+            }
+        });
+        Some(Reader {
+            fill,
+            id: id?,
+            next: 0,
+            ended: false,
+        })
+    }
+
+    fn advance(&mut self) {
+        self.next += 1;
+        let (id, next) = (self.id, self.next);
+        self.fill.send_if_modified(|f| {
+            f.readers.insert(id, next);
+            let held = f.held;
+            f.trim();
+            // Only the fill task waits on this: wake it when it may read on.
+            f.oversized && held != f.held
+        });
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        let id = self.id;
+        self.fill.send_modify(|f| {
+            f.readers.remove(&id);
+            f.trim();
+        });
+    }
+}
+
 /// Waits for the head, then streams every chunk as the fill receives it.
 async fn respond_from_fill(fill: Arc<Fill>) -> Response {
     let mut rx = fill.subscribe();
+    // Joined before the head comes, so the start of the body is kept for this viewer.
+    let Some(reader) = Reader::join(fill) else {
+        return failure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "a large object's transfer had moved on: ask again",
+        );
+    };
     let head = loop {
         {
             let f = rx.borrow_and_update();
@@ -453,28 +613,29 @@ async fn respond_from_fill(fill: Arc<Fill>) -> Response {
             return failure(StatusCode::BAD_GATEWAY, "upstream fill abandoned");
         }
     };
-    let body = futures_util::stream::unfold((rx, 0usize), |(mut rx, next)| async move {
-        if next == usize::MAX {
+    let body = futures_util::stream::unfold((rx, reader), |(mut rx, mut reader)| async move {
+        if reader.ended {
             return None;
         }
         loop {
             {
                 let f = rx.borrow_and_update();
-                if next < f.chunks.len() {
-                    let chunk = f.chunks[next].clone();
+                if let Some(chunk) = f.chunk(reader.next).cloned() {
                     drop(f);
-                    return Some((Ok::<Bytes, std::io::Error>(chunk), (rx, next + 1)));
+                    reader.advance();
+                    return Some((Ok::<Bytes, std::io::Error>(chunk), (rx, reader)));
                 }
                 if f.failed.is_some() {
                     // The upstream broke mid-body: end this response with an error so
                     // the viewer (and any cache in front) sees a truncated transfer.
                     drop(f);
+                    reader.ended = true;
                     return Some((
                         Err(std::io::Error::other("upstream broke off")),
-                        (rx, usize::MAX),
+                        (rx, reader),
                     ));
                 }
-                if f.done {
+                if f.done || reader.next < f.first {
                     return None;
                 }
             }
@@ -488,4 +649,123 @@ async fn respond_from_fill(fill: Arc<Fill>) -> Response {
         Body::from_stream(futures_util::StreamExt::fuse(body)).into_response(),
         &head,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+
+    const CHUNK: usize = 64 << 10;
+
+    /// An upstream serving `/big.mp4`: `chunks` chunks of 64 KiB, made as they are
+    /// sent; `sent` counts the bytes handed to the socket.
+    async fn upstream(chunks: usize, sent: Arc<AtomicU64>) -> String {
+        let app = axum::Router::new().route(
+            "/big.mp4",
+            axum::routing::get(move || {
+                let sent = sent.clone();
+                async move {
+                    let body = futures_util::stream::iter(0..chunks).map(move |_| {
+                        sent.fetch_add(CHUNK as u64, Ordering::Relaxed);
+                        Ok::<Bytes, std::io::Error>(Bytes::from(vec![7u8; CHUNK]))
+                    });
+                    (
+                        [(header::CACHE_CONTROL, "public, max-age=31536000, immutable")],
+                        Body::from_stream(body),
+                    )
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    }
+
+    fn edge() -> Arc<Edge> {
+        // Objects up to 1 MiB are kept whole.
+        Arc::new(
+            Edge::new("test-edge".into(), 8 << 20, Duration::from_secs(5), None).expect("edge"),
+        )
+    }
+
+    /// A body far larger than the cache's object limit, read by a viewer that stops
+    /// for a while: the edge reads the upstream only a window ahead of the viewer
+    /// (before, it read and held the whole body), and the viewer still gets every byte.
+    #[tokio::test]
+    async fn a_large_body_is_read_only_a_window_ahead_of_its_viewer() {
+        let sent = Arc::new(AtomicU64::new(0));
+        let total = 1024; // 64 MiB
+        let url = upstream(total, sent.clone()).await;
+        let edge = edge();
+        let response = edge.fetch(&[Upstream::parent(url)], "/big.mp4", None).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let mut body = response.into_body().into_data_stream();
+        let mut got = 0usize;
+        while got < (2 << 20) {
+            got += body.next().await.expect("chunk").expect("data").len();
+        }
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let ahead = sent.load(Ordering::Relaxed);
+        // 1 MiB kept whole, the 4 MiB window, and the sockets' buffers in between.
+        assert!(
+            ahead < 24 << 20,
+            "the upstream was read {} MiB ahead",
+            ahead >> 20
+        );
+        while let Some(chunk) = body.next().await {
+            got += chunk.expect("data").len();
+        }
+        assert_eq!(got, total * CHUNK, "the viewer got the whole body");
+        assert_eq!(edge.cache_usage().1, 0, "too large to cache");
+    }
+
+    /// A viewer leaving a large body stops the upstream transfer.
+    #[tokio::test]
+    async fn a_large_body_every_viewer_left_is_not_read_further() {
+        let sent = Arc::new(AtomicU64::new(0));
+        let url = upstream(4096, sent.clone()).await; // 256 MiB
+        let edge = edge();
+        let response = edge.fetch(&[Upstream::parent(url)], "/big.mp4", None).await;
+        let mut body = response.into_body().into_data_stream();
+        let mut got = 0usize;
+        while got < (2 << 20) {
+            got += body.next().await.expect("chunk").expect("data").len();
+        }
+        drop(body);
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let after_leaving = sent.load(Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert_eq!(sent.load(Ordering::Relaxed), after_leaving, "still reading");
+        assert!(after_leaving < 24 << 20, "read {} MiB", after_leaving >> 20);
+        assert!(edge.inflight.lock().map(|m| m.is_empty()).unwrap_or(false));
+    }
+
+    /// A body within the limit is still fetched once for every viewer and cached.
+    #[tokio::test]
+    async fn a_small_body_is_shared_and_cached() {
+        let sent = Arc::new(AtomicU64::new(0));
+        let url = upstream(8, sent.clone()).await; // 512 KiB
+        let edge = edge();
+        let chain = [Upstream::parent(url)];
+        let (a, b) = tokio::join!(
+            edge.fetch(&chain, "/big.mp4", None),
+            edge.fetch(&chain, "/big.mp4", None)
+        );
+        for r in [a, b] {
+            let bytes = axum::body::to_bytes(r.into_body(), usize::MAX)
+                .await
+                .expect("body");
+            assert_eq!(bytes.len(), 8 * CHUNK);
+        }
+        assert_eq!(
+            sent.load(Ordering::Relaxed),
+            8 * CHUNK as u64,
+            "fetched once"
+        );
+        assert_eq!(edge.cache_usage().1, 1);
+    }
 }

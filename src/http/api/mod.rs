@@ -288,23 +288,20 @@ fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
     })
 }
 
+/// Ready when the node has a leader and its spool is writable; otherwise 503 naming
+/// every reason, one a line (an operator sees them all at once).
 async fn readyz(AxumState(s): AxumState<ApiState>) -> Response {
+    let mut reasons = Vec::new();
     if s.handle.raft().metrics().borrow().current_leader.is_none() {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not joined to a cluster with a leader\n",
-        )
-            .into_response();
+        reasons.push("not joined to a cluster with a leader".to_string());
     }
-    let spool = s.spool.lock().map(|r| r.clone()).unwrap_or(Ok(()));
-    match spool {
-        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
-        Err(why) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("spool not writable: {why}\n"),
-        )
-            .into_response(),
+    if let Err(why) = s.spool.lock().map(|r| r.clone()).unwrap_or(Ok(())) {
+        reasons.push(format!("spool not writable: {why}"));
     }
+    if reasons.is_empty() {
+        return (StatusCode::OK, "ready\n").into_response();
+    }
+    (StatusCode::SERVICE_UNAVAILABLE, reasons.join("\n") + "\n").into_response()
 }
 
 /// Member facts for `GET /api/v1/cluster`.
