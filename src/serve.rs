@@ -343,17 +343,19 @@ pub(crate) fn random_hex() -> Result<String> {
 }
 
 /// The data dir holds signing keys, passphrases and secrets: it is 0700 and its files
-/// 0600. Looser modes (an older version, a copied backup, a umask) are fixed with a
-/// warning; the paths fixed are returned.
-pub(crate) fn tighten_data_dir(dir: &Path) -> Result<Vec<PathBuf>> {
+/// 0600. Looser modes (an older version, a copied backup, a umask) are fixed, with a
+/// warning unless `quiet` (a data dir made just now); the paths fixed are returned.
+pub(crate) fn tighten_data_dir(dir: &Path, quiet: bool) -> Result<Vec<PathBuf>> {
     use std::os::unix::fs::PermissionsExt;
     let mut fixed = Vec::new();
     let mut tighten = |path: &Path, mode: u32| -> Result<()> {
         let meta = std::fs::symlink_metadata(path)
             .with_context(|| format!("reading {}", path.display()))?;
         if meta.permissions().mode() & 0o077 != 0 {
-            tracing::warn!(path = %path.display(), was = format!("{:o}", meta.permissions().mode() & 0o777),
+            if !quiet {
+                tracing::warn!(path = %path.display(), was = format!("{:o}", meta.permissions().mode() & 0o777),
                 now = format!("{mode:o}"), "the data dir was readable by others: fixed");
+            }
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
                 .with_context(|| format!("restricting {}", path.display()))?;
             fixed.push(path.to_path_buf());
@@ -409,11 +411,11 @@ struct DataDir {
 }
 
 fn prepare_data_dir(c: &Config) -> Result<DataDir> {
-    std::fs::create_dir_all(&c.data_dir)
-        .with_context(|| format!("creating {}", c.data_dir.display()))?;
-    tighten_data_dir(&c.data_dir)?;
     let id_path = c.data_dir.join("node.id");
     let fresh = !id_path.exists();
+    std::fs::create_dir_all(&c.data_dir)
+        .with_context(|| format!("creating {}", c.data_dir.display()))?;
+    tighten_data_dir(&c.data_dir, fresh)?;
     if fresh {
         // A random id: nodes never agree on ids by accident.
         let id = u64::from_str_radix(&random_hex()?[..15], 16)?.max(1);
@@ -531,7 +533,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
     let raft_config = Arc::new(raft_config.validate().context("raft config")?);
     let db = open_database(&c.data_dir.join("raft.redb")).context("opening raft.redb")?;
     // A new raft.redb (and the files written above) get the umask's mode.
-    tighten_data_dir(&c.data_dir)?;
+    tighten_data_dir(&c.data_dir, dir.fresh)?;
     let sm = StateMachine::open(db.clone()).map_err(|e| anyhow::anyhow!("state machine: {e}"))?;
     let secret: Arc<str> = Arc::from(dir.cluster_secret.as_str());
     let net = HttpNetwork::new(dir.node_id, secret.clone(), Arc::new(Faults::default()))?;
@@ -1194,14 +1196,14 @@ mod tests {
             std::fs::set_permissions(dir.join(name), std::fs::Permissions::from_mode(0o644))?;
         }
         std::fs::create_dir(dir.join("spool"))?;
-        let fixed = tighten_data_dir(&dir)?;
+        let fixed = tighten_data_dir(&dir, false)?;
         assert_eq!(fixed.len(), 4, "{fixed:?}");
         let mode = |p: &Path| std::fs::metadata(p).map(|m| m.permissions().mode() & 0o777);
         assert_eq!(mode(&dir)?, 0o700);
         assert_eq!(mode(&dir.join("raft.redb"))?, 0o600);
         assert_eq!(mode(&dir.join("main.stream-key"))?, 0o600);
         assert!(
-            tighten_data_dir(&dir)?.is_empty(),
+            tighten_data_dir(&dir, false)?.is_empty(),
             "a tight dir is left alone"
         );
         std::fs::remove_dir_all(&dir)?;

@@ -169,11 +169,15 @@ impl ClusterHandle {
 
     /// Looks a credential up (an admin token's or a stream key's verifier): in this
     /// replica first; only a miss costs a linearizable read (a credential made a moment
-    /// ago on another node), and only while the node's lookup budget lasts. `None`:
-    /// unknown (or not looked up, the budget being spent).
-    pub async fn read_for_auth<T>(&self, f: impl Fn(&State) -> Option<T>) -> Option<T> {
+    /// ago on another node), and only while the node's lookup budget lasts. `Ok(None)`:
+    /// unknown; `Err`: not looked up (the budget spent, or the cluster did not answer),
+    /// which is not the caller's fault.
+    pub async fn read_for_auth<T>(
+        &self,
+        f: impl Fn(&State) -> Option<T>,
+    ) -> Result<Option<T>, ClusterError> {
         if let Some(found) = self.read_local(&f) {
-            return Some(found);
+            return Ok(Some(found));
         }
         let allowed = self
             .auth_lookups
@@ -182,9 +186,11 @@ impl ClusterHandle {
             .take(tokio::time::Instant::now());
         if !allowed {
             tracing::debug!("unknown credential: not looked up in the cluster (budget spent)");
-            return None;
+            return Err(ClusterError::Unavailable(
+                "too many unknown credentials to look up just now".into(),
+            ));
         }
-        self.read_linearizable(&f).await.ok().flatten()
+        self.read_linearizable(&f).await
     }
 
     pub fn id(&self) -> NodeId {

@@ -76,6 +76,8 @@ pub fn admit(datagram: &[u8]) -> Result<(), Refused> {
     match control {
         CONTROL_HANDSHAKE => admit_handshake(body),
         CONTROL_SRT => match reserved {
+            // Subtype 0 parses as a reject the library cannot size (`unimplemented!`).
+            0 => Err(Refused::Extension(0)),
             EXT_STREAM_ID | EXT_CONGESTION | EXT_FILTER if body.is_empty() => {
                 Err(Refused::Empty(reserved))
             }
@@ -111,6 +113,9 @@ fn admit_handshake(body: &[u8]) -> Result<(), Refused> {
             EXT_KM_REQUEST | EXT_KM_RESPONSE if Some(size) != key_material_size(content) => {
                 return Err(Refused::Malformed(kind))
             }
+            // A caller sends a key material request; a response in its conclusion
+            // panics the library (`unimplemented!("Expected kmreq")`).
+            EXT_KM_RESPONSE => return Err(Refused::Extension(kind)),
             EXT_STREAM_ID if content.is_empty() => return Err(Refused::Empty(kind)),
             EXT_HS_REQUEST..=EXT_STREAM_ID => {}
             other => return Err(Refused::Extension(other)),
@@ -128,6 +133,32 @@ fn key_material_size(km: &[u8]) -> Option<usize> {
     let salt = usize::from(header[14]) * 4;
     let key = usize::from(header[15]) * 4;
     Some(16 + salt + key * keys + 8)
+}
+
+/// Whether an (admitted) HSv5 conclusion handshake carries a key material request.
+pub fn carries_key_material(datagram: &[u8]) -> bool {
+    let Some(body) = datagram.get(HEADER..) else {
+        return false;
+    };
+    if datagram[0] != 0x80 || datagram[1] != 0 || body.len() < HANDSHAKE {
+        return false;
+    }
+    if i32::from_be_bytes(word(body, 0)) != 5 || i32::from_be_bytes(word(body, 20)) == INDUCTION {
+        return false;
+    }
+    let mut rest = &body[HANDSHAKE..];
+    while rest.len() > 4 {
+        let kind = u16::from_be_bytes([rest[0], rest[1]]);
+        let size = usize::from(u16::from_be_bytes([rest[2], rest[3]])) * 4;
+        if kind == EXT_KM_REQUEST {
+            return true;
+        }
+        let Some(next) = rest.get(4 + size..) else {
+            return false;
+        };
+        rest = next;
+    }
+    false
 }
 
 fn word(bytes: &[u8], at: usize) -> [u8; 4] {
@@ -200,13 +231,31 @@ mod tests {
             assert_eq!(admit(&d), Err(why));
             assert!(!parses_without_panic(&d), "{why}");
         }
-        for kind in [5u16, 6, 7, 8] {
+        let km_response = conclusion(&[(4, &[0u8; 4])]);
+        assert_eq!(admit(&km_response), Err(Refused::Malformed(4)));
+        for kind in [0u16, 5, 6, 7, 8] {
             let mut d = vec![0xFF, 0xFF];
             d.extend(kind.to_be_bytes());
             d.extend([0u8; 12]);
-            assert_eq!(admit(&d), Err(Refused::Empty(kind)));
-            assert!(!parses_without_panic(&d), "srt control {kind}");
+            let refused = admit(&d);
+            assert!(
+                refused == Err(Refused::Empty(kind)) || refused == Err(Refused::Extension(0)),
+                "srt control {kind}: {refused:?}"
+            );
+            if kind != 0 {
+                assert!(!parses_without_panic(&d), "srt control {kind}");
+            }
         }
+    }
+
+    #[test]
+    fn key_material_in_a_conclusion_is_seen() {
+        let mut km = vec![0x12, 0x20, 0x29, 0x01, 0, 0, 0, 0, 2, 0, 2, 0, 0, 0, 4, 4];
+        km.extend([0u8; 16 + 16 + 8]);
+        let d = conclusion(&[(1, &[0u8; 12]), (3, &km), (5, b"yek#")]);
+        assert_eq!(admit(&d), Ok(()));
+        assert!(carries_key_material(&d));
+        assert!(!carries_key_material(&conclusion(&[(5, b"yek#")])));
     }
 
     #[test]

@@ -372,8 +372,15 @@ impl Edge {
         }
         // Cached first, then out of flight: a request that missed the cache while this
         // was in flight finds it in the cache when it looks again under the flight lock.
+        self.leave_flight(&key, &fill);
+    }
+
+    /// Takes `fill` out of the flight, unless another fill took its place already.
+    fn leave_flight(&self, key: &str, fill: &Arc<Fill>) {
         if let Ok(mut inflight) = self.inflight.lock() {
-            inflight.remove(&key);
+            if inflight.get(key).is_some_and(|f| Arc::ptr_eq(f, fill)) {
+                inflight.remove(key);
+            }
         }
     }
 
@@ -383,7 +390,7 @@ impl Edge {
         origin: bool,
         via: &str,
         key: &str,
-        fill: &Fill,
+        fill: &Arc<Fill>,
     ) -> Result<(), Attempt> {
         let mut request = self.client.get(url).header(EDGE_HEADER, via);
         if let Some(signature) = self.sign(url) {
@@ -429,7 +436,17 @@ impl Edge {
                 format!("upstream answered {}: {}", head.status, text.trim()),
             ));
         }
-        fill.send_modify(|f| f.head = Some(head));
+        // A body announced larger than the object limit is oversized from its start.
+        let announced_large = response
+            .content_length()
+            .is_some_and(|n| n > self.max_object);
+        fill.send_modify(|f| {
+            f.head = Some(head);
+            f.oversized = announced_large;
+        });
+        if announced_large {
+            self.leave_flight(key, fill);
+        }
         loop {
             match tokio::time::timeout(self.timeout, response.chunk()).await {
                 Err(_) => {
@@ -454,9 +471,7 @@ impl Edge {
                     });
                     if oversized_now {
                         // Later viewers start a fill of their own.
-                        if let Ok(mut inflight) = self.inflight.lock() {
-                            inflight.remove(key);
-                        }
+                        self.leave_flight(key, fill);
                     }
                     if fill.borrow().oversized {
                         self.wait_for_readers(fill).await?;
@@ -470,21 +485,25 @@ impl Edge {
     }
 
     /// Holds an oversized fill until its slowest reader is within the window; gives up
-    /// when every reader left, or none moved for the upstream timeout.
+    /// when every reader left, or the slowest did not move for the upstream timeout.
     async fn wait_for_readers(&self, fill: &Fill) -> Result<(), Attempt> {
         let mut rx = fill.subscribe();
-        let waited = tokio::time::timeout(
-            self.timeout,
-            rx.wait_for(|f| f.readers.is_empty() || f.held <= OVERSIZED_WINDOW),
-        )
-        .await;
-        match waited {
-            Ok(Ok(f)) if !f.readers.is_empty() => Ok(()),
-            Ok(_) => Err(Attempt::Abandoned),
-            Err(_) => Err(Attempt::Broken(
-                StatusCode::GATEWAY_TIMEOUT,
-                format!("no viewer read for {:?}", self.timeout),
-            )),
+        loop {
+            {
+                let f = rx.borrow_and_update();
+                if f.readers.is_empty() {
+                    return Err(Attempt::Abandoned);
+                }
+                if f.held <= OVERSIZED_WINDOW {
+                    return Ok(());
+                }
+            }
+            // Woken when the slowest reader lets chunks go (or a reader leaves).
+            match tokio::time::timeout(self.timeout, rx.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(Attempt::Abandoned),
+                Err(_) => return Err(Attempt::Abandoned),
+            }
         }
     }
 

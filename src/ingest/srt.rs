@@ -147,8 +147,9 @@ async fn accept(
             let origins = origins.clone();
             let settings = settings.clone();
             let peer = front.caller(request.remote()).unwrap_or(request.remote());
+            let key_material = front.sent_key_material(request.remote());
             tokio::spawn(async move {
-                match connection(request, peer, origins, &settings).await {
+                match connection(request, peer, key_material, origins, &settings).await {
                     Ok(()) => tracing::info!(%peer, "srt connection closed"),
                     Err(e) => {
                         tracing::warn!(%peer, reason = %format!("{e:#}"), "srt connection ended")
@@ -196,6 +197,7 @@ async fn reject(request: ConnectionRequest, reason: RejectReason, why: &str) -> 
 async fn connection(
     request: ConnectionRequest,
     peer: SocketAddr,
+    key_material: bool,
     origins: Arc<Origins>,
     settings: &SrtSettings,
 ) -> Result<()> {
@@ -254,7 +256,10 @@ async fn connection(
             passphrase: Passphrase::try_from(p.clone())
                 .map_err(|e| anyhow!("channel {}: stored passphrase: {e}", info.channel))?,
         }),
-        None if request.key_size() != KeySize::Unspecified => {
+        // Encrypting with the default key length shows only as key material in the
+        // handshake (seen by the front); accepting it without a passphrase panics the
+        // library, so it is refused here like any other encrypting caller.
+        None if request.key_size() != KeySize::Unspecified || key_material => {
             let why = format!(
                 "channel {:?} has no passphrase; the stream is encrypted",
                 info.channel

@@ -15,9 +15,14 @@
 //! [`Front::caller`] maps a relay back to the caller for limits and logs.
 //!
 //! Relays are bounded: at most [`MAX_CALLERS`], each dropped after [`CALLER_IDLE`]
-//! without a datagram from its caller. When the table is full, a caller that has not
-//! sent data yet (only handshakes, as a spoofed flood does) makes room; callers
-//! streaming data are never evicted.
+//! without a datagram from its caller. When the table is full, a caller the library has
+//! not acknowledged yet (only handshakes or stray datagrams, as a flood sends) makes
+//! room; callers with a connection (the library sends them ACKs) are never evicted.
+//!
+//! The front also remembers which callers sent key material in their handshake: a
+//! caller that encrypts but leaves the key length to its default advertises no key
+//! size, and accepting it without a passphrase panics the library; the listener
+//! refuses such a caller for a channel without one (`Front::sent_key_material`).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -29,7 +34,7 @@ use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
 /// Callers with a relay at once.
-pub(crate) const MAX_CALLERS: usize = 4096;
+pub(crate) const MAX_CALLERS: usize = 512;
 /// A relay whose caller sent nothing for this long is closed (SRT keepalives come
 /// every second; the library itself gives a peer 5 s).
 pub(crate) const CALLER_IDLE: Duration = Duration::from_secs(10);
@@ -57,8 +62,10 @@ struct Relay {
     socket: Arc<UdpSocket>,
     local: SocketAddr,
     last_heard: Instant,
-    /// Sent data packets (a connected publisher), not only handshakes.
+    /// The library acknowledged data from it (a connected publisher).
     streaming: bool,
+    /// Its handshake carried key material.
+    key_material: bool,
     task: tokio::task::AbortHandle,
 }
 
@@ -101,6 +108,23 @@ impl Front {
         self.lock().by_relay.get(&relay).copied()
     }
 
+    /// Whether the caller behind `relay` sent key material in its handshake.
+    pub(crate) fn sent_key_material(&self, relay: SocketAddr) -> bool {
+        let callers = self.lock();
+        callers
+            .by_relay
+            .get(&relay)
+            .and_then(|c| callers.by_caller.get(c))
+            .is_some_and(|r| r.key_material)
+    }
+
+    /// The library acknowledged `caller`'s data: it has a connection, never evicted.
+    fn acknowledged(&self, caller: SocketAddr) {
+        if let Some(r) = self.lock().by_caller.get_mut(&caller) {
+            r.streaming = true;
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Callers> {
         self.callers.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -133,7 +157,8 @@ impl Front {
                 self.refused(from, &why);
                 continue;
             }
-            let Some(relay) = self.relay_for(from, datagram[0] & 0x80 == 0).await else {
+            let key_material = sluice_media::srt_datagram::carries_key_material(datagram);
+            let Some(relay) = self.relay_for(from, key_material).await else {
                 continue;
             };
             let to = self.library_addr();
@@ -158,13 +183,17 @@ impl Front {
     }
 
     /// The relay socket for `caller`, made on its first datagram.
-    async fn relay_for(self: &Arc<Self>, caller: SocketAddr, data: bool) -> Option<Arc<UdpSocket>> {
+    async fn relay_for(
+        self: &Arc<Self>,
+        caller: SocketAddr,
+        key_material: bool,
+    ) -> Option<Arc<UdpSocket>> {
         let now = Instant::now();
         {
             let mut callers = self.lock();
             if let Some(relay) = callers.by_caller.get_mut(&caller) {
                 relay.last_heard = now;
-                relay.streaming |= data;
+                relay.key_material |= key_material;
                 return Some(relay.socket.clone());
             }
             if callers.by_caller.len() >= MAX_CALLERS && !callers.make_room() {
@@ -186,7 +215,8 @@ impl Front {
             socket: socket.clone(),
             local,
             last_heard: now,
-            streaming: data,
+            streaming: false,
+            key_material,
             task,
         };
         if let Some(old) = callers.by_caller.insert(caller, relay) {
@@ -259,6 +289,10 @@ async fn back(front: Arc<Front>, relay: Arc<UdpSocket>, caller: SocketAddr) {
         };
         if from != front.library_addr() {
             continue; // only the library talks to a relay
+        }
+        // An ACK (control type 2) exists only on a connection the library accepted.
+        if buf[..len].starts_with(&[0x80, 0x02]) {
+            front.acknowledged(caller);
         }
         let reply = with_caller_address(&buf[..len], caller, front.loopback.is_ipv6());
         let bytes = reply.as_deref().unwrap_or(&buf[..len]);

@@ -310,7 +310,8 @@ impl Origins {
                     (c.slug.clone(), c.id, c.srt_passphrase.clone(), pushed)
                 })
             })
-            .await;
+            .await
+            .map_err(|e| PublishRefused::Cluster(e.to_string()))?;
         let (channel, id, srt_passphrase) = match found {
             None => return Err(PublishRefused::UnknownKey),
             Some((channel, _, _, false)) => return Err(PublishRefused::NotPushed { channel }),
@@ -364,7 +365,8 @@ impl Origins {
                 s.channel_for_verifier(&verifier)
                     .map(|c| (c.slug.clone(), c.id, c.ll_hls, c.ingest == Ingest::Push))
             })
-            .await;
+            .await
+            .map_err(|e| PublishRefused::Cluster(e.to_string()))?;
         let Some((slug, id, ll_hls, pushed)) = found else {
             return Err(PublishRefused::UnknownKey);
         };

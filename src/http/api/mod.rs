@@ -251,7 +251,7 @@ async fn require_token(
         st.admin_token_for_verifier(&verifier)
             .map(|t| (t.revoked_ms.is_some(), t.read_only))
     };
-    let known = s.handle.read_for_auth(lookup).await;
+    let known = s.handle.read_for_auth(lookup).await.ok().flatten();
     let own = sluice_cluster::network::constant_time_eq(
         bearer.trim().as_bytes(),
         s.admin_token.as_bytes(),
