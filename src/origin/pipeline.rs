@@ -253,13 +253,18 @@ impl Loop {
             changed = true;
             let mut after = Vec::new();
             self.origin.write(|spool| {
+                let resumed_at = self.plan.resumed.then_some(self.plan.first_msn);
                 let playlist = spool.playlist_mut(|| {
-                    MediaPlaylist::new(PlaylistSettings {
+                    let playlist = MediaPlaylist::new(PlaylistSettings {
                         target_duration_s: p.settings().target_duration_s(),
                         part_target_ms: p.part_target_ms(),
                         window_segments: self.plan.ll_hls.playlist_segments().max(3) as usize,
                         uri_prefix: format!("{generation}/"),
-                    })
+                    });
+                    match resumed_at {
+                        Some(msn) => playlist.resuming_at(msn),
+                        None => playlist,
+                    }
                 });
                 playlist.apply(&output);
                 match &output {

@@ -90,6 +90,20 @@ impl MediaPlaylist {
         }
     }
 
+    /// The playlist of a generation resumed (on another node, or after a restart) at
+    /// `first_msn`: its first segment carries `EXT-X-DISCONTINUITY`, and its
+    /// `EXT-X-DISCONTINUITY-SEQUENCE` starts at `first_msn`, which no earlier origin's
+    /// segments can have reached (a segment's discontinuity number is at most its
+    /// sequence number plus one, and the resumed playlist starts after every segment
+    /// served before). So the discontinuity number of the first new segment is always
+    /// above every one a player saw before the move; starting again at 0 gave a third
+    /// origin the same number as the second, and a player reused the second's
+    /// timestamp offset for media on a restarted clock.
+    pub fn resuming_at(mut self, first_msn: u64) -> Self {
+        self.discontinuity_sequence = first_msn;
+        self
+    }
+
     pub fn settings(&self) -> &PlaylistSettings {
         &self.settings
     }

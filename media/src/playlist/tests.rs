@@ -282,3 +282,57 @@ fn skip_v2_says_no_date_range_was_removed() {
         "{text}"
     );
 }
+
+/// (msn, discontinuity number) of each segment, counted as players do: the playlist's
+/// DISCONTINUITY-SEQUENCE, plus one for each EXT-X-DISCONTINUITY up to the segment.
+fn discontinuity_numbers(text: &str) -> Vec<(u64, u64)> {
+    let mut msn = 0;
+    let mut cc = 0;
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix("#EXT-X-MEDIA-SEQUENCE:") {
+            msn = v.parse().expect("msn");
+        } else if let Some(v) = line.strip_prefix("#EXT-X-DISCONTINUITY-SEQUENCE:") {
+            cc = v.parse().expect("cc");
+        } else if line == "#EXT-X-DISCONTINUITY" {
+            cc += 1;
+        } else if line.starts_with("#EXTINF") {
+            out.push((msn, cc));
+            msn += 1;
+        }
+    }
+    out
+}
+
+/// A generation that moves from origin to origin (each resumed playlist starting after
+/// the last segment served before) gives every origin's first segment a discontinuity
+/// number above all earlier ones, however many reconnects each origin had.
+#[test]
+fn a_resumed_generation_never_repeats_a_discontinuity_number() {
+    let origins: [(u64, u64, &[u64]); 3] = [(0, 9, &[3, 4, 7]), (10, 14, &[11, 12]), (15, 20, &[])];
+    let mut seen_max = None;
+    for (first, last, reconnects) in origins {
+        let mut pl = MediaPlaylist::new(PlaylistSettings {
+            window_segments: 30,
+            ..settings()
+        });
+        if first > 0 {
+            pl = pl.resuming_at(first);
+        }
+        for msn in first..=last {
+            pl.apply(&start(
+                msn,
+                msn == first && first > 0 || reconnects.contains(&msn),
+            ));
+            pl.apply(&part(msn, 0));
+            pl.apply(&end(msn));
+        }
+        let numbers = discontinuity_numbers(&pl.render(Skip::No, &[]));
+        let (msn, cc) = numbers[0];
+        assert_eq!(msn, first);
+        if let Some(before) = seen_max {
+            assert!(cc > before, "origin at {first}: cc {cc} not above {before}");
+        }
+        seen_max = numbers.iter().map(|(_, c)| *c).max();
+    }
+}
