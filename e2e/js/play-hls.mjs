@@ -174,6 +174,20 @@ function snapshot() {
       keep({ t: +video.currentTime.toFixed(2), loaded: (data.part && data.part.url) || data.frag.url,
         start: +((data.part || data.frag).start.toFixed(2)) });
     });
+    // A load that starts and never ends shows as a loading without its loaded.
+    hls.on(window.Hls.Events.FRAG_LOADING, (_e, data) => {
+      keep({ t: +video.currentTime.toFixed(2), loading: (data.part && data.part.url) || data.frag.url });
+    });
+    // The playlists it got lately: whether they advanced (a stale one repeats).
+    seen.levels = [];
+    hls.on(window.Hls.Events.LEVEL_LOADED, (_e, data) => {
+      const d = data.details;
+      const last = d.fragments.length ? d.fragments[d.fragments.length - 1] : null;
+      seen.levels.push({ t: +video.currentTime.toFixed(2), sn: [d.startSN, d.endSN],
+        cc: last ? last.cc : null, parts: d.partList ? d.partList.length : 0,
+        updated: d.updated, start: d.fragments.length ? +d.fragments[0].start.toFixed(2) : null });
+      if (seen.levels.length > 6) seen.levels.shift();
+    });
   }
   const pageEvents = window.__pageEvents;
   if (!window.__play && pageEvents) state.nonFatalErrors = pageEvents.nonFatal;
@@ -197,6 +211,7 @@ function snapshot() {
       ? [+details.fragments[0].start.toFixed(2), +details.edge.toFixed(2)] : null,
     readyState: video.readyState,
     recentEvents: pageEvents ? pageEvents.recent : undefined,
+    recentPlaylists: pageEvents ? pageEvents.levels : undefined,
   };
 }
 
