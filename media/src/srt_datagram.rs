@@ -114,7 +114,7 @@ fn admit_handshake(body: &[u8]) -> Result<(), Refused> {
                 return Err(Refused::Malformed(kind))
             }
             // A caller sends a key material request; a response in its conclusion
-            // panics the library (`unimplemented!("Expected kmreq")`).
+            // panics the library (its handshake code does not implement one).
             EXT_KM_RESPONSE => return Err(Refused::Extension(kind)),
             EXT_STREAM_ID if content.is_empty() => return Err(Refused::Empty(kind)),
             EXT_HS_REQUEST..=EXT_STREAM_ID => {}
