@@ -302,6 +302,19 @@ pub struct MediaInfo {
     /// resumes the generation continues from there, so its times never go back.
     #[serde(default)]
     pub timeline_end_us: Option<i64>,
+    /// The discontinuity number players were given for segment `last_msn`, and the
+    /// first segment that had it: an origin that resumes the generation lists those
+    /// segments again (as gaps) under the same number, and continues after it.
+    #[serde(default)]
+    pub discontinuity: Option<DiscontinuityRun>,
+}
+
+/// A run of segments under one discontinuity number (`EXT-X-DISCONTINUITY-SEQUENCE`
+/// plus the `EXT-X-DISCONTINUITY` tags before them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DiscontinuityRun {
+    pub number: u64,
+    pub from_msn: u64,
 }
 
 /// One live session of a channel.

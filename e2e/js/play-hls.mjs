@@ -284,6 +284,11 @@ async function main() {
     console.error(`playing the page ${opts.page}`);
   } else {
     await page.goto(`${origin}/`, { waitUntil: 'load' });
+    if (process.env.PLAY_HLS_DEBUG) {
+      // hls.js's own log, as for a page.
+      page.on('console', (m) => console.error(`[page] ${m.text()}`));
+      hlsConfig = { ...hlsConfig, debug: true };
+    }
     await bounded(page.evaluate(startPlayer, [src, hlsConfig]), STEP_TIMEOUT_MS, 'player start');
     console.error(`playing ${src}`);
   }

@@ -9,7 +9,8 @@ use anyhow::{ensure, Context, Result};
 use sluice_e2e::fault::{FaultProxy, Mode};
 use sluice_e2e::node::{three_nodes, wait_for, EdgeProcess, Http, Publisher, Server};
 use sluice_e2e::{
-    hinted_part, make_small_stream, media_sequence, play_page, validate_playlists, TempDir,
+    hinted_part, make_small_stream, media_sequence, play_page, play_url, validate_playlists,
+    TempDir,
 };
 
 /// A player page whose hls.js the test browser answers from the npm copy.
@@ -465,6 +466,78 @@ fn a_publisher_back_on_another_node_at_once_is_accepted() -> Result<()> {
         b.log().contains("waiting for it to let go"),
         "the second node did not wait for the first to let go:\n{}",
         b.log()
+    );
+    Ok(())
+}
+
+/// A viewer that fell a few segments behind when the origin died: the segments it had
+/// not fetched died with the origin, and the new origin's playlist starts after them.
+/// hls.js (in its own page, not Sluice's) must still find where to go on.
+#[test]
+fn a_viewer_behind_the_live_edge_plays_on_when_the_origin_dies() -> Result<()> {
+    let tmp = TempDir::new("behind")?;
+    let fixture = fixture(&tmp)?;
+    let mut nodes = three_nodes(tmp.path(), &["--lease-ttl-ms", "3000"])?;
+    let key = nodes[0].main_key()?;
+    let mut first = Publisher::ffmpeg_loop(
+        &fixture,
+        &nodes[0].rtmp_url(&key),
+        &tmp.path().join("ff1.log"),
+    )?;
+    let http = Http::new(None)?;
+    wait_for(Duration::from_secs(40), "the stream live on node 1", || {
+        live(&http, &nodes[0].base())
+    })
+    .with_context(|| nodes[0].log())?;
+    // The viewer reaches node 3 through a proxy the test can stall.
+    let proxy = FaultProxy::start(nodes[2].http)?;
+    let url = format!("{}{MEDIA}", proxy.base());
+    let player = std::thread::spawn(move || play_url(&url, "{}", 24, Duration::from_secs(120)));
+    std::thread::sleep(Duration::from_secs(8));
+    // The viewer's network stalls while the origin makes three more segments, then
+    // the origin dies with them.
+    proxy.set(Mode::Stall);
+    let cut = Instant::now();
+    let stalled_at = hinted_msn(&http.get(&nodes[2].url(MEDIA), &[])?.text()).unwrap_or(0);
+    wait_for(Duration::from_secs(20), "three segments more", || {
+        let msn = hinted_msn(&http.get(&nodes[2].url(MEDIA), &[]).ok()?.text())?;
+        (msn >= stalled_at + 3).then_some(())
+    })?;
+    nodes[0].kill();
+    first.kill();
+    let (_second, _) =
+        publish_until_accepted(&fixture, &nodes[1], &key, &tmp.path().join("ff2.log"))?;
+    wait_for(
+        Duration::from_secs(30),
+        "node 3 to follow the new origin",
+        || {
+            let text = http.get(&nodes[2].url(MEDIA), &[]).ok()?.text();
+            let after = text.split("#EXT-X-DISCONTINUITY\n").nth(1)?;
+            (after.matches("#EXTINF").count() >= 1).then_some(())
+        },
+    )
+    .with_context(|| format!("{}\n{}", nodes[1].log(), nodes[2].log()))?;
+    proxy.set(Mode::Pass);
+    let cut_for = cut.elapsed();
+    validate_playlists(&[
+        nodes[2].url(MEDIA),
+        format!("{}?_HLS_skip=YES", nodes[2].url(MEDIA)),
+    ])?;
+    let played = player
+        .join()
+        .map_err(|_| anyhow::anyhow!("player thread panicked"))??;
+    eprintln!(
+        "viewer cut off for {:.1} s from segment {stalled_at} while the origin died; \
+         hls.js played {:.1} s, longest stall {} ms",
+        cut_for.as_secs_f64(),
+        played.report["played"].as_f64().unwrap_or(0.0),
+        played.report["maxStallMs"]
+    );
+    ensure!(
+        played.ok,
+        "hls.js behind the live edge did not play on after the origin's death: {}\n{}",
+        played.report,
+        nodes[2].log()
     );
     Ok(())
 }

@@ -24,6 +24,7 @@ use sha2::{Digest, Sha256};
 use sluice_cluster::command::{Applied, Command, Op, Refusal};
 use sluice_cluster::handle::{ClusterError, ClusterHandle};
 use sluice_cluster::model::{ChannelId, Ingest, LlHlsSettings, NodeId};
+use sluice_media::playlist::Discontinuity;
 use sluice_media::Input;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -535,17 +536,24 @@ impl Origins {
             // A new generation, or one resumed here after another node (or this one
             // before a restart) held it: continue after the last reported segment.
             let first_msn = last_msn.map_or(0, |m| m + 1);
-            let (recording, resume_at_us) = self.handle.read_local(|s| {
+            let (recording, resume_at_us, earlier) = self.handle.read_local(|s| {
+                let media = s
+                    .generation(origin.id, number)
+                    .filter(|_| resumed)
+                    .map(|g| &g.media);
                 (
                     s.channels.get(&origin.id).is_some_and(|c| c.recording),
-                    s.generation(origin.id, number)
-                        .and_then(|g| g.media.timeline_end_us)
-                        .filter(|_| resumed),
+                    media.and_then(|m| m.timeline_end_us),
+                    media.and_then(|m| m.discontinuity).map(|d| Discontinuity {
+                        number: d.number,
+                        from_msn: d.from_msn,
+                    }),
                 )
             });
             let plan = pipeline::Plan {
                 recording,
                 resume_at_us,
+                earlier,
                 generation: number,
                 first_msn,
                 first_init_index: if resumed { first_msn as u32 } else { 0 },

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sluice_cluster::command::Op;
-use sluice_cluster::model::{GenerationState, LlHlsSettings, MediaInfo};
+use sluice_cluster::model::{DiscontinuityRun, GenerationState, LlHlsSettings, MediaInfo};
 use sluice_media::playlist::names::{self, ObjectName};
-use sluice_media::playlist::{MediaPlaylist, PlaylistSettings};
+use sluice_media::playlist::{Discontinuity, MediaPlaylist, PlaylistSettings};
 use sluice_media::{Input, Output, Packager, PackagerSettings, TrackConfig};
 use tokio::sync::mpsc;
 
@@ -42,6 +42,9 @@ pub(super) struct Plan {
     pub(super) ll_hls: LlHlsSettings,
     /// Where the generation's timeline ended at another origin (a resumed generation).
     pub(super) resume_at_us: Option<i64>,
+    /// The discontinuity run of the last segment another origin made (a resumed
+    /// generation): listed again as gaps.
+    pub(super) earlier: Option<Discontinuity>,
     /// The channel records: every segment is kept past the live window.
     pub(super) recording: bool,
 }
@@ -254,6 +257,7 @@ impl Loop {
             let mut after = Vec::new();
             self.origin.write(|spool| {
                 let resumed_at = self.plan.resumed.then_some(self.plan.first_msn);
+                let first_init = self.plan.first_init_index;
                 let playlist = spool.playlist_mut(|| {
                     let playlist = MediaPlaylist::new(PlaylistSettings {
                         target_duration_s: p.settings().target_duration_s(),
@@ -262,7 +266,7 @@ impl Loop {
                         uri_prefix: format!("{generation}/"),
                     });
                     match resumed_at {
-                        Some(msn) => playlist.resuming_at(msn),
+                        Some(msn) => playlist.resuming_at(msn, first_init, self.plan.earlier),
                         None => playlist,
                     }
                 });
@@ -368,6 +372,13 @@ impl Loop {
                 .map(|c| c.codec_string().to_string())
                 .collect(),
             spool_error: self.origin.read(|s| s.degraded.clone()),
+            discontinuity: self
+                .origin
+                .read(|s| s.playlist().and_then(|pl| pl.discontinuity_of(msn)))
+                .map(|d| DiscontinuityRun {
+                    number: d.number,
+                    from_msn: d.from_msn,
+                }),
             ..Default::default()
         };
         for c in p.track_configs() {

@@ -44,6 +44,9 @@ pub struct SegmentEntry {
     pub parts: Vec<PartEntry>,
     /// `None` while the segment is still being written.
     pub duration_us: Option<u64>,
+    /// Made by an earlier origin of a resumed generation and not served here: listed
+    /// with `EXT-X-GAP` so that a player still before it finds where it is.
+    pub gap: bool,
 }
 
 impl SegmentEntry {
@@ -51,6 +54,15 @@ impl SegmentEntry {
         self.duration_us
             .unwrap_or_else(|| self.parts.iter().map(|p| p.duration_us).sum())
     }
+}
+
+/// A run of segments under one discontinuity number: `number` is what players count
+/// (`EXT-X-DISCONTINUITY-SEQUENCE` plus the `EXT-X-DISCONTINUITY` tags up to the
+/// segment), `from_msn` the run's first segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Discontinuity {
+    pub number: u64,
+    pub from_msn: u64,
 }
 
 /// A skip request (`_HLS_skip`).
@@ -91,17 +103,73 @@ impl MediaPlaylist {
     }
 
     /// The playlist of a generation resumed (on another node, or after a restart) at
-    /// `first_msn`: its first segment carries `EXT-X-DISCONTINUITY`, and its
-    /// `EXT-X-DISCONTINUITY-SEQUENCE` starts at `first_msn`, which no earlier origin's
-    /// segments can have reached (a segment's discontinuity number is at most its
-    /// sequence number plus one, and the resumed playlist starts after every segment
-    /// served before). So the discontinuity number of the first new segment is always
-    /// above every one a player saw before the move; starting again at 0 gave a third
-    /// origin the same number as the second, and a player reused the second's
-    /// timestamp offset for media on a restarted clock.
-    pub fn resuming_at(mut self, first_msn: u64) -> Self {
-        self.discontinuity_sequence = first_msn;
+    /// `first_msn`, whose first init segment is `init_index`. `earlier` is the
+    /// discontinuity number the origin before gave its last segment (`first_msn - 1`)
+    /// and the first segment with that number, when it said.
+    ///
+    /// With `earlier`, the playlist lists those segments again, up to a window, with
+    /// `EXT-X-GAP` and their number (a player that knew them checks that it is the
+    /// same): their media went with that origin. A player still before them (it was
+    /// behind the live edge) finds the segment after its last one in the playlist,
+    /// skips the gap and plays on; without them it finds nothing it knows (hls.js
+    /// then waits for ever: it looks for the next sequence number, then for its
+    /// discontinuity number, and neither is there). The first own segment carries
+    /// `EXT-X-DISCONTINUITY`: its number follows on.
+    ///
+    /// Without, `EXT-X-DISCONTINUITY-SEQUENCE` starts at `first_msn`, which no earlier
+    /// origin's segments can have reached (a segment's discontinuity number is at most
+    /// its sequence number plus one), so the first new segment's number is still above
+    /// every one a player saw before the move; starting again at 0 gave a third origin
+    /// the same number as the second, and a player reused the second's timestamp offset
+    /// for media on a restarted clock.
+    pub fn resuming_at(
+        mut self,
+        first_msn: u64,
+        init_index: u32,
+        earlier: Option<Discontinuity>,
+    ) -> Self {
+        let Some(earlier) = earlier.filter(|e| e.from_msn < first_msn) else {
+            self.discontinuity_sequence = first_msn;
+            return self;
+        };
+        self.discontinuity_sequence = earlier.number;
+        let window = u64::try_from(self.settings.window_segments).unwrap_or(u64::MAX);
+        let td_us = u64::from(self.settings.target_duration_s) * 1_000_000;
+        for msn in earlier.from_msn.max(first_msn.saturating_sub(window))..first_msn {
+            self.segments.push_back(SegmentEntry {
+                msn,
+                // Dated when the first own segment is: back from it, a target
+                // duration each.
+                program_date_time_ms: 0,
+                discontinuity: false,
+                init_index,
+                parts: Vec::new(),
+                duration_us: Some(td_us),
+                gap: true,
+            });
+        }
         self
+    }
+
+    /// The discontinuity number of segment `msn` and the first segment in the window
+    /// with that number.
+    pub fn discontinuity_of(&self, msn: u64) -> Option<Discontinuity> {
+        let mut run = Discontinuity {
+            number: self.discontinuity_sequence,
+            from_msn: self.first_msn()?,
+        };
+        for seg in &self.segments {
+            if seg.discontinuity {
+                run = Discontinuity {
+                    number: run.number + 1,
+                    from_msn: seg.msn,
+                };
+            }
+            if seg.msn == msn {
+                return Some(run);
+            }
+        }
+        None
     }
 
     pub fn settings(&self) -> &PlaylistSettings {
@@ -120,14 +188,24 @@ impl MediaPlaylist {
     pub fn apply(&mut self, output: &Output) {
         match output {
             Output::Init(_) => {}
-            Output::SegmentStart(s) => self.segments.push_back(SegmentEntry {
-                msn: s.msn,
-                program_date_time_ms: s.program_date_time_ms,
-                discontinuity: s.discontinuity,
-                init_index: s.init_index,
-                parts: Vec::new(),
-                duration_us: None,
-            }),
+            Output::SegmentStart(s) => {
+                if self.segments.iter().all(|g| g.gap) {
+                    let mut at_ms = s.program_date_time_ms;
+                    for gap in self.segments.iter_mut().rev() {
+                        at_ms -= gap.listed_duration_us().div_ceil(1000) as i64;
+                        gap.program_date_time_ms = at_ms;
+                    }
+                }
+                self.segments.push_back(SegmentEntry {
+                    msn: s.msn,
+                    program_date_time_ms: s.program_date_time_ms,
+                    discontinuity: s.discontinuity,
+                    init_index: s.init_index,
+                    parts: Vec::new(),
+                    duration_us: None,
+                    gap: false,
+                })
+            }
             Output::Part(p) => {
                 if let Some(seg) = self.segments.back_mut().filter(|s| s.msn == p.msn) {
                     seg.parts.push(PartEntry {
@@ -148,7 +226,11 @@ impl MediaPlaylist {
     /// Marks the stream ended: `EXT-X-ENDLIST`, no preload hint, blocking requests answer.
     pub fn end(&mut self) {
         // A segment that never got a part is not a segment.
-        if self.segments.back().is_some_and(|s| s.parts.is_empty()) {
+        if self
+            .segments
+            .back()
+            .is_some_and(|s| s.parts.is_empty() && !s.gap)
+        {
             self.segments.pop_back();
         }
         self.ended = true;
@@ -191,12 +273,14 @@ impl MediaPlaylist {
             .filter(|s| s.msn == msn)
     }
 
-    /// Whether a whole segment is listed: players take a live playlist without one for
-    /// an error (hls.js: `levelEmptyError`). Only the last segment can be open, so the
-    /// first one tells, without a walk of the window on every request.
+    /// Whether a whole segment of this origin's is listed: players take a live
+    /// playlist without one for an error (hls.js: `levelEmptyError`). Only the last
+    /// segment can be open, so the first one after the gaps tells, without a walk of
+    /// the window on every request once the gaps left it.
     pub fn has_whole_segment(&self) -> bool {
         self.segments
-            .front()
+            .iter()
+            .find(|s| !s.gap)
             .is_some_and(|s| s.duration_us.is_some())
     }
 
@@ -231,7 +315,7 @@ impl MediaPlaylist {
         let listed: Vec<&SegmentEntry> = self
             .segments
             .iter()
-            .filter(|s| !s.parts.is_empty())
+            .filter(|s| !s.parts.is_empty() || s.gap)
             .collect();
         let total_us: u64 = listed.iter().map(|s| s.listed_duration_us()).sum();
         let mut skipped = 0usize;
@@ -276,6 +360,9 @@ impl MediaPlaylist {
             }
 
             tags::program_date_time(&mut out, seg.program_date_time_ms);
+            if seg.gap {
+                tags::gap(&mut out);
+            }
             if (seg_end_us > parts_from_us && i >= parts_from_index) || seg.duration_us.is_none() {
                 for (p, part) in seg.parts.iter().enumerate() {
                     tags::part(&mut out, &s.uri_prefix, seg.msn, p as u32, part);

@@ -72,6 +72,10 @@ pub fn map(out: &mut String, prefix: &str, init_index: u32) {
     );
 }
 
+pub fn gap(out: &mut String) {
+    let _ = writeln!(out, "#EXT-X-GAP");
+}
+
 pub fn program_date_time(out: &mut String, unix_ms: i64) {
     let _ = writeln!(
         out,

@@ -311,13 +311,14 @@ fn discontinuity_numbers(text: &str) -> Vec<(u64, u64)> {
 fn a_resumed_generation_never_repeats_a_discontinuity_number() {
     let origins: [(u64, u64, &[u64]); 3] = [(0, 9, &[3, 4, 7]), (10, 14, &[11, 12]), (15, 20, &[])];
     let mut seen_max = None;
+    let mut earlier = None;
     for (first, last, reconnects) in origins {
         let mut pl = MediaPlaylist::new(PlaylistSettings {
             window_segments: 30,
             ..settings()
         });
         if first > 0 {
-            pl = pl.resuming_at(first);
+            pl = pl.resuming_at(first, first as u32, earlier);
         }
         for msn in first..=last {
             pl.apply(&start(
@@ -327,12 +328,107 @@ fn a_resumed_generation_never_repeats_a_discontinuity_number() {
             pl.apply(&part(msn, 0));
             pl.apply(&end(msn));
         }
-        let numbers = discontinuity_numbers(&pl.render(Skip::No, &[]));
-        let (msn, cc) = numbers[0];
+        // The earlier origins' segments listed as gaps come first.
+        let own: Vec<(u64, u64)> = discontinuity_numbers(&pl.render(Skip::No, &[]))
+            .into_iter()
+            .filter(|(msn, _)| *msn >= first)
+            .collect();
+        let (msn, cc) = own[0];
         assert_eq!(msn, first);
         if let Some(before) = seen_max {
             assert!(cc > before, "origin at {first}: cc {cc} not above {before}");
         }
-        seen_max = numbers.iter().map(|(_, c)| *c).max();
+        seen_max = own.iter().map(|(_, c)| *c).max();
+        earlier = pl.discontinuity_of(last);
+        assert_eq!(earlier.map(|e| e.number), seen_max);
     }
+}
+
+/// A resumed playlist lists the earlier origin's last segments of its last
+/// discontinuity run, up to its window, as gaps under their number: dated
+/// back from its first own segment, a target duration each, under its first init
+/// segment; they are not a whole segment to serve, a gap before the end survives
+/// `end`, and they leave the window as own segments come.
+#[test]
+fn a_resumed_playlist_lists_the_earlier_origins_segments_as_gaps() {
+    let mut pl = MediaPlaylist::new(PlaylistSettings {
+        window_segments: 4,
+        ..settings()
+    })
+    .resuming_at(
+        12,
+        12,
+        Some(Discontinuity {
+            number: 5,
+            from_msn: 7,
+        }),
+    );
+    assert!(!pl.has_whole_segment());
+    assert_eq!(pl.next_part(), (12, 0));
+    assert_eq!(decide(&pl, &q("")), Decision::Wait);
+    let mut first = start(12, true);
+    if let Output::SegmentStart(s) = &mut first {
+        s.init_index = 12;
+    }
+    pl.apply(&first);
+    pl.apply(&part(12, 0));
+    assert!(!pl.has_whole_segment());
+    pl.apply(&end(12));
+    assert!(pl.has_whole_segment());
+    // A request for a gap's segment is answered at once.
+    assert_eq!(decide(&pl, &q("_HLS_msn=9")), Decision::Ready);
+    let text = pl.render(Skip::No, &[]);
+    let expected_head = "#EXT-X-MEDIA-SEQUENCE:9
+#EXT-X-DISCONTINUITY-SEQUENCE:5
+#EXT-X-MAP:URI=\"1/init-12.mp4\"
+#EXT-X-PROGRAM-DATE-TIME:2026-11-21T08:33:21.000Z
+#EXT-X-GAP
+#EXTINF:3.00000,
+1/9.m4s
+#EXT-X-PROGRAM-DATE-TIME:2026-11-21T08:33:24.000Z
+#EXT-X-GAP
+#EXTINF:3.00000,
+1/10.m4s
+#EXT-X-PROGRAM-DATE-TIME:2026-11-21T08:33:27.000Z
+#EXT-X-GAP
+#EXTINF:3.00000,
+1/11.m4s
+#EXT-X-DISCONTINUITY
+#EXT-X-PROGRAM-DATE-TIME:2026-11-21T08:33:30.000Z
+";
+    assert!(text.contains(expected_head), "{text}");
+    assert_eq!(
+        discontinuity_numbers(&text),
+        [(9, 5), (10, 5), (11, 5), (12, 6)]
+    );
+    assert_eq!(
+        pl.discontinuity_of(12),
+        Some(Discontinuity {
+            number: 6,
+            from_msn: 12
+        })
+    );
+    // Own segments push the gaps out; the count of discontinuities follows only own.
+    for msn in 13..16 {
+        pl.apply(&start(msn, false));
+        pl.apply(&part(msn, 0));
+        pl.apply(&end(msn));
+    }
+    let text = pl.render(Skip::No, &[]);
+    assert!(!text.contains("#EXT-X-GAP"), "{text}");
+    assert_eq!(pl.first_msn(), Some(12));
+    // Only the earlier origin's last run is listed; a playlist that ends before its
+    // first own segment keeps the gaps.
+    let run = Some(Discontinuity {
+        number: 3,
+        from_msn: 1,
+    });
+    let mut ended = MediaPlaylist::new(settings()).resuming_at(4, 4, run);
+    ended.end();
+    assert_eq!(ended.first_msn(), Some(1));
+    assert_eq!(ended.segments().count(), 3);
+    // Not told: no gaps, and a number no earlier origin reached.
+    let blind = MediaPlaylist::new(settings()).resuming_at(4, 4, None);
+    assert_eq!(blind.first_msn(), None);
+    assert_eq!(blind.discontinuity_sequence, 4);
 }
