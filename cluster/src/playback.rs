@@ -12,10 +12,9 @@
 //! The MAC binds the channel's id, not its name: a channel deleted and created again
 //! under the same name does not accept the old channel's tokens.
 
-use sha2::{Digest, Sha256};
+use ring::hmac;
 
 use crate::model::PlaybackKey;
-use crate::network::constant_time_eq;
 
 /// The header a node signs its pull-through requests with.
 pub const UPSTREAM_HEADER: &str = "x-sluice-upstream";
@@ -26,33 +25,31 @@ pub const MAX_TOKEN_TTL_S: i64 = 366 * 24 * 3600;
 /// Longest allowed origin a token may carry.
 pub const MAX_ORIGIN_LEN: usize = 256;
 
-/// HMAC-SHA256 (RFC 2104): the standard construction over SHA-256's 64-byte block.
+/// HMAC-SHA256 (RFC 2104), by ring.
 pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
-    const BLOCK: usize = 64;
-    let mut block = [0u8; BLOCK];
-    if key.len() > BLOCK {
-        block[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        block[..key.len()].copy_from_slice(key);
-    }
-    let pad = |byte: u8| block.map(|k| k ^ byte);
-    let inner = Sha256::new()
-        .chain_update(pad(0x36))
-        .chain_update(message)
-        .finalize();
-    Sha256::new()
-        .chain_update(pad(0x5c))
-        .chain_update(inner)
-        .finalize()
-        .into()
+    let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key), message);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(tag.as_ref());
+    out
+}
+
+/// Whether `mac_hex` is the HMAC-SHA256 of `message` under `key`, compared by ring in
+/// constant time.
+fn mac_matches(key: &[u8], message: &[u8], mac_hex: &str) -> bool {
+    unhex(mac_hex).is_some_and(|tag| {
+        hmac::verify(&hmac::Key::new(hmac::HMAC_SHA256, key), message, &tag).is_ok()
+    })
 }
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Lower-case hex only, as `hex` writes it: one spelling per value.
 fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !text.len().is_multiple_of(2)
+        || !text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
         return None;
     }
     (0..text.len())
@@ -61,8 +58,12 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+fn playback_message(channel: u64, expires: i64, origin: &str) -> String {
+    format!("sluice-playback-v1\n{channel}\n{expires}\n{origin}")
+}
+
 fn playback_mac(secret: &str, channel: u64, expires: i64, origin: &str) -> String {
-    let message = format!("sluice-playback-v1\n{channel}\n{expires}\n{origin}");
+    let message = playback_message(channel, expires, origin);
     hex(&hmac_sha256(secret.as_bytes(), message.as_bytes()))
 }
 
@@ -148,8 +149,8 @@ pub fn verify<'k>(
         .into_iter()
         .find(|k| k.key_id == t.key_id && k.retired_ms.is_none())
         .ok_or(TokenError::UnknownKey)?;
-    let expected = playback_mac(&key.secret, channel, t.expires, &t.origin);
-    if !constant_time_eq(expected.as_bytes(), t.mac.as_bytes()) {
+    let message = playback_message(channel, t.expires, &t.origin);
+    if !mac_matches(key.secret.as_bytes(), message.as_bytes(), t.mac) {
         return Err(TokenError::BadSignature);
     }
     if now_s > t.expires {
@@ -182,16 +183,20 @@ pub fn validate_origin(origin: &str) -> Result<(), String> {
 
 /// The signature a node puts on a request it pulls through from another node.
 pub fn upstream_signature(cluster_secret: &str, now_s: i64, path: &str) -> String {
-    let message = format!("sluice-upstream-v1\n{now_s}\n{path}");
+    let message = upstream_message(now_s, path);
     format!(
         "{now_s}.{}",
         hex(&hmac_sha256(cluster_secret.as_bytes(), message.as_bytes()))
     )
 }
 
+fn upstream_message(at_s: i64, path: &str) -> String {
+    format!("sluice-upstream-v1\n{at_s}\n{path}")
+}
+
 /// Whether `signature` was made with the cluster secret for `path`, recently.
 pub fn upstream_authorized(cluster_secret: &str, signature: &str, now_s: i64, path: &str) -> bool {
-    let Some((at, _)) = signature.split_once('.') else {
+    let Some((at, mac)) = signature.split_once('.') else {
         return false;
     };
     let Ok(at) = at.parse::<i64>() else {
@@ -200,8 +205,13 @@ pub fn upstream_authorized(cluster_secret: &str, signature: &str, now_s: i64, pa
     if (now_s - at).abs() > UPSTREAM_SKEW_S {
         return false;
     }
-    let expected = upstream_signature(cluster_secret, at, path);
-    constant_time_eq(expected.as_bytes(), signature.as_bytes())
+    // The time as written must be the time signed: `+5` or `05` are not.
+    at.to_string().len() == signature.len() - mac.len() - 1
+        && mac_matches(
+            cluster_secret.as_bytes(),
+            upstream_message(at, path).as_bytes(),
+            mac,
+        )
 }
 
 #[cfg(test)]
@@ -364,5 +374,31 @@ mod tests {
             "/hls/a/source/1/2.m4s"
         ));
         assert!(!upstream_authorized("cs", "garbage", 1_000, "/"));
+        // The time signed is the time as written: another spelling of it is refused,
+        // as is a MAC in capitals or cut short.
+        let mac = sig
+            .split_once('.')
+            .map(|(_, m)| m.to_string())
+            .unwrap_or_default();
+        let path = "/hls/a/source/1/2.m4s";
+        for forged in [
+            format!("+1000.{mac}"),
+            format!("01000.{mac}"),
+            format!("1000.{}", mac.to_uppercase()),
+            format!("1000.{}", &mac[..62]),
+            "1000.".to_string(),
+        ] {
+            assert!(!upstream_authorized("cs", &forged, 1_030, path), "{forged}");
+        }
+    }
+
+    #[test]
+    fn secrets_compare_equal_only_when_equal() {
+        use crate::network::constant_time_eq;
+        assert!(constant_time_eq(b"s3cret", b"s3cret"));
+        assert!(!constant_time_eq(b"s3cret", b"s3creT"));
+        assert!(!constant_time_eq(b"s3cret", b"s3cret-and-more"));
+        assert!(!constant_time_eq(b"", b"x"));
+        assert!(constant_time_eq(b"", b""));
     }
 }
