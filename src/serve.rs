@@ -771,7 +771,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
                     _ = tokio::time::sleep(every) => {}
                     _ = rx.wait_for(|s| *s) => return,
                 }
-                crate::origin::retention::enforce(&handle).await;
+                crate::origin::retention::enforce(&handle, retention).await;
                 let active = origins.active();
                 let decide = crate::origin::retention::disk_plan(&handle, &active, retention);
                 let root = origins.spool_root().to_path_buf();

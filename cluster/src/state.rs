@@ -132,6 +132,44 @@ impl State {
         prune
     }
 
+    /// Whether `g` may leave the state: it ended, and nothing can be played from it
+    /// (no recording, a deleted one, or its channel is gone); an existing channel's
+    /// newest generation stays, for when it was last live.
+    pub fn forgettable(&self, g: &Generation) -> bool {
+        if g.state.is_active() {
+            return false;
+        }
+        let Some(channel) = self.channels.get(&g.channel) else {
+            return true;
+        };
+        g.number != channel.last_generation
+            && g.recording
+                .as_ref()
+                .is_none_or(|r| r.status == RecordingStatus::Deleted)
+    }
+
+    /// The generations retention removes at `now_ms`: forgettable, and ended (or their
+    /// recording deleted) longer than `keep_ms` ago, so a late viewer of one still
+    /// finds which node holds its objects for as long as nodes keep them. Oldest
+    /// first, at most `limit`.
+    pub fn generations_to_forget(
+        &self,
+        now_ms: i64,
+        keep_ms: i64,
+        limit: usize,
+    ) -> Vec<(ChannelId, u64)> {
+        self.all_generations()
+            .filter(|g| self.forgettable(g))
+            .filter(|g| {
+                let deleted = g.recording.as_ref().and_then(|r| r.closed_ms);
+                let since = g.state_since_ms.max(deleted.unwrap_or(i64::MIN));
+                now_ms.saturating_sub(since) > keep_ms
+            })
+            .map(|g| (g.channel, g.number))
+            .take(limit)
+            .collect()
+    }
+
     pub fn all_generations(&self) -> impl Iterator<Item = &Generation> {
         self.generations.values().flat_map(|g| g.values())
     }

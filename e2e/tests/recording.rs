@@ -59,10 +59,14 @@ fn push_once(file: &Path, url: &str) -> Result<()> {
     .map(|_| ())
 }
 
-/// A config file whose disk sweep (and retention) runs every second.
+/// A config file whose disk sweep (and retention) runs every second, and whose nodes
+/// keep an ended generation's objects (and its record in the state) for 10 s only.
 fn fast_sweep(dir: &Path) -> Result<String> {
     let path = dir.join("sweep.toml");
-    std::fs::write(&path, "spool_prune_interval_s = 1\n")?;
+    std::fs::write(
+        &path,
+        "spool_prune_interval_s = 1\nspool_retention_s = 10\n",
+    )?;
     Ok(path.to_str().context("path")?.to_string())
 }
 
@@ -183,6 +187,33 @@ fn a_stream_with_a_reconnect_is_one_recording_played_as_vod_from_another_node() 
         status == 200 && v["status"] == "recording" && nodes[0].dir.join("spool/main/2").exists(),
         "the recording being written was touched: {status} {v}"
     );
+    // The generation whose recording was deleted leaves the replicated state after the
+    // nodes' retention; the live one stays.
+    let listed = |node: &Server| -> Option<Vec<u64>> {
+        let (status, v) = node
+            .api(
+                &http,
+                reqwest::Method::GET,
+                "/api/v1/channels/main/generations",
+                Value::Null,
+            )
+            .ok()?;
+        (status == 200).then(|| {
+            v["generations"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|g| g["number"].as_u64())
+                .collect()
+        })
+    };
+    wait_for(Duration::from_secs(30), "generation 1 forgotten", || {
+        nodes
+            .iter()
+            .all(|n| listed(n).is_some_and(|l| l == [2]))
+            .then_some(())
+    })
+    .with_context(|| format!("{:?}", listed(&nodes[0])))?;
     drop(live);
     Ok(())
 }

@@ -13,9 +13,14 @@ use sluice_cluster::model::RecordingStatus;
 use super::spool::DiskKeep;
 use crate::serve::now_ms;
 
-/// Leader only: deletes the finished recordings retention policies give up. Returns
-/// how many were deleted.
-pub(crate) async fn enforce(handle: &ClusterHandle) -> usize {
+/// Most generations forgotten in one sweep: the rest wait for the next.
+const FORGET_PER_SWEEP: usize = 64;
+
+/// Leader only: deletes the finished recordings retention policies give up, then
+/// removes from the state the ended generations nothing can be played from once nodes
+/// no longer keep their objects (`spool_retention`), so the replicated state does not
+/// grow with every stream ever made. Returns how many recordings were deleted.
+pub(crate) async fn enforce(handle: &ClusterHandle, spool_retention: Duration) -> usize {
     let leader = handle.raft().metrics().borrow().current_leader == Some(handle.id());
     if !leader {
         return 0;
@@ -45,6 +50,17 @@ pub(crate) async fn enforce(handle: &ClusterHandle) -> usize {
             Err(e) => {
                 tracing::warn!(%channel, generation, error = %e, "retention could not delete a recording")
             }
+        }
+    }
+    let keep_ms = i64::try_from(spool_retention.as_millis()).unwrap_or(i64::MAX);
+    let forgotten = handle.read_local(|s| s.generations_to_forget(now, keep_ms, FORGET_PER_SWEEP));
+    for (channel, generation) in forgotten {
+        let op = Op::ForgetGeneration {
+            channel,
+            generation,
+        };
+        if let Err(e) = handle.propose(Command { at_ms: now, op }).await {
+            tracing::warn!(channel, generation, error = %e, "retention could not forget a generation");
         }
     }
     deleted

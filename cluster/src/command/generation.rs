@@ -336,3 +336,28 @@ pub(super) fn delete_recording(
         _ => Err(Refusal::not_found("recording", number)),
     }
 }
+
+/// Removes an ended generation nothing can be played from (`State::forgettable`).
+pub(super) fn forget(
+    state: &mut State,
+    channel: ChannelId,
+    number: u64,
+) -> Result<Applied, Refusal> {
+    let g = state
+        .generation(channel, number)
+        .ok_or_else(|| Refusal::not_found("generation", number))?;
+    if !state.forgettable(g) {
+        return Err(Refusal::InUse {
+            what: "generation".into(),
+            name: number.to_string(),
+            by: "its channel (active, recorded, or the channel's last)".into(),
+        });
+    }
+    if let Some(all) = state.generations.get_mut(&channel) {
+        all.remove(&number);
+        if all.is_empty() {
+            state.generations.remove(&channel);
+        }
+    }
+    Ok(Applied::Done)
+}

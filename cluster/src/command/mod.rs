@@ -180,6 +180,13 @@ pub enum Op {
         channel: String,
         generation: u64,
     },
+    /// Removes an ended generation that nothing can be played from any more (no
+    /// recording, or a deleted one, or its channel is gone) from the state (retention).
+    /// By channel id: the channel may have been deleted.
+    ForgetGeneration {
+        channel: ChannelId,
+        generation: u64,
+    },
     /// A new key that signs playback tokens from now on (rotation).
     CreatePlaybackKey {
         key_id: String,
@@ -431,6 +438,10 @@ pub fn apply(state: &mut State, cmd: &Command) -> Result<Applied, Refusal> {
             channel,
             generation,
         } => generation::delete_recording(state, at, channel, *generation),
+        Op::ForgetGeneration {
+            channel,
+            generation,
+        } => generation::forget(state, *channel, *generation),
         Op::CreatePlaybackKey { key_id, secret } => playback::create(state, at, key_id, &secret.0),
         Op::RetirePlaybackKey { key_id } => playback::retire(state, at, key_id),
     }

@@ -263,3 +263,93 @@ fn retention_prunes_by_age_and_by_bytes_never_what_is_being_written() {
     });
     assert_eq!(tiny.recordings_to_prune(1, 5_000), vec![1, 2, 3]);
 }
+
+fn forget(channel: ChannelId, generation: u64) -> Command {
+    cmd(
+        0,
+        Op::ForgetGeneration {
+            channel,
+            generation,
+        },
+    )
+}
+
+fn end_number(at: i64, generation: u64) -> Command {
+    cmd(
+        at,
+        Op::EndGeneration {
+            channel: "news".into(),
+            generation,
+            failed: false,
+        },
+    )
+}
+
+/// Ended generations leave the state once nothing can be played from them and nodes
+/// no longer keep their objects; numbering goes on; a channel's last generation, an
+/// active one and a kept recording stay.
+#[test]
+fn ended_generations_are_forgotten_after_retention() {
+    const KEEP: i64 = 600_000;
+    let mut s = cluster();
+    s.apply(&claim("news", 1, 10)).expect("claim 1");
+    s.apply(&end_number(100, 1)).expect("end 1");
+    s.apply(&claim("news", 1, 200)).expect("claim 2");
+    s.apply(&cmd(
+        210,
+        Op::ReportRecording {
+            channel: "news".into(),
+            generation: 2,
+            piece: piece(1, 0, 3, true),
+        },
+    ))
+    .expect("recording of 2");
+    s.apply(&end_number(300, 2)).expect("end 2");
+    s.apply(&claim("news", 1, 400)).expect("claim 3");
+    // Generation 3 is active, 2 has a recording, 1 ended at 100.
+    assert!(s.generations_to_forget(100 + KEEP, KEEP, 10).is_empty());
+    assert_eq!(s.generations_to_forget(101 + KEEP, KEEP, 10), [(1, 1)]);
+    s.apply(&forget(1, 3)).expect_err("generation 3 is active");
+    s.apply(&forget(1, 2))
+        .expect_err("generation 2 has a recording");
+    s.apply(&forget(1, 1)).expect("forget 1");
+    assert!(s.generation(1, 1).is_none());
+    s.apply(&forget(1, 1)).expect_err("already gone");
+    s.apply(&end_number(500, 3)).expect("end 3");
+    // The channel's last generation stays (when it was last live), however old.
+    assert!(s
+        .generations_to_forget(500 + 10 * KEEP, KEEP, 10)
+        .is_empty());
+    // A deleted recording goes a retention after its deletion.
+    s.apply(&cmd(
+        1_000,
+        Op::DeleteRecording {
+            channel: "news".into(),
+            generation: 2,
+        },
+    ))
+    .expect("delete recording 2");
+    assert!(s.generations_to_forget(1_000 + KEEP, KEEP, 10).is_empty());
+    assert_eq!(s.generations_to_forget(1_001 + KEEP, KEEP, 10), [(1, 2)]);
+    s.apply(&forget(1, 2)).expect("forget 2");
+    // Numbering goes on after forgotten generations.
+    s.apply(&claim("news", 1, 2_000)).expect("claim 4");
+    assert_eq!(s.active_generation(1).map(|g| g.number), Some(4));
+    s.apply(&end_number(2_100, 4)).expect("end 4");
+    // A deleted channel's generations all go, its last one too.
+    s.apply(&cmd(
+        3_000,
+        Op::DeleteChannel {
+            slug: "news".into(),
+        },
+    ))
+    .expect("delete channel");
+    assert_eq!(
+        s.generations_to_forget(2_101 + KEEP, KEEP, 10),
+        [(1, 3), (1, 4)]
+    );
+    assert_eq!(s.generations_to_forget(2_101 + KEEP, KEEP, 1), [(1, 3)]);
+    s.apply(&forget(1, 3)).expect("forget 3");
+    s.apply(&forget(1, 4)).expect("forget 4");
+    assert!(s.generations.is_empty(), "{:?}", s.generations);
+}
