@@ -312,9 +312,7 @@ impl ClusterHandle {
         }
         let text = response.text().await.unwrap_or_default();
         let why = format!("{member} answered {status}: {text}");
-        // A refusal (wrong secret, already in another cluster) will not change by asking
-        // again; a member without a leader yet (5xx) will.
-        if status.is_client_error() {
+        if join_refusal_is_final(status) {
             Err(ClusterError::Membership(why))
         } else {
             Err(ClusterError::Unavailable(why))
@@ -615,6 +613,16 @@ async fn read_index_route(AxumState(h): AxumState<ClusterHandle>, headers: Heade
     }
 }
 
+/// A refusal (wrong secret, already in another cluster) will not change by asking
+/// again; a member without a leader yet (5xx) will, and so will a join cut off by the
+/// cluster listener's deadline (408: catching up a large state took longer) or one
+/// turned away for now (429): the leader takes a node it already added again.
+fn join_refusal_is_final(status: StatusCode) -> bool {
+    status.is_client_error()
+        && status != StatusCode::REQUEST_TIMEOUT
+        && status != StatusCode::TOO_MANY_REQUESTS
+}
+
 async fn join_route(
     AxumState(h): AxumState<ClusterHandle>,
     headers: HeaderMap,
@@ -672,6 +680,25 @@ async fn identity_route(AxumState(h): AxumState<ClusterHandle>, headers: HeaderM
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_join_cut_off_or_turned_away_for_now_is_asked_again() {
+        for again in [
+            StatusCode::REQUEST_TIMEOUT,
+            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::BAD_GATEWAY,
+            StatusCode::SERVICE_UNAVAILABLE,
+        ] {
+            assert!(!join_refusal_is_final(again), "{again}");
+        }
+        for fin in [
+            StatusCode::UNAUTHORIZED,
+            StatusCode::CONFLICT,
+            StatusCode::BAD_REQUEST,
+        ] {
+            assert!(join_refusal_is_final(fin), "{fin}");
+        }
+    }
 
     #[test]
     fn a_flood_of_unknown_credentials_gets_only_the_budgeted_cluster_reads() {
