@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Bounded fuzzing of what a publisher or a viewer can send (cargo-fuzz, libFuzzer with
 # AddressSanitizer): FLV/Enhanced RTMP tags, MPEG-TS, parameter sets, HLS requests, the
-# RTMP ingest and SRT datagrams through the SRT front's check into the SRT library. Each
+# RTMP ingest and SRT datagrams through the SRT front's check into the SRT library; and
+# cluster RPC bodies, parsed as the Raft routes do, their commands applied. Each
 # target runs FUZZ_SECONDS (default 20) from a fresh corpus seeded with the heads of the
 # media test fixtures, a few hand-made inputs and any checked-in crash inputs
 # (fuzz/regressions/<target>/). A crash, a timeout or an out-of-memory fails the script,
@@ -19,7 +20,7 @@ if [ "${1:-}" = "--long" ]; then
     FUZZ_SECONDS="${FUZZ_SECONDS:-3600}"
 fi
 FUZZ_SECONDS="${FUZZ_SECONDS:-20}"
-ALL_TARGETS=(flv_tags ts_demux parameter_sets hls_query rtmp_ingest srt_datagram)
+ALL_TARGETS=(flv_tags ts_demux parameter_sets hls_query rtmp_ingest srt_datagram cluster_rpc)
 if [ "$#" -gt 0 ]; then
     TARGETS=("$@")
 else
@@ -83,6 +84,15 @@ seed() {
             printf "$hs"'\x00\x01\x00\x03\x00\x01\x05\x00\x00\x00\x00\x3f\x00\x78\x00\x00\x00\x05\x00\x01yek#' >"$dir/conclusion"
             printf "$hs"'\x00\x06\x00\x01evil' >"$dir/congestion"
             printf '\x00\x00\x00\x07\xc0\x00\x00\x01\x00\x00\x10\x00\x00\x00\x00\x09\x47\x40\x00\x10' >"$dir/data"
+            ;;
+        cluster_rpc)
+            # Each command of the seeded state, and an append carrying two of them.
+            local i=0
+            while IFS= read -r line; do
+                printf '%s' "$line" >"$dir/command-$i"
+                i=$((i + 1))
+            done <seeds/cluster_rpc/state.jsonl
+            printf '%s' '{"vote":{"leader_id":{"term":1,"node_id":1},"committed":true},"prev_log_id":null,"leader_commit":null,"entries":[{"log_id":{"leader_id":{"term":1,"node_id":1},"index":1},"payload":{"Normal":{"at_ms":5,"op":{"op":"claim_channel","channel":"news","node":2}}}},{"log_id":{"leader_id":{"term":1,"node_id":1},"index":2},"payload":{"Normal":{"at_ms":6,"op":{"op":"forget_generation","channel":2,"generation":1}}}}]}' >"$dir/append"
             ;;
         parameter_sets) ;;
     esac
