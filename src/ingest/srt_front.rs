@@ -18,6 +18,9 @@
 //! without a datagram from its caller. When the table is full, a caller the library has
 //! not acknowledged yet (only handshakes or stray datagrams, as a flood sends) makes
 //! room; callers with a connection (the library sends them ACKs) are never evicted.
+//! One source address (an IPv6 /64) has at most [`MAX_CALLERS_PER_SOURCE`] relays: a
+//! host that opens more makes room among its own, so one flooding host cannot push
+//! other hosts' handshakes out.
 //!
 //! The front also remembers which callers sent key material in their handshake: a
 //! caller that encrypts but leaves the key length to its default advertises no key
@@ -35,6 +38,8 @@ use tokio::time::Instant;
 
 /// Callers with a relay at once.
 pub(crate) const MAX_CALLERS: usize = 512;
+/// Callers with a relay at once from one source address (an IPv6 /64).
+pub(crate) const MAX_CALLERS_PER_SOURCE: usize = 32;
 /// A relay whose caller sent nothing for this long is closed (SRT keepalives come
 /// every second; the library itself gives a peer 5 s).
 pub(crate) const CALLER_IDLE: Duration = Duration::from_secs(10);
@@ -196,7 +201,13 @@ impl Front {
                 relay.key_material |= key_material;
                 return Some(relay.socket.clone());
             }
-            if callers.by_caller.len() >= MAX_CALLERS && !callers.make_room() {
+            let source = crate::limits::client(caller.ip());
+            if callers.count_from(source) >= MAX_CALLERS_PER_SOURCE
+                && !callers.make_room(Some(source))
+            {
+                return None;
+            }
+            if callers.by_caller.len() >= MAX_CALLERS && !callers.make_room(None) {
                 return None;
             }
         }
@@ -247,12 +258,22 @@ impl Callers {
         }
     }
 
-    /// Drops the longest-silent caller that never sent data; false if all stream.
-    fn make_room(&mut self) -> bool {
+    /// Relays of callers from `source` (an address as `limits::client` counts it).
+    fn count_from(&self, source: IpAddr) -> usize {
+        self.by_caller
+            .keys()
+            .filter(|c| crate::limits::client(c.ip()) == source)
+            .count()
+    }
+
+    /// Drops the longest-silent caller (from `source`, when given) the library never
+    /// acknowledged; false if there is none.
+    fn make_room(&mut self, source: Option<IpAddr>) -> bool {
         let victim = self
             .by_caller
             .iter()
             .filter(|(_, r)| !r.streaming)
+            .filter(|(c, _)| source.is_none_or(|s| crate::limits::client(c.ip()) == s))
             .min_by_key(|(_, r)| r.last_heard)
             .map(|(c, _)| *c);
         match victim {
@@ -376,6 +397,44 @@ mod tests {
         assert_ne!(relay, relay2);
         assert_eq!(front.caller(relay2), Some(other.local_addr()?));
 
+        stop_tx.send(true)?;
+        running.await?;
+        Ok(())
+    }
+
+    /// One host opening caller after caller keeps at most its share of relays, the
+    /// newest; another host's caller still gets one.
+    #[tokio::test]
+    async fn one_source_cannot_take_every_relay() -> Result<()> {
+        let front = Front::bind("127.0.0.1:0".parse()?).await?;
+        let library = UdpSocket::bind("127.0.0.1:0").await?;
+        front.set_library_addr(library.local_addr()?);
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        let running = tokio::spawn(front.clone().run(stop));
+        let public = front.local_addr()?;
+        let wait = Duration::from_secs(5);
+        let mut buf = [0u8; 2048];
+        let data = [0u8, 0, 0, 9, 0xc0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 7, 0x47];
+        let mut flood = Vec::new();
+        for _ in 0..MAX_CALLERS_PER_SOURCE + 8 {
+            let caller = UdpSocket::bind("127.0.0.1:0").await?;
+            caller.send_to(&data, public).await?;
+            tokio::time::timeout(wait, library.recv_from(&mut buf)).await??;
+            flood.push(caller);
+        }
+        let held = |addr: SocketAddr| front.lock().by_caller.contains_key(&addr);
+        assert_eq!(front.lock().by_caller.len(), MAX_CALLERS_PER_SOURCE);
+        assert!(
+            !held(flood[0].local_addr()?),
+            "the oldest was not the one dropped"
+        );
+        assert!(held(flood[flood.len() - 1].local_addr()?));
+        // 127.0.0.2 is another source (loopback answers it too).
+        let other = UdpSocket::bind("127.0.0.2:0").await?;
+        other.send_to(&data, public).await?;
+        tokio::time::timeout(wait, library.recv_from(&mut buf)).await??;
+        assert!(held(other.local_addr()?));
+        assert_eq!(front.lock().by_caller.len(), MAX_CALLERS_PER_SOURCE + 1);
         stop_tx.send(true)?;
         running.await?;
         Ok(())
