@@ -68,6 +68,8 @@ struct Listing {
     target_duration: u32,
     /// (msn, EXTINF seconds, preceded by EXT-X-DISCONTINUITY) of complete segments.
     segments: Vec<(u64, f64, bool)>,
+    /// Segments listed with EXT-X-GAP (an earlier origin's, in a resumed playlist).
+    gaps: Vec<u64>,
     /// The preload-hinted part: (generation/msn.part URI, msn, part).
     hint: Option<(String, u64, u32)>,
     ended: bool,
@@ -83,6 +85,7 @@ fn parse_part_uri(uri: &str) -> Option<(u64, u32)> {
 fn listing(text: &str) -> Listing {
     let mut l = Listing::default();
     let mut discontinuity = false;
+    let mut gap = false;
     let mut extinf = None;
     let mut msn = None;
     for line in text.lines() {
@@ -98,6 +101,8 @@ fn listing(text: &str) -> Listing {
                 .unwrap_or(0);
         } else if line == "#EXT-X-DISCONTINUITY" {
             discontinuity = true;
+        } else if line == "#EXT-X-GAP" {
+            gap = true;
         } else if line == "#EXT-X-ENDLIST" {
             l.ended = true;
         } else if let Some(v) = line.strip_prefix("#EXTINF:") {
@@ -109,10 +114,13 @@ fn listing(text: &str) -> Listing {
             }
         } else if !line.starts_with('#') && !line.is_empty() {
             let seq = msn.unwrap_or(l.media_sequence + l.skipped);
-            if let Some(d) = extinf.take() {
-                l.segments.push((seq, d, discontinuity));
+            match extinf.take() {
+                Some(_) if gap => l.gaps.push(seq),
+                Some(d) => l.segments.push((seq, d, discontinuity)),
+                None => {}
             }
             discontinuity = false;
+            gap = false;
             msn = Some(seq + 1);
         }
     }
@@ -735,6 +743,15 @@ fn a_node_restarted_mid_stream_takes_its_publisher_back() -> Result<()> {
         first_after.0
     );
     ensure!(first_after.2, "no discontinuity at the resumed start");
+    // The segments before it, whose media a player behind the edge may not have had,
+    // are listed again as gaps, up to the first own one.
+    ensure!(
+        after.gaps.last().map(|g| g + 1) == Some(first_after.0)
+            && after.gaps.windows(2).all(|w| w[1] == w[0] + 1),
+        "gaps {:?} before the first own segment {}",
+        after.gaps,
+        first_after.0
+    );
     let text = http.get(&media_url(&server, "main"), &[])?.text();
     let map = text
         .lines()
