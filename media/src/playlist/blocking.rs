@@ -122,6 +122,9 @@ pub fn decide(playlist: &MediaPlaylist, d: &Directives) -> Decision {
         return Decision::Ready;
     }
     let ready = match (playlist.segment(msn), d.part) {
+        // An earlier origin's segment listed as a gap gets no parts here: the playlist
+        // is past it once an own segment is whole (checked above).
+        (Some(seg), _) if seg.gap => true,
         (Some(seg), None) => seg.duration_us.is_some(),
         (Some(seg), Some(p)) => {
             (p as usize) < seg.parts.len()

@@ -375,8 +375,11 @@ fn a_resumed_playlist_lists_the_earlier_origins_segments_as_gaps() {
     assert!(!pl.has_whole_segment());
     pl.apply(&end(12));
     assert!(pl.has_whole_segment());
-    // A request for a gap's segment is answered at once.
+    // A request for a gap's segment or one of its parts is answered at once: no part
+    // of it will come (a player that knew the earlier origin's playlist asks for one).
     assert_eq!(decide(&pl, &q("_HLS_msn=9")), Decision::Ready);
+    assert_eq!(decide(&pl, &q("_HLS_msn=10&_HLS_part=3")), Decision::Ready);
+    assert_eq!(decide(&pl, &q("_HLS_msn=11&_HLS_part=0")), Decision::Ready);
     let text = pl.render(Skip::No, &[]);
     let expected_head = "#EXT-X-MEDIA-SEQUENCE:9
 #EXT-X-DISCONTINUITY-SEQUENCE:5
