@@ -313,6 +313,8 @@ pub struct MediaInfo {
 /// plus the `EXT-X-DISCONTINUITY` tags before them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DiscontinuityRun {
+    /// The segment this run was reported with (the report's `last_msn`).
+    pub at_msn: u64,
     pub number: u64,
     pub from_msn: u64,
 }

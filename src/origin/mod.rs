@@ -544,10 +544,16 @@ impl Origins {
                 (
                     s.channels.get(&origin.id).is_some_and(|c| c.recording),
                     media.and_then(|m| m.timeline_end_us),
-                    media.and_then(|m| m.discontinuity).map(|d| Discontinuity {
-                        number: d.number,
-                        from_msn: d.from_msn,
-                    }),
+                    // Only the run of the segment the claim continues after: a copy
+                    // of the state that lags behind it has an older report's run,
+                    // whose number may not be the one players saw.
+                    media
+                        .and_then(|m| m.discontinuity)
+                        .filter(|d| Some(d.at_msn) == last_msn)
+                        .map(|d| Discontinuity {
+                            number: d.number,
+                            from_msn: d.from_msn,
+                        }),
                 )
             });
             let plan = pipeline::Plan {

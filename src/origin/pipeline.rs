@@ -376,6 +376,7 @@ impl Loop {
                 .origin
                 .read(|s| s.playlist().and_then(|pl| pl.discontinuity_of(msn)))
                 .map(|d| DiscontinuityRun {
+                    at_msn: msn,
                     number: d.number,
                     from_msn: d.from_msn,
                 }),
@@ -409,7 +410,13 @@ impl Loop {
         self.origins
             .handle
             .read_local(|s| match s.generation(id, generation) {
-                None => true,
+                // A state that has not applied this node's claim yet; but a generation
+                // the channel already counted is gone (ended and forgotten), as is the
+                // channel itself.
+                None => s
+                    .channels
+                    .get(&id)
+                    .is_some_and(|c| c.last_generation < generation),
                 Some(g) => match g.state {
                     GenerationState::Ended | GenerationState::Failed => false,
                     GenerationState::Reconnecting => true,

@@ -89,6 +89,8 @@ pub struct MediaPlaylist {
     settings: PlaylistSettings,
     segments: VecDeque<SegmentEntry>,
     discontinuity_sequence: u64,
+    /// How many segments at the front are gaps (`resuming_at`): they only ever leave.
+    leading_gaps: usize,
     ended: bool,
 }
 
@@ -98,6 +100,7 @@ impl MediaPlaylist {
             settings,
             segments: VecDeque::new(),
             discontinuity_sequence: 0,
+            leading_gaps: 0,
             ended: false,
         }
     }
@@ -148,6 +151,7 @@ impl MediaPlaylist {
                 gap: true,
             });
         }
+        self.leading_gaps = self.segments.len();
         self
     }
 
@@ -189,7 +193,7 @@ impl MediaPlaylist {
         match output {
             Output::Init(_) => {}
             Output::SegmentStart(s) => {
-                if self.segments.iter().all(|g| g.gap) {
+                if self.segments.len() == self.leading_gaps {
                     let mut at_ms = s.program_date_time_ms;
                     for gap in self.segments.iter_mut().rev() {
                         at_ms -= gap.listed_duration_us().div_ceil(1000) as i64;
@@ -249,6 +253,9 @@ impl MediaPlaylist {
                     if s.discontinuity {
                         self.discontinuity_sequence += 1;
                     }
+                    if s.gap {
+                        self.leading_gaps -= 1;
+                    }
                 }
                 None => break,
             }
@@ -276,11 +283,10 @@ impl MediaPlaylist {
     /// Whether a whole segment of this origin's is listed: players take a live
     /// playlist without one for an error (hls.js: `levelEmptyError`). Only the last
     /// segment can be open, so the first one after the gaps tells, without a walk of
-    /// the window on every request once the gaps left it.
+    /// the window on every request.
     pub fn has_whole_segment(&self) -> bool {
         self.segments
-            .iter()
-            .find(|s| !s.gap)
+            .get(self.leading_gaps)
             .is_some_and(|s| s.duration_us.is_some())
     }
 
@@ -324,7 +330,9 @@ impl MediaPlaylist {
             let mut end_us = 0u64;
             for seg in &listed {
                 end_us += seg.listed_duration_us();
-                if seg.duration_us.is_none() || total_us - end_us < skip_until_us {
+                // Gaps are never skipped: a player that knew them as the earlier
+                // origin's segments would fill them in from its copy, without the gap.
+                if seg.gap || seg.duration_us.is_none() || total_us - end_us < skip_until_us {
                     break;
                 }
                 skipped += 1;

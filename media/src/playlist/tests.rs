@@ -435,3 +435,37 @@ fn a_resumed_playlist_lists_the_earlier_origins_segments_as_gaps() {
     assert_eq!(blind.first_msn(), None);
     assert_eq!(blind.discontinuity_sequence, 4);
 }
+
+/// A delta update never skips a gap: the player would fill it in from its copy of the
+/// earlier origin's playlist, where the segment was not a gap, and fetch it.
+#[test]
+fn a_delta_update_lists_the_gaps() {
+    let run = Some(Discontinuity {
+        number: 0,
+        from_msn: 0,
+    });
+    let mut pl = MediaPlaylist::new(PlaylistSettings {
+        window_segments: 20,
+        ..settings()
+    })
+    .resuming_at(12, 12, run);
+    for msn in 12..14 {
+        pl.apply(&start(msn, msn == 12));
+        pl.apply(&part(msn, 0));
+        pl.apply(&end(msn));
+    }
+    let delta = pl.render(Skip::Yes, &[]);
+    assert!(!delta.contains("#EXT-X-SKIP"), "{delta}");
+    assert_eq!(delta.matches("#EXT-X-GAP").count(), 12, "{delta}");
+    assert!(pl.has_whole_segment());
+    // Once the gaps left the window, old segments are skipped again.
+    for msn in 14..40 {
+        pl.apply(&start(msn, false));
+        pl.apply(&part(msn, 0));
+        pl.apply(&end(msn));
+    }
+    let delta = pl.render(Skip::Yes, &[]);
+    assert!(delta.contains("#EXT-X-SKIP"), "{delta}");
+    assert!(!delta.contains("#EXT-X-GAP"), "{delta}");
+    assert!(pl.has_whole_segment());
+}
