@@ -433,9 +433,15 @@ fn a_publisher_back_on_another_node_at_once_is_accepted() -> Result<()> {
     )
     .with_context(|| a.log())?;
     let generation = live["generation"]["number"].clone();
+    // A viewer of the old origin asks for the segment after the open one: it is held
+    // there while the stream moves, and must be answered with the stream going on (from
+    // the new origin), not with the old origin's end of it.
+    let open = hinted_msn(&http.get(&a.url(MEDIA), &[])?.text()).context("no preload hint")?;
+    let held_url = format!("{}?_HLS_msn={}", a.url(MEDIA), open + 1);
     // The old origin cannot notice its publisher left for 2 s (well inside its 6 s
     // lease), while the encoder is already knocking at another node.
     signal(a, "-STOP")?;
+    let held = std::thread::spawn(move || Http::new(None)?.get(&held_url, &[]));
     first.kill();
     let mut second =
         Publisher::ffmpeg_loop(&fixture, &b.rtmp_url(&key), &tmp.path().join("b.log"))?;
@@ -466,6 +472,20 @@ fn a_publisher_back_on_another_node_at_once_is_accepted() -> Result<()> {
         b.log().contains("waiting for it to let go"),
         "the second node did not wait for the first to let go:\n{}",
         b.log()
+    );
+    let held = held
+        .join()
+        .map_err(|_| anyhow::anyhow!("viewer thread panicked"))??;
+    eprintln!(
+        "a request held on the old origin while the stream moved was answered {}",
+        held.status
+    );
+    ensure!(
+        matches!(held.status, 200 | 503) && !held.text().contains("#EXT-X-ENDLIST"),
+        "a request held on the old origin was answered with the stream's end ({}):\n{}\n{}",
+        held.status,
+        held.text(),
+        a.log()
     );
     Ok(())
 }

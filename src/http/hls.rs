@@ -319,6 +319,8 @@ fn plain_playlist_cache(td: u32) -> String {
 enum Answer {
     Render(Bytes),
     Wait,
+    /// Another node took the generation over: pull from it.
+    Moved,
     Missing,
     Bad(&'static str),
 }
@@ -377,6 +379,8 @@ async fn media_playlist(
     let mut waiting_guard = None;
     loop {
         let answer = origin.read(|sp| match sp.playlist() {
+            // The generation went on elsewhere while this request waited here.
+            Some(p) if sp.ended && !p.is_ended() => Answer::Moved,
             None if sp.ended => Answer::Missing,
             None => Answer::Wait,
             Some(p) => match blocking::decide(p, &directives) {
@@ -389,6 +393,12 @@ async fn media_playlist(
             },
         });
         match answer {
+            Answer::Moved => {
+                if let Some(pulled) = pull_playlist(&s, &parts, &channel, &key).await {
+                    return pulled;
+                }
+                // Back here already: wait for this node's new packaging loop.
+            }
             Answer::Missing => return not_found("playlist"),
             Answer::Bad(why) => {
                 return respond(
@@ -538,7 +548,13 @@ async fn object(
     }
     match from_disk(&s, &channel, generation, name).await {
         Some(bytes) => media_object(bytes),
-        None => not_found("object"),
+        // The generation may have moved on while the request waited here.
+        None => match source(&s, &parts, &channel, Some(generation)) {
+            Source::Remote(upstream) => {
+                s.edge.fetch(&upstream, parts.uri.path(), via(&parts)).await
+            }
+            Source::Local => not_found("object"),
+        },
     }
 }
 

@@ -68,6 +68,17 @@ struct Loop {
     write_error: Arc<Mutex<Option<String>>>,
 }
 
+/// Where a packaging loop's generation stands in the replicated state.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Standing {
+    /// Packaged here (or reconnecting, its origin unchanged).
+    Ours,
+    /// Another node claimed it: it goes on there.
+    Moved,
+    /// Ended, failed or forgotten (or its channel deleted).
+    Over,
+}
+
 pub(super) async fn run(
     origins: Arc<Origins>,
     origin: Arc<ChannelOrigin>,
@@ -115,6 +126,7 @@ pub(super) async fn run(
         write_error,
     };
     let mut current: Option<mpsc::Receiver<Feed>> = None;
+    let mut moved = false;
     let mut tick = tokio::time::interval(STATE_CHECK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -148,7 +160,9 @@ pub(super) async fn run(
                 None => break,
             },
             _ = tick.tick() => {
-                if !l.still_ours() {
+                let standing = l.standing();
+                if standing != Standing::Ours {
+                    moved = standing == Standing::Moved;
                     // What the publisher sent before the end (a stop right after its
                     // last frames, still on their way through its connection) belongs
                     // to the generation: package it first, for at most STOP_FLUSH.
@@ -165,7 +179,7 @@ pub(super) async fn run(
             }
         }
     }
-    l.end();
+    l.end(moved);
     l.close_recording(true).await;
     // Dropping `current` closes the publisher's connection.
 }
@@ -400,10 +414,9 @@ impl Loop {
         });
     }
 
-    /// False once the replicated state says this generation ended, or another node
-    /// took it over. A state that lags behind this node's own claim is not read as
-    /// either.
-    fn still_ours(&self) -> bool {
+    /// Where the replicated state says this generation stands. A state that lags
+    /// behind this node's own claim reads as ours.
+    fn standing(&self) -> Standing {
         let me = self.origins.handle.id();
         let generation = self.plan.generation;
         let id = self.origin.id;
@@ -413,14 +426,21 @@ impl Loop {
                 // A state that has not applied this node's claim yet; but a generation
                 // the channel already counted is gone (ended and forgotten), as is the
                 // channel itself.
-                None => s
+                None if s
                     .channels
                     .get(&id)
-                    .is_some_and(|c| c.last_generation < generation),
+                    .is_some_and(|c| c.last_generation < generation) =>
+                {
+                    Standing::Ours
+                }
+                None => Standing::Over,
                 Some(g) => match g.state {
-                    GenerationState::Ended | GenerationState::Failed => false,
-                    GenerationState::Reconnecting => true,
-                    GenerationState::Starting | GenerationState::Live => g.origin == me,
+                    GenerationState::Ended | GenerationState::Failed => Standing::Over,
+                    GenerationState::Reconnecting => Standing::Ours,
+                    GenerationState::Starting | GenerationState::Live if g.origin == me => {
+                        Standing::Ours
+                    }
+                    GenerationState::Starting | GenerationState::Live => Standing::Moved,
                 },
             })
     }
@@ -490,8 +510,10 @@ impl Loop {
         self.report_recording(closed);
     }
 
-    /// The generation ended: close the last part and segment, and end the playlist.
-    fn end(&mut self) {
+    /// The generation ended, or `moved` on to another node: close the last part and
+    /// segment; end the playlist only when the generation ended (a moved one goes on
+    /// elsewhere, and requests held here follow it there).
+    fn end(&mut self, moved: bool) {
         if let Some(p) = self.packager.as_mut() {
             if let Err(e) = p.finish() {
                 tracing::warn!(channel = %self.origin.slug, error = %e, "closing the last part failed");
@@ -499,13 +521,20 @@ impl Loop {
         }
         self.drain(Instant::now());
         self.origin.write(|s| {
-            s.end_playlist();
+            if !moved {
+                s.end_playlist();
+            }
             s.ended = true;
         });
         self.origin
             .publisher_attached
             .store(false, Ordering::SeqCst);
         self.origin.notify();
-        tracing::info!(channel = %self.origin.slug, generation = self.plan.generation, "generation ended");
+        if moved {
+            tracing::info!(channel = %self.origin.slug, generation = self.plan.generation,
+                "generation moved to another node: packaging stopped here");
+        } else {
+            tracing::info!(channel = %self.origin.slug, generation = self.plan.generation, "generation ended");
+        }
     }
 }

@@ -39,6 +39,8 @@ pub(crate) struct Spool {
     /// viewer at once). Emptied by every change ([`Spool::playlist_mut`]).
     rendered: [OnceLock<Bytes>; 3],
     pub(crate) variant: Option<Variant>,
+    /// The packaging loop stopped: the generation ended (the playlist says so) or
+    /// moved on to another node (the playlist does not: requests follow it there).
     pub(crate) ended: bool,
     /// The last disk error, while it lasts.
     pub(crate) degraded: Option<String>,
