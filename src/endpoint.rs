@@ -13,7 +13,7 @@ use sluice_cluster::model::{Endpoint, EndpointKind, EndpointSnapshot, Health, He
 use crate::edge::Edge;
 use crate::metrics::Metrics;
 use crate::origin::Origins;
-use crate::serve::now_ms;
+use crate::support::now_ms;
 
 /// How often a node reports its snapshot.
 pub(crate) const SNAPSHOT_EVERY: Duration = Duration::from_secs(5);

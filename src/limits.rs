@@ -398,45 +398,6 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
     }
 }
 
-/// The HTTP listener's acceptor: per-address connection limit (a plain-HTTP client
-/// over it gets a 429 before the close), TCP_NODELAY, and the slow-client guard.
-#[derive(Clone)]
-pub(crate) struct LimitedAcceptor {
-    pub(crate) limits: Arc<Limits>,
-    /// Whether refused clients get a plain-text HTTP 429 (not on a TLS port).
-    pub(crate) plain: bool,
-}
-
-const REFUSED_429: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: text/plain\r\ncache-control: no-store\r\nretry-after: 5\r\nconnection: close\r\ncontent-length: 45\r\n\r\ntoo many connections from this address (429)\n";
-
-impl<S: Send + 'static> axum_server::accept::Accept<tokio::net::TcpStream, S> for LimitedAcceptor {
-    type Stream = Guarded<tokio::net::TcpStream>;
-    type Service = S;
-    type Future = futures_util::future::BoxFuture<'static, io::Result<(Self::Stream, S)>>;
-
-    fn accept(&self, stream: tokio::net::TcpStream, service: S) -> Self::Future {
-        let limits = self.limits.clone();
-        let plain = self.plain;
-        Box::pin(async move {
-            let _ = stream.set_nodelay(true);
-            let ip = stream.peer_addr()?.ip();
-            let Some(held) = limits.connection(Listener::Http, ip) else {
-                if plain {
-                    use tokio::io::AsyncWriteExt as _;
-                    let mut stream = stream;
-                    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                        stream.write_all(REFUSED_429).await?;
-                        stream.shutdown().await
-                    })
-                    .await;
-                }
-                return Err(io::Error::other("too many connections from this address"));
-            };
-            Ok((Guarded::new(stream, Some(held), limits), service))
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

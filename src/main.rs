@@ -1,19 +1,17 @@
 //! The `sluice` binary: command line, and the IO around the sans-IO media core.
 
 mod cli;
-mod config_check;
 mod edge;
 mod endpoint;
 mod http;
 mod ingest;
 mod limits;
 mod metrics;
-mod notify;
+mod node;
 mod origin;
 mod package;
 mod sdi;
-mod serve;
-mod tls;
+mod support;
 
 use std::path::PathBuf;
 
@@ -36,7 +34,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a node: with no arguments, a one-node cluster in ./sluice-data.
-    Serve(serve::ServeArgs),
+    Serve(node::ServeArgs),
     /// Channels: create (prints the stream key once), list, show, delete.
     Channel {
         #[command(subcommand)]
@@ -113,7 +111,7 @@ enum Command {
         command: ConfigCommand,
     },
     /// An edge outside the cluster: serves viewers by pull-through from its upstreams.
-    Edge(edge::external::EdgeArgs),
+    Edge(node::edge::EdgeArgs),
     /// Package an FLV or MPEG-TS file (as ffmpeg, an RTMP recorder or an SRT encoder
     /// writes it) into LL-HLS, as the live origin would show it at the end of the stream.
     Package {
@@ -151,11 +149,11 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Serve(args) => {
             log_to_stderr();
-            runtime()?.block_on(serve::run(args))
+            runtime()?.block_on(node::run(args))
         }
         Command::Edge(args) => {
             log_to_stderr();
-            runtime()?.block_on(edge::external::run(args))
+            runtime()?.block_on(node::edge::run(args))
         }
         Command::Cluster { command, api } => runtime()?.block_on(cli::cluster(&api, command)),
         Command::Channel { command, api } => runtime()?.block_on(cli::channel(&api, command)),
@@ -169,7 +167,7 @@ fn main() -> Result<()> {
                     skip_files,
                     json,
                 },
-        } => config_check::run(&file, skip_files, json),
+        } => node::check::run(&file, skip_files, json),
         Command::Stream { command, api } => runtime()?.block_on(cli::stream(&api, command)),
         Command::Node { command, api } => runtime()?.block_on(cli::node(&api, command)),
         Command::Port { command, api } => runtime()?.block_on(cli::port(&api, command)),

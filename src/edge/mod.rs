@@ -14,7 +14,7 @@
 //! ```
 
 mod cache;
-pub(crate) mod external;
+mod metrics;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -259,7 +259,7 @@ impl Edge {
         let path = reqwest::Url::parse(url).ok()?.path().to_string();
         Some(sluice_cluster::playback::upstream_signature(
             secret,
-            crate::serve::now_ms() / 1000,
+            crate::support::now_ms() / 1000,
             &path,
         ))
     }

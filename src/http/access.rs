@@ -194,7 +194,7 @@ async fn tokenized(gate: Gate, inner: Router, request: Request) -> Response {
             &private.keys,
             token,
             private.id,
-            crate::serve::now_ms() / 1000,
+            crate::support::now_ms() / 1000,
             origin.as_deref(),
         ) {
             return forbidden(&gate, &e);
@@ -253,7 +253,12 @@ async fn require_access(
                 .get(UPSTREAM_HEADER)
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|sig| {
-                    playback::upstream_authorized(secret, sig, crate::serve::now_ms() / 1000, path)
+                    playback::upstream_authorized(
+                        secret,
+                        sig,
+                        crate::support::now_ms() / 1000,
+                        path,
+                    )
                 })
         });
         if !signed {
@@ -308,7 +313,7 @@ pub(crate) fn keys_router(
                     playback::upstream_authorized(
                         &cluster_secret,
                         sig,
-                        crate::serve::now_ms() / 1000,
+                        crate::support::now_ms() / 1000,
                         ACCESS_PATH,
                     )
                 });

@@ -63,7 +63,7 @@ fn signed_upstream(s: &HlsState, parts: &Parts) -> bool {
             sluice_cluster::playback::upstream_authorized(
                 &s.cluster_secret,
                 sig,
-                crate::serve::now_ms() / 1000,
+                crate::support::now_ms() / 1000,
                 parts.uri.path(),
             )
         })

@@ -1,6 +1,7 @@
 //! The node's HTTP listener: the viewer interface (`/hls`, `/watch`), the admin API
 //! (`/api/v1`), the dashboard (`/`), health, readiness and metrics.
 
+pub(crate) mod accept;
 pub(crate) mod access;
 pub(crate) mod api;
 pub(crate) mod canonical;
@@ -155,13 +156,33 @@ pub(crate) fn app(
                     let mut text = metrics.render(Instant::now());
                     denials.render(&mut text);
                     limits.render(&mut text);
-                    crate::metrics::render_edge(&mut text, &edge);
+                    edge.render_metrics(&mut text);
                     cluster.read_local(|s| {
-                        crate::metrics::render_alerts(&mut text, s, crate::serve::now_ms())
+                        crate::metrics::render_alerts(&mut text, s, crate::support::now_ms())
                     });
                     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
                 }
             }),
         )
         .layer(axum::middleware::from_fn(access_log))
+}
+
+/// Slow or silent HTTP clients cannot hold a connection forever.
+pub(crate) fn tune_http(
+    builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    limits: &crate::limits::LimitsConfig,
+) {
+    use std::time::Duration;
+    // hyper answers a head larger than its read buffer with 431.
+    let head = (limits.http_max_header_bytes as usize).max(8192);
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_buf_size(head)
+        .header_read_timeout(Duration::from_millis(limits.http_idle_timeout_ms.max(1)));
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_header_list_size(head as u32)
+        .keep_alive_interval(Duration::from_secs(20));
 }

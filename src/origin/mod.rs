@@ -29,7 +29,7 @@ use sluice_media::Input;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::metrics::Metrics;
-use crate::serve::now_ms;
+use crate::support::now_ms;
 use spool::Spool;
 
 /// The one rendition an ingest becomes: Sluice repackages, it does not transcode.

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use super::recording::{piece_file, Recorder};
 use super::spool::{generation_dir, DiskWriter};
 use super::{ChannelOrigin, Feed, Origins, RENDITION};
-use crate::serve::now_ms;
+use crate::support::now_ms;
 
 /// How often the loop looks at the replicated state of its generation.
 const STATE_CHECK: Duration = Duration::from_millis(250);

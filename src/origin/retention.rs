@@ -11,7 +11,7 @@ use sluice_cluster::handle::ClusterHandle;
 use sluice_cluster::model::RecordingStatus;
 
 use super::spool::DiskKeep;
-use crate::serve::now_ms;
+use crate::support::now_ms;
 
 /// Most generations forgotten in one sweep: the rest wait for the next.
 const FORGET_PER_SWEEP: usize = 64;

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, watch};
 use super::capture::{self, Encode, Sample, Source};
 use super::{Control, SIMULATED_BASE};
 use crate::origin::{Feed, Origins, Publisher};
-use crate::serve::now_ms;
+use crate::support::now_ms;
 
 const SCAN_EVERY: Duration = Duration::from_secs(10);
 const RECONCILE_EVERY: Duration = Duration::from_secs(1);

@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 
 use super::{cluster_error, error, new_key_or_500, not_found, parse, propose, ApiError, ApiState};
 use crate::endpoint::health_now;
-use crate::serve::now_ms;
+use crate::support::now_ms;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 
 use super::{cluster_error, not_found, parse, propose, ApiError, ApiState};
 use crate::endpoint::health_now;
-use crate::serve::now_ms;
+use crate::support::now_ms;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -23,7 +23,7 @@ use sluice_cluster::handle::{ClusterError, ClusterHandle};
 use sluice_cluster::State;
 use utoipa::{OpenApi, ToSchema};
 
-use crate::serve::{now_ms, random_hex};
+use crate::support::{now_ms, random_hex};
 
 pub(crate) mod channels;
 mod endpoints;

@@ -12,7 +12,7 @@ use sluice_cluster::State;
 use utoipa::ToSchema;
 
 use super::{cluster_error, error, not_found, parse, propose, ApiError, ApiState};
-use crate::serve::now_ms;
+use crate::support::now_ms;
 
 /// A node as the cluster sees it.
 #[derive(Serialize, Deserialize, ToSchema)]

@@ -20,7 +20,7 @@ use utoipa::ToSchema;
 
 use super::channels::with_channel;
 use super::{cluster_error, error, parse, propose, ApiState};
-use crate::serve::{now_ms, random_hex};
+use crate::support::{now_ms, random_hex};
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -11,7 +11,7 @@ use sluice_cluster::command::Op;
 use utoipa::ToSchema;
 
 use super::{cluster_error, error, parse, propose, verifier_of, ApiError, ApiState};
-use crate::serve::random_hex;
+use crate::support::random_hex;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

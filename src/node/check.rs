@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use crate::serve::Config;
+use super::Config;
 
 /// One problem: the key it is about and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

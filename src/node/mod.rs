@@ -9,15 +9,13 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use openraft::{BasicNode, Config as RaftConfig, Raft};
-use serde::{Deserialize, Serialize};
 use sluice_cluster::command::{Command, Op};
 use sluice_cluster::handle::ClusterHandle;
 use sluice_cluster::model::{GenerationState, NodeUrls};
@@ -27,380 +25,13 @@ use sluice_cluster::supervisor;
 
 use crate::metrics::Metrics;
 use crate::origin::{spool, Origins};
+use crate::support::{now_ms, random_hex, read_secret, tighten_data_dir, write_secret};
 
-/// Every key of the configuration file, with its default.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub(crate) struct Config {
-    pub(crate) data_dir: PathBuf,
-    pub(crate) name: Option<String>,
-    pub(crate) http: SocketAddr,
-    pub(crate) cluster: SocketAddr,
-    pub(crate) rtmp: SocketAddr,
-    pub(crate) srt: SocketAddr,
-    /// The cluster listener of any member, to join its cluster on first start.
-    pub(crate) join: Option<String>,
-    pub(crate) cluster_secret_file: Option<PathBuf>,
-    /// A fresh data dir with no `join` starts a one-node cluster; with `false` it waits
-    /// to be added (`sluice cluster join URL`, or `POST /api/v1/cluster/members`).
-    pub(crate) bootstrap: bool,
-    /// URL other nodes use to reach this one's cluster listener (default from `cluster`).
-    pub(crate) advertise_cluster: Option<String>,
-    /// URL other nodes pull this node's HLS objects and playlists from (default from
-    /// `http`, with the host of `advertise_cluster` when `http` listens on all addresses).
-    pub(crate) advertise_http: Option<String>,
-    /// Bytes of upstream objects and playlists a node keeps for pull-through (LRU).
-    pub(crate) edge_cache_bytes: u64,
-    /// How long an upstream may take to answer a pull-through request (and to send each
-    /// chunk) before the next upstream is tried; above 3 target durations, which is how
-    /// long an origin holds a blocking playlist request.
-    pub(crate) edge_upstream_timeout_ms: u64,
-    pub(crate) lease_ttl_ms: i64,
-    /// How long a live stream whose publisher dropped waits for it to come back.
-    pub(crate) reconnect_grace_ms: i64,
-    /// The RTMP application encoders publish to (`rtmp://host/<app>/<stream key>`).
-    pub(crate) rtmp_app: String,
-    /// A publisher that sends nothing for this long is disconnected.
-    pub(crate) publisher_timeout_ms: u64,
-    /// SRT receive latency: how long lost packets may take to be sent again. Longer
-    /// survives worse links, and delays every frame by as much.
-    pub(crate) srt_latency_ms: u64,
-    /// Spooled objects older than this, and out of the live window, are deleted
-    /// (recordings are kept by their channel's retention instead).
-    pub(crate) spool_retention_s: u64,
-    /// How often the disk spool is pruned and recording retention enforced.
-    pub(crate) spool_prune_interval_s: u64,
-    /// Where the player page loads hls.js from.
-    pub(crate) hlsjs_url: String,
-    /// With both, the HTTP listener speaks TLS (HTTP/2 and HTTP/1.1).
-    pub(crate) tls_cert: Option<PathBuf>,
-    pub(crate) tls_key: Option<PathBuf>,
-    /// RTMPS ingest (RTMP over TLS with `tls_cert`/`tls_key`): `rtmps://host:PORT/app`.
-    pub(crate) rtmps: Option<SocketAddr>,
-    /// Mutual TLS on the cluster listener: this node's certificate and key (signed by
-    /// `cluster_ca`), and the CA every node's certificate must be signed by. All three or
-    /// none; with them, cluster URLs are https://.
-    pub(crate) cluster_tls_cert: Option<PathBuf>,
-    pub(crate) cluster_tls_key: Option<PathBuf>,
-    pub(crate) cluster_ca: Option<PathBuf>,
-    /// Host name printed in the OBS and watch URLs (default: the listener's address,
-    /// or 127.0.0.1 when it listens on all addresses).
-    pub(crate) public_host: Option<String>,
-    /// SDI capture (a build with the `sdi` feature).
-    pub(crate) sdi: SdiConfig,
-    /// What one client address may hold or try (the `[limits]` table).
-    pub(crate) limits: crate::limits::LimitsConfig,
-}
+pub(crate) mod check;
+pub(crate) mod config;
+pub(crate) mod edge;
 
-/// The `[sdi]` table.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
-#[serde(deny_unknown_fields, default)]
-pub(crate) struct SdiConfig {
-    /// Capture ports this node simulates with GStreamer's test sources (device numbers
-    /// from 1000), so the whole SDI path runs without a card.
-    pub(crate) simulated_ports: u32,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            data_dir: PathBuf::from("sluice-data"),
-            name: None,
-            http: SocketAddr::from(([0, 0, 0, 0], 8080)),
-            cluster: SocketAddr::from(([0, 0, 0, 0], 7000)),
-            rtmp: SocketAddr::from(([0, 0, 0, 0], 1935)),
-            srt: SocketAddr::from(([0, 0, 0, 0], 9000)),
-            join: None,
-            cluster_secret_file: None,
-            bootstrap: true,
-            advertise_cluster: None,
-            advertise_http: None,
-            edge_cache_bytes: 256 * 1024 * 1024,
-            edge_upstream_timeout_ms: 30_000,
-            lease_ttl_ms: 6_000,
-            reconnect_grace_ms: 30_000,
-            rtmp_app: "live".into(),
-            publisher_timeout_ms: 10_000,
-            srt_latency_ms: 200,
-            spool_retention_s: 600,
-            spool_prune_interval_s: 30,
-            hlsjs_url: crate::http::watch::DEFAULT_HLSJS_URL.into(),
-            tls_cert: None,
-            tls_key: None,
-            public_host: None,
-            rtmps: None,
-            cluster_tls_cert: None,
-            cluster_tls_key: None,
-            cluster_ca: None,
-            limits: Default::default(),
-            sdi: SdiConfig::default(),
-        }
-    }
-}
-
-/// Flags given on the command line; each overrides the file and the environment.
-#[derive(Debug, Default, clap::Args)]
-pub(crate) struct ServeArgs {
-    /// TOML file with the same keys as the flags (see config/sluice.toml).
-    #[arg(long)]
-    config: Option<PathBuf>,
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
-    #[arg(long)]
-    name: Option<String>,
-    #[arg(long)]
-    http: Option<SocketAddr>,
-    #[arg(long)]
-    cluster: Option<SocketAddr>,
-    #[arg(long)]
-    rtmp: Option<SocketAddr>,
-    #[arg(long)]
-    srt: Option<SocketAddr>,
-    /// Cluster URL of any member (e.g. http://10.0.0.1:7000) to join on first start.
-    #[arg(long)]
-    join: Option<String>,
-    /// File with the cluster secret (needed with --join; a new cluster makes one).
-    #[arg(long)]
-    cluster_secret_file: Option<PathBuf>,
-    /// On a fresh data dir without --join, wait to be added to a cluster instead of
-    /// starting a new one.
-    #[arg(long)]
-    no_bootstrap: bool,
-    #[arg(long)]
-    advertise_cluster: Option<String>,
-    /// URL other nodes pull HLS from (default from --http).
-    #[arg(long)]
-    advertise_http: Option<String>,
-    /// Node lease time to live in milliseconds (default 6000): a node silent this long
-    /// is down and its streams wait for their publishers elsewhere.
-    #[arg(long)]
-    lease_ttl_ms: Option<i64>,
-    /// Reconnect grace in milliseconds (default 30000).
-    #[arg(long)]
-    reconnect_grace_ms: Option<i64>,
-    /// Certificate chain (PEM) for TLS on the HTTP listener.
-    #[arg(long)]
-    tls_cert: Option<PathBuf>,
-    /// Private key (PEM) for TLS on the HTTP listener.
-    #[arg(long)]
-    tls_key: Option<PathBuf>,
-    /// RTMPS ingest address (uses --tls-cert / --tls-key).
-    #[arg(long)]
-    rtmps: Option<SocketAddr>,
-    /// This node's certificate (PEM) for mutual TLS on the cluster listener.
-    #[arg(long)]
-    cluster_tls_cert: Option<PathBuf>,
-    /// Its private key (PEM).
-    #[arg(long)]
-    cluster_tls_key: Option<PathBuf>,
-    /// The cluster CA (PEM): peers must present a certificate it signed.
-    #[arg(long)]
-    cluster_ca: Option<PathBuf>,
-    /// URL the player page loads hls.js from.
-    #[arg(long)]
-    hlsjs_url: Option<String>,
-    /// Host name to print in the OBS and watch URLs.
-    #[arg(long)]
-    public_host: Option<String>,
-    /// Simulate N SDI capture ports with GStreamer test sources (a build with the
-    /// `sdi` feature).
-    #[arg(long, value_name = "N")]
-    sdi_simulated_ports: Option<u32>,
-}
-
-impl ServeArgs {
-    /// defaults < file < SLUICE_* environment < flags.
-    pub(crate) fn resolve(&self) -> Result<Config> {
-        let mut c = match &self.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("reading {}", path.display()))?;
-                toml::from_str(&text).with_context(|| format!("{}", path.display()))?
-            }
-            None => Config::default(),
-        };
-        let env = |key: &str| std::env::var(format!("SLUICE_{key}")).ok();
-        let parse_addr = |key: &str, v: String| -> Result<SocketAddr> {
-            v.parse()
-                .with_context(|| format!("SLUICE_{key}: not an address: {v}"))
-        };
-        if let Some(v) = env("DATA_DIR") {
-            c.data_dir = v.into();
-        }
-        if let Some(v) = env("NAME") {
-            c.name = Some(v);
-        }
-        if let Some(v) = env("HTTP") {
-            c.http = parse_addr("HTTP", v)?;
-        }
-        if let Some(v) = env("CLUSTER") {
-            c.cluster = parse_addr("CLUSTER", v)?;
-        }
-        if let Some(v) = env("JOIN") {
-            c.join = Some(v);
-        }
-        if let Some(v) = env("CLUSTER_SECRET_FILE") {
-            c.cluster_secret_file = Some(v.into());
-        }
-        if let Some(v) = env("RTMP") {
-            c.rtmp = parse_addr("RTMP", v)?;
-        }
-        if let Some(v) = env("HLSJS_URL") {
-            c.hlsjs_url = v;
-        }
-        if let Some(v) = env("PUBLIC_HOST") {
-            c.public_host = Some(v);
-        }
-        macro_rules! flag {
-            ($field:ident) => {
-                if let Some(v) = &self.$field {
-                    c.$field = v.clone().into();
-                }
-            };
-        }
-        flag!(data_dir);
-        flag!(http);
-        flag!(cluster);
-        flag!(rtmp);
-        flag!(srt);
-        if self.name.is_some() {
-            c.name = self.name.clone();
-        }
-        if self.join.is_some() {
-            c.join = self.join.clone();
-        }
-        if self.cluster_secret_file.is_some() {
-            c.cluster_secret_file = self.cluster_secret_file.clone();
-        }
-        if self.advertise_cluster.is_some() {
-            c.advertise_cluster = self.advertise_cluster.clone();
-        }
-        if self.advertise_http.is_some() {
-            c.advertise_http = self.advertise_http.clone();
-        }
-        if self.no_bootstrap {
-            c.bootstrap = false;
-        }
-        if let Some(v) = self.lease_ttl_ms {
-            c.lease_ttl_ms = v;
-        }
-        if let Some(v) = self.reconnect_grace_ms {
-            c.reconnect_grace_ms = v;
-        }
-        if let Some(v) = &self.hlsjs_url {
-            c.hlsjs_url = v.clone();
-        }
-        if self.tls_cert.is_some() {
-            c.tls_cert = self.tls_cert.clone();
-        }
-        if self.tls_key.is_some() {
-            c.tls_key = self.tls_key.clone();
-        }
-        if self.public_host.is_some() {
-            c.public_host = self.public_host.clone();
-        }
-        if self.rtmps.is_some() {
-            c.rtmps = self.rtmps;
-        }
-        if self.cluster_tls_cert.is_some() {
-            c.cluster_tls_cert = self.cluster_tls_cert.clone();
-        }
-        if self.cluster_tls_key.is_some() {
-            c.cluster_tls_key = self.cluster_tls_key.clone();
-        }
-        if self.cluster_ca.is_some() {
-            c.cluster_ca = self.cluster_ca.clone();
-        }
-        if let Some(n) = self.sdi_simulated_ports {
-            c.sdi.simulated_ports = n;
-        }
-        if c.sdi.simulated_ports > 0 && !crate::sdi::AVAILABLE {
-            bail!("sdi.simulated_ports: this build has no SDI capture (build with --features sdi)");
-        }
-        if c.tls_cert.is_some() != c.tls_key.is_some() {
-            bail!("TLS needs both --tls-cert and --tls-key");
-        }
-        let problems = crate::config_check::check(&c, true);
-        if !problems.is_empty() {
-            let list: Vec<String> = problems
-                .iter()
-                .map(|p| format!("{}: {}", p.key, p.message))
-                .collect();
-            bail!("the configuration cannot be used:\n  {}", list.join("\n  "));
-        }
-        Ok(c)
-    }
-}
-
-/// 32 random bytes as hex, from the system's generator (through ring).
-pub(crate) fn random_hex() -> Result<String> {
-    use ring::rand::SecureRandom;
-    let mut bytes = [0u8; 32];
-    ring::rand::SystemRandom::new()
-        .fill(&mut bytes)
-        .map_err(|_| anyhow::anyhow!("the system's random generator failed"))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
-/// The data dir holds signing keys, passphrases and secrets: it is 0700 and its files
-/// 0600. Looser modes (an older version, a copied backup, a umask) are fixed, with a
-/// warning unless `quiet` (a data dir made just now); the paths fixed are returned.
-pub(crate) fn tighten_data_dir(dir: &Path, quiet: bool) -> Result<Vec<PathBuf>> {
-    use std::os::unix::fs::PermissionsExt;
-    let mut fixed = Vec::new();
-    let mut tighten = |path: &Path, mode: u32| -> Result<()> {
-        let meta = std::fs::symlink_metadata(path)
-            .with_context(|| format!("reading {}", path.display()))?;
-        if meta.permissions().mode() & 0o077 != 0 {
-            if !quiet {
-                tracing::warn!(path = %path.display(), was = format!("{:o}", meta.permissions().mode() & 0o777),
-                now = format!("{mode:o}"), "the data dir was readable by others: fixed");
-            }
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-                .with_context(|| format!("restricting {}", path.display()))?;
-            fixed.push(path.to_path_buf());
-        }
-        Ok(())
-    };
-    tighten(dir, 0o700)?;
-    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
-        let entry = entry?;
-        if entry.file_type()?.is_file() {
-            tighten(&entry.path(), 0o600)?;
-        }
-    }
-    Ok(fixed)
-}
-
-/// Writes a secret readable by its owner only.
-fn write_secret(path: &Path, value: &str) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    writeln!(f, "{value}")?;
-    Ok(())
-}
-
-pub(crate) fn read_secret(path: &Path) -> Result<String> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let value = text.trim().to_string();
-    if value.is_empty() {
-        bail!("{} is empty", path.display());
-    }
-    Ok(value)
-}
-
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub(crate) use config::{Config, ServeArgs};
 
 /// The node's identity and secrets, made on first start.
 struct DataDir {
@@ -485,7 +116,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
                 identity_pem: identity,
             })
             .map_err(|e| anyhow::anyhow!(e))?;
-            Some(crate::tls::cluster_server_config(cert, key, ca)?)
+            Some(crate::support::tls::cluster_server_config(cert, key, ca)?)
         }
         _ => None,
     };
@@ -566,7 +197,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
     // RTMPS: the HTTP listener's certificate, in front of the same RTMP ingest.
     let rtmps = match (c.rtmps, &c.tls_cert, &c.tls_key) {
         (Some(addr), Some(cert), Some(key)) => {
-            let config = crate::tls::server_config(cert, key)?;
+            let config = crate::support::tls::server_config(cert, key)?;
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("binding rtmps listener {addr}"))?;
@@ -632,7 +263,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
                 // Mutual TLS: a peer whose certificate the cluster CA did not sign is
                 // refused in the handshake (and logged), before any request is read.
                 use axum_server::accept::NoDelayAcceptor;
-                let acceptor = crate::tls::LoggedAcceptor::new(
+                let acceptor = crate::http::accept::LoggedAcceptor::new(
                     axum_server::tls_rustls::RustlsAcceptor::new(
                         axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config)),
                     )
@@ -677,7 +308,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
         };
         let server_handle = axum_server::Handle::new();
         let listener = http_listener.into_std()?;
-        let limited = |plain| crate::limits::LimitedAcceptor {
+        let limited = |plain| crate::http::accept::LimitedAcceptor {
             limits: limits.clone(),
             plain,
         };
@@ -693,7 +324,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
                 Some(config) => match axum_server::from_tcp_rustls(listener, config) {
                     Ok(server) => {
                         let mut server = server.map(|tls| tls.acceptor(acceptor_tls));
-                        tune_http(server.http_builder(), &limits_config);
+                        crate::http::tune_http(server.http_builder(), &limits_config);
                         server.handle(serving).serve(app).await
                     }
                     Err(e) => Err(e),
@@ -701,7 +332,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
                 None => match axum_server::from_tcp(listener) {
                     Ok(server) => {
                         let mut server = server.acceptor(acceptor_plain);
-                        tune_http(server.http_builder(), &limits_config);
+                        crate::http::tune_http(server.http_builder(), &limits_config);
                         server.handle(serving).serve(app).await
                     }
                     Err(e) => Err(e),
@@ -882,8 +513,8 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
         let handle = handle.clone();
         tasks.spawn(notify_ready_when_joined(raft, handle, shutdown.subscribe()));
     }
-    wait_for_signal().await;
-    crate::notify::notify("STOPPING=1");
+    crate::support::wait_for_signal().await;
+    crate::support::notify::notify("STOPPING=1");
     tracing::info!("shutting down: handing live streams over");
     let handed = origins.drain(DRAIN_LIMIT).await;
     tracing::info!(
@@ -912,7 +543,7 @@ async fn notify_ready_when_joined(
         let leader = metrics.borrow().current_leader;
         if let (Some(leader), true) = (leader, handle.is_member()) {
             tracing::info!(leader, "ready: in a cluster with a leader");
-            crate::notify::notify("READY=1\nSTATUS=serving");
+            crate::support::notify::notify("READY=1\nSTATUS=serving");
             return;
         }
         tokio::select! {
@@ -956,25 +587,6 @@ async fn join_with_retries(handle: &ClusterHandle, member: &str, advertise: &str
 /// How often old spool objects are pruned (and the spool's writability checked).
 /// The channel a fresh one-node cluster starts with, so OBS can publish at once.
 const FIRST_CHANNEL: &str = "main";
-
-/// Slow or silent HTTP clients cannot hold a connection forever.
-pub(crate) fn tune_http(
-    builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
-    limits: &crate::limits::LimitsConfig,
-) {
-    // hyper answers a head larger than its read buffer with 431.
-    let head = (limits.http_max_header_bytes as usize).max(8192);
-    builder
-        .http1()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .max_buf_size(head)
-        .header_read_timeout(Duration::from_millis(limits.http_idle_timeout_ms.max(1)));
-    builder
-        .http2()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .max_header_list_size(head as u32)
-        .keep_alive_interval(Duration::from_secs(20));
-}
 
 /// Creates channel `main` with a stream key written to `<data-dir>/main.stream-key`.
 async fn create_first_channel(handle: &ClusterHandle, data_dir: &Path) -> Result<()> {
@@ -1050,17 +662,6 @@ fn tokio_util_shutdown() -> tokio::sync::watch::Sender<bool> {
 
 async fn wait(mut rx: tokio::sync::watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
-}
-
-pub(crate) async fn wait_for_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }
 
 /// After a restart this node holds no publisher: generations the state still shows as
@@ -1176,87 +777,5 @@ async fn liveness_loop(
             _ = tokio::time::sleep(every) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A data dir left readable by others (an older version, a restored backup) is
-    /// made 0700 with 0600 files at start; a tight one is left alone.
-    #[test]
-    fn a_loose_data_dir_is_tightened() -> Result<()> {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = std::env::temp_dir().join(format!("sluice-perm-{}", random_hex()?));
-        std::fs::create_dir(&dir)?;
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
-        for name in ["raft.redb", "cluster.secret", "main.stream-key"] {
-            std::fs::write(dir.join(name), "x")?;
-            std::fs::set_permissions(dir.join(name), std::fs::Permissions::from_mode(0o644))?;
-        }
-        std::fs::create_dir(dir.join("spool"))?;
-        let fixed = tighten_data_dir(&dir, false)?;
-        assert_eq!(fixed.len(), 4, "{fixed:?}");
-        let mode = |p: &Path| std::fs::metadata(p).map(|m| m.permissions().mode() & 0o777);
-        assert_eq!(mode(&dir)?, 0o700);
-        assert_eq!(mode(&dir.join("raft.redb"))?, 0o600);
-        assert_eq!(mode(&dir.join("main.stream-key"))?, 0o600);
-        assert!(
-            tighten_data_dir(&dir, false)?.is_empty(),
-            "a tight dir is left alone"
-        );
-        std::fs::remove_dir_all(&dir)?;
-        Ok(())
-    }
-
-    #[test]
-    fn random_hex_is_32_fresh_bytes() -> Result<()> {
-        let (a, b) = (random_hex()?, random_hex()?);
-        assert_eq!(a.len(), 64);
-        assert_ne!(a, b);
-        Ok(())
-    }
-
-    /// The example file lists every key with its default: it parses (unknown keys are
-    /// refused) to exactly the built-in defaults, and names every key.
-    #[test]
-    fn the_example_config_is_the_defaults_and_names_every_key() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/sluice.toml");
-        let text = std::fs::read_to_string(path).expect("config/sluice.toml");
-        let parsed: Config = toml::from_str(&text).expect("parses");
-        assert_eq!(parsed, Config::default());
-        let keys = toml::to_string(&Config {
-            name: Some(String::new()),
-            join: Some(String::new()),
-            cluster_secret_file: Some(PathBuf::new()),
-            advertise_cluster: Some(String::new()),
-            tls_cert: Some(PathBuf::new()),
-            tls_key: Some(PathBuf::new()),
-            public_host: Some(String::new()),
-            ..Config::default()
-        })
-        .expect("serializes");
-        for line in keys.lines().filter(|l| !l.trim().is_empty()) {
-            if line.starts_with('[') {
-                assert!(
-                    text.lines().any(|l| l == line),
-                    "config/sluice.toml has no {line} table"
-                );
-                continue;
-            }
-            let key = line.split(" = ").next().unwrap_or_default();
-            assert!(
-                text.lines()
-                    .any(|l| l.trim_start_matches("# ").starts_with(&format!("{key} = "))),
-                "config/sluice.toml does not mention {key}"
-            );
-        }
-    }
-
-    #[test]
-    fn an_unknown_key_is_refused() {
-        let err = toml::from_str::<Config>("lease_ttl = 5").expect_err("unknown key");
-        assert!(err.to_string().contains("lease_ttl"), "{err}");
     }
 }

@@ -1,20 +1,15 @@
-//! TLS beyond the HTTP listener: the cluster listener with mutual TLS (a cluster CA
+//! TLS set-up: the cluster listener with mutual TLS (a cluster CA
 //! signs every node's certificate; a peer without one is refused during the handshake
 //! and logged), and RTMPS ingest.
 
-use std::io;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use axum_server::accept::Accept;
-use futures_util::future::BoxFuture;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
-use tokio::net::TcpStream;
 
 /// The PEM certificates of a file (a chain, or a CA bundle).
 pub(crate) fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
@@ -61,43 +56,4 @@ pub(crate) fn server_config(cert: &Path, key: &Path) -> Result<ServerConfig> {
         .with_no_client_auth()
         .with_single_cert(load_certs(cert)?, load_key(key)?)
         .with_context(|| format!("TLS {} / {}", cert.display(), key.display()))
-}
-
-/// Wraps an acceptor so a refused handshake (a foreign certificate, none, plain text)
-/// is logged with the peer's address.
-#[derive(Clone)]
-pub(crate) struct LoggedAcceptor<A> {
-    inner: A,
-    what: &'static str,
-}
-
-impl<A> LoggedAcceptor<A> {
-    pub(crate) fn new(inner: A, what: &'static str) -> Self {
-        Self { inner, what }
-    }
-}
-
-impl<A, S> Accept<TcpStream, S> for LoggedAcceptor<A>
-where
-    A: Accept<TcpStream, S>,
-    A::Future: Send + 'static,
-{
-    type Stream = A::Stream;
-    type Service = A::Service;
-    type Future = BoxFuture<'static, io::Result<(A::Stream, A::Service)>>;
-
-    fn accept(&self, stream: TcpStream, service: S) -> Self::Future {
-        let peer: Option<SocketAddr> = stream.peer_addr().ok();
-        let what = self.what;
-        let accepting = self.inner.accept(stream, service);
-        Box::pin(async move {
-            accepting.await.inspect_err(|e| {
-                tracing::warn!(
-                    peer = ?peer,
-                    error = %e,
-                    "{what}: TLS handshake refused"
-                );
-            })
-        })
-    }
 }

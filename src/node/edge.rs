@@ -21,7 +21,7 @@ use sluice_cluster::command::validate_slug;
 use sluice_media::playlist::blocking::Directives;
 use sluice_media::playlist::names;
 
-use super::{Edge, Upstream, DEFAULT_UPSTREAM_TIMEOUT, EDGE_HEADER};
+use crate::edge::{Edge, Upstream, DEFAULT_UPSTREAM_TIMEOUT, EDGE_HEADER};
 use crate::http::access::{keys_router, protect, AccessSnapshot, EdgeAccess, Gate, ACCESS_PATH};
 use crate::http::hls::playlist_key;
 use crate::origin::RENDITION;
@@ -137,10 +137,10 @@ pub(crate) async fn run(args: EdgeArgs) -> Result<()> {
             validate_slug(&n).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
             n
         }
-        None => format!("edge-{}", &crate::serve::random_hex()?[..8]),
+        None => format!("edge-{}", &crate::support::random_hex()?[..8]),
     };
     let secret: Option<Arc<str>> = match &args.cluster_secret_file {
-        Some(path) => Some(Arc::from(crate::serve::read_secret(path)?.as_str())),
+        Some(path) => Some(Arc::from(crate::support::read_secret(path)?.as_str())),
         None => None,
     };
     let edge = Arc::new(Edge::new(
@@ -193,7 +193,7 @@ pub(crate) async fn run(args: EdgeArgs) -> Result<()> {
                 let denials = denials.clone();
                 async move {
                     let mut text = String::new();
-                    crate::metrics::render_edge(&mut text, &edge);
+                    edge.render_metrics(&mut text);
                     denials.render(&mut text);
                     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
                 }
@@ -211,16 +211,17 @@ pub(crate) async fn run(args: EdgeArgs) -> Result<()> {
     );
     // The same limits, slow-client guard and TCP_NODELAY as on a node's listener.
     let limits = Arc::new(crate::limits::Limits::new(Default::default()));
-    let mut server =
-        axum_server::from_tcp(listener.into_std()?)?.acceptor(crate::limits::LimitedAcceptor {
+    let mut server = axum_server::from_tcp(listener.into_std()?)?.acceptor(
+        crate::http::accept::LimitedAcceptor {
             limits: limits.clone(),
             plain: true,
-        });
-    crate::serve::tune_http(server.http_builder(), &limits.config);
+        },
+    );
+    crate::http::tune_http(server.http_builder(), &limits.config);
     let handle = axum_server::Handle::new();
     let stopping = handle.clone();
     tokio::spawn(async move {
-        crate::serve::wait_for_signal().await;
+        crate::support::wait_for_signal().await;
         stopping.graceful_shutdown(Some(Duration::from_secs(2)));
     });
     let app = crate::http::canonical::outside(app);
