@@ -79,81 +79,187 @@ fn prepare_data_dir(c: &Config) -> Result<DataDir> {
     })
 }
 
+/// The listeners, bound before anything else starts (a port in use fails at once).
+struct Listeners {
+    cluster: tokio::net::TcpListener,
+    http: tokio::net::TcpListener,
+    rtmp: tokio::net::TcpListener,
+    rtmps: Option<(tokio::net::TcpListener, tokio_rustls::TlsAcceptor)>,
+    srt: crate::ingest::srt::Bound,
+}
+
+/// Where other nodes, the local CLI and encoders reach this node.
+struct Addresses {
+    http: SocketAddr,
+    rtmp: SocketAddr,
+    srt: SocketAddr,
+    /// The cluster listener's URL as other nodes use it.
+    advertise: String,
+    /// The HTTP listener's URL as other nodes use it.
+    advertise_http: String,
+    /// The HTTP host the local CLI uses (written to `http.url`).
+    local_http_host: String,
+}
+
+/// A running node: what its tasks share, and the tasks.
+struct Node {
+    c: Config,
+    dir: DataDir,
+    name: String,
+    raft: Raft<TypeConfig>,
+    handle: ClusterHandle,
+    secret: Arc<str>,
+    metrics: Arc<Metrics>,
+    limits: Arc<crate::limits::Limits>,
+    spool_status: SpoolStatus,
+    sdi_control: Arc<crate::sdi::Control>,
+    origins: Arc<Origins>,
+    edge: Arc<crate::edge::Edge>,
+    addresses: Addresses,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+type SpoolStatus = Arc<std::sync::Mutex<std::result::Result<(), String>>>;
+
+/// `sluice serve`: starts the node in phases (data dir, listeners, Raft member, the
+/// shared parts, the listeners' servers, joining or bootstrapping, the background
+/// loops), then serves until SIGTERM or Ctrl-C and hands its streams over.
 pub(crate) async fn run(args: ServeArgs) -> Result<()> {
     let c = args.resolve()?;
     let dir = prepare_data_dir(&c)?;
-    let name = c
-        .name
-        .clone()
-        .unwrap_or_else(|| format!("node-{:x}", dir.node_id & 0xffff));
-    let cluster_listener = tokio::net::TcpListener::bind(c.cluster)
-        .await
-        .with_context(|| format!("binding cluster listener {}", c.cluster))?;
-    let http_listener = tokio::net::TcpListener::bind(c.http)
-        .await
-        .with_context(|| format!("binding http listener {}", c.http))?;
-    let cluster_addr = cluster_listener.local_addr()?;
-    let http_addr = http_listener.local_addr()?;
-    // Where the local CLI finds this node (`--data-dir`); not a secret.
-    let http_host = if http_addr.ip().is_unspecified() {
-        "127.0.0.1".to_string()
-    } else {
-        http_addr.ip().to_string()
+    let cluster_tls = cluster_tls(&c)?;
+    let limits = Arc::new(crate::limits::Limits::new(c.limits.clone()));
+    let srt_settings = crate::ingest::srt::SrtSettings {
+        latency: Duration::from_millis(c.srt_latency_ms),
+        idle_timeout: Duration::from_millis(c.publisher_timeout_ms.max(1_000)),
+        limits: limits.clone(),
     };
+    let listeners = bind(&c, &srt_settings).await?;
+    let addresses = addresses(&c, &listeners, cluster_tls.is_some())?;
     std::fs::write(
         c.data_dir.join("http.url"),
-        format!("http://{http_host}:{}\n", http_addr.port()),
+        format!(
+            "http://{}:{}\n",
+            addresses.local_http_host,
+            addresses.http.port()
+        ),
     )?;
-    let cluster_tls = match (&c.cluster_tls_cert, &c.cluster_tls_key, &c.cluster_ca) {
-        (Some(cert), Some(key), Some(ca)) => {
-            let mut identity =
-                std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
-            identity.push(b'\n');
-            identity
-                .extend(std::fs::read(key).with_context(|| format!("reading {}", key.display()))?);
-            sluice_cluster::network::set_cluster_tls(sluice_cluster::network::ClusterTls {
-                ca_pem: std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?,
-                identity_pem: identity,
-            })
-            .map_err(|e| anyhow::anyhow!(e))?;
-            Some(crate::support::tls::cluster_server_config(cert, key, ca)?)
+    let (raft, handle, secret) = open_member(&c, &dir).await?;
+    let mut node = Node::new(c, dir, raft, handle, secret, limits, addresses)?;
+    node.serve_cluster(listeners.cluster, cluster_tls)?;
+    node.serve_http(listeners.http).await?;
+    node.start_ingest(listeners.rtmp, listeners.rtmps, listeners.srt, srt_settings);
+    node.start_spool_sweep();
+    let created_cluster = node.join_or_bootstrap().await?;
+    node.start_liveness();
+    node.tasks
+        .spawn(node.reporter().run(node.shutdown.subscribe()));
+    node.welcome(created_cluster).await;
+    crate::support::wait_for_signal().await;
+    node.stop().await;
+    Ok(())
+}
+
+/// The cluster listener's mutual TLS, when its certificate, key and CA are configured
+/// (the cluster's own client side is set up here too).
+fn cluster_tls(c: &Config) -> Result<Option<rustls::ServerConfig>> {
+    let (Some(cert), Some(key), Some(ca)) =
+        (&c.cluster_tls_cert, &c.cluster_tls_key, &c.cluster_ca)
+    else {
+        return Ok(None);
+    };
+    let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    let mut identity = read(cert)?;
+    identity.push(b'\n');
+    identity.extend(read(key)?);
+    sluice_cluster::network::set_cluster_tls(sluice_cluster::network::ClusterTls {
+        ca_pem: read(ca)?,
+        identity_pem: identity,
+    })
+    .map_err(|e| anyhow::anyhow!(e))?;
+    Ok(Some(crate::support::tls::cluster_server_config(
+        cert, key, ca,
+    )?))
+}
+
+async fn bind(c: &Config, srt: &crate::ingest::srt::SrtSettings) -> Result<Listeners> {
+    let tcp = |addr: SocketAddr, what: &'static str| async move {
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {what} listener {addr}"))
+    };
+    let cluster = tcp(c.cluster, "cluster").await?;
+    let http = tcp(c.http, "http").await?;
+    let rtmp = tcp(c.rtmp, "rtmp").await?;
+    // RTMPS: the HTTP listener's certificate, in front of the same RTMP ingest.
+    let rtmps = match (c.rtmps, &c.tls_cert, &c.tls_key) {
+        (Some(addr), Some(cert), Some(key)) => {
+            let config = crate::support::tls::server_config(cert, key)?;
+            let listener = tcp(addr, "rtmps").await?;
+            tracing::info!(addr = %listener.local_addr()?, "rtmps listening");
+            Some((listener, tokio_rustls::TlsAcceptor::from(Arc::new(config))))
         }
+        (Some(_), _, _) => bail!("rtmps needs tls_cert and tls_key"),
         _ => None,
     };
-    let advertise = c.advertise_cluster.clone().unwrap_or_else(|| {
-        let host = if cluster_addr.ip().is_unspecified() {
-            "127.0.0.1".to_string()
-        } else {
-            cluster_addr.ip().to_string()
-        };
-        let scheme = if cluster_tls.is_some() {
-            "https"
-        } else {
-            "http"
-        };
-        format!("{scheme}://{host}:{}", cluster_addr.port())
-    });
+    let srt = crate::ingest::srt::bind(c.srt, srt).await?;
+    Ok(Listeners {
+        cluster,
+        http,
+        rtmp,
+        rtmps,
+        srt,
+    })
+}
 
+/// The host of `addr`, or `fallback` when it listens on every address.
+fn host_or(addr: SocketAddr, fallback: impl FnOnce() -> String) -> String {
+    if addr.ip().is_unspecified() {
+        fallback()
+    } else {
+        addr.ip().to_string()
+    }
+}
+
+fn url_host(url: &str) -> String {
+    reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(String::from))
+        .unwrap_or_else(|| "127.0.0.1".into())
+}
+
+fn addresses(c: &Config, l: &Listeners, cluster_tls: bool) -> Result<Addresses> {
+    let cluster = l.cluster.local_addr()?;
+    let http = l.http.local_addr()?;
+    let scheme = |tls: bool| if tls { "https" } else { "http" };
+    let advertise = c.advertise_cluster.clone().unwrap_or_else(|| {
+        let host = host_or(cluster, || "127.0.0.1".into());
+        format!("{}://{host}:{}", scheme(cluster_tls), cluster.port())
+    });
+    let advertise_http = c.advertise_http.clone().unwrap_or_else(|| {
+        let host = host_or(http, || url_host(&advertise));
+        format!("{}://{host}:{}", scheme(c.tls_cert.is_some()), http.port())
+    });
+    Ok(Addresses {
+        http,
+        rtmp: l.rtmp.local_addr()?,
+        srt: l.srt.local_addr()?,
+        local_http_host: host_or(http, || "127.0.0.1".into()),
+        advertise,
+        advertise_http,
+    })
+}
+
+/// The Raft member over this node's data dir, and the handle the rest of the node uses.
+async fn open_member(
+    c: &Config,
+    dir: &DataDir,
+) -> Result<(Raft<TypeConfig>, ClusterHandle, Arc<str>)> {
     // A follower that knew a leader waits out the leader's lease (election_timeout_max)
     // plus a random election timeout before it campaigns: a dead leader is replaced
     // after 1.3 to 1.6 s. Heartbeats every 150 ms keep five of them inside that window,
     // so a busy machine does not start elections by mistake.
-    let advertise_http = c.advertise_http.clone().unwrap_or_else(|| {
-        let host = if http_addr.ip().is_unspecified() {
-            reqwest::Url::parse(&advertise)
-                .ok()
-                .and_then(|u| u.host_str().map(String::from))
-                .unwrap_or_else(|| "127.0.0.1".into())
-        } else {
-            http_addr.ip().to_string()
-        };
-        let scheme = if c.tls_cert.is_some() {
-            "https"
-        } else {
-            "http"
-        };
-        format!("{scheme}://{host}:{}", http_addr.port())
-    });
     let raft_config = RaftConfig {
         heartbeat_interval: 150,
         snapshot_max_chunk_size: sluice_cluster::network::SNAPSHOT_CHUNK_BYTES,
@@ -170,132 +276,119 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
     let net = HttpNetwork::new(dir.node_id, secret.clone(), Arc::new(Faults::default()))?;
     let raft = Raft::new(dir.node_id, raft_config, net, LogStore::new(db), sm.clone()).await?;
     let handle = ClusterHandle::new(dir.node_id, raft.clone(), sm, secret.clone())?;
+    Ok((raft, handle, secret))
+}
 
-    let shutdown = tokio_util_shutdown();
-    let cluster_app = sluice_cluster::network::guarded(
-        raft_router(raft.clone(), secret.clone()).merge(handle.router()),
-        secret.clone(),
-        sluice_cluster::network::CLUSTER_REQUEST_DEADLINE,
-    );
-    let metrics = Arc::new(Metrics::default());
-    let limits = Arc::new(crate::limits::Limits::new(c.limits.clone()));
-    let spool_root = c.data_dir.join("spool");
-    let spool_status = Arc::new(std::sync::Mutex::new(spool::check_writable(&spool_root)));
-    let sdi_control = Arc::new(crate::sdi::Control::new(c.sdi.simulated_ports));
-    if let Ok(Err(why)) = spool_status.lock().as_deref() {
-        tracing::error!(%why, "the spool is not writable: live serving works from memory, /readyz says not ready");
-    }
-    let origins = Arc::new(Origins::new(
-        handle.clone(),
-        spool_root.clone(),
-        metrics.clone(),
-    ));
-    let rtmp_listener = tokio::net::TcpListener::bind(c.rtmp)
-        .await
-        .with_context(|| format!("binding rtmp listener {}", c.rtmp))?;
-    let rtmp_addr = rtmp_listener.local_addr()?;
-    // RTMPS: the HTTP listener's certificate, in front of the same RTMP ingest.
-    let rtmps = match (c.rtmps, &c.tls_cert, &c.tls_key) {
-        (Some(addr), Some(cert), Some(key)) => {
-            let config = crate::support::tls::server_config(cert, key)?;
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding rtmps listener {addr}"))?;
-            tracing::info!(addr = %listener.local_addr()?, "rtmps listening");
-            Some((listener, tokio_rustls::TlsAcceptor::from(Arc::new(config))))
+impl Node {
+    /// The parts every listener shares: metrics, limits, the spool and its status, SDI
+    /// control, the packaging origins and the pull-through edge.
+    fn new(
+        c: Config,
+        dir: DataDir,
+        raft: Raft<TypeConfig>,
+        handle: ClusterHandle,
+        secret: Arc<str>,
+        limits: Arc<crate::limits::Limits>,
+        addresses: Addresses,
+    ) -> Result<Self> {
+        let name = c
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("node-{:x}", dir.node_id & 0xffff));
+        let metrics = Arc::new(Metrics::default());
+        let spool_root = c.data_dir.join("spool");
+        let spool_status = Arc::new(std::sync::Mutex::new(spool::check_writable(&spool_root)));
+        if let Ok(Err(why)) = spool_status.lock().as_deref() {
+            tracing::error!(%why, "the spool is not writable: live serving works from memory, /readyz says not ready");
         }
-        (Some(_), _, _) => bail!("rtmps needs tls_cert and tls_key"),
-        _ => None,
-    };
-    let srt_settings = crate::ingest::srt::SrtSettings {
-        latency: Duration::from_millis(c.srt_latency_ms),
-        idle_timeout: Duration::from_millis(c.publisher_timeout_ms.max(1_000)),
-        limits: limits.clone(),
-    };
-    let srt_bound = crate::ingest::srt::bind(c.srt, &srt_settings).await?;
-    let srt_addr = srt_bound.local_addr()?;
-    let edge = Arc::new(crate::edge::Edge::new(
-        format!("node-{:x}", dir.node_id),
-        c.edge_cache_bytes,
-        Duration::from_millis(c.edge_upstream_timeout_ms),
-        Some(secret.clone()),
-    )?);
-    let http_app = crate::http::app(
-        crate::http::api::ApiState {
-            handle: handle.clone(),
-            admin_token: Arc::from(dir.admin_token.as_str()),
-            advertise: Arc::from(advertise.as_str()),
-            spool: spool_status.clone(),
-            sdi: sdi_control.clone(),
-        },
-        origins.clone(),
-        edge.clone(),
-        Arc::from(c.hlsjs_url.as_str()),
-        secret.clone(),
-        limits.clone(),
-    );
-    let reporter = crate::endpoint::Reporter {
-        handle: handle.clone(),
-        name: name.clone(),
-        http_url: advertise_http.clone(),
-        metrics: metrics.clone(),
-        edge: edge.clone(),
-        origins: origins.clone(),
-        spool: spool_status.clone(),
-    };
+        let origins = Arc::new(Origins::new(handle.clone(), spool_root, metrics.clone()));
+        let edge = Arc::new(crate::edge::Edge::new(
+            format!("node-{:x}", dir.node_id),
+            c.edge_cache_bytes,
+            Duration::from_millis(c.edge_upstream_timeout_ms),
+            Some(secret.clone()),
+        )?);
+        Ok(Self {
+            sdi_control: Arc::new(crate::sdi::Control::new(c.sdi.simulated_ports)),
+            c,
+            dir,
+            name,
+            raft,
+            handle,
+            secret,
+            metrics,
+            limits,
+            spool_status,
+            origins,
+            edge,
+            addresses,
+            shutdown: tokio::sync::watch::channel(false).0,
+            tasks: tokio::task::JoinSet::new(),
+        })
+    }
 
-    let mut tasks = tokio::task::JoinSet::new();
-    {
-        let rx = shutdown.subscribe();
-        match cluster_tls {
-            None => {
-                tasks.spawn(async move {
-                    use axum::serve::ListenerExt;
-                    let cluster_listener = cluster_listener.tap_io(|tcp| {
-                        let _ = tcp.set_nodelay(true);
-                    });
-                    let _ = axum::serve(cluster_listener, cluster_app)
-                        .with_graceful_shutdown(wait(rx))
-                        .await;
+    /// Raft RPC and the cluster API; behind mutual TLS when it is configured.
+    fn serve_cluster(
+        &mut self,
+        listener: tokio::net::TcpListener,
+        tls: Option<rustls::ServerConfig>,
+    ) -> Result<()> {
+        let app = sluice_cluster::network::guarded(
+            raft_router(self.raft.clone(), self.secret.clone()).merge(self.handle.router()),
+            self.secret.clone(),
+            sluice_cluster::network::CLUSTER_REQUEST_DEADLINE,
+        );
+        let rx = self.shutdown.subscribe();
+        let Some(config) = tls else {
+            self.tasks.spawn(async move {
+                use axum::serve::ListenerExt;
+                let listener = listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
                 });
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(wait(rx))
+                    .await;
+            });
+            return Ok(());
+        };
+        // Mutual TLS: a peer whose certificate the cluster CA did not sign is refused
+        // in the handshake (and logged), before any request is read.
+        use axum_server::accept::NoDelayAcceptor;
+        let acceptor = crate::http::accept::LoggedAcceptor::new(
+            axum_server::tls_rustls::RustlsAcceptor::new(
+                axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config)),
+            )
+            .acceptor(NoDelayAcceptor),
+            "cluster listener",
+        );
+        let server_handle = axum_server::Handle::new();
+        let stopping = server_handle.clone();
+        let listener = listener.into_std()?;
+        self.tasks.spawn(async move {
+            let served = match axum_server::from_tcp(listener) {
+                Ok(server) => {
+                    server
+                        .acceptor(acceptor)
+                        .handle(server_handle)
+                        .serve(app.into_make_service())
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = served {
+                tracing::error!(error = %e, "cluster listener failed");
             }
-            Some(config) => {
-                // Mutual TLS: a peer whose certificate the cluster CA did not sign is
-                // refused in the handshake (and logged), before any request is read.
-                use axum_server::accept::NoDelayAcceptor;
-                let acceptor = crate::http::accept::LoggedAcceptor::new(
-                    axum_server::tls_rustls::RustlsAcceptor::new(
-                        axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config)),
-                    )
-                    .acceptor(NoDelayAcceptor),
-                    "cluster listener",
-                );
-                let server_handle = axum_server::Handle::new();
-                let stopping = server_handle.clone();
-                let listener = cluster_listener.into_std()?;
-                tasks.spawn(async move {
-                    match axum_server::from_tcp(listener) {
-                        Ok(server) => {
-                            let served = server
-                                .acceptor(acceptor)
-                                .handle(server_handle)
-                                .serve(cluster_app.into_make_service())
-                                .await;
-                            if let Err(e) = served {
-                                tracing::error!(error = %e, "cluster listener failed");
-                            }
-                        }
-                        Err(e) => tracing::error!(error = %e, "cluster listener failed"),
-                    }
-                });
-                tasks.spawn(async move {
-                    wait(rx).await;
-                    stopping.graceful_shutdown(Some(Duration::from_secs(2)));
-                });
-            }
-        }
+        });
+        self.tasks.spawn(async move {
+            wait(rx).await;
+            stopping.graceful_shutdown(Some(Duration::from_secs(2)));
+        });
+        Ok(())
     }
-    {
+
+    /// The viewer routes, admin API and dashboard; HTTPS when a certificate is set.
+    async fn serve_http(&mut self, listener: tokio::net::TcpListener) -> Result<()> {
+        let c = &self.c;
         let tls = match (&c.tls_cert, &c.tls_key) {
             (Some(cert), Some(key)) => Some(
                 axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
@@ -306,18 +399,32 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
             ),
             _ => None,
         };
+        let app = crate::http::app(
+            crate::http::api::ApiState {
+                handle: self.handle.clone(),
+                admin_token: Arc::from(self.dir.admin_token.as_str()),
+                advertise: Arc::from(self.addresses.advertise.as_str()),
+                spool: self.spool_status.clone(),
+                sdi: self.sdi_control.clone(),
+            },
+            self.origins.clone(),
+            self.edge.clone(),
+            Arc::from(c.hlsjs_url.as_str()),
+            self.secret.clone(),
+            self.limits.clone(),
+        );
+        let app = crate::http::canonical::outside(app)
+            .into_make_service_with_connect_info::<SocketAddr>();
         let server_handle = axum_server::Handle::new();
-        let listener = http_listener.into_std()?;
+        let listener = listener.into_std()?;
         let limited = |plain| crate::http::accept::LimitedAcceptor {
-            limits: limits.clone(),
+            limits: self.limits.clone(),
             plain,
         };
         let (acceptor_tls, acceptor_plain) = (limited(false), limited(true));
-        let limits_config = limits.config.clone();
-        let app = crate::http::canonical::outside(http_app)
-            .into_make_service_with_connect_info::<SocketAddr>();
+        let limits_config = self.limits.config.clone();
         let serving = server_handle.clone();
-        tasks.spawn(async move {
+        self.tasks.spawn(async move {
             let result = match tls {
                 // TCP_NODELAY: a response's last few bytes must not wait for the
                 // viewer's delayed ACK (40 ms on Linux), a part-sized stall.
@@ -342,61 +449,74 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
                 tracing::error!(error = %e, "http listener failed");
             }
         });
-        let rx = shutdown.subscribe();
-        tasks.spawn(async move {
+        let rx = self.shutdown.subscribe();
+        self.tasks.spawn(async move {
             wait(rx).await;
             server_handle.graceful_shutdown(Some(Duration::from_secs(2)));
         });
+        Ok(())
     }
-    {
+
+    /// RTMP (and RTMPS), the SRT listener and callers, and SDI capture.
+    fn start_ingest(
+        &mut self,
+        rtmp: tokio::net::TcpListener,
+        rtmps: Option<(tokio::net::TcpListener, tokio_rustls::TlsAcceptor)>,
+        srt: crate::ingest::srt::Bound,
+        srt_settings: crate::ingest::srt::SrtSettings,
+    ) {
         let settings = crate::ingest::rtmp::RtmpSettings {
-            app: c.rtmp_app.clone(),
-            idle_timeout: Duration::from_millis(c.publisher_timeout_ms.max(1_000)),
+            app: self.c.rtmp_app.clone(),
+            idle_timeout: Duration::from_millis(self.c.publisher_timeout_ms.max(1_000)),
             handshake_timeout: Duration::from_secs(10),
-            limits: limits.clone(),
+            limits: self.limits.clone(),
         };
+        let origins = &self.origins;
         if let Some((listener, acceptor)) = rtmps {
-            tasks.spawn(crate::ingest::rtmp::serve(
+            self.tasks.spawn(crate::ingest::rtmp::serve(
                 listener,
                 origins.clone(),
                 settings.clone(),
                 Some(acceptor),
-                shutdown.subscribe(),
+                self.shutdown.subscribe(),
             ));
         }
-        tasks.spawn(crate::sdi::run(
-            handle.clone(),
+        self.tasks.spawn(crate::sdi::run(
+            self.handle.clone(),
             origins.clone(),
-            sdi_control.clone(),
-            shutdown.subscribe(),
+            self.sdi_control.clone(),
+            self.shutdown.subscribe(),
         ));
-        tasks.spawn(crate::ingest::rtmp::serve(
-            rtmp_listener,
+        self.tasks.spawn(crate::ingest::rtmp::serve(
+            rtmp,
             origins.clone(),
             settings,
             None,
-            shutdown.subscribe(),
+            self.shutdown.subscribe(),
         ));
-        tasks.spawn(crate::ingest::srt_caller::run(
+        self.tasks.spawn(crate::ingest::srt_caller::run(
             origins.clone(),
-            handle.clone(),
+            self.handle.clone(),
             srt_settings.clone(),
-            shutdown.subscribe(),
+            self.shutdown.subscribe(),
         ));
-        tasks.spawn(crate::ingest::srt::serve(
-            srt_bound,
+        self.tasks.spawn(crate::ingest::srt::serve(
+            srt,
             origins.clone(),
             srt_settings,
-            shutdown.subscribe(),
+            self.shutdown.subscribe(),
         ));
     }
-    {
-        let origins = origins.clone();
-        let handle = handle.clone();
-        let retention = Duration::from_secs(c.spool_retention_s);
-        let every = Duration::from_secs(c.spool_prune_interval_s.max(1));
-        let mut rx = shutdown.subscribe();
-        tasks.spawn(async move {
+
+    /// Retention, pruning of old spool objects and the spool's writability check.
+    fn start_spool_sweep(&mut self) {
+        let origins = self.origins.clone();
+        let handle = self.handle.clone();
+        let spool_status = self.spool_status.clone();
+        let retention = Duration::from_secs(self.c.spool_retention_s);
+        let every = Duration::from_secs(self.c.spool_prune_interval_s.max(1));
+        let mut rx = self.shutdown.subscribe();
+        self.tasks.spawn(async move {
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep(every) => {}
@@ -422,112 +542,129 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
         });
     }
 
-    let initialized = raft.is_initialized().await.unwrap_or(false);
-    let mut created_cluster = false;
-    if !initialized {
-        match &c.join {
-            None if dir.fresh && c.bootstrap => {
-                raft.initialize(BTreeMap::from([(dir.node_id, BasicNode::new(&advertise))]))
+    /// A fresh node starts a one-node cluster, joins the one it was told, or waits to
+    /// be added; whether it started a new cluster.
+    async fn join_or_bootstrap(&self) -> Result<bool> {
+        if self.raft.is_initialized().await.unwrap_or(false) {
+            return Ok(false);
+        }
+        let (advertise, node_id) = (&self.addresses.advertise, self.dir.node_id);
+        match &self.c.join {
+            None if self.dir.fresh && self.c.bootstrap => {
+                self.raft
+                    .initialize(BTreeMap::from([(node_id, BasicNode::new(advertise))]))
                     .await?;
-                created_cluster = true;
-                tracing::info!(node = dir.node_id, "started a new one-node cluster");
+                tracing::info!(node = node_id, "started a new one-node cluster");
+                return Ok(true);
             }
             None => tracing::warn!(
                 cluster = %advertise,
                 "this node is not in a cluster: waiting to be added (sluice cluster join URL)"
             ),
             Some(member) => {
-                join_with_retries(&handle, member, &advertise).await?;
-                tracing::info!(node = dir.node_id, member, "joined the cluster");
+                join_with_retries(&self.handle, member, advertise).await?;
+                tracing::info!(node = node_id, member, "joined the cluster");
             }
         }
+        Ok(false)
     }
 
-    // Register, then renew the lease; the leader also runs the supervisor.
-    let lease_ttl_ms = c.lease_ttl_ms;
-    {
-        let handle = handle.clone();
-        let rx = shutdown.subscribe();
+    /// Registers the node, then renews its lease; the leader also runs the supervisor.
+    fn start_liveness(&mut self) {
+        let a = &self.addresses;
         // Where encoders reach this node: the listener's address, or (listening on
         // all addresses) the public host or the host other nodes reach it at.
         let ingest_host = |addr: SocketAddr| {
-            if !addr.ip().is_unspecified() {
-                return addr.ip().to_string();
-            }
-            c.public_host.clone().unwrap_or_else(|| {
-                reqwest::Url::parse(&advertise_http)
-                    .ok()
-                    .and_then(|u| u.host_str().map(String::from))
-                    .unwrap_or_else(|| "127.0.0.1".into())
+            host_or(addr, || {
+                self.c
+                    .public_host
+                    .clone()
+                    .unwrap_or_else(|| url_host(&a.advertise_http))
             })
         };
         let urls = NodeUrls {
-            http: advertise_http.clone(),
-            cluster: advertise.clone(),
+            http: a.advertise_http.clone(),
+            cluster: a.advertise.clone(),
             rtmp: format!(
                 "rtmp://{}:{}/{}",
-                ingest_host(rtmp_addr),
-                rtmp_addr.port(),
-                c.rtmp_app
+                ingest_host(a.rtmp),
+                a.rtmp.port(),
+                self.c.rtmp_app
             ),
-            srt: format!("srt://{}:{}", ingest_host(srt_addr), srt_addr.port()),
+            srt: format!("srt://{}:{}", ingest_host(a.srt), a.srt.port()),
         };
-        let reconnect_grace_ms = c.reconnect_grace_ms;
-        let admin_token = dir.admin_token.clone();
-        tasks.spawn(async move {
-            liveness_loop(
-                handle,
-                name,
-                admin_token,
-                urls,
-                lease_ttl_ms,
-                reconnect_grace_ms,
-                rx,
-            )
-            .await;
-        });
+        self.tasks.spawn(liveness_loop(
+            self.handle.clone(),
+            self.name.clone(),
+            self.dir.admin_token.clone(),
+            urls,
+            self.c.lease_ttl_ms,
+            self.c.reconnect_grace_ms,
+            self.shutdown.subscribe(),
+        ));
     }
 
-    {
-        tasks.spawn(reporter.run(shutdown.subscribe()));
-    }
-
-    if created_cluster {
-        if let Err(e) = create_first_channel(&handle, &c.data_dir).await {
-            tracing::warn!(error = %format!("{e:#}"), "could not create the first channel");
+    /// What this node reports of itself as an endpoint.
+    fn reporter(&self) -> crate::endpoint::Reporter {
+        crate::endpoint::Reporter {
+            handle: self.handle.clone(),
+            name: self.name.clone(),
+            http_url: self.addresses.advertise_http.clone(),
+            metrics: self.metrics.clone(),
+            edge: self.edge.clone(),
+            origins: self.origins.clone(),
+            spool: self.spool_status.clone(),
         }
     }
-    let host = c.public_host.clone().unwrap_or_else(|| http_host.clone());
-    let scheme = if c.tls_cert.is_some() {
-        "https"
-    } else {
-        "http"
-    };
-    println!(
-        "sluice node {} serving: http {} rtmp {} srt {} cluster {advertise}",
-        dir.node_id, http_addr, rtmp_addr, srt_addr
-    );
-    print_getting_started(&c, &host, scheme, http_addr.port(), rtmp_addr.port());
-    {
-        let raft = raft.clone();
-        let handle = handle.clone();
-        tasks.spawn(notify_ready_when_joined(raft, handle, shutdown.subscribe()));
+
+    /// The first channel of a new cluster, the getting-started lines, and readiness.
+    async fn welcome(&mut self, created_cluster: bool) {
+        let c = &self.c;
+        if created_cluster {
+            if let Err(e) = create_first_channel(&self.handle, &c.data_dir).await {
+                tracing::warn!(error = %format!("{e:#}"), "could not create the first channel");
+            }
+        }
+        let a = &self.addresses;
+        let host = c
+            .public_host
+            .clone()
+            .unwrap_or_else(|| a.local_http_host.clone());
+        let scheme = if c.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        println!(
+            "sluice node {} serving: http {} rtmp {} srt {} cluster {}",
+            self.dir.node_id, a.http, a.rtmp, a.srt, a.advertise
+        );
+        print_getting_started(c, &host, scheme, a.http.port(), a.rtmp.port());
+        self.tasks.spawn(notify_ready_when_joined(
+            self.raft.clone(),
+            self.handle.clone(),
+            self.shutdown.subscribe(),
+        ));
     }
-    crate::support::wait_for_signal().await;
-    crate::support::notify::notify("STOPPING=1");
-    tracing::info!("shutting down: handing live streams over");
-    let handed = origins.drain(DRAIN_LIMIT).await;
-    tracing::info!(
-        handed,
-        "drained: live streams continue where their publishers reconnect"
-    );
-    // The publishers' claims elsewhere were committed by this node if it leads; now
-    // the cluster gets its next leader before this node goes.
-    handle.hand_over_leadership(Duration::from_secs(3)).await;
-    let _ = shutdown.send(true);
-    while tasks.join_next().await.is_some() {}
-    raft.shutdown().await.ok();
-    Ok(())
+
+    /// Hands the live streams and leadership over, stops every task and the member.
+    async fn stop(mut self) {
+        crate::support::notify::notify("STOPPING=1");
+        tracing::info!("shutting down: handing live streams over");
+        let handed = self.origins.drain(DRAIN_LIMIT).await;
+        tracing::info!(
+            handed,
+            "drained: live streams continue where their publishers reconnect"
+        );
+        // The publishers' claims elsewhere were committed by this node if it leads;
+        // now the cluster gets its next leader before this node goes.
+        self.handle
+            .hand_over_leadership(Duration::from_secs(3))
+            .await;
+        let _ = self.shutdown.send(true);
+        while self.tasks.join_next().await.is_some() {}
+        self.raft.shutdown().await.ok();
+    }
 }
 
 /// Tells the service manager the node is ready once it belongs to a cluster with a
@@ -654,10 +791,6 @@ fn print_getting_started(c: &Config, host: &str, scheme: &str, http_port: u16, r
         c.data_dir.join("admin.token").display()
     );
     println!("More channels: sluice channel create NAME --data-dir {data_dir}\n");
-}
-
-fn tokio_util_shutdown() -> tokio::sync::watch::Sender<bool> {
-    tokio::sync::watch::channel(false).0
 }
 
 async fn wait(mut rx: tokio::sync::watch::Receiver<bool>) {
