@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sluice_cluster::command::{validate_slug, Command, Op, MAX_CHANNELS_PER_SNAPSHOT};
+use sluice_cluster::command::{validate_slug, Op, MAX_CHANNELS_PER_SNAPSHOT};
 use sluice_cluster::handle::ClusterHandle;
 use sluice_cluster::model::{Endpoint, EndpointKind, EndpointSnapshot, Health, HealthThresholds};
 
@@ -97,14 +97,7 @@ impl Reporter {
             upstreams,
             health,
         };
-        match self
-            .handle
-            .propose(Command {
-                at_ms: now_ms(),
-                op,
-            })
-            .await
-        {
+        match self.handle.propose_op(op).await {
             Ok(_) => self.handle.read_local(|s| s.endpoints.get(&name).cloned()),
             Err(e) => {
                 tracing::debug!(error = %e, "registering this node's endpoint failed; retrying");
@@ -184,29 +177,10 @@ impl Reporter {
                 endpoint: endpoint.name.clone(),
                 snapshot,
             };
-            if let Err(e) = self
-                .handle
-                .propose(Command {
-                    at_ms: now_ms(),
-                    op,
-                })
-                .await
-            {
+            if let Err(e) = self.handle.propose_op(op).await {
                 tracing::debug!(error = %e, "snapshot report failed");
             }
         }
-    }
-}
-
-/// How a snapshot reads now: `stale` once it is older than the endpoint allows.
-pub(crate) fn health_now(
-    endpoint: &Endpoint,
-    last: Option<&EndpointSnapshot>,
-    now_ms: i64,
-) -> Health {
-    match last {
-        Some(s) if now_ms - s.at_ms <= endpoint.health.stale_after_ms as i64 => s.health,
-        _ => Health::Stale,
     }
 }
 
@@ -220,38 +194,5 @@ mod tests {
         assert_eq!(endpoint_name("edge.eu_west", 1), "edge-eu-west");
         assert_eq!(endpoint_name("---", 0x2a), "node-2a");
         assert_eq!(endpoint_name("", 0x2a), "node-2a");
-    }
-
-    #[test]
-    fn a_silent_endpoint_reads_as_stale() {
-        let endpoint = Endpoint {
-            name: "n1".into(),
-            kind: EndpointKind::Origin,
-            node: Some(1),
-            url: "http://127.0.0.1:1".into(),
-            upstreams: Vec::new(),
-            health: HealthThresholds::default(),
-            created_ms: 0,
-        };
-        let snap = EndpointSnapshot {
-            at_ms: 1_000,
-            viewers: 0,
-            egress_bps: 0,
-            ingress_bps: 0,
-            playlist_age_ms: None,
-            hit_ratio: None,
-            health: Health::Degraded,
-            channel_viewers: Default::default(),
-        };
-        let stale_after = endpoint.health.stale_after_ms as i64;
-        assert_eq!(
-            health_now(&endpoint, Some(&snap), 1_000 + stale_after),
-            Health::Degraded
-        );
-        assert_eq!(
-            health_now(&endpoint, Some(&snap), 1_001 + stale_after),
-            Health::Stale
-        );
-        assert_eq!(health_now(&endpoint, None, 0), Health::Stale);
     }
 }

@@ -23,7 +23,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers, Raft};
 use serde::{Deserialize, Serialize};
 
-use crate::command::{Applied, Command, Refusal};
+use crate::command::{Applied, Command, Op, Refusal};
 use crate::network::authorized;
 use crate::state::State;
 use crate::store::{NodeId, Response as Answer, StateMachine, TypeConfig};
@@ -271,6 +271,16 @@ impl ClusterHandle {
         }
     }
 
+    /// Proposes `op` stamped with this node's clock (what every proposer outside the
+    /// state machine does), and waits until it is committed and applied.
+    pub async fn propose_op(&self, op: Op) -> Result<Applied, ClusterError> {
+        self.propose(Command {
+            at_ms: self.clock_ms(),
+            op,
+        })
+        .await
+    }
+
     /// Reads after everything committed before the call is applied here (ReadIndex).
     pub async fn read_linearizable<T>(
         &self,
@@ -404,11 +414,7 @@ impl ClusterHandle {
         }
         // The record first, while this leader surely still leads (it may be the one
         // leaving); a node never registered has none.
-        let cmd = Command {
-            at_ms: self.clock_ms(),
-            op: crate::command::Op::RemoveNode { node: id },
-        };
-        match self.propose(cmd).await {
+        match self.propose_op(Op::RemoveNode { node: id }).await {
             Ok(_) | Err(ClusterError::Refused(Refusal::NotFound { .. })) => {}
             Err(e) => return Err(e),
         }

@@ -443,6 +443,16 @@ impl Default for HealthThresholds {
     }
 }
 
+/// The replicated form of a secret (a stream key, an admin token): lower-case hex
+/// SHA-256. The state keeps only this; a presented secret is hashed and looked up.
+pub fn verifier_of(secret: &str) -> String {
+    ring::digest::digest(&ring::digest::SHA256, secret.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// A place viewers or edges fetch from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Endpoint {
@@ -457,6 +467,17 @@ pub struct Endpoint {
     pub upstreams: Vec<String>,
     pub health: HealthThresholds,
     pub created_ms: i64,
+}
+
+impl Endpoint {
+    /// How its last snapshot reads at `now_ms`: `stale` once it is older than the
+    /// endpoint allows, or when there is none.
+    pub fn health_at(&self, last: Option<&EndpointSnapshot>, now_ms: i64) -> Health {
+        match last {
+            Some(s) if now_ms - s.at_ms <= self.health.stale_after_ms as i64 => s.health,
+            _ => Health::Stale,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use openraft::{BasicNode, Config as RaftConfig, Raft};
-use sluice_cluster::command::{Command, Op};
+use sluice_cluster::command::Op;
 use sluice_cluster::handle::ClusterHandle;
 use sluice_cluster::model::{GenerationState, NodeUrls};
 use sluice_cluster::network::{raft_router, Faults, HttpNetwork};
@@ -746,13 +746,7 @@ async fn create_first_channel(handle: &ClusterHandle, data_dir: &Path) -> Result
     // The new cluster elects its leader first.
     let mut last = None;
     for _ in 0..40 {
-        match handle
-            .propose(Command {
-                at_ms: now_ms(),
-                op: op.clone(),
-            })
-            .await
-        {
+        match handle.propose_op(op.clone()).await {
             Ok(_) => {
                 write_secret(
                     &data_dir.join(format!("{FIRST_CHANNEL}.stream-key")),
@@ -819,13 +813,7 @@ async fn release_own_generations(handle: &ClusterHandle) {
             channel,
             generation,
         };
-        if let Err(e) = handle
-            .propose(Command {
-                at_ms: now_ms(),
-                op,
-            })
-            .await
-        {
+        if let Err(e) = handle.propose_op(op).await {
             tracing::warn!(error = %e, "could not mark a generation reconnecting");
         }
     }
@@ -838,16 +826,10 @@ async fn register_admin_token(handle: &ClusterHandle, name: &str, token: &str) {
     let op = Op::CreateAdminToken {
         token_id: format!("node-{:x}", handle.id()),
         name: format!("admin.token of {name}"),
-        verifier: crate::http::api::verifier_of(token),
+        verifier: sluice_cluster::model::verifier_of(token),
         read_only: false,
     };
-    if let Err(e) = handle
-        .propose(Command {
-            at_ms: now_ms(),
-            op,
-        })
-        .await
-    {
+    if let Err(e) = handle.propose_op(op).await {
         tracing::warn!(error = %e, "this node's admin.token is not valid on other nodes");
     }
 }
@@ -881,13 +863,7 @@ async fn liveness_loop(
                 lease_ttl_ms,
             }
         };
-        match handle
-            .propose(Command {
-                at_ms: now_ms(),
-                op,
-            })
-            .await
-        {
+        match handle.propose_op(op).await {
             Ok(_) => {
                 if !registered {
                     register_admin_token(&handle, &name, &admin_token).await;

@@ -20,9 +20,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
-use sluice_cluster::command::{Applied, Command, Op, Refusal};
+use sluice_cluster::command::{Applied, Op, Refusal};
 use sluice_cluster::handle::{ClusterError, ClusterHandle};
+use sluice_cluster::model::verifier_of;
 use sluice_cluster::model::{ChannelId, Ingest, LlHlsSettings, NodeId};
 use sluice_media::playlist::Discontinuity;
 use sluice_media::Input;
@@ -81,13 +81,6 @@ pub(crate) enum PublishRefused {
 pub(crate) struct KeyInfo {
     pub(crate) channel: String,
     pub(crate) srt_passphrase: Option<String>,
-}
-
-fn verifier_of(stream_key: &str) -> String {
-    Sha256::digest(stream_key.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// A publisher's way into its channel's packaging loop. Dropping it tells the loop the
@@ -626,12 +619,7 @@ async fn control_loop(
     while let Some(Control { op, reply }) = rx.recv().await {
         let mut attempt = 0;
         let result = loop {
-            let result = handle
-                .propose(Command {
-                    at_ms: now_ms(),
-                    op: op.clone(),
-                })
-                .await;
+            let result = handle.propose_op(op.clone()).await;
             let retry = matches!(
                 result,
                 Err(ClusterError::NoLeader

@@ -57,13 +57,7 @@ pub(crate) async fn run(
                     node: me,
                     devices: devices.clone(),
                 };
-                match handle
-                    .propose(Command {
-                        at_ms: now_ms(),
-                        op,
-                    })
-                    .await
-                {
+                match handle.propose_op(op).await {
                     Ok(_) => {
                         tracing::info!(ports = devices.len(), "capture ports reported");
                         reported = Some(devices);
@@ -202,15 +196,7 @@ impl PortTask {
             video_mode: status.1.clone(),
             error: status.2.clone(),
         };
-        if self
-            .handle
-            .propose(Command {
-                at_ms: now_ms(),
-                op,
-            })
-            .await
-            .is_ok()
-        {
+        if self.handle.propose_op(op).await.is_ok() {
             self.reported = Some(status);
         }
     }

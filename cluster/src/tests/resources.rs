@@ -453,3 +453,46 @@ fn channels_are_not_created_with_an_sdi_ingest_or_a_bad_pull_url() {
     ));
     let _ = VERIFIER_B;
 }
+
+#[test]
+fn a_silent_endpoint_reads_as_stale() {
+    let endpoint = Endpoint {
+        name: "n1".into(),
+        kind: EndpointKind::Origin,
+        node: Some(1),
+        url: "http://127.0.0.1:1".into(),
+        upstreams: Vec::new(),
+        health: HealthThresholds::default(),
+        created_ms: 0,
+    };
+    let snap = EndpointSnapshot {
+        at_ms: 1_000,
+        viewers: 0,
+        egress_bps: 0,
+        ingress_bps: 0,
+        playlist_age_ms: None,
+        hit_ratio: None,
+        health: Health::Degraded,
+        channel_viewers: Default::default(),
+    };
+    let stale_after = endpoint.health.stale_after_ms as i64;
+    assert_eq!(
+        endpoint.health_at(Some(&snap), 1_000 + stale_after),
+        Health::Degraded
+    );
+    assert_eq!(
+        endpoint.health_at(Some(&snap), 1_001 + stale_after),
+        Health::Stale
+    );
+    assert_eq!(endpoint.health_at(None, 0), Health::Stale);
+}
+
+/// Verifiers stay what earlier versions replicated (hex SHA-256), or every stored key
+/// and token would stop matching after an upgrade.
+#[test]
+fn a_verifier_is_the_hex_sha256_of_the_secret() {
+    assert_eq!(
+        verifier_of("abc"),
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
+}

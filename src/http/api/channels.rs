@@ -3,7 +3,7 @@
 use axum::body::Bytes;
 use axum::extract::{Path, State as AxumState};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use sluice_cluster::command::{ChannelPatch, FirstKey, Op};
@@ -14,8 +14,9 @@ use sluice_cluster::model::{
 use sluice_cluster::State;
 use utoipa::ToSchema;
 
-use super::{cluster_error, error, new_key_or_500, not_found, parse, propose, ApiError, ApiState};
-use crate::endpoint::health_now;
+use super::{
+    error, new_key_or_500, not_found, parse, propose, Answer, ApiError, ApiState, Refused,
+};
 use crate::support::now_ms;
 
 #[derive(Deserialize, ToSchema)]
@@ -66,7 +67,7 @@ pub(super) enum NewIngest {
 }
 
 /// Checks a pull source URL as a node will read it: 422 naming `ingest.url`.
-fn check_ingest(ingest: &Ingest) -> Result<(), Response> {
+fn check_ingest(ingest: &Ingest) -> Result<(), Refused> {
     match ingest {
         Ingest::HlsPull { .. } => Err(error(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -135,7 +136,7 @@ pub(crate) fn channel_view(c: &Channel, st: &State, now: i64) -> ChannelView {
         let Some(last) = st.endpoint_snapshots.get(&e.name).and_then(|h| h.back()) else {
             continue;
         };
-        if health_now(e, Some(last), now) == Health::Stale {
+        if e.health_at(Some(last), now) == Health::Stale {
             continue;
         }
         viewers += last.channel_viewers.get(&c.slug).copied().unwrap_or(0);
@@ -248,22 +249,14 @@ pub(crate) struct StreamStatus {
         (status = 409, description = "A channel with this name exists", body = ApiError),
         (status = 422, description = "A field is invalid (named in `field`)", body = ApiError),
     ))]
-pub(super) async fn create(AxumState(s): AxumState<ApiState>, body: Bytes) -> Response {
-    let req: NewChannel = match parse(&body) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
+pub(super) async fn create(AxumState(s): AxumState<ApiState>, body: Bytes) -> Answer {
+    let req: NewChannel = parse(&body)?;
     let ingest = match req.ingest {
         NewIngest::Push => Ingest::Push,
         NewIngest::SrtCaller { url } => Ingest::SrtCaller { url },
     };
-    if let Err(r) = check_ingest(&ingest) {
-        return r;
-    }
-    let key = match new_key_or_500() {
-        Ok(k) => k,
-        Err(r) => return r,
-    };
+    check_ingest(&ingest)?;
+    let key = new_key_or_500()?;
     // A pulled channel has no publishers, so no stream key.
     let pushed = ingest == Ingest::Push;
     let op = Op::CreateChannel {
@@ -282,9 +275,7 @@ pub(super) async fn create(AxumState(s): AxumState<ApiState>, body: Bytes) -> Re
             verifier: key.verifier,
         }),
     };
-    if let Err(r) = propose(&s, op).await {
-        return r;
-    }
+    propose(&s, op).await?;
     let now = now_ms();
     let details = s.handle.read_local(|st| {
         st.channel_by_slug(&req.name)
@@ -296,12 +287,12 @@ pub(super) async fn create(AxumState(s): AxumState<ApiState>, body: Bytes) -> Re
         key_id: pushed.then_some(key.key_id),
         details,
     };
-    (StatusCode::CREATED, Json(created)).into_response()
+    Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
 #[utoipa::path(get, path = "/api/v1/channels", tag = "channels",
     responses((status = 200, body = ChannelList)))]
-pub(super) async fn list(AxumState(s): AxumState<ApiState>) -> Response {
+pub(super) async fn list(AxumState(s): AxumState<ApiState>) -> Answer {
     let listed = s
         .handle
         .read_linearizable(|st| {
@@ -312,10 +303,8 @@ pub(super) async fn list(AxumState(s): AxumState<ApiState>) -> Response {
                 .collect::<Vec<_>>()
         })
         .await;
-    match listed {
-        Ok(channels) => Json(ChannelList { channels }).into_response(),
-        Err(e) => cluster_error(e),
-    }
+    let channels = listed?;
+    Ok(Json(ChannelList { channels }).into_response())
 }
 
 /// Reads one channel (linearizable), or answers 404 naming it.
@@ -323,7 +312,7 @@ pub(super) async fn with_channel<T: Send + 'static>(
     s: &ApiState,
     name: &str,
     f: impl FnOnce(&State, &Channel) -> T + Send + 'static,
-) -> Result<T, Response> {
+) -> Result<T, Refused> {
     let slug = name.to_string();
     let found = s
         .handle
@@ -332,7 +321,7 @@ pub(super) async fn with_channel<T: Send + 'static>(
     match found {
         Ok(Some(v)) => Ok(v),
         Ok(None) => Err(not_found("channel", name)),
-        Err(e) => Err(cluster_error(e)),
+        Err(e) => Err(Refused::from(e)),
     }
 }
 
@@ -342,7 +331,7 @@ pub(super) async fn with_channel<T: Send + 'static>(
         (status = 200, body = ChannelDetail),
         (status = 404, body = ApiError),
     ))]
-pub(super) async fn show(AxumState(s): AxumState<ApiState>, Path(name): Path<String>) -> Response {
+pub(super) async fn show(AxumState(s): AxumState<ApiState>, Path(name): Path<String>) -> Answer {
     let detail = with_channel(&s, &name, |st, c| ChannelDetail {
         channel: channel_view(c, st, now_ms()),
         keys: st
@@ -358,10 +347,8 @@ pub(super) async fn show(AxumState(s): AxumState<ApiState>, Path(name): Path<Str
         generation: st.active_generation(c.id).cloned(),
     })
     .await;
-    match detail {
-        Ok(d) => Json(d).into_response(),
-        Err(r) => r,
-    }
+    let d = detail?;
+    Ok(Json(d).into_response())
 }
 
 #[utoipa::path(patch, path = "/api/v1/channels/{name}", tag = "channels",
@@ -378,29 +365,24 @@ pub(super) async fn update(
     AxumState(s): AxumState<ApiState>,
     Path(name): Path<String>,
     body: Bytes,
-) -> Response {
-    let patch: ChannelPatch = match parse(&body) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    if let Some(Err(r)) = patch.ingest.as_ref().map(check_ingest) {
-        return r;
+) -> Answer {
+    let patch: ChannelPatch = parse(&body)?;
+    if let Some(ingest) = &patch.ingest {
+        check_ingest(ingest)?;
     }
     let op = Op::UpdateChannel {
         slug: name.clone(),
         patch,
     };
-    if let Err(r) = propose(&s, op).await {
-        return r;
-    }
+    propose(&s, op).await?;
     let now = now_ms();
     match s
         .handle
         .read_local(|st| st.channel_by_slug(&name).map(|c| channel_view(c, st, now)))
     {
-        Some(v) => Json(v).into_response(),
+        Some(v) => Ok(Json(v).into_response()),
         // Deleted by someone else in between.
-        None => not_found("channel", &name),
+        None => Err(not_found("channel", &name)),
     }
 }
 
@@ -411,14 +393,9 @@ pub(super) async fn update(
         (status = 404, body = ApiError),
         (status = 409, description = "The channel is live", body = ApiError),
     ))]
-pub(super) async fn delete(
-    AxumState(s): AxumState<ApiState>,
-    Path(name): Path<String>,
-) -> Response {
-    match propose(&s, Op::DeleteChannel { slug: name }).await {
-        Ok(_) => StatusCode::NO_CONTENT.into_response(),
-        Err(r) => r,
-    }
+pub(super) async fn delete(AxumState(s): AxumState<ApiState>, Path(name): Path<String>) -> Answer {
+    propose(&s, Op::DeleteChannel { slug: name }).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 #[utoipa::path(post, path = "/api/v1/channels/{name}/keys", tag = "channels",
@@ -431,28 +408,23 @@ pub(super) async fn delete(
 pub(super) async fn create_key(
     AxumState(s): AxumState<ApiState>,
     Path(name): Path<String>,
-) -> Response {
-    let key = match new_key_or_500() {
-        Ok(k) => k,
-        Err(r) => return r,
-    };
+) -> Answer {
+    let key = new_key_or_500()?;
     let op = Op::CreateKey {
         channel: name.clone(),
         key_id: key.key_id.clone(),
         verifier: key.verifier,
     };
-    match propose(&s, op).await {
-        Ok(_) => (
-            StatusCode::CREATED,
-            Json(KeyCreated {
-                channel: name,
-                key_id: key.key_id,
-                stream_key: key.plaintext,
-            }),
-        )
-            .into_response(),
-        Err(r) => r,
-    }
+    propose(&s, op).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(KeyCreated {
+            channel: name,
+            key_id: key.key_id,
+            stream_key: key.plaintext,
+        }),
+    )
+        .into_response())
 }
 
 #[utoipa::path(delete, path = "/api/v1/channels/{name}/keys/{key_id}", tag = "channels",
@@ -467,15 +439,13 @@ pub(super) async fn create_key(
 pub(super) async fn revoke_key(
     AxumState(s): AxumState<ApiState>,
     Path((name, key_id)): Path<(String, String)>,
-) -> Response {
+) -> Answer {
     let op = Op::RevokeKey {
         channel: name,
         key_id,
     };
-    match propose(&s, op).await {
-        Ok(_) => StatusCode::NO_CONTENT.into_response(),
-        Err(r) => r,
-    }
+    propose(&s, op).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 #[utoipa::path(get, path = "/api/v1/channels/{name}/generations", tag = "channels",
@@ -487,7 +457,7 @@ pub(super) async fn revoke_key(
 pub(super) async fn generations(
     AxumState(s): AxumState<ApiState>,
     Path(name): Path<String>,
-) -> Response {
+) -> Answer {
     let listed = with_channel(&s, &name, |st, c| GenerationList {
         channel: c.slug.clone(),
         generations: st
@@ -497,10 +467,8 @@ pub(super) async fn generations(
             .unwrap_or_default(),
     })
     .await;
-    match listed {
-        Ok(l) => Json(l).into_response(),
-        Err(r) => r,
-    }
+    let l = listed?;
+    Ok(Json(l).into_response())
 }
 
 #[utoipa::path(get, path = "/api/v1/channels/{name}/status", tag = "channels",
@@ -509,10 +477,7 @@ pub(super) async fn generations(
         (status = 200, body = StreamStatus),
         (status = 404, body = ApiError),
     ))]
-pub(super) async fn status(
-    AxumState(s): AxumState<ApiState>,
-    Path(name): Path<String>,
-) -> Response {
+pub(super) async fn status(AxumState(s): AxumState<ApiState>, Path(name): Path<String>) -> Answer {
     let status = with_channel(&s, &name, |st, c| {
         let v = channel_view(c, st, now_ms());
         StreamStatus {
@@ -531,10 +496,8 @@ pub(super) async fn status(
         }
     })
     .await;
-    match status {
-        Ok(st) => Json(st).into_response(),
-        Err(r) => r,
-    }
+    let st = status?;
+    Ok(Json(st).into_response())
 }
 
 /// Ends the channel's live generation now (viewers get `EXT-X-ENDLIST`); its origin
@@ -546,34 +509,28 @@ pub(super) async fn status(
         (status = 404, body = ApiError),
         (status = 409, description = "The channel is not live", body = ApiError),
     ))]
-pub(super) async fn stop(AxumState(s): AxumState<ApiState>, Path(name): Path<String>) -> Response {
+pub(super) async fn stop(AxumState(s): AxumState<ApiState>, Path(name): Path<String>) -> Answer {
     let active = with_channel(&s, &name, |st, c| {
         st.active_generation(c.id).map(|g| g.number)
     })
-    .await;
-    let generation = match active {
-        Ok(Some(g)) => g,
-        Ok(None) => {
-            return error(
-                StatusCode::CONFLICT,
-                format!("channel {name:?} is not live"),
-                None,
-            )
-        }
-        Err(r) => return r,
+    .await?;
+    let Some(generation) = active else {
+        return Err(error(
+            StatusCode::CONFLICT,
+            format!("channel {name:?} is not live"),
+            None,
+        ));
     };
     let op = Op::EndGeneration {
         channel: name.clone(),
         generation,
         failed: false,
     };
-    match propose(&s, op).await {
-        Ok(_) => Json(Stopped {
-            channel: name,
-            generation,
-            state: "ended".into(),
-        })
-        .into_response(),
-        Err(r) => r,
-    }
+    propose(&s, op).await?;
+    Ok(Json(Stopped {
+        channel: name,
+        generation,
+        state: "ended".into(),
+    })
+    .into_response())
 }

@@ -5,7 +5,7 @@
 use axum::body::Bytes;
 use axum::extract::{Path, State as AxumState};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use sluice_cluster::command::Op;
@@ -13,8 +13,7 @@ use sluice_cluster::model::{Endpoint, EndpointKind, EndpointSnapshot, Health, He
 use sluice_cluster::State;
 use utoipa::ToSchema;
 
-use super::{cluster_error, not_found, parse, propose, ApiError, ApiState};
-use crate::endpoint::health_now;
+use super::{not_found, parse, propose, Answer, ApiError, ApiState, Refused};
 use crate::support::now_ms;
 
 #[derive(Deserialize, ToSchema)]
@@ -46,7 +45,7 @@ fn view(st: &State, e: &Endpoint, now: i64, with_history: bool) -> EndpointView 
     let last = history.and_then(|h| h.back());
     EndpointView {
         endpoint: e.clone(),
-        status: health_now(e, last, now),
+        status: e.health_at(last, now),
         last_snapshot: last.cloned(),
         history: with_history.then(|| {
             history
@@ -63,7 +62,7 @@ pub(super) struct EndpointList {
 
 #[utoipa::path(get, path = "/api/v1/endpoints", tag = "endpoints",
     responses((status = 200, body = EndpointList)))]
-pub(super) async fn list(AxumState(s): AxumState<ApiState>) -> Response {
+pub(super) async fn list(AxumState(s): AxumState<ApiState>) -> Answer {
     let now = now_ms();
     let listed = s
         .handle
@@ -74,10 +73,8 @@ pub(super) async fn list(AxumState(s): AxumState<ApiState>) -> Response {
                 .collect::<Vec<_>>()
         })
         .await;
-    match listed {
-        Ok(endpoints) => Json(EndpointList { endpoints }).into_response(),
-        Err(e) => cluster_error(e),
-    }
+    let endpoints = listed?;
+    Ok(Json(EndpointList { endpoints }).into_response())
 }
 
 #[utoipa::path(get, path = "/api/v1/endpoints/{name}", tag = "endpoints",
@@ -86,16 +83,16 @@ pub(super) async fn list(AxumState(s): AxumState<ApiState>) -> Response {
         (status = 200, description = "The endpoint with its snapshot history", body = EndpointView),
         (status = 404, body = ApiError),
     ))]
-pub(super) async fn show(AxumState(s): AxumState<ApiState>, Path(name): Path<String>) -> Response {
+pub(super) async fn show(AxumState(s): AxumState<ApiState>, Path(name): Path<String>) -> Answer {
     let now = now_ms();
     let found = s
         .handle
         .read_linearizable(|st| st.endpoints.get(&name).map(|e| view(st, e, now, true)))
         .await;
     match found {
-        Ok(Some(v)) => Json(v).into_response(),
-        Ok(None) => not_found("endpoint", &name),
-        Err(e) => cluster_error(e),
+        Ok(Some(v)) => Ok(Json(v).into_response()),
+        Ok(None) => Err(not_found("endpoint", &name)),
+        Err(e) => Err(Refused::from(e)),
     }
 }
 
@@ -114,11 +111,8 @@ pub(super) async fn put(
     AxumState(s): AxumState<ApiState>,
     Path(name): Path<String>,
     body: Bytes,
-) -> Response {
-    let req: PutEndpoint = match parse(&body) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
+) -> Answer {
+    let req: PutEndpoint = parse(&body)?;
     let existing = s.handle.read_local(|st| st.endpoints.get(&name).cloned());
     let health = req
         .health
@@ -132,9 +126,7 @@ pub(super) async fn put(
         upstreams: req.upstreams,
         health,
     };
-    if let Err(r) = propose(&s, op).await {
-        return r;
-    }
+    propose(&s, op).await?;
     let now = now_ms();
     let shown = s
         .handle
@@ -145,9 +137,9 @@ pub(super) async fn put(
         StatusCode::CREATED
     };
     match shown {
-        Some(v) => (status, Json(v)).into_response(),
+        Some(v) => Ok((status, Json(v)).into_response()),
         // Deleted by someone else in between.
-        None => not_found("endpoint", &name),
+        None => Err(not_found("endpoint", &name)),
     }
 }
 
@@ -158,12 +150,7 @@ pub(super) async fn put(
         (status = 404, body = ApiError),
         (status = 409, description = "Another endpoint pulls from it", body = ApiError),
     ))]
-pub(super) async fn delete(
-    AxumState(s): AxumState<ApiState>,
-    Path(name): Path<String>,
-) -> Response {
-    match propose(&s, Op::DeleteEndpoint { name }).await {
-        Ok(_) => StatusCode::NO_CONTENT.into_response(),
-        Err(r) => r,
-    }
+pub(super) async fn delete(AxumState(s): AxumState<ApiState>, Path(name): Path<String>) -> Answer {
+    propose(&s, Op::DeleteEndpoint { name }).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -3,12 +3,12 @@
 use axum::body::Bytes;
 use axum::extract::{Path, State as AxumState};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{cluster_error, error, parse, ApiError, ApiState};
+use super::{error, parse, Answer, ApiError, ApiState, Refused};
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -17,7 +17,7 @@ pub(super) struct NewMember {
     addr: String,
 }
 
-fn check_cluster_url(url: &str, field: &str) -> Result<(), Response> {
+fn check_cluster_url(url: &str, field: &str) -> Result<(), Refused> {
     let ok = (url.starts_with("http://") || url.starts_with("https://"))
         && url.len() <= 512
         && reqwest::Url::parse(url).is_ok();
@@ -58,22 +58,15 @@ pub(super) struct Joined {
         (status = 504, description = "The node did not answer in time", body = ApiError),
     ))]
 /// Adds a running node that waits to be added (same cluster secret, empty data dir).
-pub(super) async fn add(AxumState(s): AxumState<ApiState>, body: Bytes) -> Response {
-    let req: NewMember = match parse(&body) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
-    if let Err(r) = check_cluster_url(&req.addr, "addr") {
-        return r;
-    }
-    match s.handle.add_node(&req.addr).await {
-        Ok(id) => (
-            StatusCode::CREATED,
-            Json(MemberAdded { id, addr: req.addr }),
-        )
-            .into_response(),
-        Err(e) => cluster_error(e),
-    }
+pub(super) async fn add(AxumState(s): AxumState<ApiState>, body: Bytes) -> Answer {
+    let req: NewMember = parse(&body)?;
+    check_cluster_url(&req.addr, "addr")?;
+    let id = s.handle.add_node(&req.addr).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(MemberAdded { id, addr: req.addr }),
+    )
+        .into_response())
 }
 
 #[utoipa::path(delete, path = "/api/v1/cluster/members/{id}", tag = "cluster",
@@ -87,17 +80,17 @@ pub(super) async fn add(AxumState(s): AxumState<ApiState>, body: Bytes) -> Respo
         (status = 503, body = ApiError),
         (status = 504, body = ApiError),
     ))]
-pub(super) async fn remove(AxumState(s): AxumState<ApiState>, Path(id): Path<String>) -> Response {
+pub(super) async fn remove(AxumState(s): AxumState<ApiState>, Path(id): Path<String>) -> Answer {
     let Ok(id) = id.parse::<u64>() else {
-        return error(
+        return Err(error(
             StatusCode::BAD_REQUEST,
             "id: must be a node id (a number, see GET /api/v1/cluster)",
             Some("id"),
-        );
+        ));
     };
     match s.handle.remove_node(id).await {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => cluster_error(e),
+        Ok(()) => Ok(StatusCode::NO_CONTENT.into_response()),
+        Err(e) => Err(Refused::from(e)),
     }
 }
 
@@ -119,28 +112,23 @@ pub(super) struct JoinCluster {
         (status = 504, body = ApiError),
     ))]
 /// Makes this node (waiting to be added) join the cluster `member` belongs to.
-pub(super) async fn join(AxumState(s): AxumState<ApiState>, body: Bytes) -> Response {
-    let req: JoinCluster = match parse(&body) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
-    if let Err(r) = check_cluster_url(&req.member, "member") {
-        return r;
-    }
+pub(super) async fn join(AxumState(s): AxumState<ApiState>, body: Bytes) -> Answer {
+    let req: JoinCluster = parse(&body)?;
+    check_cluster_url(&req.member, "member")?;
     if s.handle.raft().is_initialized().await.unwrap_or(true) {
-        return error(
+        return Err(error(
             StatusCode::CONFLICT,
             "this node already belongs to a cluster: to move it, leave (sluice cluster leave), \
              wipe its data dir and start it with --no-bootstrap or --join",
             None,
-        );
+        ));
     }
     match s.handle.join(&req.member, &s.advertise).await {
-        Ok(()) => Json(Joined {
+        Ok(()) => Ok(Json(Joined {
             joined: req.member,
             id: s.handle.id(),
         })
-        .into_response(),
-        Err(e) => cluster_error(e),
+        .into_response()),
+        Err(e) => Err(Refused::from(e)),
     }
 }

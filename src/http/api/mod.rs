@@ -4,10 +4,6 @@
 //! OpenAPI document is generated from these handlers and served at
 //! `/api/v1/openapi.json`.
 
-// Helpers return the refusal response itself as their error, made once per refused
-// request; boxing it would only add an allocation.
-#![allow(clippy::result_large_err)]
-
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -17,9 +13,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, patch, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use sluice_cluster::command::{Applied, Command, Op, Refusal};
+use sluice_cluster::command::{Applied, Op, Refusal};
 use sluice_cluster::handle::{ClusterError, ClusterHandle};
+use sluice_cluster::model::verifier_of;
 use sluice_cluster::State;
 use utoipa::{OpenApi, ToSchema};
 
@@ -193,36 +189,59 @@ async fn openapi_json() -> Response {
 }
 
 /// Every refusal: a message, and the request field it is about when there is one.
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct ApiError {
     error: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<String>,
 }
 
-fn error(status: StatusCode, message: impl Into<String>, field: Option<&str>) -> Response {
-    let body = ApiError {
-        error: message.into(),
-        field: field.map(String::from),
-    };
-    (status, Json(body)).into_response()
+/// A refused admin request: its status and the body every refusal has. Handlers
+/// return it with `?`.
+#[derive(Debug)]
+pub(crate) struct Refused {
+    status: StatusCode,
+    body: ApiError,
 }
 
-fn not_found(what: &str, name: &str) -> Response {
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+/// The cluster's refusals keep their status and name the field they are about.
+impl From<ClusterError> for Refused {
+    fn from(e: ClusterError) -> Self {
+        let status =
+            StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let field = match &e {
+            ClusterError::Refused(Refusal::InvalidField { field, .. }) => Some(field.as_str()),
+            _ => None,
+        };
+        error(status, e.to_string(), field)
+    }
+}
+
+/// What an admin handler answers: its response, or why the request was refused.
+type Answer = Result<Response, Refused>;
+
+fn error(status: StatusCode, message: impl Into<String>, field: Option<&str>) -> Refused {
+    Refused {
+        status,
+        body: ApiError {
+            error: message.into(),
+            field: field.map(String::from),
+        },
+    }
+}
+
+fn not_found(what: &str, name: &str) -> Refused {
     error(
         StatusCode::NOT_FOUND,
         format!("{what} {name:?} not found"),
         None,
     )
-}
-
-fn cluster_error(e: ClusterError) -> Response {
-    let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let field = match &e {
-        ClusterError::Refused(Refusal::InvalidField { field, .. }) => Some(field.as_str()),
-        _ => None,
-    };
-    error(status, e.to_string(), field)
 }
 
 /// Admin tokens are checked against the replicated verifiers, so a token works on every
@@ -244,7 +263,8 @@ async fn require_token(
             StatusCode::UNAUTHORIZED,
             "bearer admin token required",
             None,
-        );
+        )
+        .into_response();
     };
     let verifier = verifier_of(bearer.trim());
     let lookup = |st: &State| {
@@ -261,24 +281,28 @@ async fn require_token(
         axum::http::Method::GET | axum::http::Method::HEAD
     );
     match known {
-        Some((true, _)) => error(StatusCode::UNAUTHORIZED, "this token was revoked", None),
+        Some((true, _)) => {
+            error(StatusCode::UNAUTHORIZED, "this token was revoked", None).into_response()
+        }
         Some((false, true)) if !reading => error(
             StatusCode::FORBIDDEN,
             "this token may only read: changes need an admin token",
             None,
-        ),
+        )
+        .into_response(),
         Some(_) => next.run(request).await,
         None if own => next.run(request).await,
         None => error(
             StatusCode::UNAUTHORIZED,
             "bearer admin token required",
             None,
-        ),
+        )
+        .into_response(),
     }
 }
 
 /// Parses a JSON body; the error names what serde could not read.
-fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
+fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Refused> {
     serde_json::from_slice(body).map_err(|e| {
         error(
             StatusCode::BAD_REQUEST,
@@ -371,24 +395,10 @@ pub(crate) fn new_key() -> anyhow::Result<NewKey> {
     })
 }
 
-/// The replicated form of a secret: lower-case hex SHA-256.
-pub(crate) fn verifier_of(secret: &str) -> String {
-    Sha256::digest(secret.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-fn new_key_or_500() -> Result<NewKey, Response> {
+fn new_key_or_500() -> Result<NewKey, Refused> {
     new_key().map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))
 }
 
-async fn propose(s: &ApiState, op: Op) -> Result<Applied, Response> {
-    s.handle
-        .propose(Command {
-            at_ms: now_ms(),
-            op,
-        })
-        .await
-        .map_err(cluster_error)
+async fn propose(s: &ApiState, op: Op) -> Result<Applied, Refused> {
+    Ok(s.handle.propose_op(op).await?)
 }

@@ -3,7 +3,7 @@
 use axum::body::Bytes;
 use axum::extract::{Path, State as AxumState};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use sluice_cluster::command::Op;
@@ -11,7 +11,7 @@ use sluice_cluster::model::{CapturePort, Node, NodeUrls};
 use sluice_cluster::State;
 use utoipa::ToSchema;
 
-use super::{cluster_error, error, not_found, parse, propose, ApiError, ApiState};
+use super::{error, not_found, parse, propose, Answer, ApiError, ApiState, Refused};
 use crate::support::now_ms;
 
 /// A node as the cluster sees it.
@@ -95,7 +95,7 @@ fn node_view(st: &State, n: &Node, voters: &[u64], leader: Option<u64>, now: i64
     }
 }
 
-async fn read_nodes(s: &ApiState) -> Result<Vec<NodeView>, Response> {
+async fn read_nodes(s: &ApiState) -> Result<Vec<NodeView>, Refused> {
     let metrics = s.handle.raft().metrics().borrow().clone();
     let voters: Vec<u64> = metrics.membership_config.membership().voter_ids().collect();
     let leader = metrics.current_leader;
@@ -108,19 +108,17 @@ async fn read_nodes(s: &ApiState) -> Result<Vec<NodeView>, Response> {
                 .collect()
         })
         .await
-        .map_err(cluster_error)
+        .map_err(Refused::from)
 }
 
 #[utoipa::path(get, path = "/api/v1/nodes", tag = "nodes",
     responses((status = 200, body = NodeList)))]
-pub(super) async fn list(AxumState(s): AxumState<ApiState>) -> Response {
-    match read_nodes(&s).await {
-        Ok(nodes) => Json(NodeList { nodes }).into_response(),
-        Err(r) => r,
-    }
+pub(super) async fn list(AxumState(s): AxumState<ApiState>) -> Answer {
+    let nodes = read_nodes(&s).await?;
+    Ok(Json(NodeList { nodes }).into_response())
 }
 
-fn parse_id(raw: &str, field: &str) -> Result<u64, Response> {
+fn parse_id(raw: &str, field: &str) -> Result<u64, Refused> {
     raw.parse().map_err(|_| {
         error(
             StatusCode::BAD_REQUEST,
@@ -137,23 +135,18 @@ fn parse_id(raw: &str, field: &str) -> Result<u64, Response> {
         (status = 400, body = ApiError),
         (status = 404, body = ApiError),
     ))]
-pub(super) async fn show(AxumState(s): AxumState<ApiState>, Path(id): Path<String>) -> Response {
-    let id = match parse_id(&id, "id") {
-        Ok(id) => id,
-        Err(r) => return r,
-    };
-    match read_nodes(&s).await {
-        Ok(nodes) => match nodes.into_iter().find(|n| n.id == id) {
-            Some(n) => Json(n).into_response(),
-            None => not_found("node", &id.to_string()),
-        },
-        Err(r) => r,
+pub(super) async fn show(AxumState(s): AxumState<ApiState>, Path(id): Path<String>) -> Answer {
+    let id = parse_id(&id, "id")?;
+    let nodes = read_nodes(&s).await?;
+    match nodes.into_iter().find(|n| n.id == id) {
+        Some(n) => Ok(Json(n).into_response()),
+        None => Err(not_found("node", &id.to_string())),
     }
 }
 
 #[utoipa::path(get, path = "/api/v1/capture-ports", tag = "capture ports",
     responses((status = 200, body = CapturePortList)))]
-pub(super) async fn list_ports(AxumState(s): AxumState<ApiState>) -> Response {
+pub(super) async fn list_ports(AxumState(s): AxumState<ApiState>) -> Answer {
     let listed = s
         .handle
         .read_linearizable(|st| {
@@ -163,10 +156,8 @@ pub(super) async fn list_ports(AxumState(s): AxumState<ApiState>) -> Response {
                 .collect::<Vec<_>>()
         })
         .await;
-    match listed {
-        Ok(capture_ports) => Json(CapturePortList { capture_ports }).into_response(),
-        Err(e) => cluster_error(e),
-    }
+    let capture_ports = listed?;
+    Ok(Json(CapturePortList { capture_ports }).into_response())
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -185,7 +176,7 @@ pub(super) struct PortBinding {
     channel: Option<String>,
 }
 
-fn port_path(raw: &(String, String)) -> Result<(u64, u32), Response> {
+fn port_path(raw: &(String, String)) -> Result<(u64, u32), Refused> {
     let node = parse_id(&raw.0, "node")?;
     let device = parse_id(&raw.1, "device")?;
     let device = u32::try_from(device).map_err(|_| {
@@ -198,13 +189,13 @@ fn port_path(raw: &(String, String)) -> Result<(u64, u32), Response> {
     Ok((node, device))
 }
 
-async fn show_port(s: &ApiState, node: u64, device: u32) -> Response {
+async fn show_port(s: &ApiState, node: u64, device: u32) -> Answer {
     match s
         .handle
         .read_local(|st| st.capture_port(node, device).map(|p| port_view(st, p)))
     {
-        Some(p) => Json(p).into_response(),
-        None => not_found("capture port", &format!("{node}/{device}")),
+        Some(p) => Ok(Json(p).into_response()),
+        None => Err(not_found("capture port", &format!("{node}/{device}"))),
     }
 }
 
@@ -224,25 +215,17 @@ pub(super) async fn update_port(
     AxumState(s): AxumState<ApiState>,
     Path(raw): Path<(String, String)>,
     body: Bytes,
-) -> Response {
-    let (node, device) = match port_path(&raw) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    let patch: PortPatch = match parse(&body) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
+) -> Answer {
+    let (node, device) = port_path(&raw)?;
+    let patch: PortPatch = parse(&body)?;
     let op = Op::UpdateCapturePort {
         node,
         device,
         label: patch.label,
         enabled: patch.enabled,
     };
-    match propose(&s, op).await {
-        Ok(_) => show_port(&s, node, device).await,
-        Err(r) => r,
-    }
+    propose(&s, op).await?;
+    show_port(&s, node, device).await
 }
 
 #[utoipa::path(put, path = "/api/v1/capture-ports/{node}/{device}/channel", tag = "capture ports",
@@ -261,24 +244,16 @@ pub(super) async fn bind_port(
     AxumState(s): AxumState<ApiState>,
     Path(raw): Path<(String, String)>,
     body: Bytes,
-) -> Response {
-    let (node, device) = match port_path(&raw) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    let binding: PortBinding = match parse(&body) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
+) -> Answer {
+    let (node, device) = port_path(&raw)?;
+    let binding: PortBinding = parse(&body)?;
     let op = Op::BindCapturePort {
         node,
         device,
         channel: binding.channel,
     };
-    match propose(&s, op).await {
-        Ok(_) => show_port(&s, node, device).await,
-        Err(r) => r,
-    }
+    propose(&s, op).await?;
+    show_port(&s, node, device).await
 }
 
 /// A simulated port's signal, cut or restored (for tests and demos).
@@ -306,34 +281,28 @@ pub(super) async fn simulated_signal(
     AxumState(s): AxumState<ApiState>,
     Path(raw): Path<(String, String)>,
     body: Bytes,
-) -> Response {
-    let (node, device) = match port_path(&raw) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    let wanted: SimulatedSignal = match parse(&body) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
+) -> Answer {
+    let (node, device) = port_path(&raw)?;
+    let wanted: SimulatedSignal = parse(&body)?;
     let holder = s.handle.read_local(|st| {
         st.capture_port(node, device)
             .map(|_| st.nodes.get(&node).map(|n| n.urls.http.clone()))
     });
     let Some(url) = holder else {
-        return not_found("capture port", &format!("{node}/{device}"));
+        return Err(not_found("capture port", &format!("{node}/{device}")));
     };
     if node != s.handle.id() {
-        return error(
+        return Err(error(
             StatusCode::CONFLICT,
             format!(
                 "capture port {node}/{device} is on node {node}: ask it ({})",
                 url.unwrap_or_default()
             ),
             None,
-        );
+        ));
     }
     if let Err(why) = s.sdi.set_simulated_signal(device, wanted.present) {
-        return error(StatusCode::CONFLICT, why, None);
+        return Err(error(StatusCode::CONFLICT, why, None));
     }
     show_port(&s, node, device).await
 }

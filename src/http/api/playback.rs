@@ -10,7 +10,7 @@
 use axum::body::Bytes;
 use axum::extract::{Path, State as AxumState};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use sluice_cluster::command::Op;
@@ -19,7 +19,7 @@ use sluice_cluster::playback::{self, MAX_TOKEN_TTL_S};
 use utoipa::ToSchema;
 
 use super::channels::with_channel;
-use super::{cluster_error, error, parse, propose, ApiState};
+use super::{error, parse, propose, Answer, ApiState, Refused};
 use crate::support::{now_ms, random_hex};
 
 #[derive(Deserialize, ToSchema)]
@@ -66,7 +66,7 @@ pub(super) struct PlaybackKeyList {
 }
 
 /// Proposes a new signing key.
-async fn new_key(s: &ApiState) -> Result<String, Response> {
+async fn new_key(s: &ApiState) -> Result<String, Refused> {
     let (Ok(id), Ok(secret)) = (random_hex(), random_hex()) else {
         return Err(error(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -99,51 +99,48 @@ pub(super) async fn create_token(
     AxumState(s): AxumState<ApiState>,
     Path(name): Path<String>,
     body: Bytes,
-) -> Response {
-    let req: NewPlaybackToken = match parse(&body) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
+) -> Answer {
+    let req: NewPlaybackToken = parse(&body)?;
     if !(1..=MAX_TOKEN_TTL_S).contains(&req.ttl_s) {
-        return error(
+        return Err(error(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!("ttl_s: must be 1 to {MAX_TOKEN_TTL_S} seconds"),
             Some("ttl_s"),
-        );
+        ));
     }
     if let Some(origin) = &req.origin {
         if let Err(why) = playback::validate_origin(origin) {
-            return error(
+            return Err(error(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 format!("origin: {why}"),
                 Some("origin"),
-            );
+            ));
         }
     }
     let pick = |st: &sluice_cluster::State, c: &sluice_cluster::model::Channel| {
         (c.id, st.signing_key().cloned())
     };
-    let (channel, key) = match with_channel(&s, &name, pick).await {
-        Ok((channel, Some(key))) => (channel, key),
-        Ok((_, None)) => {
+    let (channel, key) = match with_channel(&s, &name, pick).await? {
+        (channel, Some(key)) => (channel, key),
+        (_, None) => {
             // The first token of the cluster: make its first key.
-            if let Err(r) = new_key(&s).await {
-                return r;
-            }
-            match with_channel(&s, &name, pick).await {
-                Ok((channel, Some(key))) => (channel, key),
-                Ok((_, None)) => {
-                    return error(StatusCode::CONFLICT, "no playback key to sign with", None)
+            new_key(&s).await?;
+            match with_channel(&s, &name, pick).await? {
+                (channel, Some(key)) => (channel, key),
+                (_, None) => {
+                    return Err(error(
+                        StatusCode::CONFLICT,
+                        "no playback key to sign with",
+                        None,
+                    ))
                 }
-                Err(r) => return r,
             }
         }
-        Err(r) => return r,
     };
     let expires_s = now_ms() / 1000 + req.ttl_s;
     let token = playback::sign(&key, channel, expires_s, req.origin.as_deref());
     tracing::info!(channel = %name, key = %key.key_id, expires_s, "playback token issued");
-    (
+    Ok((
         StatusCode::CREATED,
         Json(PlaybackToken {
             hls_path: format!("/t/{token}/hls/{name}/index.m3u8"),
@@ -153,7 +150,7 @@ pub(super) async fn create_token(
             expires_ms: expires_s * 1000,
         }),
     )
-        .into_response()
+        .into_response())
 }
 
 fn views(keys: &[PlaybackKey], signing: Option<&str>) -> Vec<PlaybackKeyView> {
@@ -169,7 +166,7 @@ fn views(keys: &[PlaybackKey], signing: Option<&str>) -> Vec<PlaybackKeyView> {
 
 #[utoipa::path(get, path = "/api/v1/playback-keys", tag = "playback",
     responses((status = 200, body = PlaybackKeyList)))]
-pub(super) async fn list_keys(AxumState(s): AxumState<ApiState>) -> Response {
+pub(super) async fn list_keys(AxumState(s): AxumState<ApiState>) -> Answer {
     let listed = s
         .handle
         .read_linearizable(|st| {
@@ -178,10 +175,8 @@ pub(super) async fn list_keys(AxumState(s): AxumState<ApiState>) -> Response {
             views(&keys, signing.as_deref())
         })
         .await;
-    match listed {
-        Ok(keys) => Json(PlaybackKeyList { keys }).into_response(),
-        Err(e) => cluster_error(e),
-    }
+    let keys = listed?;
+    Ok(Json(PlaybackKeyList { keys }).into_response())
 }
 
 #[utoipa::path(post, path = "/api/v1/playback-keys", tag = "playback",
@@ -189,13 +184,10 @@ pub(super) async fn list_keys(AxumState(s): AxumState<ApiState>) -> Response {
         (status = 201, description = "The new key signs from now on; older keys still verify until retired", body = PlaybackKeyView),
         (status = 422, body = super::ApiError),
     ))]
-pub(super) async fn rotate(AxumState(s): AxumState<ApiState>) -> Response {
-    let key_id = match new_key(&s).await {
-        Ok(id) => id,
-        Err(r) => return r,
-    };
+pub(super) async fn rotate(AxumState(s): AxumState<ApiState>) -> Answer {
+    let key_id = new_key(&s).await?;
     tracing::info!(key = %key_id, "playback key rotated");
-    (
+    Ok((
         StatusCode::CREATED,
         Json(PlaybackKeyView {
             key_id,
@@ -204,7 +196,7 @@ pub(super) async fn rotate(AxumState(s): AxumState<ApiState>) -> Response {
             signing: true,
         }),
     )
-        .into_response()
+        .into_response())
 }
 
 #[utoipa::path(delete, path = "/api/v1/playback-keys/{id}", tag = "playback",
@@ -213,12 +205,8 @@ pub(super) async fn rotate(AxumState(s): AxumState<ApiState>) -> Response {
         (status = 204, description = "Retired: tokens it signed stop working on every node"),
         (status = 404, body = super::ApiError),
     ))]
-pub(super) async fn retire(AxumState(s): AxumState<ApiState>, Path(id): Path<String>) -> Response {
-    match propose(&s, Op::RetirePlaybackKey { key_id: id.clone() }).await {
-        Ok(_) => {
-            tracing::info!(key = %id, "playback key retired");
-            StatusCode::NO_CONTENT.into_response()
-        }
-        Err(r) => r,
-    }
+pub(super) async fn retire(AxumState(s): AxumState<ApiState>, Path(id): Path<String>) -> Answer {
+    propose(&s, Op::RetirePlaybackKey { key_id: id.clone() }).await?;
+    tracing::info!(key = %id, "playback key retired");
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

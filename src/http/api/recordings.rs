@@ -2,7 +2,7 @@
 
 use axum::extract::{Path, State as AxumState};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use sluice_cluster::command::Op;
@@ -10,7 +10,7 @@ use sluice_cluster::model::{Generation, GenerationState, Recording, RecordingSta
 use utoipa::ToSchema;
 
 use super::channels::with_channel;
-use super::{error, not_found, propose, ApiState};
+use super::{error, not_found, propose, Answer, ApiState, Refused};
 
 /// One recording and where to play or download it (paths on any node).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -51,7 +51,7 @@ fn view(slug: &str, g: &Generation) -> Option<RecordingView> {
 }
 
 /// A generation number from the path: 422 naming it otherwise.
-fn generation_number(text: &str) -> Result<u64, Response> {
+fn generation_number(text: &str) -> Result<u64, Refused> {
     text.parse().map_err(|_| {
         error(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -67,7 +67,7 @@ fn generation_number(text: &str) -> Result<u64, Response> {
         (status = 200, body = RecordingList),
         (status = 404, body = super::ApiError),
     ))]
-pub(super) async fn list(AxumState(s): AxumState<ApiState>, Path(name): Path<String>) -> Response {
+pub(super) async fn list(AxumState(s): AxumState<ApiState>, Path(name): Path<String>) -> Answer {
     let listed = with_channel(&s, &name, |st, c| RecordingList {
         channel: c.slug.clone(),
         recordings: st
@@ -77,10 +77,8 @@ pub(super) async fn list(AxumState(s): AxumState<ApiState>, Path(name): Path<Str
             .unwrap_or_default(),
     })
     .await;
-    match listed {
-        Ok(l) => Json(l).into_response(),
-        Err(r) => r,
-    }
+    let l = listed?;
+    Ok(Json(l).into_response())
 }
 
 #[utoipa::path(get, path = "/api/v1/channels/{name}/recordings/{generation}", tag = "recordings",
@@ -96,19 +94,15 @@ pub(super) async fn list(AxumState(s): AxumState<ApiState>, Path(name): Path<Str
 pub(super) async fn show(
     AxumState(s): AxumState<ApiState>,
     Path((name, generation)): Path<(String, String)>,
-) -> Response {
-    let number = match generation_number(&generation) {
-        Ok(n) => n,
-        Err(r) => return r,
-    };
+) -> Answer {
+    let number = generation_number(&generation)?;
     let found = with_channel(&s, &name, move |st, c| {
         st.generation(c.id, number).and_then(|g| view(&c.slug, g))
     })
-    .await;
+    .await?;
     match found {
-        Ok(Some(v)) => Json(v).into_response(),
-        Ok(None) => not_found("recording", &generation),
-        Err(r) => r,
+        Some(v) => Ok(Json(v).into_response()),
+        None => Err(not_found("recording", &generation)),
     }
 }
 
@@ -126,17 +120,12 @@ pub(super) async fn show(
 pub(super) async fn delete(
     AxumState(s): AxumState<ApiState>,
     Path((name, generation)): Path<(String, String)>,
-) -> Response {
-    let number = match generation_number(&generation) {
-        Ok(n) => n,
-        Err(r) => return r,
-    };
+) -> Answer {
+    let number = generation_number(&generation)?;
     let op = Op::DeleteRecording {
         channel: name,
         generation: number,
     };
-    match propose(&s, op).await {
-        Ok(_) => StatusCode::NO_CONTENT.into_response(),
-        Err(r) => r,
-    }
+    propose(&s, op).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -4,13 +4,13 @@
 use axum::body::Bytes;
 use axum::extract::{Path, State as AxumState};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use sluice_cluster::command::Op;
 use utoipa::ToSchema;
 
-use super::{cluster_error, error, parse, propose, verifier_of, ApiError, ApiState};
+use super::{error, parse, propose, verifier_of, Answer, ApiError, ApiState};
 use crate::support::random_hex;
 
 #[derive(Deserialize, ToSchema)]
@@ -55,19 +55,16 @@ pub(super) struct TokenList {
         (status = 409, description = "A token with this name exists", body = ApiError),
         (status = 422, body = ApiError),
     ))]
-pub(super) async fn create(AxumState(s): AxumState<ApiState>, body: Bytes) -> Response {
-    let req: NewToken = match parse(&body) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
+pub(super) async fn create(AxumState(s): AxumState<ApiState>, body: Bytes) -> Answer {
+    let req: NewToken = parse(&body)?;
     let (token_id, token) = match (random_hex(), random_hex()) {
         (Ok(id), Ok(token)) => (format!("t{}", &id[..12]), format!("st{}", &token[..48])),
         _ => {
-            return error(
+            return Err(error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "no randomness for a token",
                 None,
-            )
+            ))
         }
     };
     let op = Op::CreateAdminToken {
@@ -76,24 +73,22 @@ pub(super) async fn create(AxumState(s): AxumState<ApiState>, body: Bytes) -> Re
         verifier: verifier_of(&token),
         read_only: req.read_only,
     };
-    match propose(&s, op).await {
-        Ok(_) => (
-            StatusCode::CREATED,
-            Json(TokenCreated {
-                token_id,
-                name: req.name,
-                read_only: req.read_only,
-                token,
-            }),
-        )
-            .into_response(),
-        Err(r) => r,
-    }
+    propose(&s, op).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(TokenCreated {
+            token_id,
+            name: req.name,
+            read_only: req.read_only,
+            token,
+        }),
+    )
+        .into_response())
 }
 
 #[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens",
     responses((status = 200, body = TokenList)))]
-pub(super) async fn list(AxumState(s): AxumState<ApiState>) -> Response {
+pub(super) async fn list(AxumState(s): AxumState<ApiState>) -> Answer {
     let listed = s
         .handle
         .read_linearizable(|st| {
@@ -109,10 +104,8 @@ pub(super) async fn list(AxumState(s): AxumState<ApiState>) -> Response {
                 .collect::<Vec<_>>()
         })
         .await;
-    match listed {
-        Ok(tokens) => Json(TokenList { tokens }).into_response(),
-        Err(e) => cluster_error(e),
-    }
+    let tokens = listed?;
+    Ok(Json(TokenList { tokens }).into_response())
 }
 
 #[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "tokens",
@@ -121,9 +114,7 @@ pub(super) async fn list(AxumState(s): AxumState<ApiState>) -> Response {
         (status = 204, description = "Revoked on every node"),
         (status = 404, body = ApiError),
     ))]
-pub(super) async fn revoke(AxumState(s): AxumState<ApiState>, Path(id): Path<String>) -> Response {
-    match propose(&s, Op::RevokeAdminToken { token_id: id }).await {
-        Ok(_) => StatusCode::NO_CONTENT.into_response(),
-        Err(r) => r,
-    }
+pub(super) async fn revoke(AxumState(s): AxumState<ApiState>, Path(id): Path<String>) -> Answer {
+    propose(&s, Op::RevokeAdminToken { token_id: id }).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
