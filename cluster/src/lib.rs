@@ -19,6 +19,7 @@ pub mod model;
 pub mod network;
 pub mod placement;
 pub mod playback;
+pub mod srt_source;
 pub mod state;
 pub mod store;
 pub mod supervisor;

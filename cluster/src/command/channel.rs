@@ -163,11 +163,14 @@ fn validate_ingest(ingest: &Ingest) -> Result<(), Refusal> {
     };
     match ingest {
         Ingest::Push => Ok(()),
-        Ingest::SrtCaller { url } if url_ok(url, &["srt://"]) => Ok(()),
-        Ingest::SrtCaller { .. } => Err(Refusal::invalid(
+        Ingest::SrtCaller { url } if !url_ok(url, &["srt://"]) => Err(Refusal::invalid(
             "ingest.url",
             "must be an srt:// URL without spaces",
         )),
+        // What the pulling node will read: a URL it could not call is refused here.
+        Ingest::SrtCaller { url } => crate::srt_source::SrtSource::parse(url)
+            .map(|_| ())
+            .map_err(|why| Refusal::invalid("ingest.url", why)),
         Ingest::HlsPull { url } if url_ok(url, &["http://", "https://"]) => Ok(()),
         Ingest::HlsPull { .. } => Err(Refusal::invalid(
             "ingest.url",

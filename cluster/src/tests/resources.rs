@@ -441,6 +441,20 @@ fn channels_are_not_created_with_an_sdi_ingest_or_a_bad_pull_url() {
         s.apply(&with_ingest(Ingest::SrtCaller { url: "http://x".into() })),
         Err(Refusal::InvalidField { field, .. }) if field == "ingest.url"
     ));
+    // A URL a node could not call: refused here, not found out by the pulling node.
+    for (url, says) in [
+        ("srt://venue", "port"),
+        ("srt://venue:9000?passphrase=short", "passphrase"),
+        ("srt://venue:9000?mode=listener", "caller"),
+    ] {
+        match s.apply(&with_ingest(Ingest::SrtCaller { url: url.into() })) {
+            Err(Refusal::InvalidField { field, reason }) => {
+                assert_eq!(field, "ingest.url");
+                assert!(reason.contains(says), "{url}: {reason}");
+            }
+            other => panic!("{url}: {other:?}"),
+        }
+    }
     assert!(matches!(
         s.apply(&with_ingest(Ingest::HlsPull { url: "https://a b".into() })),
         Err(Refusal::InvalidField { field, .. }) if field == "ingest.url"
