@@ -270,172 +270,170 @@ impl Metrics {
         let Ok(channels) = self.channels.lock() else {
             return out;
         };
-        let family = |out: &mut String, name: &str, kind: &str, help: &str| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        };
         // One line per channel for each per-channel family.
-        let mut per_channel =
-            |name: &str, kind: &str, help: &str, value: &dyn Fn(&ChannelCounters) -> u64| {
-                family(&mut out, name, kind, help);
-                for (channel, c) in channels.iter() {
-                    let channel = label(channel);
-                    let _ = writeln!(out, "{name}{{channel=\"{channel}\"}} {}", value(c));
-                }
-            };
-        let rate_cutoff = now.checked_sub(Duration::from_secs(5)).unwrap_or(now);
-        per_channel(
-            "sluice_ingest_bytes_total",
-            "counter",
-            "Media bytes received per channel.",
-            &|c| c.ingest_bytes,
-        );
-        per_channel(
-            "sluice_ingest_frames_total",
-            "counter",
-            "Frames received per channel.",
-            &|c| c.ingest_frames,
-        );
-        per_channel(
-            "sluice_ingest_ts_continuity_errors_total",
-            "counter",
-            "MPEG-TS continuity-counter gaps (lost packets) in SRT input per channel.",
-            &|c| c.ts_continuity_errors,
-        );
-        per_channel(
-            "sluice_ingest_ts_skipped_bytes_total",
-            "counter",
-            "Bytes of SRT input skipped because they were not MPEG-TS packets.",
-            &|c| c.ts_skipped_bytes,
-        );
-        per_channel(
-            "sluice_pull_connections_total",
-            "counter",
-            "Connections this node opened to a pulled channel's source.",
-            &|c| c.pull_connections,
-        );
-        per_channel(
-            "sluice_pull_failures_total",
-            "counter",
-            "Failed attempts to connect to a pulled channel's source.",
-            &|c| c.pull_failures,
-        );
-        per_channel(
-            "sluice_ingest_bits_per_second",
-            "gauge",
-            "Ingest bit rate over the last 5 s.",
-            &|c| {
-                let bytes: u64 = c
-                    .rate_window
-                    .iter()
-                    .filter(|(t, _)| *t >= rate_cutoff)
-                    .map(|(_, b)| b)
-                    .sum();
-                bytes * 8 / 5
-            },
-        );
-        per_channel(
-            "sluice_viewers",
-            "gauge",
-            "Distinct viewer sessions per channel in the last 30 s.",
-            &|c| {
-                c.viewers
-                    .values()
-                    .filter(|seen| now.duration_since(**seen) < VIEWER_WINDOW)
-                    .count() as u64
-            },
-        );
+        for (name, kind, help, value) in channel_families() {
+            family(&mut out, name, kind, help);
+            for (channel, c) in channels.iter() {
+                let channel = label(channel);
+                let _ = writeln!(out, "{name}{{channel=\"{channel}\"}} {}", value(c, now));
+            }
+        }
         drop(channels);
+        self.render_publish_delay(&mut out);
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let node_families: [NodeFamily<'_>; 5] = [
+            (
+                "sluice_playlist_requests_total",
+                "counter",
+                "Media playlist requests.",
+                &[
+                    ("{kind=\"plain\"}", &self.playlist_plain),
+                    ("{kind=\"blocking\"}", &self.playlist_blocking),
+                ],
+            ),
+            (
+                "sluice_blocking_waiters",
+                "gauge",
+                "Requests held until a playlist or part exists.",
+                &[("", &self.blocking_waiters)],
+            ),
+            (
+                "sluice_spool_errors_total",
+                "counter",
+                "Spool disk writes that failed.",
+                &[("", &self.spool_errors)],
+            ),
+            (
+                "sluice_recording_failures_total",
+                "counter",
+                "Recordings that failed because a disk write failed.",
+                &[("", &self.recording_failures)],
+            ),
+            (
+                "sluice_pulled_requests_total",
+                "counter",
+                "Requests from edges and other nodes pulling through this node.",
+                &[
+                    ("{kind=\"object\"}", &self.pulled_objects),
+                    ("{kind=\"playlist\"}", &self.pulled_playlists),
+                ],
+            ),
+        ];
+        for (name, kind, help, series) in node_families {
+            family(&mut out, name, kind, help);
+            for (labels, value) in series {
+                let _ = writeln!(out, "{name}{labels} {}", load(value));
+            }
+        }
+        out
+    }
+
+    /// The part publish delay histogram.
+    fn render_publish_delay(&self, out: &mut String) {
+        let name = "sluice_part_publish_delay_seconds";
         family(
-            &mut out,
-            "sluice_part_publish_delay_seconds",
+            out,
+            name,
             "histogram",
             "From the arrival of the frame that completes a part to the part being servable.",
         );
         for (bucket, bound) in self.delay_buckets.iter().zip(DELAY_BUCKETS) {
             let _ = writeln!(
                 out,
-                "sluice_part_publish_delay_seconds_bucket{{le=\"{bound}\"}} {}",
+                "{name}_bucket{{le=\"{bound}\"}} {}",
                 bucket.load(Ordering::Relaxed)
             );
         }
         let count = self.delay_count.load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "sluice_part_publish_delay_seconds_bucket{{le=\"+Inf\"}} {count}"
-        );
-        let _ = writeln!(
-            out,
-            "sluice_part_publish_delay_seconds_sum {}",
-            self.delay_sum_us.load(Ordering::Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(out, "sluice_part_publish_delay_seconds_count {count}");
-        family(
-            &mut out,
-            "sluice_playlist_requests_total",
-            "counter",
-            "Media playlist requests.",
-        );
-        let _ = writeln!(
-            out,
-            "sluice_playlist_requests_total{{kind=\"plain\"}} {}",
-            self.playlist_plain.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "sluice_playlist_requests_total{{kind=\"blocking\"}} {}",
-            self.playlist_blocking.load(Ordering::Relaxed)
-        );
-        family(
-            &mut out,
-            "sluice_blocking_waiters",
-            "gauge",
-            "Requests held until a playlist or part exists.",
-        );
-        let _ = writeln!(
-            out,
-            "sluice_blocking_waiters {}",
-            self.blocking_waiters.load(Ordering::Relaxed)
-        );
-        family(
-            &mut out,
-            "sluice_spool_errors_total",
-            "counter",
-            "Spool disk writes that failed.",
-        );
-        let _ = writeln!(
-            out,
-            "sluice_spool_errors_total {}",
-            self.spool_errors.load(Ordering::Relaxed)
-        );
-        family(
-            &mut out,
-            "sluice_recording_failures_total",
-            "counter",
-            "Recordings that failed because a disk write failed.",
-        );
-        let _ = writeln!(
-            out,
-            "sluice_recording_failures_total {}",
-            self.recording_failures.load(Ordering::Relaxed)
-        );
-        family(
-            &mut out,
-            "sluice_pulled_requests_total",
-            "counter",
-            "Requests from edges and other nodes pulling through this node.",
-        );
-        for (kind, c) in [
-            ("object", &self.pulled_objects),
-            ("playlist", &self.pulled_playlists),
-        ] {
-            let _ = writeln!(
-                out,
-                "sluice_pulled_requests_total{{kind=\"{kind}\"}} {}",
-                c.load(Ordering::Relaxed)
-            );
-        }
-        out
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = self.delay_sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}");
+        let _ = writeln!(out, "{name}_count {count}");
     }
+}
+
+/// A family's `HELP` and `TYPE` lines.
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// A node-wide family: name, type, help, and its series (labels and counter).
+type NodeFamily<'a> = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'a [(&'static str, &'a AtomicU64)],
+);
+
+/// One channel's value of a per-channel family, at `now`.
+type ChannelValue = fn(&ChannelCounters, Instant) -> u64;
+
+/// The per-channel families: name, type, help and how to read a channel's value.
+fn channel_families() -> [(&'static str, &'static str, &'static str, ChannelValue); 8] {
+    [
+        (
+            "sluice_ingest_bytes_total",
+            "counter",
+            "Media bytes received per channel.",
+            |c, _| c.ingest_bytes,
+        ),
+        (
+            "sluice_ingest_frames_total",
+            "counter",
+            "Frames received per channel.",
+            |c, _| c.ingest_frames,
+        ),
+        (
+            "sluice_ingest_ts_continuity_errors_total",
+            "counter",
+            "MPEG-TS continuity-counter gaps (lost packets) in SRT input per channel.",
+            |c, _| c.ts_continuity_errors,
+        ),
+        (
+            "sluice_ingest_ts_skipped_bytes_total",
+            "counter",
+            "Bytes of SRT input skipped because they were not MPEG-TS packets.",
+            |c, _| c.ts_skipped_bytes,
+        ),
+        (
+            "sluice_pull_connections_total",
+            "counter",
+            "Connections this node opened to a pulled channel's source.",
+            |c, _| c.pull_connections,
+        ),
+        (
+            "sluice_pull_failures_total",
+            "counter",
+            "Failed attempts to connect to a pulled channel's source.",
+            |c, _| c.pull_failures,
+        ),
+        (
+            "sluice_ingest_bits_per_second",
+            "gauge",
+            "Ingest bit rate over the last 5 s.",
+            |c, now| {
+                let cutoff = now.checked_sub(Duration::from_secs(5)).unwrap_or(now);
+                let bytes: u64 = c
+                    .rate_window
+                    .iter()
+                    .filter(|(t, _)| *t >= cutoff)
+                    .map(|(_, b)| b)
+                    .sum();
+                bytes * 8 / 5
+            },
+        ),
+        (
+            "sluice_viewers",
+            "gauge",
+            "Distinct viewer sessions per channel in the last 30 s.",
+            |c, now| {
+                c.viewers
+                    .values()
+                    .filter(|seen| now.duration_since(**seen) < VIEWER_WINDOW)
+                    .count() as u64
+            },
+        ),
+    ]
 }
 
 /// The pull-through (edge) families: cache hits and misses, upstream requests by

@@ -65,11 +65,158 @@ fn check_file(out: &mut Vec<Problem>, key: &str, path: Option<&Path>) {
 /// secret and certificate files can be read (they exist only where the node runs).
 pub(crate) fn check(c: &Config, files: bool) -> Vec<Problem> {
     let mut out = Vec::new();
+    check_name(&mut out, c);
+    check_ports(&mut out, c);
+    check_url(&mut out, "join", c.join.as_deref());
+    check_url(
+        &mut out,
+        "advertise_cluster",
+        c.advertise_cluster.as_deref(),
+    );
+    check_url(&mut out, "advertise_http", c.advertise_http.as_deref());
+    check_cluster_secret(&mut out, c);
+    for (key, value, min, max) in ranges(c) {
+        check_range(&mut out, key, value, min, max);
+    }
+    check_rtmp_app(&mut out, c);
+    if !c.hlsjs_url.starts_with('/') {
+        check_url(&mut out, "hlsjs_url", Some(&c.hlsjs_url));
+    }
+    check_tls(&mut out, c);
+    for (key, value, min, max) in limit_ranges(&c.limits) {
+        check_range(&mut out, key, value, min, max);
+    }
+    check_cluster_tls(&mut out, c);
+    check_public_host(&mut out, c);
+    if files {
+        for (key, path) in [
+            ("cluster_secret_file", &c.cluster_secret_file),
+            ("tls_cert", &c.tls_cert),
+            ("tls_key", &c.tls_key),
+            ("cluster_tls_cert", &c.cluster_tls_cert),
+            ("cluster_tls_key", &c.cluster_tls_key),
+            ("cluster_ca", &c.cluster_ca),
+        ] {
+            check_file(&mut out, key, path.as_deref());
+        }
+    }
+    out
+}
+
+/// Every numeric key with the range it must be in: (key, value, min, max).
+fn ranges(c: &Config) -> [(&'static str, i128, i128, i128); 9] {
+    [
+        ("lease_ttl_ms", c.lease_ttl_ms.into(), 1_000, 120_000),
+        (
+            "reconnect_grace_ms",
+            c.reconnect_grace_ms.into(),
+            0,
+            86_400_000,
+        ),
+        (
+            "edge_upstream_timeout_ms",
+            c.edge_upstream_timeout_ms.into(),
+            1_000,
+            600_000,
+        ),
+        (
+            "edge_cache_bytes",
+            c.edge_cache_bytes.into(),
+            1 << 20,
+            1 << 40,
+        ),
+        (
+            "publisher_timeout_ms",
+            c.publisher_timeout_ms.into(),
+            1_000,
+            600_000,
+        ),
+        ("srt_latency_ms", c.srt_latency_ms.into(), 20, 8_000),
+        (
+            "spool_retention_s",
+            c.spool_retention_s.into(),
+            10,
+            31_536_000,
+        ),
+        (
+            "sdi.simulated_ports",
+            c.sdi.simulated_ports.into(),
+            0,
+            crate::sdi::MAX_SIMULATED.into(),
+        ),
+        (
+            "spool_prune_interval_s",
+            c.spool_prune_interval_s.into(),
+            1,
+            3_600,
+        ),
+    ]
+}
+
+/// The `[limits]` table's keys with their ranges.
+fn limit_ranges(l: &crate::limits::LimitsConfig) -> [(&'static str, i128, i128, i128); 8] {
+    [
+        (
+            "limits.connections_per_ip",
+            l.connections_per_ip.into(),
+            1,
+            1_000_000,
+        ),
+        (
+            "limits.publishers_per_node",
+            l.publishers_per_node.into(),
+            1,
+            100_000,
+        ),
+        (
+            "limits.failed_publishes_per_ip_per_minute",
+            l.failed_publishes_per_ip_per_minute.into(),
+            1,
+            100_000,
+        ),
+        (
+            "limits.http_max_header_bytes",
+            l.http_max_header_bytes.into(),
+            8_192,
+            1 << 20,
+        ),
+        (
+            "limits.http_max_body_bytes",
+            l.http_max_body_bytes.into(),
+            4_096,
+            1 << 30,
+        ),
+        (
+            "limits.http_idle_timeout_ms",
+            l.http_idle_timeout_ms.into(),
+            1_000,
+            3_600_000,
+        ),
+        (
+            "limits.slow_client_timeout_ms",
+            l.slow_client_timeout_ms.into(),
+            1_000,
+            3_600_000,
+        ),
+        (
+            "limits.blocking_requests_per_client",
+            l.blocking_requests_per_client.into(),
+            1,
+            1_000_000,
+        ),
+    ]
+}
+
+fn check_name(out: &mut Vec<Problem>, c: &Config) {
     if let Some(name) = &c.name {
         if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
             out.push(problem("name", "must be 1 to 64 printable characters"));
         }
     }
+}
+
+/// No two TCP listeners on one port.
+fn check_ports(out: &mut Vec<Problem>, c: &Config) {
     let tcp = [("http", c.http), ("cluster", c.cluster), ("rtmp", c.rtmp)];
     for (i, (a_key, a)) in tcp.iter().enumerate() {
         for (b_key, b) in &tcp[i + 1..] {
@@ -81,13 +228,10 @@ pub(crate) fn check(c: &Config, files: bool) -> Vec<Problem> {
             }
         }
     }
-    check_url(&mut out, "join", c.join.as_deref());
-    check_url(
-        &mut out,
-        "advertise_cluster",
-        c.advertise_cluster.as_deref(),
-    );
-    check_url(&mut out, "advertise_http", c.advertise_http.as_deref());
+}
+
+/// A node that joins, or waits to be added, needs the cluster's secret.
+fn check_cluster_secret(out: &mut Vec<Problem>, c: &Config) {
     if c.join.is_some() && c.cluster_secret_file.is_none() {
         out.push(problem(
             "cluster_secret_file",
@@ -100,69 +244,9 @@ pub(crate) fn check(c: &Config, files: bool) -> Vec<Problem> {
             "bootstrap = false needs the cluster's secret to be added later",
         ));
     }
-    check_range(
-        &mut out,
-        "lease_ttl_ms",
-        c.lease_ttl_ms.into(),
-        1_000,
-        120_000,
-    );
-    check_range(
-        &mut out,
-        "reconnect_grace_ms",
-        c.reconnect_grace_ms.into(),
-        0,
-        86_400_000,
-    );
-    check_range(
-        &mut out,
-        "edge_upstream_timeout_ms",
-        c.edge_upstream_timeout_ms.into(),
-        1_000,
-        600_000,
-    );
-    check_range(
-        &mut out,
-        "edge_cache_bytes",
-        c.edge_cache_bytes.into(),
-        1 << 20,
-        1 << 40,
-    );
-    check_range(
-        &mut out,
-        "publisher_timeout_ms",
-        c.publisher_timeout_ms.into(),
-        1_000,
-        600_000,
-    );
-    check_range(
-        &mut out,
-        "srt_latency_ms",
-        c.srt_latency_ms.into(),
-        20,
-        8_000,
-    );
-    check_range(
-        &mut out,
-        "spool_retention_s",
-        c.spool_retention_s.into(),
-        10,
-        31_536_000,
-    );
-    check_range(
-        &mut out,
-        "sdi.simulated_ports",
-        c.sdi.simulated_ports.into(),
-        0,
-        crate::sdi::MAX_SIMULATED.into(),
-    );
-    check_range(
-        &mut out,
-        "spool_prune_interval_s",
-        c.spool_prune_interval_s.into(),
-        1,
-        3_600,
-    );
+}
+
+fn check_rtmp_app(out: &mut Vec<Problem>, c: &Config) {
     let app_ok = (1..=64).contains(&c.rtmp_app.len())
         && c.rtmp_app
             .bytes()
@@ -173,9 +257,9 @@ pub(crate) fn check(c: &Config, files: bool) -> Vec<Problem> {
             "must be 1 to 64 characters of A-Z, a-z, 0-9, '-' and '_'",
         ));
     }
-    if !c.hlsjs_url.starts_with('/') {
-        check_url(&mut out, "hlsjs_url", Some(&c.hlsjs_url));
-    }
+}
+
+fn check_tls(out: &mut Vec<Problem>, c: &Config) {
     if c.tls_cert.is_some() != c.tls_key.is_some() {
         out.push(problem("tls_key", "tls_cert and tls_key go together"));
     }
@@ -185,59 +269,9 @@ pub(crate) fn check(c: &Config, files: bool) -> Vec<Problem> {
             "RTMPS needs tls_cert and tls_key (the certificate encoders see)",
         ));
     }
-    let l = &c.limits;
-    for (key, value, min, max) in [
-        (
-            "limits.connections_per_ip",
-            u64::from(l.connections_per_ip),
-            1,
-            1_000_000,
-        ),
-        (
-            "limits.publishers_per_node",
-            u64::from(l.publishers_per_node),
-            1,
-            100_000,
-        ),
-        (
-            "limits.failed_publishes_per_ip_per_minute",
-            u64::from(l.failed_publishes_per_ip_per_minute),
-            1,
-            100_000,
-        ),
-        (
-            "limits.http_max_header_bytes",
-            u64::from(l.http_max_header_bytes),
-            8_192,
-            1 << 20,
-        ),
-        (
-            "limits.http_max_body_bytes",
-            u64::from(l.http_max_body_bytes),
-            4_096,
-            1 << 30,
-        ),
-        (
-            "limits.http_idle_timeout_ms",
-            l.http_idle_timeout_ms,
-            1_000,
-            3_600_000,
-        ),
-        (
-            "limits.slow_client_timeout_ms",
-            l.slow_client_timeout_ms,
-            1_000,
-            3_600_000,
-        ),
-        (
-            "limits.blocking_requests_per_client",
-            u64::from(l.blocking_requests_per_client),
-            1,
-            1_000_000,
-        ),
-    ] {
-        check_range(&mut out, key, value.into(), min, max);
-    }
+}
+
+fn check_cluster_tls(out: &mut Vec<Problem>, c: &Config) {
     let cluster_tls = [&c.cluster_tls_cert, &c.cluster_tls_key, &c.cluster_ca];
     if cluster_tls.iter().any(|f| f.is_some()) && !cluster_tls.iter().all(|f| f.is_some()) {
         out.push(problem(
@@ -245,6 +279,9 @@ pub(crate) fn check(c: &Config, files: bool) -> Vec<Problem> {
             "cluster_tls_cert, cluster_tls_key and cluster_ca go together",
         ));
     }
+}
+
+fn check_public_host(out: &mut Vec<Problem>, c: &Config) {
     if let Some(host) = &c.public_host {
         if host.is_empty() || host.contains('/') || host.contains(char::is_whitespace) {
             out.push(problem(
@@ -253,19 +290,6 @@ pub(crate) fn check(c: &Config, files: bool) -> Vec<Problem> {
             ));
         }
     }
-    if files {
-        check_file(
-            &mut out,
-            "cluster_secret_file",
-            c.cluster_secret_file.as_deref(),
-        );
-        check_file(&mut out, "tls_cert", c.tls_cert.as_deref());
-        check_file(&mut out, "tls_key", c.tls_key.as_deref());
-        check_file(&mut out, "cluster_tls_cert", c.cluster_tls_cert.as_deref());
-        check_file(&mut out, "cluster_tls_key", c.cluster_tls_key.as_deref());
-        check_file(&mut out, "cluster_ca", c.cluster_ca.as_deref());
-    }
-    out
 }
 
 /// Reads and checks a configuration file: its problems (an unknown key or a value of
