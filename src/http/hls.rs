@@ -333,27 +333,9 @@ async fn media_playlist(
 ) -> Response {
     let directives = match Directives::parse(query.as_deref().unwrap_or("")) {
         Ok(d) => d,
-        Err(e) => {
-            return respond(
-                StatusCode::BAD_REQUEST,
-                "public, max-age=1",
-                "text/plain; charset=utf-8",
-                format!("{e}\n"),
-            )
-        }
+        Err(e) => return bad_request(&e.to_string()),
     };
-    let metrics = s.origins.metrics();
-    if parts.headers.contains_key(EDGE_HEADER) {
-        metrics.pulled(true);
-    } else {
-        metrics.playlist_request(directives.is_blocking());
-        // Only a channel that exists gets a series: a name is the viewer's to choose.
-        if s.handle
-            .read_local(|st| st.channel_by_slug(&channel).is_some())
-        {
-            metrics.viewer(&channel, session_of(&parts), Instant::now());
-        }
-    }
+    count_playlist_request(&s, &parts, &channel, &directives);
     // Held requests are limited per address (other nodes' signed pulls are not: one
     // of them stands for many viewers).
     let _held = match parts.extensions.get::<ConnectInfo<SocketAddr>>() {
@@ -373,43 +355,78 @@ async fn media_playlist(
     let (Some(origin), true) = (origin, rendition == RENDITION) else {
         return not_found("playlist");
     };
-    let td = target_duration(&origin);
+    local_playlist(&s, &parts, &channel, &key, &origin, &directives).await
+}
+
+fn bad_request(why: &str) -> Response {
+    respond(
+        StatusCode::BAD_REQUEST,
+        "public, max-age=1",
+        "text/plain; charset=utf-8",
+        format!("{why}\n"),
+    )
+}
+
+/// Counts a media playlist request, and the viewer behind it (not another node's pull).
+fn count_playlist_request(s: &HlsState, parts: &Parts, channel: &str, directives: &Directives) {
+    let metrics = s.origins.metrics();
+    if parts.headers.contains_key(EDGE_HEADER) {
+        metrics.pulled(true);
+        return;
+    }
+    metrics.playlist_request(directives.is_blocking());
+    // Only a channel that exists gets a series: a name is the viewer's to choose.
+    if s.handle
+        .read_local(|st| st.channel_by_slug(channel).is_some())
+    {
+        metrics.viewer(channel, session_of(parts), Instant::now());
+    }
+}
+
+/// What this node's spool answers a playlist request with now.
+fn playlist_answer(sp: &crate::origin::spool::Spool, directives: &Directives) -> Answer {
+    match sp.playlist() {
+        // The generation went on elsewhere while this request waited here.
+        Some(p) if sp.ended && !p.is_ended() => Answer::Moved,
+        None if sp.ended => Answer::Missing,
+        None => Answer::Wait,
+        Some(p) => match blocking::decide(p, directives) {
+            Decision::Ready => match sp.rendered(directives.skip) {
+                Some(text) => Answer::Render(text),
+                None => Answer::Wait,
+            },
+            Decision::Wait => Answer::Wait,
+            Decision::BadRequest(why) => Answer::Bad(why),
+        },
+    }
+}
+
+/// A playlist this node packages: at once, or held until what the request asks for
+/// exists (at most 3 target durations), or pulled from where the generation moved.
+async fn local_playlist(
+    s: &HlsState,
+    parts: &Parts,
+    channel: &str,
+    key: &str,
+    origin: &ChannelOrigin,
+    directives: &Directives,
+) -> Response {
+    let td = target_duration(origin);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(u64::from(td) * 3);
     let mut changes = origin.subscribe();
     let mut waiting_guard = None;
     loop {
-        let answer = origin.read(|sp| match sp.playlist() {
-            // The generation went on elsewhere while this request waited here.
-            Some(p) if sp.ended && !p.is_ended() => Answer::Moved,
-            None if sp.ended => Answer::Missing,
-            None => Answer::Wait,
-            Some(p) => match blocking::decide(p, &directives) {
-                Decision::Ready => match sp.rendered(directives.skip) {
-                    Some(text) => Answer::Render(text),
-                    None => Answer::Wait,
-                },
-                Decision::Wait => Answer::Wait,
-                Decision::BadRequest(why) => Answer::Bad(why),
-            },
-        });
-        match answer {
+        match origin.read(|sp| playlist_answer(sp, directives)) {
             Answer::Moved => {
-                if let Some(pulled) = pull_playlist(&s, &parts, &channel, &key).await {
+                if let Some(pulled) = pull_playlist(s, parts, channel, key).await {
                     return pulled;
                 }
                 // Back here already: wait for this node's new packaging loop.
             }
             Answer::Missing => return not_found("playlist"),
-            Answer::Bad(why) => {
-                return respond(
-                    StatusCode::BAD_REQUEST,
-                    "public, max-age=1",
-                    "text/plain; charset=utf-8",
-                    format!("{why}\n"),
-                )
-            }
+            Answer::Bad(why) => return bad_request(why),
             Answer::Render(text) => {
-                let td = target_duration(&origin);
+                let td = target_duration(origin);
                 let cache = if directives.is_blocking() {
                     format!("public, max-age={}", td * 6)
                 } else {
@@ -422,7 +439,7 @@ async fn media_playlist(
             Answer::Wait => {}
         }
         if waiting_guard.is_none() {
-            waiting_guard = Some(metrics.waiting());
+            waiting_guard = Some(s.origins.metrics().waiting());
         }
         match tokio::time::timeout_at(deadline, changes.changed()).await {
             Ok(Ok(())) => {}

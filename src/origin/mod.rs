@@ -453,9 +453,60 @@ impl Origins {
         slug: &str,
         ll_hls: LlHlsSettings,
     ) -> Result<Publisher, PublishRefused> {
+        let claim = self.claim(origin, slug).await?;
+        self.wait_until_claim_applied(origin, claim.number).await;
+        let (tx, rx) = mpsc::channel(FEED_QUEUE);
+        let mut pipeline = origin.pipeline.lock().await;
+        let mut rx = Some(rx);
+        if let Some(p) = pipeline.as_ref().filter(|p| p.generation == claim.number) {
+            if let Some(feed) = rx.take() {
+                if let Err(mpsc::error::SendError(back)) = p.publishers.send(feed).await {
+                    rx = Some(back);
+                }
+            }
+        }
+        if let Some(feed) = rx {
+            // A new generation, or one resumed here after another node (or this one
+            // before a restart) held it: continue after the last reported segment.
+            let plan = self.plan(origin, &claim, ll_hls);
+            if let Some(old) = pipeline.take() {
+                old.task.abort();
+            }
+            origin.write(|s| *s = Spool::new(claim.number, plan.first_msn));
+            origin.notify();
+            let (publishers, publishers_rx) = mpsc::channel(4);
+            let _ = publishers.send(feed).await;
+            let task = tokio::spawn(pipeline::run(
+                self.clone(),
+                origin.clone(),
+                plan,
+                publishers_rx,
+            ));
+            *pipeline = Some(PipelineHandle {
+                generation: claim.number,
+                publishers,
+                task,
+            });
+        }
+        tracing::info!(
+            channel = slug,
+            generation = claim.number,
+            resumed = claim.resumed,
+            "publisher accepted"
+        );
+        Ok(Publisher {
+            channel: slug.to_string(),
+            generation: claim.number,
+            tx,
+            draining: self.draining.subscribe(),
+        })
+    }
+
+    /// Claims the channel for this node. A node that just started may not have
+    /// registered its lease yet, and the node this publisher just left may not have let
+    /// the channel go yet: both are waited for, a bounded time.
+    async fn claim(&self, origin: &ChannelOrigin, slug: &str) -> Result<Claim, PublishRefused> {
         let me = self.handle.id();
-        // A node that just started may not have registered its lease yet, and the node
-        // this publisher just left may not have let the channel go yet.
         let lease_deadline = tokio::time::Instant::now() + LEASE_WAIT;
         let release_deadline = tokio::time::Instant::now() + RELEASE_WAIT;
         let claimed = loop {
@@ -485,25 +536,31 @@ impl Origins {
                 other => break other,
             }
         };
-        let (number, resumed, last_msn) = match claimed {
+        match claimed {
             Ok(Applied::Claimed {
                 number,
                 resumed,
                 last_msn,
-            }) => (number, resumed, last_msn),
-            Ok(other) => {
-                return Err(PublishRefused::Cluster(format!(
-                    "unexpected answer {other:?}"
-                )))
-            }
+            }) => Ok(Claim {
+                number,
+                resumed,
+                last_msn,
+            }),
+            Ok(other) => Err(PublishRefused::Cluster(format!(
+                "unexpected answer {other:?}"
+            ))),
             Err(ClusterError::Refused(Refusal::ChannelAlreadyLive { channel, origin })) => {
-                return Err(PublishRefused::AlreadyLive { channel, origin })
+                Err(PublishRefused::AlreadyLive { channel, origin })
             }
-            Err(e) => return Err(PublishRefused::Cluster(e.to_string())),
-        };
-        // The claim is committed; this node's copy of the state may apply it a moment
-        // later. The packaging loop reads that copy to see whether the generation is
-        // still its own, so it starts once the copy shows the claim.
+            Err(e) => Err(PublishRefused::Cluster(e.to_string())),
+        }
+    }
+
+    /// The claim is committed; this node's copy of the state may apply it a moment
+    /// later. The packaging loop reads that copy to see whether the generation is still
+    /// its own, so it starts once the copy shows the claim.
+    async fn wait_until_claim_applied(&self, origin: &ChannelOrigin, number: u64) {
+        let me = self.handle.id();
         let applied_by = tokio::time::Instant::now() + CLAIM_APPLY_WAIT;
         while tokio::time::Instant::now() < applied_by {
             let shows_claim = self.handle.read_local(|s| {
@@ -515,82 +572,51 @@ impl Origins {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let (tx, rx) = mpsc::channel(FEED_QUEUE);
-        let mut pipeline = origin.pipeline.lock().await;
-        let mut rx = Some(rx);
-        if let Some(p) = pipeline.as_ref().filter(|p| p.generation == number) {
-            if let Some(feed) = rx.take() {
-                if let Err(mpsc::error::SendError(back)) = p.publishers.send(feed).await {
-                    rx = Some(back);
-                }
-            }
-        }
-        if let Some(feed) = rx {
-            // A new generation, or one resumed here after another node (or this one
-            // before a restart) held it: continue after the last reported segment.
-            let first_msn = last_msn.map_or(0, |m| m + 1);
-            let (recording, resume_at_us, earlier) = self.handle.read_local(|s| {
-                let media = s
-                    .generation(origin.id, number)
-                    .filter(|_| resumed)
-                    .map(|g| &g.media);
-                (
-                    s.channels.get(&origin.id).is_some_and(|c| c.recording),
-                    media.and_then(|m| m.timeline_end_us),
-                    // Only the run of the segment the claim continues after: a copy
-                    // of the state that lags behind it has an older report's run,
-                    // whose number may not be the one players saw.
-                    media
-                        .and_then(|m| m.discontinuity)
-                        .filter(|d| Some(d.at_msn) == last_msn)
-                        .map(|d| Discontinuity {
-                            number: d.number,
-                            from_msn: d.from_msn,
-                        }),
-                )
-            });
-            let plan = pipeline::Plan {
-                recording,
-                resume_at_us,
-                earlier,
-                generation: number,
-                first_msn,
-                first_init_index: if resumed { first_msn as u32 } else { 0 },
-                resumed,
-                ll_hls,
-            };
-            if let Some(old) = pipeline.take() {
-                old.task.abort();
-            }
-            origin.write(|s| *s = Spool::new(number, first_msn));
-            origin.notify();
-            let (publishers, publishers_rx) = mpsc::channel(4);
-            let _ = publishers.send(feed).await;
-            let task = tokio::spawn(pipeline::run(
-                self.clone(),
-                origin.clone(),
-                plan,
-                publishers_rx,
-            ));
-            *pipeline = Some(PipelineHandle {
-                generation: number,
-                publishers,
-                task,
-            });
-        }
-        tracing::info!(
-            channel = slug,
-            generation = number,
-            resumed,
-            "publisher accepted"
-        );
-        Ok(Publisher {
-            channel: slug.to_string(),
-            generation: number,
-            tx,
-            draining: self.draining.subscribe(),
-        })
     }
+
+    /// What a new packaging loop for `claim` starts from: after the last segment the
+    /// generation reported, with its timeline and the earlier origin's discontinuity.
+    fn plan(&self, origin: &ChannelOrigin, claim: &Claim, ll_hls: LlHlsSettings) -> pipeline::Plan {
+        let first_msn = claim.last_msn.map_or(0, |m| m + 1);
+        let (recording, resume_at_us, earlier) = self.handle.read_local(|s| {
+            let media = s
+                .generation(origin.id, claim.number)
+                .filter(|_| claim.resumed)
+                .map(|g| &g.media);
+            (
+                s.channels.get(&origin.id).is_some_and(|c| c.recording),
+                media.and_then(|m| m.timeline_end_us),
+                // Only the run of the segment the claim continues after: a copy of the
+                // state that lags behind it has an older report's run, whose number
+                // may not be the one players saw.
+                media
+                    .and_then(|m| m.discontinuity)
+                    .filter(|d| Some(d.at_msn) == claim.last_msn)
+                    .map(|d| Discontinuity {
+                        number: d.number,
+                        from_msn: d.from_msn,
+                    }),
+            )
+        });
+        pipeline::Plan {
+            recording,
+            resume_at_us,
+            earlier,
+            generation: claim.number,
+            first_msn,
+            first_init_index: if claim.resumed { first_msn as u32 } else { 0 },
+            resumed: claim.resumed,
+            ll_hls,
+        }
+    }
+}
+
+/// A committed claim of a channel's generation.
+struct Claim {
+    number: u64,
+    resumed: bool,
+    /// The last segment the generation reported before this claim.
+    last_msn: Option<u64>,
 }
 
 /// The other node that holds the channel's active generation at `now_ms`, if any: a

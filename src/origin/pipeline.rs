@@ -85,46 +85,8 @@ pub(super) async fn run(
     plan: Plan,
     mut publishers: mpsc::Receiver<mpsc::Receiver<Feed>>,
 ) {
-    let dir = generation_dir(
-        origins.spool_root(),
-        &origin.slug,
-        plan.generation,
-        RENDITION,
-    );
-    let status_origin = Arc::downgrade(&origin);
-    let write_error = Arc::new(Mutex::new(None::<String>));
-    let first_error = write_error.clone();
-    let writer = DiskWriter::spawn(
-        dir,
-        Arc::new(move |error: Option<String>| {
-            if let (Some(why), Ok(mut first)) = (&error, first_error.lock()) {
-                first.get_or_insert_with(|| why.clone());
-            }
-            if let Some(o) = status_origin.upgrade() {
-                o.write(|s| s.degraded = error);
-            }
-        }),
-        origins.metrics().clone(),
-    );
-    let generation = plan.generation;
-    let recorder = plan
-        .recording
-        .then(|| Recorder::new(origins.handle.id(), plan.first_msn, plan.first_init_index));
-    let mut l = Loop {
-        origins,
-        origin,
-        plan,
-        packager: None,
-        expect: (true, true),
-        writer,
-        marked_live: false,
-        last_input_at: None,
-        part_bytes: 0,
-        part_us: 0,
-        last_reported_msn: None,
-        recorder,
-        write_error,
-    };
+    let mut l = Loop::new(origins, origin, plan);
+    let generation = l.plan.generation;
     let mut current: Option<mpsc::Receiver<Feed>> = None;
     let mut moved = false;
     let mut tick = tokio::time::interval(STATE_CHECK);
@@ -151,11 +113,7 @@ pub(super) async fn run(
                         l.publisher_left();
                     }
                     current = Some(rx);
-                    // The claim made the generation `starting` again: its first part
-                    // makes it live again.
-                    l.marked_live = false;
-                    // Open again: a stop from now on waits for this loop to close it.
-                    l.report_recording(false);
+                    l.publisher_came();
                 }
                 None => break,
             },
@@ -163,17 +121,7 @@ pub(super) async fn run(
                 let standing = l.standing();
                 if standing != Standing::Ours {
                     moved = standing == Standing::Moved;
-                    // What the publisher sent before the end (a stop right after its
-                    // last frames, still on their way through its connection) belongs
-                    // to the generation: package it first, for at most STOP_FLUSH.
-                    if let Some(rx) = current.as_mut() {
-                        let until = tokio::time::Instant::now() + STOP_FLUSH;
-                        while let Ok(Some(feed)) = tokio::time::timeout_at(until, rx.recv()).await {
-                            if l.feed(feed).is_err() {
-                                break;
-                            }
-                        }
-                    }
+                    l.flush_stopped(current.as_mut()).await;
                     break;
                 }
             }
@@ -182,6 +130,75 @@ pub(super) async fn run(
     l.end(moved);
     l.close_recording(true).await;
     // Dropping `current` closes the publisher's connection.
+}
+
+impl Loop {
+    /// A loop over a new spool directory, writing through its own disk writer.
+    fn new(origins: Arc<Origins>, origin: Arc<ChannelOrigin>, plan: Plan) -> Self {
+        let dir = generation_dir(
+            origins.spool_root(),
+            &origin.slug,
+            plan.generation,
+            RENDITION,
+        );
+        let status_origin = Arc::downgrade(&origin);
+        let write_error = Arc::new(Mutex::new(None::<String>));
+        let first_error = write_error.clone();
+        let writer = DiskWriter::spawn(
+            dir,
+            Arc::new(move |error: Option<String>| {
+                if let (Some(why), Ok(mut first)) = (&error, first_error.lock()) {
+                    first.get_or_insert_with(|| why.clone());
+                }
+                if let Some(o) = status_origin.upgrade() {
+                    o.write(|s| s.degraded = error);
+                }
+            }),
+            origins.metrics().clone(),
+        );
+        let recorder = plan
+            .recording
+            .then(|| Recorder::new(origins.handle.id(), plan.first_msn, plan.first_init_index));
+        Loop {
+            origins,
+            origin,
+            plan,
+            packager: None,
+            expect: (true, true),
+            writer,
+            marked_live: false,
+            last_input_at: None,
+            part_bytes: 0,
+            part_us: 0,
+            last_reported_msn: None,
+            recorder,
+            write_error,
+        }
+    }
+
+    /// A publisher attached (again).
+    fn publisher_came(&mut self) {
+        // The claim made the generation `starting` again: its first part makes it
+        // live again.
+        self.marked_live = false;
+        // Open again: a stop from now on waits for this loop to close it.
+        self.report_recording(false);
+    }
+
+    /// What the publisher sent before the end (a stop right after its last frames,
+    /// still on their way through its connection) belongs to the generation: it is
+    /// packaged first, for at most STOP_FLUSH.
+    async fn flush_stopped(&mut self, current: Option<&mut mpsc::Receiver<Feed>>) {
+        let Some(rx) = current else {
+            return;
+        };
+        let until = tokio::time::Instant::now() + STOP_FLUSH;
+        while let Ok(Some(feed)) = tokio::time::timeout_at(until, rx.recv()).await {
+            if self.feed(feed).is_err() {
+                break;
+            }
+        }
+    }
 }
 
 /// The next input of the attached publisher; pending forever while none is attached.
@@ -265,108 +282,16 @@ impl Loop {
         };
         let p = &mut packager;
         let mut changed = false;
-        let generation = self.plan.generation;
+        let origin = self.origin.clone();
         while let Some(output) = p.poll_output() {
             changed = true;
-            let mut after = Vec::new();
-            self.origin.write(|spool| {
-                let resumed_at = self.plan.resumed.then_some(self.plan.first_msn);
-                let first_init = self.plan.first_init_index;
-                let playlist = spool.playlist_mut(|| {
-                    let playlist = MediaPlaylist::new(PlaylistSettings {
-                        target_duration_s: p.settings().target_duration_s(),
-                        part_target_ms: p.part_target_ms(),
-                        window_segments: self.plan.ll_hls.playlist_segments().max(3) as usize,
-                        uri_prefix: format!("{generation}/"),
-                    });
-                    match resumed_at {
-                        Some(msn) => playlist.resuming_at(msn, first_init, self.plan.earlier),
-                        None => playlist,
-                    }
-                });
-                playlist.apply(&output);
-                match &output {
-                    Output::Init(init) => {
-                        if let Some(r) = self.recorder.as_mut() {
-                            r.init(init.index, init.data.len());
-                        }
-                        spool.insert(ObjectName::Init(init.index), init.data.clone());
-                        after.push(After::Write(names::init(init.index), init.data.clone()));
-                    }
-                    Output::SegmentStart(start) => {
-                        if let Some(r) = self.recorder.as_mut() {
-                            r.segment_start(start, p.settings().target_duration_s());
-                        }
-                        spool.start_segment();
-                    }
-                    Output::Part(part) => {
-                        // A segment's number is reported with its first part, the first
-                        // of it viewers can see: a resumed origin continues after it, so
-                        // no URL a viewer fetched means other bytes later, and a segment
-                        // no viewer saw is not skipped (players stall on a gap in MSNs).
-                        if part.index == 0 {
-                            after.push(After::Report(part.msn));
-                        }
-                        // Parts live in memory only: a playlist lists them for the last
-                        // few target durations, and memory keeps them longer than that.
-                        // On disk their bytes are in the segment (a file per part cost
-                        // more CPU than packaging).
-                        spool.insert(ObjectName::Part(part.msn, part.index), part.data.clone());
-                        self.part_bytes += part.data.len() as u64;
-                        self.part_us += part.duration_us;
-                        if let Some(at) = self.last_input_at {
-                            self.origins
-                                .metrics()
-                                .part_published(now.duration_since(at));
-                        }
-                    }
-                    Output::SegmentEnd(end) => {
-                        let data = spool.end_segment(end.msn);
-                        let recorded = self.recorder.as_mut().map(|r| {
-                            r.segment_end(end.msn, end.duration_us, data.len());
-                        });
-                        after.push(After::Write(names::segment(end.msn), data));
-                        if recorded.is_some() {
-                            after.push(After::Recorded);
-                        }
-                    }
-                }
-                if matches!(output, Output::Part(_) | Output::SegmentEnd(_)) {
-                    let estimate = (self.part_bytes * 8_000_000).checked_div(self.part_us);
-                    spool.variant = p.variant(format!("{RENDITION}/index.m3u8")).map(|mut v| {
-                        v.bandwidth = v.bandwidth.max(estimate.unwrap_or(0));
-                        v
-                    });
-                }
-            });
-            for step in after {
-                let (name, data) = match step {
-                    // A segment's first part: a resumed origin continues after it.
-                    After::Report(msn) => {
-                        self.last_reported_msn = Some(msn);
-                        self.report(p, msn);
-                        continue;
-                    }
-                    After::Write(name, data) => (name, data),
-                    After::Recorded => {
-                        self.write_recording(false);
-                        continue;
-                    }
-                };
-                if let Err(e) = self.writer.write(name, data) {
-                    if let Ok(mut first) = self.write_error.lock() {
-                        first.get_or_insert_with(|| e.clone());
-                    }
-                    self.origins.metrics().spool_error();
-                    self.origin.write(|s| s.degraded = Some(e.clone()));
-                    tracing::error!(channel = %self.origin.slug, error = %e, "spool write dropped");
-                }
-            }
+            let after = origin.write(|spool| self.spool_output(spool, p, &output, now));
+            self.after_spool(p, after);
             if matches!(output, Output::Part(_)) && !self.marked_live {
                 self.marked_live = true;
                 self.origin.tell(Op::MarkLive {
                     channel: self.origin.slug.clone(),
-                    generation,
+                    generation: self.plan.generation,
                     node: self.origins.handle.id(),
                 });
             }
@@ -374,6 +299,120 @@ impl Loop {
         self.packager = Some(packager);
         if changed {
             self.origin.notify();
+        }
+    }
+
+    /// The playlist this loop starts (resumed after an earlier origin's segments).
+    fn new_playlist(&self, p: &Packager) -> MediaPlaylist {
+        let playlist = MediaPlaylist::new(PlaylistSettings {
+            target_duration_s: p.settings().target_duration_s(),
+            part_target_ms: p.part_target_ms(),
+            window_segments: self.plan.ll_hls.playlist_segments().max(3) as usize,
+            uri_prefix: format!("{}/", self.plan.generation),
+        });
+        if self.plan.resumed {
+            playlist.resuming_at(
+                self.plan.first_msn,
+                self.plan.first_init_index,
+                self.plan.earlier,
+            )
+        } else {
+            playlist
+        }
+    }
+
+    /// One packager output into the spool (under its lock); what to do after it is
+    /// released is returned.
+    fn spool_output(
+        &mut self,
+        spool: &mut super::spool::Spool,
+        p: &Packager,
+        output: &Output,
+        now: Instant,
+    ) -> Vec<After> {
+        let mut after = Vec::new();
+        spool.playlist_mut(|| self.new_playlist(p)).apply(output);
+        match output {
+            Output::Init(init) => {
+                if let Some(r) = self.recorder.as_mut() {
+                    r.init(init.index, init.data.len());
+                }
+                spool.insert(ObjectName::Init(init.index), init.data.clone());
+                after.push(After::Write(names::init(init.index), init.data.clone()));
+            }
+            Output::SegmentStart(start) => {
+                if let Some(r) = self.recorder.as_mut() {
+                    r.segment_start(start, p.settings().target_duration_s());
+                }
+                spool.start_segment();
+            }
+            Output::Part(part) => {
+                // A segment's number is reported with its first part, the first of it
+                // viewers can see: a resumed origin continues after it, so no URL a
+                // viewer fetched means other bytes later, and a segment no viewer saw
+                // is not skipped (players stall on a gap in MSNs).
+                if part.index == 0 {
+                    after.push(After::Report(part.msn));
+                }
+                // Parts live in memory only: a playlist lists them for the last few
+                // target durations, and memory keeps them longer than that. On disk
+                // their bytes are in the segment (a file per part cost more CPU than
+                // packaging).
+                spool.insert(ObjectName::Part(part.msn, part.index), part.data.clone());
+                self.part_bytes += part.data.len() as u64;
+                self.part_us += part.duration_us;
+                if let Some(at) = self.last_input_at {
+                    self.origins
+                        .metrics()
+                        .part_published(now.duration_since(at));
+                }
+            }
+            Output::SegmentEnd(end) => {
+                let data = spool.end_segment(end.msn);
+                let recorded = self.recorder.as_mut().map(|r| {
+                    r.segment_end(end.msn, end.duration_us, data.len());
+                });
+                after.push(After::Write(names::segment(end.msn), data));
+                if recorded.is_some() {
+                    after.push(After::Recorded);
+                }
+            }
+        }
+        if matches!(output, Output::Part(_) | Output::SegmentEnd(_)) {
+            let estimate = (self.part_bytes * 8_000_000).checked_div(self.part_us);
+            spool.variant = p.variant(format!("{RENDITION}/index.m3u8")).map(|mut v| {
+                v.bandwidth = v.bandwidth.max(estimate.unwrap_or(0));
+                v
+            });
+        }
+        after
+    }
+
+    /// What an output needs once the spool is released: reports, disk writes and the
+    /// recording's playlist.
+    fn after_spool(&mut self, p: &Packager, after: Vec<After>) {
+        for step in after {
+            let (name, data) = match step {
+                // A segment's first part: a resumed origin continues after it.
+                After::Report(msn) => {
+                    self.last_reported_msn = Some(msn);
+                    self.report(p, msn);
+                    continue;
+                }
+                After::Write(name, data) => (name, data),
+                After::Recorded => {
+                    self.write_recording(false);
+                    continue;
+                }
+            };
+            if let Err(e) = self.writer.write(name, data) {
+                if let Ok(mut first) = self.write_error.lock() {
+                    first.get_or_insert_with(|| e.clone());
+                }
+                self.origins.metrics().spool_error();
+                self.origin.write(|s| s.degraded = Some(e.clone()));
+                tracing::error!(channel = %self.origin.slug, error = %e, "spool write dropped");
+            }
         }
     }
 
