@@ -147,95 +147,134 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                     settings.handshake_timeout
                 )
             })??;
-    let mut ingest = RtmpIngest::new(settings.app.as_str())?;
-    let mut publisher: Option<Publisher> = None;
-    // This node's publisher slot, held while publishing.
-    let mut _slot = None;
-    ingest.input(&leftover)?;
+    let mut session = Session {
+        stream,
+        buf,
+        ingest: RtmpIngest::new(settings.app.as_str())?,
+        peer,
+        origins,
+        settings,
+        publisher: None,
+        _slot: None,
+    };
+    session.ingest.input(&leftover)?;
     loop {
         // Answer and act on everything the last input produced, in order.
-        while let Some(event) = ingest.poll()? {
-            match event {
-                RtmpEvent::Send(bytes) => stream.write_all(&bytes).await?,
-                RtmpEvent::PublishRequested { request_id, key } => {
-                    let limits = &settings.limits;
-                    let now = std::time::Instant::now();
-                    if let Some(why) = limits.publish_refusal(peer.ip(), now) {
-                        refuse(&mut ingest, request_id, &why, &mut stream, &mut buf).await;
-                        bail!("publish refused: {why}");
-                    }
-                    let Some(held) = limits.publisher() else {
-                        let why = "this node ingests as many publishers as it may (limits.publishers_per_node)";
-                        refuse(&mut ingest, request_id, why, &mut stream, &mut buf).await;
-                        bail!("publish refused: {why}");
-                    };
-                    match origins.publish(&key).await {
-                        Ok(p) => {
-                            tracing::info!(%peer, channel = %p.channel,
-                                generation = p.generation, "rtmp publish accepted");
-                            publisher = Some(p);
-                            _slot = Some(held);
-                            ingest.accept_publish(request_id)?;
-                        }
-                        Err(refused) => {
-                            if matches!(refused, PublishRefused::UnknownKey) {
-                                limits.publish_failed(peer.ip(), now);
-                            }
-                            let why = refused.to_string();
-                            refuse(&mut ingest, request_id, &why, &mut stream, &mut buf).await;
-                            bail!("publish refused: {refused}");
-                        }
-                    }
-                }
-                RtmpEvent::Tracks { video, audio } => {
-                    if let Some(p) = publisher.as_ref() {
-                        p.send(Feed::Tracks { video, audio })
-                            .await
-                            .map_err(|e| anyhow!("{e}"))?;
-                    }
-                }
-                RtmpEvent::Media { input, bytes } => {
-                    let Some(p) = publisher.as_ref() else {
-                        bail!("media before publish");
-                    };
-                    if p.send(Feed::Input { input, bytes }).await.is_err() {
-                        // The server closes: the encoder hears why first.
-                        let reason = p.closed_reason();
-                        if let Ok(status) = closing_status(reason) {
-                            tell_and_close(&mut stream, &status, &mut buf).await;
-                        }
-                        return Err(anyhow::Error::new(Closed(reason)));
-                    }
-                }
-                RtmpEvent::UnsupportedTrack => {
-                    if let Some(p) = publisher.as_ref() {
-                        tracing::warn!(channel = %p.channel, "a track in an unsupported codec is skipped");
-                    }
-                }
-                RtmpEvent::PublishFinished => {
-                    _slot = None;
-                    if let Some(p) = publisher.take() {
-                        tracing::info!(%peer, channel = %p.channel, "publisher finished");
-                    }
-                }
-            }
+        while let Some(event) = session.ingest.poll()? {
+            session.on_event(event).await?;
         }
-        if publisher.is_none() && opened.elapsed() > PUBLISH_DEADLINE {
+        if session.publisher.is_none() && opened.elapsed() > PUBLISH_DEADLINE {
             bail!("no publish within {PUBLISH_DEADLINE:?} of connecting");
         }
-        let timeout = if publisher.is_some() {
+        let timeout = if session.publisher.is_some() {
             settings.idle_timeout
         } else {
             settings.handshake_timeout
         };
-        let n = match tokio::time::timeout(timeout, stream.read(&mut buf)).await {
+        let n = match tokio::time::timeout(timeout, session.stream.read(&mut session.buf)).await {
             Ok(read) => read.context("reading")?,
             Err(_) => bail!("nothing received for {timeout:?}: publisher timed out"),
         };
         if n == 0 {
             return Ok(());
         }
-        ingest.input(&buf[..n])?;
+        session.ingest.input(&session.buf[..n])?;
+    }
+}
+
+/// One RTMP connection after its handshake: the sans-IO session, and the publisher it
+/// feeds once a publish is accepted.
+struct Session<'a, S> {
+    stream: S,
+    buf: Vec<u8>,
+    ingest: RtmpIngest,
+    peer: SocketAddr,
+    origins: Arc<Origins>,
+    settings: &'a RtmpSettings,
+    publisher: Option<Publisher>,
+    /// This node's publisher slot, held while publishing.
+    _slot: Option<crate::limits::Held>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
+    async fn on_event(&mut self, event: RtmpEvent) -> Result<()> {
+        match event {
+            RtmpEvent::Send(bytes) => self.stream.write_all(&bytes).await?,
+            RtmpEvent::PublishRequested { request_id, key } => {
+                self.publish(request_id, &key).await?;
+            }
+            RtmpEvent::Tracks { video, audio } => {
+                if let Some(p) = self.publisher.as_ref() {
+                    p.send(Feed::Tracks { video, audio })
+                        .await
+                        .map_err(|e| anyhow!("{e}"))?;
+                }
+            }
+            RtmpEvent::Media { input, bytes } => {
+                let Some(p) = self.publisher.as_ref() else {
+                    bail!("media before publish");
+                };
+                if p.send(Feed::Input { input, bytes }).await.is_err() {
+                    // The server closes: the encoder hears why first.
+                    let reason = p.closed_reason();
+                    if let Ok(status) = closing_status(reason) {
+                        tell_and_close(&mut self.stream, &status, &mut self.buf).await;
+                    }
+                    return Err(anyhow::Error::new(Closed(reason)));
+                }
+            }
+            RtmpEvent::UnsupportedTrack => {
+                if let Some(p) = self.publisher.as_ref() {
+                    tracing::warn!(channel = %p.channel, "a track in an unsupported codec is skipped");
+                }
+            }
+            RtmpEvent::PublishFinished => {
+                self._slot = None;
+                if let Some(p) = self.publisher.take() {
+                    tracing::info!(peer = %self.peer, channel = %p.channel, "publisher finished");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A publish request: accepted, or refused with the reason sent to the encoder
+    /// (and the connection ended).
+    async fn publish(&mut self, request_id: u32, key: &str) -> Result<()> {
+        let limits = &self.settings.limits;
+        let now = std::time::Instant::now();
+        let ip = self.peer.ip();
+        let refusal = if let Some(why) = limits.publish_refusal(ip, now) {
+            why
+        } else if let Some(held) = limits.publisher() {
+            match self.origins.publish(key).await {
+                Ok(p) => {
+                    tracing::info!(peer = %self.peer, channel = %p.channel,
+                        generation = p.generation, "rtmp publish accepted");
+                    self.publisher = Some(p);
+                    self._slot = Some(held);
+                    self.ingest.accept_publish(request_id)?;
+                    return Ok(());
+                }
+                Err(refused) => {
+                    if matches!(refused, PublishRefused::UnknownKey) {
+                        limits.publish_failed(ip, now);
+                    }
+                    refused.to_string()
+                }
+            }
+        } else {
+            "this node ingests as many publishers as it may (limits.publishers_per_node)".into()
+        };
+        refuse(
+            &mut self.ingest,
+            request_id,
+            &refusal,
+            &mut self.stream,
+            &mut self.buf,
+        )
+        .await;
+        bail!("publish refused: {refusal}")
     }
 }
 

@@ -29,7 +29,7 @@ use srt_protocol::settings::KeySettings;
 use srt_tokio::{ConnectionRequest, SrtIncoming, SrtListener, SrtSocket};
 
 use super::srt_front::Front;
-use crate::origin::{Feed, Origins, PublishRefused, Publisher};
+use crate::origin::{Feed, KeyInfo, Origins, PublishRefused, Publisher};
 
 /// Bytes of input with no media frame out of them before the stream is refused as not
 /// MPEG-TS (a few seconds of any real stream).
@@ -205,73 +205,14 @@ async fn connection(
         .stream_id()
         .map(|s| s.to_string())
         .unwrap_or_default();
-    let key = match stream_key(&stream_id) {
+    let admitted = match admit(&stream_id, peer, &origins, settings).await {
+        Ok(admitted) => admitted,
+        Err(Refusal(reason, why)) => return reject(request, reason, &why).await,
+    };
+    let (key, info) = admitted;
+    let key_settings = match key_settings(&request, &info, key_material) {
         Ok(k) => k,
-        Err(why) => {
-            let reason = if why.starts_with("only") {
-                ServerRejectReason::BadMode
-            } else {
-                ServerRejectReason::BadRequest
-            };
-            return reject(request, RejectReason::Server(reason), why).await;
-        }
-    };
-    let peer = peer.ip();
-    if let Some(why) = settings
-        .limits
-        .publish_refusal(peer, std::time::Instant::now())
-    {
-        return reject(
-            request,
-            RejectReason::Server(ServerRejectReason::Unauthorized),
-            &why,
-        )
-        .await;
-    }
-    let info = match origins.look_up_key(&key).await {
-        Ok(info) => info,
-        Err(refused) => {
-            if matches!(refused, PublishRefused::UnknownKey) {
-                settings
-                    .limits
-                    .publish_failed(peer, std::time::Instant::now());
-            }
-            let reason = match &refused {
-                PublishRefused::UnknownKey => ServerRejectReason::Unauthorized,
-                PublishRefused::AlreadyLive { .. } => ServerRejectReason::Conflict,
-                PublishRefused::NotPushed { .. } => ServerRejectReason::Forbidden,
-                PublishRefused::Cluster(_) | PublishRefused::Draining => ServerRejectReason::Down,
-            };
-            return reject(request, RejectReason::Server(reason), &refused.to_string()).await;
-        }
-    };
-    // A caller that leaves the key length to its default advertises none in the
-    // handshake, yet sends key material: whether it encrypts shows only in the key
-    // exchange, which the SRT library runs against the channel's passphrase. The key
-    // size given back must be the one the caller advertised (the library cannot take
-    // another), and the library's default length then applies.
-    let key_settings = match &info.srt_passphrase {
-        Some(p) => Some(KeySettings {
-            key_size: request.key_size(),
-            passphrase: Passphrase::try_from(p.clone())
-                .map_err(|e| anyhow!("channel {}: stored passphrase: {e}", info.channel))?,
-        }),
-        // Encrypting with the default key length shows only as key material in the
-        // handshake (seen by the front); accepting it without a passphrase panics the
-        // library, so it is refused here like any other encrypting caller.
-        None if request.key_size() != KeySize::Unspecified || key_material => {
-            let why = format!(
-                "channel {:?} has no passphrase; the stream is encrypted",
-                info.channel
-            );
-            return reject(
-                request,
-                RejectReason::Core(CoreRejectReason::Unsecure),
-                &why,
-            )
-            .await;
-        }
-        None => None,
+        Err(Refusal(reason, why)) => return reject(request, reason, &why).await,
     };
     let Some(_slot) = settings.limits.publisher() else {
         return reject(
@@ -299,6 +240,87 @@ async fn connection(
     tracing::info!(channel = %publisher.channel, generation = publisher.generation,
         encrypted, "srt publish accepted");
     pump(&mut socket, &publisher, &origins, settings.idle_timeout).await
+}
+
+/// Why a caller is refused in the handshake: what it is told, and what is logged.
+struct Refusal(RejectReason, String);
+
+/// The caller's stream key and its channel, or why it is refused: a stream id that is
+/// not a publish request, an address over its failed-attempt budget, a key that opens
+/// nothing.
+async fn admit(
+    stream_id: &str,
+    peer: SocketAddr,
+    origins: &Origins,
+    settings: &SrtSettings,
+) -> Result<(String, KeyInfo), Refusal> {
+    let key = stream_key(stream_id).map_err(|why| {
+        let reason = if why.starts_with("only") {
+            ServerRejectReason::BadMode
+        } else {
+            ServerRejectReason::BadRequest
+        };
+        Refusal(RejectReason::Server(reason), why.to_string())
+    })?;
+    let peer = peer.ip();
+    let limits = &settings.limits;
+    if let Some(why) = limits.publish_refusal(peer, std::time::Instant::now()) {
+        return Err(Refusal(
+            RejectReason::Server(ServerRejectReason::Unauthorized),
+            why,
+        ));
+    }
+    match origins.look_up_key(&key).await {
+        Ok(info) => Ok((key, info)),
+        Err(refused) => {
+            if matches!(refused, PublishRefused::UnknownKey) {
+                limits.publish_failed(peer, std::time::Instant::now());
+            }
+            let reason = match &refused {
+                PublishRefused::UnknownKey => ServerRejectReason::Unauthorized,
+                PublishRefused::AlreadyLive { .. } => ServerRejectReason::Conflict,
+                PublishRefused::NotPushed { .. } => ServerRejectReason::Forbidden,
+                PublishRefused::Cluster(_) | PublishRefused::Draining => ServerRejectReason::Down,
+            };
+            Err(Refusal(RejectReason::Server(reason), refused.to_string()))
+        }
+    }
+}
+
+/// The key exchange's settings for the channel's passphrase; none for a channel
+/// without one, whose callers must not encrypt.
+fn key_settings(
+    request: &ConnectionRequest,
+    info: &KeyInfo,
+    key_material: bool,
+) -> Result<Option<KeySettings>, Refusal> {
+    // A caller that leaves the key length to its default advertises none in the
+    // handshake, yet sends key material: whether it encrypts shows only in the key
+    // exchange, which the SRT library runs against the channel's passphrase. The key
+    // size given back must be the one the caller advertised (the library cannot take
+    // another), and the library's default length then applies.
+    match &info.srt_passphrase {
+        Some(p) => Ok(Some(KeySettings {
+            key_size: request.key_size(),
+            passphrase: Passphrase::try_from(p.clone()).map_err(|e| {
+                Refusal(
+                    RejectReason::Server(ServerRejectReason::InternalServerError),
+                    format!("channel {}: stored passphrase: {e}", info.channel),
+                )
+            })?,
+        })),
+        // Encrypting with the default key length shows only as key material in the
+        // handshake (seen by the front); accepting it without a passphrase panics the
+        // library, so it is refused here like any other encrypting caller.
+        None if request.key_size() != KeySize::Unspecified || key_material => Err(Refusal(
+            RejectReason::Core(CoreRejectReason::Unsecure),
+            format!(
+                "channel {:?} has no passphrase; the stream is encrypted",
+                info.channel
+            ),
+        )),
+        None => Ok(None),
+    }
 }
 
 /// Feeds a connected SRT socket's MPEG-TS into the channel's packaging loop until the

@@ -197,101 +197,8 @@ impl ServeArgs {
             }
             None => Config::default(),
         };
-        let env = |key: &str| std::env::var(format!("SLUICE_{key}")).ok();
-        let parse_addr = |key: &str, v: String| -> Result<SocketAddr> {
-            v.parse()
-                .with_context(|| format!("SLUICE_{key}: not an address: {v}"))
-        };
-        if let Some(v) = env("DATA_DIR") {
-            c.data_dir = v.into();
-        }
-        if let Some(v) = env("NAME") {
-            c.name = Some(v);
-        }
-        if let Some(v) = env("HTTP") {
-            c.http = parse_addr("HTTP", v)?;
-        }
-        if let Some(v) = env("CLUSTER") {
-            c.cluster = parse_addr("CLUSTER", v)?;
-        }
-        if let Some(v) = env("JOIN") {
-            c.join = Some(v);
-        }
-        if let Some(v) = env("CLUSTER_SECRET_FILE") {
-            c.cluster_secret_file = Some(v.into());
-        }
-        if let Some(v) = env("RTMP") {
-            c.rtmp = parse_addr("RTMP", v)?;
-        }
-        if let Some(v) = env("HLSJS_URL") {
-            c.hlsjs_url = v;
-        }
-        if let Some(v) = env("PUBLIC_HOST") {
-            c.public_host = Some(v);
-        }
-        macro_rules! flag {
-            ($field:ident) => {
-                if let Some(v) = &self.$field {
-                    c.$field = v.clone().into();
-                }
-            };
-        }
-        flag!(data_dir);
-        flag!(http);
-        flag!(cluster);
-        flag!(rtmp);
-        flag!(srt);
-        if self.name.is_some() {
-            c.name = self.name.clone();
-        }
-        if self.join.is_some() {
-            c.join = self.join.clone();
-        }
-        if self.cluster_secret_file.is_some() {
-            c.cluster_secret_file = self.cluster_secret_file.clone();
-        }
-        if self.advertise_cluster.is_some() {
-            c.advertise_cluster = self.advertise_cluster.clone();
-        }
-        if self.advertise_http.is_some() {
-            c.advertise_http = self.advertise_http.clone();
-        }
-        if self.no_bootstrap {
-            c.bootstrap = false;
-        }
-        if let Some(v) = self.lease_ttl_ms {
-            c.lease_ttl_ms = v;
-        }
-        if let Some(v) = self.reconnect_grace_ms {
-            c.reconnect_grace_ms = v;
-        }
-        if let Some(v) = &self.hlsjs_url {
-            c.hlsjs_url = v.clone();
-        }
-        if self.tls_cert.is_some() {
-            c.tls_cert = self.tls_cert.clone();
-        }
-        if self.tls_key.is_some() {
-            c.tls_key = self.tls_key.clone();
-        }
-        if self.public_host.is_some() {
-            c.public_host = self.public_host.clone();
-        }
-        if self.rtmps.is_some() {
-            c.rtmps = self.rtmps;
-        }
-        if self.cluster_tls_cert.is_some() {
-            c.cluster_tls_cert = self.cluster_tls_cert.clone();
-        }
-        if self.cluster_tls_key.is_some() {
-            c.cluster_tls_key = self.cluster_tls_key.clone();
-        }
-        if self.cluster_ca.is_some() {
-            c.cluster_ca = self.cluster_ca.clone();
-        }
-        if let Some(n) = self.sdi_simulated_ports {
-            c.sdi.simulated_ports = n;
-        }
+        apply_environment(&mut c)?;
+        self.apply_flags(&mut c);
         if c.sdi.simulated_ports > 0 && !crate::sdi::AVAILABLE {
             bail!("sdi.simulated_ports: this build has no SDI capture (build with --features sdi)");
         }
@@ -308,6 +215,95 @@ impl ServeArgs {
         }
         Ok(c)
     }
+
+    /// Every flag given replaces what the file and the environment said.
+    fn apply_flags(&self, c: &mut Config) {
+        macro_rules! flag {
+            ($field:ident) => {
+                if let Some(v) = &self.$field {
+                    c.$field = v.clone().into();
+                }
+            };
+        }
+        macro_rules! optional {
+            ($($field:ident),*) => {
+                $(if self.$field.is_some() {
+                    c.$field = self.$field.clone();
+                })*
+            };
+        }
+        flag!(data_dir);
+        flag!(http);
+        flag!(cluster);
+        flag!(rtmp);
+        flag!(srt);
+        optional!(
+            name,
+            join,
+            cluster_secret_file,
+            advertise_cluster,
+            advertise_http,
+            tls_cert,
+            tls_key,
+            public_host,
+            rtmps,
+            cluster_tls_cert,
+            cluster_tls_key,
+            cluster_ca
+        );
+        if self.no_bootstrap {
+            c.bootstrap = false;
+        }
+        if let Some(v) = self.lease_ttl_ms {
+            c.lease_ttl_ms = v;
+        }
+        if let Some(v) = self.reconnect_grace_ms {
+            c.reconnect_grace_ms = v;
+        }
+        if let Some(v) = &self.hlsjs_url {
+            c.hlsjs_url = v.clone();
+        }
+        if let Some(n) = self.sdi_simulated_ports {
+            c.sdi.simulated_ports = n;
+        }
+    }
+}
+
+/// `SLUICE_*` variables replace what the file said.
+fn apply_environment(c: &mut Config) -> Result<()> {
+    let env = |key: &str| std::env::var(format!("SLUICE_{key}")).ok();
+    let parse_addr = |key: &str, v: String| -> Result<SocketAddr> {
+        v.parse()
+            .with_context(|| format!("SLUICE_{key}: not an address: {v}"))
+    };
+    if let Some(v) = env("DATA_DIR") {
+        c.data_dir = v.into();
+    }
+    if let Some(v) = env("NAME") {
+        c.name = Some(v);
+    }
+    if let Some(v) = env("HTTP") {
+        c.http = parse_addr("HTTP", v)?;
+    }
+    if let Some(v) = env("CLUSTER") {
+        c.cluster = parse_addr("CLUSTER", v)?;
+    }
+    if let Some(v) = env("JOIN") {
+        c.join = Some(v);
+    }
+    if let Some(v) = env("CLUSTER_SECRET_FILE") {
+        c.cluster_secret_file = Some(v.into());
+    }
+    if let Some(v) = env("RTMP") {
+        c.rtmp = parse_addr("RTMP", v)?;
+    }
+    if let Some(v) = env("HLSJS_URL") {
+        c.hlsjs_url = v;
+    }
+    if let Some(v) = env("PUBLIC_HOST") {
+        c.public_host = Some(v);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -132,10 +132,10 @@ pub(crate) async fn run(args: EdgeArgs) -> Result<()> {
         .iter()
         .map(|u| upstream(u))
         .collect::<Result<Vec<_>>>()?;
-    let name = match args.name {
+    let name = match &args.name {
         Some(n) => {
-            validate_slug(&n).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
-            n
+            validate_slug(n).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
+            n.clone()
         }
         None => format!("edge-{}", &crate::support::random_hex()?[..8]),
     };
@@ -149,11 +149,29 @@ pub(crate) async fn run(args: EdgeArgs) -> Result<()> {
         Duration::from_millis(args.upstream_timeout_ms.max(1)),
         secret.clone(),
     )?);
-    let upstreams: Arc<[Upstream]> = upstreams.into();
-    let upstreams_for_access = upstreams.clone();
+    let app = app(&args, edge, upstreams.into(), secret);
+    let listener = tokio::net::TcpListener::bind(args.http)
+        .await
+        .with_context(|| format!("binding http listener {}", args.http))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, %name, upstreams = ?args.upstreams, "edge listening");
+    println!(
+        "Sluice edge {name} on http://{addr}, pulling from {}",
+        args.upstreams.join(", ")
+    );
+    serve(listener, app).await
+}
+
+/// The viewer routes (behind the access gate), the player page, health and metrics.
+fn app(
+    args: &EdgeArgs,
+    edge: Arc<Edge>,
+    upstreams: Arc<[Upstream]>,
+    secret: Option<Arc<str>>,
+) -> Router {
     let state = EdgeState {
         edge: edge.clone(),
-        upstreams,
+        upstreams: upstreams.clone(),
     };
     let viewer = Router::new()
         .route("/hls/{channel}/index.m3u8", get(multivariant))
@@ -175,13 +193,11 @@ pub(crate) async fn run(args: EdgeArgs) -> Result<()> {
     let denials = gate.denials.clone();
     let mut viewer = protect(viewer, gate);
     if let Some(secret) = secret {
-        let upstreams: Arc<[Upstream]> = upstreams_for_access;
         tokio::spawn(refresh_access(edge.clone(), upstreams, access.clone()));
         let source = access.clone();
         viewer = viewer.merge(keys_router(move || source.get(), secret));
     }
-    let metrics_edge = edge.clone();
-    let app = crate::http::viewer_layers(viewer)
+    crate::http::viewer_layers(viewer)
         .merge(crate::http::watch::router(Arc::from(
             args.hlsjs_url.as_str(),
         )))
@@ -189,7 +205,7 @@ pub(crate) async fn run(args: EdgeArgs) -> Result<()> {
         .route(
             "/metrics",
             get(move || {
-                let edge = metrics_edge.clone();
+                let edge = edge.clone();
                 let denials = denials.clone();
                 async move {
                     let mut text = String::new();
@@ -199,17 +215,12 @@ pub(crate) async fn run(args: EdgeArgs) -> Result<()> {
                 }
             }),
         )
-        .layer(axum::middleware::from_fn(crate::http::access_log));
-    let listener = tokio::net::TcpListener::bind(args.http)
-        .await
-        .with_context(|| format!("binding http listener {}", args.http))?;
-    let addr = listener.local_addr()?;
-    tracing::info!(%addr, %name, upstreams = ?args.upstreams, "edge listening");
-    println!(
-        "Sluice edge {name} on http://{addr}, pulling from {}",
-        args.upstreams.join(", ")
-    );
-    // The same limits, slow-client guard and TCP_NODELAY as on a node's listener.
+        .layer(axum::middleware::from_fn(crate::http::access_log))
+}
+
+/// Serves `app` until SIGTERM or Ctrl-C, with the same limits, slow-client guard and
+/// TCP_NODELAY as a node's listener.
+async fn serve(listener: tokio::net::TcpListener, app: Router) -> Result<()> {
     let limits = Arc::new(crate::limits::Limits::new(Default::default()));
     let mut server = axum_server::from_tcp(listener.into_std()?)?.acceptor(
         crate::http::accept::LimitedAcceptor {
