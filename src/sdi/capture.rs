@@ -159,90 +159,25 @@ pub(crate) fn run(
         .map_err(|e| format!("building the capture pipeline: {e}"))?
         .downcast::<gst::Pipeline>()
         .map_err(|_| "the capture description is not a pipeline".to_string())?;
-    let video = pipeline
-        .by_name("v")
-        .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
-        .ok_or("the capture pipeline has no video sink")?;
     let encoding = encode.is_some();
-    let vtx = tx.clone();
-    let mut last_signal: Option<Instant> = None;
-    video.set_callbacks(
-        gst_app::AppSinkCallbacks::builder()
-            .new_sample(move |sink| {
-                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                let s = sample.caps().and_then(|c| c.structure(0));
-                if !encoding {
-                    let due = last_signal.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
-                    if due {
-                        last_signal = Some(Instant::now());
-                        let _ = vtx.try_send(Sample::Signal { mode: mode_of(s) });
-                    }
-                    return Ok(gst::FlowSuccess::Ok);
-                }
-                let Some(buffer) = sample.buffer() else {
-                    return Ok(gst::FlowSuccess::Ok);
-                };
-                let Some(data) = bytes_of(buffer) else {
-                    return Err(gst::FlowError::Error);
-                };
-                let pts = running_ms(&sample, buffer.pts());
-                let dts = running_ms(&sample, buffer.dts()).or(pts).unwrap_or(0);
-                // A full queue means the packager cannot keep up: the frame is dropped
-                // rather than stalling the capture.
-                let _ = vtx.try_send(Sample::Video {
-                    codec_data: codec_data(s),
-                    data,
-                    dts_ms: dts,
-                    pts_ms: pts.unwrap_or(dts),
-                    keyframe: !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT),
-                    mode: mode_of(s),
-                });
-                Ok(gst::FlowSuccess::Ok)
-            })
-            .build(),
-    );
+    app_sink(&pipeline, "v", "video")?.set_callbacks(video_callbacks(tx.clone(), encoding));
     if encoding {
-        let audio = pipeline
-            .by_name("a")
-            .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
-            .ok_or("the capture pipeline has no audio sink")?;
-        let atx = tx;
-        audio.set_callbacks(
-            gst_app::AppSinkCallbacks::builder()
-                .new_sample(move |sink| {
-                    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                    let s = sample.caps().and_then(|c| c.structure(0));
-                    let Some(buffer) = sample.buffer() else {
-                        return Ok(gst::FlowSuccess::Ok);
-                    };
-                    let Some(data) = bytes_of(buffer) else {
-                        return Err(gst::FlowError::Error);
-                    };
-                    let _ = atx.try_send(Sample::Audio {
-                        codec_data: codec_data(s),
-                        data,
-                        pts_ms: running_ms(&sample, buffer.pts()).unwrap_or(0),
-                    });
-                    Ok(gst::FlowSuccess::Ok)
-                })
-                .build(),
-        );
+        app_sink(&pipeline, "a", "audio")?.set_callbacks(audio_callbacks(tx));
     }
     let bus = pipeline
         .bus()
         .ok_or("the capture pipeline has no message bus")?;
-    let first_error = |bus: &gst::Bus| {
-        bus.timed_pop_filtered(
-            gst::ClockTime::from_mseconds(500),
-            &[gst::MessageType::Error],
-        )
-        .and_then(|m| match m.view() {
-            gst::MessageView::Error(e) => Some(describe(e)),
-            _ => None,
-        })
-    };
     if let Err(e) = pipeline.set_state(gst::State::Playing) {
-        let why = first_error(&bus).unwrap_or_else(|| match source {
+        let first_error = bus
+            .timed_pop_filtered(
+                gst::ClockTime::from_mseconds(500),
+                &[gst::MessageType::Error],
+            )
+            .and_then(|m| match m.view() {
+                gst::MessageView::Error(e) => Some(describe(e)),
+                _ => None,
+            });
+        let why = first_error.unwrap_or_else(|| match source {
             // decklinkvideosrc says no more than that it could not start.
             Source::DeckLink(n) => format!(
                 "decklinkvideosrc could not open DeckLink device {n} (no such card, or \
@@ -253,11 +188,91 @@ pub(crate) fn run(
         let _ = pipeline.set_state(gst::State::Null);
         return Err(format!("the capture did not start: {why}"));
     }
+    let result = watch(&pipeline, &bus, &stop, signal_lost);
+    let _ = pipeline.set_state(gst::State::Null);
+    result
+}
+
+fn app_sink(pipeline: &gst::Pipeline, name: &str, what: &str) -> Result<gst_app::AppSink, String> {
+    pipeline
+        .by_name(name)
+        .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+        .ok_or(format!("the capture pipeline has no {what} sink"))
+}
+
+/// Video samples to the packager; without encoding (the signal probe only), the
+/// signal's mode once a second.
+fn video_callbacks(tx: mpsc::Sender<Sample>, encoding: bool) -> gst_app::AppSinkCallbacks {
+    let mut last_signal: Option<Instant> = None;
+    gst_app::AppSinkCallbacks::builder()
+        .new_sample(move |sink| {
+            let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+            let s = sample.caps().and_then(|c| c.structure(0));
+            if !encoding {
+                let due = last_signal.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+                if due {
+                    last_signal = Some(Instant::now());
+                    let _ = tx.try_send(Sample::Signal { mode: mode_of(s) });
+                }
+                return Ok(gst::FlowSuccess::Ok);
+            }
+            let Some(buffer) = sample.buffer() else {
+                return Ok(gst::FlowSuccess::Ok);
+            };
+            let Some(data) = bytes_of(buffer) else {
+                return Err(gst::FlowError::Error);
+            };
+            let pts = running_ms(&sample, buffer.pts());
+            let dts = running_ms(&sample, buffer.dts()).or(pts).unwrap_or(0);
+            // A full queue means the packager cannot keep up: the frame is dropped
+            // rather than stalling the capture.
+            let _ = tx.try_send(Sample::Video {
+                codec_data: codec_data(s),
+                data,
+                dts_ms: dts,
+                pts_ms: pts.unwrap_or(dts),
+                keyframe: !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT),
+                mode: mode_of(s),
+            });
+            Ok(gst::FlowSuccess::Ok)
+        })
+        .build()
+}
+
+fn audio_callbacks(tx: mpsc::Sender<Sample>) -> gst_app::AppSinkCallbacks {
+    gst_app::AppSinkCallbacks::builder()
+        .new_sample(move |sink| {
+            let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+            let s = sample.caps().and_then(|c| c.structure(0));
+            let Some(buffer) = sample.buffer() else {
+                return Ok(gst::FlowSuccess::Ok);
+            };
+            let Some(data) = bytes_of(buffer) else {
+                return Err(gst::FlowError::Error);
+            };
+            let _ = tx.try_send(Sample::Audio {
+                codec_data: codec_data(s),
+                data,
+                pts_ms: running_ms(&sample, buffer.pts()).unwrap_or(0),
+            });
+            Ok(gst::FlowSuccess::Ok)
+        })
+        .build()
+}
+
+/// Waits on the bus until `stop` is set, an error or the end of the input; posts the
+/// loss of signal when `signal_lost` says so.
+fn watch(
+    pipeline: &gst::Pipeline,
+    bus: &gst::Bus,
+    stop: &AtomicBool,
+    signal_lost: &dyn Fn() -> bool,
+) -> Result<(), String> {
     let video_source = pipeline.by_name("input");
     let mut lost_posted = false;
-    let result = loop {
+    loop {
         if stop.load(Ordering::Relaxed) {
-            break Ok(());
+            return Ok(());
         }
         if !lost_posted && signal_lost() {
             lost_posted = true;
@@ -274,13 +289,11 @@ pub(crate) fn run(
             &[gst::MessageType::Error, gst::MessageType::Eos],
         );
         match message.as_ref().map(|m| m.view()) {
-            Some(gst::MessageView::Error(e)) => break Err(describe(e)),
-            Some(gst::MessageView::Eos(_)) => break Err("the input ended".to_string()),
+            Some(gst::MessageView::Error(e)) => return Err(describe(e)),
+            Some(gst::MessageView::Eos(_)) => return Err("the input ended".to_string()),
             _ => {}
         }
-    };
-    let _ = pipeline.set_state(gst::State::Null);
-    result
+    }
 }
 
 fn describe(e: &gst::message::Error) -> String {

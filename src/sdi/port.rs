@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use sluice_cluster::command::{Command, DeviceSeen, Op};
+use sluice_cluster::command::{DeviceSeen, Op};
 use sluice_cluster::handle::ClusterHandle;
 use sluice_cluster::model::SdiEncoding;
 use sluice_media::flv::FlvDemuxer;
@@ -16,7 +16,6 @@ use tokio::sync::{mpsc, watch};
 use super::capture::{self, Encode, Sample, Source};
 use super::{Control, SIMULATED_BASE};
 use crate::origin::{Feed, Origins, Publisher};
-use crate::support::now_ms;
 
 const SCAN_EVERY: Duration = Duration::from_secs(10);
 const RECONCILE_EVERY: Duration = Duration::from_secs(1);
