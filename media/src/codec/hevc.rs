@@ -187,16 +187,11 @@ pub fn parse_sps(nal: &[u8]) -> Result<HevcSps, CodecError> {
 /// The SPS, and how the walk past the VUI went: `Ok(true)` when the SPS ends right
 /// after it (no extensions, then exactly the RBSP trailing bits), which shows every
 /// field before was read in step.
+///
+/// Walks `seq_parameter_set_rbsp()` in bitstream order; each syntax structure the spec
+/// names, and each run of fields only skipped, has its own function below.
 fn parse_sps_walk(nal: &[u8]) -> Result<(HevcSps, Result<bool, CodecError>), CodecError> {
-    let payload = check_nal(nal, NAL_SPS, SPS)?;
-    let layer_id = nal_layer_id(nal);
-    if layer_id != 0 {
-        return Err(CodecError::Unsupported {
-            what: SPS,
-            reason: format!("nuh_layer_id {layer_id} (multi-layer HEVC)"),
-        });
-    }
-    let rbsp = unescape_rbsp(payload);
+    let rbsp = sps_rbsp(nal)?;
     let r = &mut BitReader::new(&rbsp, SPS);
 
     r.skip_bits(4)?; // sps_video_parameter_set_id
@@ -211,6 +206,79 @@ fn parse_sps_walk(nal: &[u8]) -> Result<(HevcSps, Result<bool, CodecError>), Cod
     if sps_id > 15 {
         return Err(invalid(SPS, format!("sps_seq_parameter_set_id {sps_id}")));
     }
+    let format = read_picture_format(r)?;
+    let log2_max_poc_lsb_minus4 = r.read_ue()?;
+    if log2_max_poc_lsb_minus4 > 12 {
+        return Err(invalid(SPS, "log2_max_pic_order_cnt_lsb_minus4 above 12"));
+    }
+    skip_sub_layer_ordering_info(r, max_sub_layers_minus1)?;
+    skip_coding_tools(r)?;
+    skip_short_term_ref_pic_sets(r)?;
+    skip_long_term_ref_pics(r, log2_max_poc_lsb_minus4)?;
+    r.read_bit()?; // sps_temporal_mvp_enabled_flag
+    r.read_bit()?; // strong_intra_smoothing_enabled_flag
+    let mut vui = Vui::default();
+    let vui_present = r.read_bit()?;
+    let walk = if vui_present {
+        read_vui(r, max_sub_layers_minus1, &mut vui)
+    } else {
+        Ok(())
+    }
+    .and_then(|()| ends_cleanly(r));
+
+    let sps = HevcSps {
+        sps_id,
+        max_sub_layers: max_sub_layers_minus1 + 1,
+        temporal_id_nesting,
+        profile_space: ptl.profile_space,
+        tier_flag: ptl.tier_flag,
+        profile_idc: ptl.profile_idc,
+        profile_compatibility_flags: ptl.compatibility_flags,
+        constraint_indicator_flags: ptl.constraint_flags,
+        level_idc: ptl.level_idc,
+        chroma_format_idc: format.chroma_format_idc,
+        separate_colour_plane: format.separate_colour_plane,
+        coded_width: format.coded_width,
+        coded_height: format.coded_height,
+        width: format.width,
+        height: format.height,
+        bit_depth_luma: format.bit_depth_luma,
+        bit_depth_chroma: format.bit_depth_chroma,
+        min_spatial_segmentation_idc: vui.min_spatial_segmentation_idc,
+        frame_rate: vui.frame_rate,
+    };
+    Ok((sps, walk))
+}
+
+/// The SPS payload with emulation prevention removed, after checking its NAL header.
+/// Only the base layer is understood: a multi-layer SPS is refused, not misread.
+fn sps_rbsp(nal: &[u8]) -> Result<Vec<u8>, CodecError> {
+    let payload = check_nal(nal, NAL_SPS, SPS)?;
+    let layer_id = nal_layer_id(nal);
+    if layer_id != 0 {
+        return Err(CodecError::Unsupported {
+            what: SPS,
+            reason: format!("nuh_layer_id {layer_id} (multi-layer HEVC)"),
+        });
+    }
+    Ok(unescape_rbsp(payload))
+}
+
+/// The SPS fields from `chroma_format_idc` to `bit_depth_chroma_minus8`: sampling,
+/// coded size, the conformance window and bit depths.
+struct PictureFormat {
+    chroma_format_idc: u8,
+    separate_colour_plane: bool,
+    coded_width: u32,
+    coded_height: u32,
+    /// After the conformance window.
+    width: u32,
+    height: u32,
+    bit_depth_luma: u8,
+    bit_depth_chroma: u8,
+}
+
+fn read_picture_format(r: &mut BitReader<'_>) -> Result<PictureFormat, CodecError> {
     let chroma_format_idc = r.read_ue()?;
     if chroma_format_idc > 3 {
         return Err(invalid(
@@ -246,10 +314,24 @@ fn parse_sps_walk(nal: &[u8]) -> Result<(HevcSps, Result<bool, CodecError>), Cod
     if bit_depth_luma_minus8 > 8 || bit_depth_chroma_minus8 > 8 {
         return Err(invalid(SPS, "bit depth above 16"));
     }
-    let log2_max_poc_lsb_minus4 = r.read_ue()?;
-    if log2_max_poc_lsb_minus4 > 12 {
-        return Err(invalid(SPS, "log2_max_pic_order_cnt_lsb_minus4 above 12"));
-    }
+    Ok(PictureFormat {
+        chroma_format_idc: chroma_format_idc as u8,
+        separate_colour_plane,
+        coded_width,
+        coded_height,
+        width,
+        height,
+        bit_depth_luma: bit_depth_luma_minus8 as u8 + 8,
+        bit_depth_chroma: bit_depth_chroma_minus8 as u8 + 8,
+    })
+}
+
+/// Skips the `sps_max_dec_pic_buffering_minus1` .. `sps_max_latency_increase_plus1`
+/// loop: for the highest sub-layer only, or for every one.
+fn skip_sub_layer_ordering_info(
+    r: &mut BitReader<'_>,
+    max_sub_layers_minus1: u8,
+) -> Result<(), CodecError> {
     let ordering_info_for_all = r.read_bit()?;
     let first = if ordering_info_for_all {
         0
@@ -261,6 +343,12 @@ fn parse_sps_walk(nal: &[u8]) -> Result<(HevcSps, Result<bool, CodecError>), Cod
         r.read_ue()?; // sps_max_num_reorder_pics
         r.read_ue()?; // sps_max_latency_increase_plus1
     }
+    Ok(())
+}
+
+/// Skips the block and transform sizes, scaling lists, AMP, SAO and PCM settings:
+/// nothing a muxer needs, but they stand between the sizes and the reference sets.
+fn skip_coding_tools(r: &mut BitReader<'_>) -> Result<(), CodecError> {
     for _ in 0..6 {
         // log2_min_luma_coding_block_size_minus3 .. max_transform_hierarchy_depth_intra
         r.read_ue()?;
@@ -278,6 +366,11 @@ fn parse_sps_walk(nal: &[u8]) -> Result<(HevcSps, Result<bool, CodecError>), Cod
         r.read_ue()?;
         r.read_bit()?;
     }
+    Ok(())
+}
+
+/// Skips `num_short_term_ref_pic_sets` and the `st_ref_pic_set(i)` that follow.
+fn skip_short_term_ref_pic_sets(r: &mut BitReader<'_>) -> Result<(), CodecError> {
     let num_short_term_ref_pic_sets = r.read_ue()?;
     if num_short_term_ref_pic_sets > 64 {
         return Err(invalid(
@@ -285,11 +378,20 @@ fn parse_sps_walk(nal: &[u8]) -> Result<(HevcSps, Result<bool, CodecError>), Cod
             "more than 64 short-term reference picture sets",
         ));
     }
+    // Each set may be predicted from the one before, whose size it needs to be read.
     let mut num_delta_pocs: Vec<u32> = Vec::with_capacity(num_short_term_ref_pic_sets as usize);
     for _ in 0..num_short_term_ref_pic_sets {
         let n = skip_st_ref_pic_set(r, &num_delta_pocs)?;
         num_delta_pocs.push(n);
     }
+    Ok(())
+}
+
+/// Skips `long_term_ref_pics_present_flag` and, when set, the long-term pictures.
+fn skip_long_term_ref_pics(
+    r: &mut BitReader<'_>,
+    log2_max_poc_lsb_minus4: u32,
+) -> Result<(), CodecError> {
     if r.read_bit()? {
         // long_term_ref_pics_present_flag
         let num_long_term = r.read_ue()?;
@@ -301,39 +403,7 @@ fn parse_sps_walk(nal: &[u8]) -> Result<(HevcSps, Result<bool, CodecError>), Cod
             r.read_bit()?; // used_by_curr_pic_lt_sps_flag
         }
     }
-    r.read_bit()?; // sps_temporal_mvp_enabled_flag
-    r.read_bit()?; // strong_intra_smoothing_enabled_flag
-    let mut vui = Vui::default();
-    let vui_present = r.read_bit()?;
-    let walk = if vui_present {
-        read_vui(r, max_sub_layers_minus1, &mut vui)
-    } else {
-        Ok(())
-    }
-    .and_then(|()| ends_cleanly(r));
-
-    let sps = HevcSps {
-        sps_id,
-        max_sub_layers: max_sub_layers_minus1 + 1,
-        temporal_id_nesting,
-        profile_space: ptl.profile_space,
-        tier_flag: ptl.tier_flag,
-        profile_idc: ptl.profile_idc,
-        profile_compatibility_flags: ptl.compatibility_flags,
-        constraint_indicator_flags: ptl.constraint_flags,
-        level_idc: ptl.level_idc,
-        chroma_format_idc: chroma_format_idc as u8,
-        separate_colour_plane,
-        coded_width,
-        coded_height,
-        width,
-        height,
-        bit_depth_luma: bit_depth_luma_minus8 as u8 + 8,
-        bit_depth_chroma: bit_depth_chroma_minus8 as u8 + 8,
-        min_spatial_segmentation_idc: vui.min_spatial_segmentation_idc,
-        frame_rate: vui.frame_rate,
-    };
-    Ok((sps, walk))
+    Ok(())
 }
 
 /// After the VUI: no `sps_extension_present_flag`, then `rbsp_trailing_bits()`.

@@ -240,6 +240,15 @@ impl Track {
         (i128::from(us) * i128::from(self.timescale) / 1_000_000) as i64
     }
 
+    /// Notes a frame queued at `out_dts`: the step from the one before is the last
+    /// frame's duration.
+    fn advance_to(&mut self, out_dts: i64) {
+        if let Some(prev) = self.last_out_dts {
+            self.last_duration = out_dts - prev;
+        }
+        self.last_out_dts = Some(out_dts);
+    }
+
     fn nominal_duration(&self) -> i64 {
         match &self.config {
             TrackConfig::Audio(a) => i64::from(a.samples_per_frame),
@@ -268,6 +277,38 @@ enum Anchor {
 #[derive(Debug, Clone, Copy)]
 struct OpenPart {
     start: i64,
+}
+
+/// One track's frames for the part being written, and where its last frame ends.
+struct PartFrames {
+    track_id: u32,
+    frames: Vec<Frame>,
+    last_end: i64,
+}
+
+impl PartFrames {
+    /// The track's run in the fragment: each frame lasts until the next one, the last
+    /// until `last_end`.
+    fn run(&self) -> TrackRun<'_> {
+        let frames = &self.frames;
+        TrackRun {
+            track_id: self.track_id,
+            base_decode_time: frames.first().map(|f| f.dts.max(0) as u64).unwrap_or(0),
+            samples: frames
+                .iter()
+                .enumerate()
+                .map(|(j, f)| {
+                    let end = frames.get(j + 1).map(|n| n.dts).unwrap_or(self.last_end);
+                    Sample {
+                        duration: (end - f.dts).clamp(0, i64::from(u32::MAX)) as u32,
+                        cts: f.cts,
+                        sync: f.keyframe,
+                        data: &f.data,
+                    }
+                })
+                .collect(),
+        }
+    }
 }
 
 /// Per-channel segmenter. Time comes in as arguments; it never reads a clock.
@@ -628,149 +669,213 @@ impl Packager {
         frames * frame_us + PART_JITTER_US
     }
 
+    /// Takes one frame once packaging has started: checks its time, maps it to the
+    /// output timeline, ends the open part where needed and queues the frame.
     fn push_running(&mut self, frame: Frame, now_unix_ms: i64) -> Result<(), PackagerError> {
         let Some(ti) = self
             .tracks
             .iter()
             .position(|t| t.config.kind() == frame.track)
         else {
-            // A track that was not there at the start joins at its first keyframe.
-            let joins = frame.track == TrackKind::Audio || frame.keyframe;
-            if joins && !self.tracks.is_empty() {
-                self.restart()?;
-                return self.push_startup(frame, now_unix_ms);
-            }
-            self.stats.frames_dropped += 1;
-            return Ok(());
+            return self.join_track(frame, now_unix_ms);
         };
         let is_drive = ti == self.drive;
-        let drive_is_video = self.tracks[self.drive].config.kind() == TrackKind::Video;
-        if is_drive && frame.track == TrackKind::Video && self.need_keyframe && !frame.keyframe {
-            self.stats.frames_dropped += 1;
-            return Ok(());
+        if is_drive && !self.take_drive_input(&frame)? {
+            return self.drop_frame();
         }
-        // Jumps in the drive track's input timeline end the epoch. A follower's jumps do
-        // not: its frames are held to the drive's position below.
-        if is_drive {
-            if let Some(last) = self.tracks[ti].last_in_dts {
-                if frame.dts < last || self.tracks[ti].to_us(frame.dts - last) > MAX_DRIVE_GAP_US {
-                    self.discontinuity()?;
-                    if frame.track == TrackKind::Video && !frame.keyframe {
-                        self.stats.frames_dropped += 1;
-                        return Ok(());
-                    }
-                }
-            }
+        if !self.anchor_timeline(ti, &frame) {
+            return self.drop_frame();
         }
-        // After a discontinuity the drive track's first frame fixes where the new frames
-        // go; followers wait for it (the few that come first are dropped). At the very
-        // start encoder times are kept, so any track's first frame will do.
-        if let Some(anchor) = self.reanchor {
-            if !is_drive && anchor != Anchor::KeepInputTimes {
-                self.stats.frames_dropped += 1;
-                return Ok(());
-            }
-            let frame_us = self.tracks[ti].to_us(frame.dts);
-            let offset_us = match anchor {
-                Anchor::KeepInputTimes => (-frame_us).max(0),
-                Anchor::ResumeAtUs(resume_us) => resume_us - frame_us,
-            };
-            for t in &mut self.tracks {
-                t.offset = t.ticks_of_us(offset_us);
-            }
-            // Rounding to ticks must not put the drive's first frame before the floor.
-            let drive = &mut self.tracks[ti];
-            drive.offset = drive.offset.max(drive.floor_out_dts - frame.dts);
-            self.reanchor = None;
-        }
-        let track = &self.tracks[ti];
-        let out_dts = frame.dts + track.offset;
-        let out_us = track.to_us(out_dts);
-        let overlaps = out_dts < track.last_out_dts.unwrap_or(track.floor_out_dts) || out_dts < 0;
-        // A follower far from the drive's position belongs to another timeline (late
-        // frames from before a jump) or runs ahead of a stalled drive track.
-        let drive = &self.tracks[self.drive];
-        let skewed = !is_drive
-            && drive
-                .last_out_dts
-                .is_some_and(|d| (out_us - drive.to_us(d)).abs() > MAX_FOLLOWER_SKEW_US);
-        if overlaps || skewed {
-            self.stats.frames_dropped += 1;
-            return Ok(());
-        }
+        let Some(out_dts) = self.output_dts(ti, &frame) else {
+            return self.drop_frame();
+        };
         self.tracks[ti].last_in_dts = Some(frame.dts);
         let frame = Frame {
             dts: out_dts,
             ..frame
         };
-
         if !is_drive {
-            let track = &mut self.tracks[ti];
-            if let Some(prev) = track.last_out_dts {
-                track.last_duration = out_dts - prev;
-            }
-            track.last_out_dts = Some(out_dts);
-            if track.queue.len() >= MAX_BUFFERED_FRAMES {
-                track.dequeue();
-                self.stats.frames_dropped += 1;
-            }
-            track.enqueue(frame);
-            return self.check_queued_bytes();
+            return self.queue_follower(ti, frame);
         }
         if frame.keyframe {
             self.need_keyframe = false;
         }
-
-        let mut next_start = out_dts;
-        if let (Some(part), Some(segment)) = (self.part, self.segment) {
-            let track = &self.tracks[ti];
-            let elapsed = out_dts - part.start;
-            let part_target = track.ticks_of_us(self.part_target_us.unwrap_or(0));
-            if elapsed + track.last_duration > part_target {
-                // A gap (dropped frames) never makes a part longer than PART-TARGET: the
-                // part ends at the target, and the next one starts with the gap.
-                // (Unless the part's frames already reach past the target: a gap longer
-                // than a part cannot be split.)
-                let limit = part.start + part_target;
-                let last = track.last_out_dts.unwrap_or(part.start);
-                let boundary = if last < limit {
-                    out_dts.min(limit)
-                } else {
-                    out_dts
-                };
-                next_start = boundary;
-                self.close_part(
-                    boundary,
-                    frame.keyframe && boundary == out_dts,
-                    false,
-                    false,
-                )?;
-            } else if drive_is_video && frame.keyframe && elapsed > 0 {
-                // A keyframe starts an independent part when the part before it is long
-                // enough, or ends the segment when that one is, so a short part is only
-                // ever the last of its segment. Otherwise it stays inside its part.
-                let half_segment =
-                    track.ticks_of_us(i64::from(self.settings.segment_target_ms) * 500);
-                if elapsed * 100 >= part_target * MIN_PART_SHARE_PCT {
-                    self.close_part(out_dts, true, false, false)?;
-                } else if out_dts - segment.start >= half_segment {
-                    self.close_part(out_dts, true, false, true)?;
-                }
-            }
-        }
+        let next_start = self.end_part_before(&frame)?;
         if self.part.is_none() {
             self.open_part(next_start, now_unix_ms)?;
         }
-        let track = &mut self.tracks[ti];
-        if let Some(prev) = track.last_out_dts {
-            track.last_duration = out_dts - prev;
+        self.queue_drive(frame)
+    }
+
+    /// Counts a frame that is not packaged.
+    fn drop_frame(&mut self) -> Result<(), PackagerError> {
+        self.stats.frames_dropped += 1;
+        Ok(())
+    }
+
+    /// A frame of a track that was not there at the start: the track joins at its first
+    /// keyframe (any audio frame), by starting again with it; until then it is dropped.
+    fn join_track(&mut self, frame: Frame, now_unix_ms: i64) -> Result<(), PackagerError> {
+        let joins = frame.track == TrackKind::Audio || frame.keyframe;
+        if joins && !self.tracks.is_empty() {
+            self.restart()?;
+            return self.push_startup(frame, now_unix_ms);
         }
-        track.last_out_dts = Some(out_dts);
+        self.drop_frame()
+    }
+
+    /// Whether a drive frame is taken. Video waits for a keyframe after a publisher
+    /// change. Jumps in the drive track's input timeline end the epoch, and the next one
+    /// starts at a keyframe. A follower's jumps do not: its frames are held to the
+    /// drive's position by `output_dts`.
+    fn take_drive_input(&mut self, frame: &Frame) -> Result<bool, PackagerError> {
+        let is_video = frame.track == TrackKind::Video;
+        if is_video && self.need_keyframe && !frame.keyframe {
+            return Ok(false);
+        }
+        let drive = &self.tracks[self.drive];
+        if let Some(last) = drive.last_in_dts {
+            if frame.dts < last || drive.to_us(frame.dts - last) > MAX_DRIVE_GAP_US {
+                self.discontinuity()?;
+                if is_video && !frame.keyframe {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// After a discontinuity the drive track's first frame fixes where the new frames
+    /// go; followers wait for it (the few that come first are dropped: `false`). At the
+    /// very start encoder times are kept, so any track's first frame will do.
+    fn anchor_timeline(&mut self, ti: usize, frame: &Frame) -> bool {
+        let Some(anchor) = self.reanchor else {
+            return true;
+        };
+        if ti != self.drive && anchor != Anchor::KeepInputTimes {
+            return false;
+        }
+        let frame_us = self.tracks[ti].to_us(frame.dts);
+        let offset_us = match anchor {
+            Anchor::KeepInputTimes => (-frame_us).max(0),
+            Anchor::ResumeAtUs(resume_us) => resume_us - frame_us,
+        };
+        for t in &mut self.tracks {
+            t.offset = t.ticks_of_us(offset_us);
+        }
+        // Rounding to ticks must not put the drive's first frame before the floor.
+        let drive = &mut self.tracks[ti];
+        drive.offset = drive.offset.max(drive.floor_out_dts - frame.dts);
+        self.reanchor = None;
+        true
+    }
+
+    /// The frame's output dts, or `None` when it must be dropped: it would overlap what
+    /// its track already has (or fall before zero), or it is a follower far from the
+    /// drive's position, so from another timeline (late frames from before a jump) or
+    /// running ahead of a stalled drive track.
+    fn output_dts(&self, ti: usize, frame: &Frame) -> Option<i64> {
+        let track = &self.tracks[ti];
+        let out_dts = frame.dts + track.offset;
+        let out_us = track.to_us(out_dts);
+        let overlaps = out_dts < track.last_out_dts.unwrap_or(track.floor_out_dts) || out_dts < 0;
+        let drive = &self.tracks[self.drive];
+        let skewed = ti != self.drive
+            && drive
+                .last_out_dts
+                .is_some_and(|d| (out_us - drive.to_us(d)).abs() > MAX_FOLLOWER_SKEW_US);
+        (!overlaps && !skewed).then_some(out_dts)
+    }
+
+    /// A follower frame (output times) waits for the part that will carry it; past
+    /// `MAX_BUFFERED_FRAMES` the oldest waiting one is dropped.
+    fn queue_follower(&mut self, ti: usize, frame: Frame) -> Result<(), PackagerError> {
+        let track = &mut self.tracks[ti];
+        track.advance_to(frame.dts);
+        if track.queue.len() >= MAX_BUFFERED_FRAMES {
+            track.dequeue();
+            self.stats.frames_dropped += 1;
+        }
+        track.enqueue(frame);
+        self.check_queued_bytes()
+    }
+
+    /// A drive frame (output times) goes into the open part.
+    fn queue_drive(&mut self, frame: Frame) -> Result<(), PackagerError> {
+        let track = &mut self.tracks[self.drive];
+        track.advance_to(frame.dts);
         if track.config.kind() == TrackKind::Video {
             self.stats.video_frames += 1;
         }
         track.enqueue(frame);
         self.check_queued_bytes()
+    }
+
+    /// Ends the open part before a drive frame (output times) when it has to: the frame
+    /// would take it past PART-TARGET, or it is a keyframe that may start a part or a
+    /// segment. Returns where the next part starts.
+    fn end_part_before(&mut self, frame: &Frame) -> Result<i64, PackagerError> {
+        let (Some(part), Some(segment)) = (self.part, self.segment) else {
+            return Ok(frame.dts);
+        };
+        let drive = &self.tracks[self.drive];
+        let elapsed = frame.dts - part.start;
+        let part_target = drive.ticks_of_us(self.part_target_us.unwrap_or(0));
+        if elapsed + drive.last_duration > part_target {
+            return self.end_part_at_target(part, part_target, frame);
+        }
+        let drive_is_video = drive.config.kind() == TrackKind::Video;
+        if drive_is_video && frame.keyframe && elapsed > 0 {
+            self.end_part_at_keyframe(segment, elapsed, part_target, frame.dts)?;
+        }
+        Ok(frame.dts)
+    }
+
+    /// The next drive frame would take the part past PART-TARGET: it ends here. A gap
+    /// (dropped frames) never makes a part longer than PART-TARGET: the part ends at the
+    /// target, and the next one starts with the gap. (Unless the part's frames already
+    /// reach past the target: a gap longer than a part cannot be split.) Returns where
+    /// the next part starts.
+    fn end_part_at_target(
+        &mut self,
+        part: OpenPart,
+        part_target: i64,
+        frame: &Frame,
+    ) -> Result<i64, PackagerError> {
+        let limit = part.start + part_target;
+        let last = self.tracks[self.drive].last_out_dts.unwrap_or(part.start);
+        let boundary = if last < limit {
+            frame.dts.min(limit)
+        } else {
+            frame.dts
+        };
+        self.close_part(
+            boundary,
+            frame.keyframe && boundary == frame.dts,
+            false,
+            false,
+        )?;
+        Ok(boundary)
+    }
+
+    /// A keyframe starts an independent part when the part before it is long enough, or
+    /// ends the segment when that one is, so a short part is only ever the last of its
+    /// segment. Otherwise it stays inside its part.
+    fn end_part_at_keyframe(
+        &mut self,
+        segment: OpenSegment,
+        elapsed: i64,
+        part_target: i64,
+        out_dts: i64,
+    ) -> Result<(), PackagerError> {
+        let half_segment =
+            self.tracks[self.drive].ticks_of_us(i64::from(self.settings.segment_target_ms) * 500);
+        if elapsed * 100 >= part_target * MIN_PART_SHARE_PCT {
+            self.close_part(out_dts, true, false, false)?;
+        } else if out_dts - segment.start >= half_segment {
+            self.close_part(out_dts, true, false, true)?;
+        }
+        Ok(())
     }
 
     /// Media waiting for its part is bounded in bytes: a publisher whose timestamps stop
@@ -836,53 +941,11 @@ impl Packager {
         let (Some(part), Some(mut segment)) = (self.part.take(), self.segment) else {
             return Ok(());
         };
-        let boundary_us = self.tracks[self.drive].to_us(boundary);
-        let mut taken: Vec<(u32, Vec<Frame>, i64)> = Vec::with_capacity(self.tracks.len());
-        for (i, track) in self.tracks.iter_mut().enumerate() {
-            let mut frames = Vec::new();
-            while let Some(f) = track.queue.front() {
-                if i != self.drive && !take_all && track.to_us(f.dts) >= boundary_us {
-                    break;
-                }
-                frames.extend(track.dequeue());
-            }
-            // Duration of the last frame: up to the boundary for the drive track, up to
-            // the next queued frame, else the nominal frame duration.
-            let last_end = if i == self.drive {
-                boundary
-            } else if let Some(next) = track.queue.front() {
-                next.dts
-            } else {
-                frames
-                    .last()
-                    .map(|f| f.dts + track.nominal_duration())
-                    .unwrap_or(0)
-            };
-            taken.push((track.id, frames, last_end));
-        }
-        let runs: Vec<TrackRun<'_>> = taken
-            .iter()
-            .map(|(id, frames, last_end)| TrackRun {
-                track_id: *id,
-                base_decode_time: frames.first().map(|f| f.dts.max(0) as u64).unwrap_or(0),
-                samples: frames
-                    .iter()
-                    .enumerate()
-                    .map(|(j, f)| {
-                        let end = frames.get(j + 1).map(|n| n.dts).unwrap_or(*last_end);
-                        Sample {
-                            duration: (end - f.dts).clamp(0, i64::from(u32::MAX)) as u32,
-                            cts: f.cts,
-                            sync: f.keyframe,
-                            data: &f.data,
-                        }
-                    })
-                    .collect(),
-            })
-            .collect();
+        let taken = self.take_part_frames(boundary, take_all);
+        let runs: Vec<TrackRun<'_>> = taken.iter().map(PartFrames::run).collect();
         let independent = taken
             .get(self.drive)
-            .and_then(|(_, frames, _)| frames.first())
+            .and_then(|t| t.frames.first())
             .is_some_and(|f| f.keyframe);
         self.fragment_sequence = self.fragment_sequence.wrapping_add(1);
         let mut data = Vec::new();
@@ -904,19 +967,58 @@ impl Packager {
         segment.parts += 1;
         self.segment = Some(segment);
 
-        let seg_ticks = boundary - segment.start;
+        if end_segment || self.segment_full_at(boundary, segment.start, next_is_key) {
+            self.close_segment(boundary);
+        }
+        Ok(())
+    }
+
+    /// Takes each track's queued frames for the part ending at `boundary` (drive
+    /// ticks): all of the drive's, and the followers' up to the same time (or all of
+    /// them with `take_all`).
+    fn take_part_frames(&mut self, boundary: i64, take_all: bool) -> Vec<PartFrames> {
+        let boundary_us = self.tracks[self.drive].to_us(boundary);
+        let mut taken = Vec::with_capacity(self.tracks.len());
+        for (i, track) in self.tracks.iter_mut().enumerate() {
+            let mut frames = Vec::new();
+            while let Some(f) = track.queue.front() {
+                if i != self.drive && !take_all && track.to_us(f.dts) >= boundary_us {
+                    break;
+                }
+                frames.extend(track.dequeue());
+            }
+            // Duration of the last frame: up to the boundary for the drive track, up to
+            // the next queued frame, else the nominal frame duration.
+            let last_end = if i == self.drive {
+                boundary
+            } else if let Some(next) = track.queue.front() {
+                next.dts
+            } else {
+                frames
+                    .last()
+                    .map(|f| f.dts + track.nominal_duration())
+                    .unwrap_or(0)
+            };
+            taken.push(PartFrames {
+                track_id: track.id,
+                frames,
+                last_end,
+            });
+        }
+        taken
+    }
+
+    /// Whether a segment that started at `segment_start` is full at a part boundary:
+    /// on a keyframe once it reached the segment target, or, whatever the GOP, when the
+    /// next part could take it past TARGETDURATION.
+    fn segment_full_at(&self, boundary: i64, segment_start: i64, next_is_key: bool) -> bool {
+        let seg_ticks = boundary - segment_start;
         let drive = &self.tracks[self.drive];
         let segment_target = drive.ticks_of_us(i64::from(self.settings.segment_target_ms) * 1000);
         let part_target = drive.ticks_of_us(self.part_target_us.unwrap_or(0));
         let max_segment =
             drive.ticks_of_us(i64::from(self.settings.target_duration_s()) * 1_000_000);
-        if end_segment
-            || (next_is_key && seg_ticks >= segment_target)
-            || seg_ticks + part_target > max_segment
-        {
-            self.close_segment(boundary);
-        }
-        Ok(())
+        (next_is_key && seg_ticks >= segment_target) || seg_ticks + part_target > max_segment
     }
 
     fn close_segment(&mut self, boundary: i64) {

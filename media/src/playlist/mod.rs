@@ -305,18 +305,8 @@ impl MediaPlaylist {
 
     /// Writes the playlist; `skip` gives a delta update when the client asked for one.
     pub fn render(&self, skip: Skip, reports: &[RenditionReport]) -> String {
-        let s = &self.settings;
-        let td_us = u64::from(s.target_duration_s) * 1_000_000;
         let mut out = String::with_capacity(256 + self.segments.len() * 160);
-        let _ = writeln!(out, "#EXTM3U");
-        tags::version(&mut out, 9);
-        tags::target_duration(&mut out, s.target_duration_s);
-        tags::server_control(&mut out, s.part_target_ms, s.target_duration_s);
-        tags::part_inf(&mut out, s.part_target_ms);
-        let first_msn = self.first_msn().unwrap_or(0);
-        tags::media_sequence(&mut out, first_msn);
-        tags::discontinuity_sequence(&mut out, self.discontinuity_sequence);
-
+        self.write_header(&mut out);
         // Where the window ends, to decide which segments keep parts or may be skipped.
         let listed: Vec<&SegmentEntry> = self
             .segments
@@ -324,11 +314,40 @@ impl MediaPlaylist {
             .filter(|s| !s.parts.is_empty() || s.gap)
             .collect();
         let total_us: u64 = listed.iter().map(|s| s.listed_duration_us()).sum();
+        let skipped = self.skipped_segments(skip, &listed, total_us);
+        if skipped > 0 {
+            tags::skip(&mut out, skipped, skip == Skip::V2);
+        }
+        self.write_segments(&mut out, &listed, total_us, skipped);
+        self.write_end(&mut out, reports);
+        out
+    }
+
+    fn target_duration_us(&self) -> u64 {
+        u64::from(self.settings.target_duration_s) * 1_000_000
+    }
+
+    /// The tags before the first segment.
+    fn write_header(&self, out: &mut String) {
+        let s = &self.settings;
+        let _ = writeln!(out, "#EXTM3U");
+        tags::version(out, 9);
+        tags::target_duration(out, s.target_duration_s);
+        tags::server_control(out, s.part_target_ms, s.target_duration_s);
+        tags::part_inf(out, s.part_target_ms);
+        tags::media_sequence(out, self.first_msn().unwrap_or(0));
+        tags::discontinuity_sequence(out, self.discontinuity_sequence);
+    }
+
+    /// How many of the first listed segments a delta update leaves out: the leading
+    /// complete ones, up to the first gap, that end at least six target durations
+    /// before the end of the window. A full playlist, or one that has ended, skips none.
+    fn skipped_segments(&self, skip: Skip, listed: &[&SegmentEntry], total_us: u64) -> usize {
         let mut skipped = 0usize;
         if skip != Skip::No && !self.ended {
-            let skip_until_us = 6 * td_us;
+            let skip_until_us = 6 * self.target_duration_us();
             let mut end_us = 0u64;
-            for seg in &listed {
+            for seg in listed {
                 end_us += seg.listed_duration_us();
                 // Gaps are never skipped: a player that knew them as the earlier
                 // origin's segments would fill them in from its copy, without the gap.
@@ -337,15 +356,23 @@ impl MediaPlaylist {
                 }
                 skipped += 1;
             }
-            if skipped > 0 {
-                tags::skip(&mut out, skipped, skip == Skip::V2);
-            }
         }
+        skipped
+    }
 
+    /// The listed segments after the `skipped` ones, with their parts near the end.
+    fn write_segments(
+        &self,
+        out: &mut String,
+        listed: &[&SegmentEntry],
+        total_us: u64,
+        skipped: usize,
+    ) {
+        let s = &self.settings;
         // Parts are listed for the last three target durations, and on no more than the
         // last three segments (what strict validators such as hls-parser require). A
         // preload hint that opens the next segment takes one of the three.
-        let parts_from_us = total_us.saturating_sub(3 * td_us);
+        let parts_from_us = total_us.saturating_sub(3 * self.target_duration_us());
         let hint_opens_segment =
             !self.ended && listed.last().is_some_and(|s| s.duration_us.is_some());
         let parts_from_index = (listed.len() + usize::from(hint_opens_segment)).saturating_sub(3);
@@ -360,36 +387,40 @@ impl MediaPlaylist {
             }
             // Also on the first segment listed: the sequence counts only removed tags.
             if seg.discontinuity {
-                tags::discontinuity(&mut out);
+                tags::discontinuity(out);
             }
             if current_init != Some(seg.init_index) {
-                tags::map(&mut out, &s.uri_prefix, seg.init_index);
+                tags::map(out, &s.uri_prefix, seg.init_index);
                 current_init = Some(seg.init_index);
             }
 
-            tags::program_date_time(&mut out, seg.program_date_time_ms);
+            tags::program_date_time(out, seg.program_date_time_ms);
             if seg.gap {
-                tags::gap(&mut out);
+                tags::gap(out);
             }
             if (seg_end_us > parts_from_us && i >= parts_from_index) || seg.duration_us.is_none() {
                 for (p, part) in seg.parts.iter().enumerate() {
-                    tags::part(&mut out, &s.uri_prefix, seg.msn, p as u32, part);
+                    tags::part(out, &s.uri_prefix, seg.msn, p as u32, part);
                 }
             }
             if let Some(d) = seg.duration_us {
-                tags::segment(&mut out, &s.uri_prefix, seg.msn, d);
+                tags::segment(out, &s.uri_prefix, seg.msn, d);
             }
         }
+    }
+
+    /// `EXT-X-ENDLIST` once ended; else where the next part will be, and the reports
+    /// on the other renditions.
+    fn write_end(&self, out: &mut String, reports: &[RenditionReport]) {
         if self.ended {
-            tags::endlist(&mut out);
+            tags::endlist(out);
         } else {
             let (msn, part) = self.next_part();
-            tags::preload_hint(&mut out, &s.uri_prefix, msn, part);
+            tags::preload_hint(out, &self.settings.uri_prefix, msn, part);
             for r in reports {
-                tags::rendition_report(&mut out, r);
+                tags::rendition_report(out, r);
             }
         }
-        out
     }
 }
 
