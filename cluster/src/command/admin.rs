@@ -1,10 +1,24 @@
 //! Admin API tokens: verifiers replicated so every node accepts every token.
 
-use super::{Applied, Refusal};
+use super::{Applied, Op, Refusal};
 use crate::model::AdminToken;
 use crate::state::State;
 
-pub(super) fn create(
+/// Applies an admin token command; `super::apply` routes only those here.
+pub(super) fn apply(state: &mut State, at: i64, op: &Op) -> Result<Applied, Refusal> {
+    match op {
+        Op::CreateAdminToken {
+            token_id,
+            name,
+            verifier,
+            read_only,
+        } => create(state, at, token_id, name, verifier, *read_only),
+        Op::RevokeAdminToken { token_id } => revoke(state, at, token_id),
+        other => unreachable!("not an admin token command: {other:?}"),
+    }
+}
+
+fn create(
     state: &mut State,
     at: i64,
     token_id: &str,
@@ -57,7 +71,7 @@ pub(super) fn create(
     Ok(Applied::Done)
 }
 
-pub(super) fn revoke(state: &mut State, at: i64, token_id: &str) -> Result<Applied, Refusal> {
+fn revoke(state: &mut State, at: i64, token_id: &str) -> Result<Applied, Refusal> {
     let token = state
         .admin_tokens
         .get_mut(token_id)

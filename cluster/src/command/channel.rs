@@ -2,11 +2,48 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Applied, Refusal};
+use super::{Applied, Op, Refusal};
 use crate::model::{
     Channel, Ingest, LlHlsSettings, NodeId, Placement, RetentionPolicy, SdiEncoding, Visibility,
 };
 use crate::state::State;
+
+/// Applies a channel command; `super::apply` routes only those here.
+pub(super) fn apply(state: &mut State, at: i64, op: &Op) -> Result<Applied, Refusal> {
+    match op {
+        Op::CreateChannel {
+            slug,
+            title,
+            visibility,
+            ingest,
+            ll_hls,
+            recording,
+            retention,
+            placement,
+            first_key,
+            srt_passphrase,
+        } => create(
+            state,
+            at,
+            NewChannel {
+                slug,
+                title,
+                visibility: *visibility,
+                ingest,
+                ll_hls: *ll_hls,
+                recording: *recording,
+                retention: *retention,
+                placement: *placement,
+                srt_passphrase: srt_passphrase.as_deref(),
+                first_key: first_key.as_ref(),
+            },
+        ),
+        Op::UpdateChannel { slug, patch } => update(state, slug, patch),
+        Op::DeleteChannel { slug } => delete(state, at, slug),
+        Op::PlaceChannel { channel, node } => place(state, at, channel, *node),
+        other => unreachable!("not a channel command: {other:?}"),
+    }
+}
 
 /// Fields an operator may change on an existing channel; `None` leaves one as it is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
@@ -28,17 +65,17 @@ pub struct ChannelPatch {
     pub ingest: Option<Ingest>,
 }
 
-pub(super) struct NewChannel<'a> {
-    pub(super) slug: &'a str,
-    pub(super) title: &'a str,
-    pub(super) visibility: Visibility,
-    pub(super) ingest: &'a Ingest,
-    pub(super) ll_hls: LlHlsSettings,
-    pub(super) recording: bool,
-    pub(super) retention: RetentionPolicy,
-    pub(super) placement: Placement,
-    pub(super) srt_passphrase: Option<&'a str>,
-    pub(super) first_key: Option<&'a super::FirstKey>,
+struct NewChannel<'a> {
+    slug: &'a str,
+    title: &'a str,
+    visibility: Visibility,
+    ingest: &'a Ingest,
+    ll_hls: LlHlsSettings,
+    recording: bool,
+    retention: RetentionPolicy,
+    placement: Placement,
+    srt_passphrase: Option<&'a str>,
+    first_key: Option<&'a super::FirstKey>,
 }
 
 /// A slug is a URL path segment: lower-case letters, digits and dashes.
@@ -184,7 +221,7 @@ fn validate_ingest(ingest: &Ingest) -> Result<(), Refusal> {
     }
 }
 
-pub(super) fn create(state: &mut State, at: i64, new: NewChannel<'_>) -> Result<Applied, Refusal> {
+fn create(state: &mut State, at: i64, new: NewChannel<'_>) -> Result<Applied, Refusal> {
     validate_slug(new.slug)?;
     validate_title(new.title)?;
     validate_ll_hls(&new.ll_hls)?;
@@ -233,11 +270,7 @@ pub(super) fn create(state: &mut State, at: i64, new: NewChannel<'_>) -> Result<
     Ok(Applied::ChannelCreated { id })
 }
 
-pub(super) fn update(
-    state: &mut State,
-    slug: &str,
-    patch: &ChannelPatch,
-) -> Result<Applied, Refusal> {
+fn update(state: &mut State, slug: &str, patch: &ChannelPatch) -> Result<Applied, Refusal> {
     if let Some(t) = &patch.title {
         validate_title(t)?;
     }
@@ -307,12 +340,7 @@ pub(super) fn update(
 /// The supervisor's placement of a pulled channel. Refused unless the channel is
 /// pulled, the node holds a valid lease, the placement honours a pin, and the node
 /// pulling it now (if any) is gone: two live nodes never pull one channel.
-pub(super) fn place(
-    state: &mut State,
-    at: i64,
-    slug: &str,
-    node: NodeId,
-) -> Result<Applied, Refusal> {
+fn place(state: &mut State, at: i64, slug: &str, node: NodeId) -> Result<Applied, Refusal> {
     let channel = state
         .channel_by_slug(slug)
         .ok_or_else(|| Refusal::not_found("channel", slug))?;
@@ -362,7 +390,7 @@ pub(super) fn place(
 
 /// A pushed channel with a publisher on it is refused (stop it first); a pulled one
 /// ends its generation with it: the cluster is its publisher.
-pub(super) fn delete(state: &mut State, at: i64, slug: &str) -> Result<Applied, Refusal> {
+fn delete(state: &mut State, at: i64, slug: &str) -> Result<Applied, Refusal> {
     let (id, pulled) = state
         .channel_by_slug(slug)
         .map(|c| (c.id, c.ingest.is_pulled()))

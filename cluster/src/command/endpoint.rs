@@ -1,24 +1,52 @@
 //! Endpoints (where viewers and edges fetch from, with their parents for failover) and
 //! the snapshots each endpoint reports.
 
-use super::{Applied, Refusal};
+use super::{Applied, Op, Refusal};
 use crate::model::{Endpoint, EndpointKind, EndpointSnapshot, HealthThresholds, NodeId};
 use crate::state::State;
+
+/// Applies an endpoint command; `super::apply` routes only those here.
+pub(super) fn apply(state: &mut State, at: i64, op: &Op) -> Result<Applied, Refusal> {
+    match op {
+        Op::PutEndpoint {
+            name,
+            kind,
+            node,
+            url,
+            upstreams,
+            health,
+        } => put(
+            state,
+            at,
+            NewEndpoint {
+                name,
+                kind: *kind,
+                node: *node,
+                url,
+                upstreams,
+                health: *health,
+            },
+        ),
+        Op::DeleteEndpoint { name } => delete(state, name),
+        Op::ReportSnapshot { endpoint, snapshot } => report(state, endpoint, snapshot),
+        other => unreachable!("not an endpoint command: {other:?}"),
+    }
+}
 
 /// Snapshots kept per endpoint: a few minutes at one every few seconds.
 pub const SNAPSHOT_HISTORY: usize = 60;
 
-pub(super) struct NewEndpoint<'a> {
-    pub(super) name: &'a str,
-    pub(super) kind: EndpointKind,
-    pub(super) node: Option<NodeId>,
-    pub(super) url: &'a str,
-    pub(super) upstreams: &'a [String],
-    pub(super) health: HealthThresholds,
+struct NewEndpoint<'a> {
+    name: &'a str,
+    kind: EndpointKind,
+    node: Option<NodeId>,
+    url: &'a str,
+    upstreams: &'a [String],
+    health: HealthThresholds,
 }
 
 /// Creates an endpoint or replaces one of the same name (its creation time stays).
-pub(super) fn put(state: &mut State, at: i64, new: NewEndpoint) -> Result<Applied, Refusal> {
+fn put(state: &mut State, at: i64, new: NewEndpoint) -> Result<Applied, Refusal> {
     super::channel::validate_slug(new.name)?;
     if !(new.url.starts_with("http://") || new.url.starts_with("https://"))
         || new.url.len() > 512
@@ -123,7 +151,7 @@ fn reaches(state: &State, from: &str, target: &str) -> bool {
     false
 }
 
-pub(super) fn delete(state: &mut State, name: &str) -> Result<Applied, Refusal> {
+fn delete(state: &mut State, name: &str) -> Result<Applied, Refusal> {
     if !state.endpoints.contains_key(name) {
         return Err(Refusal::not_found("endpoint", name));
     }
@@ -163,7 +191,7 @@ pub(super) fn forget_node(state: &mut State, node: NodeId) {
 /// Bounds what a snapshot may carry: it is replicated and kept in the history.
 pub const MAX_CHANNELS_PER_SNAPSHOT: usize = 256;
 
-pub(super) fn report(
+fn report(
     state: &mut State,
     endpoint: &str,
     snapshot: &EndpointSnapshot,

@@ -1,6 +1,6 @@
 //! Generations: one live session of a channel, claimed by the node its publisher reached.
 
-use super::{Applied, Refusal};
+use super::{Applied, Op, Refusal};
 use std::collections::BTreeMap;
 
 use crate::model::{
@@ -8,6 +8,48 @@ use crate::model::{
     RecordingPiece, RecordingStatus,
 };
 use crate::state::State;
+
+/// Applies a generation command; `super::apply` routes only those here.
+pub(super) fn apply(state: &mut State, at: i64, op: &Op) -> Result<Applied, Refusal> {
+    match op {
+        Op::ClaimChannel { channel, node } => claim(state, at, channel, *node),
+        Op::MarkLive {
+            channel,
+            generation,
+            node,
+        } => mark_live(state, at, channel, *generation, *node),
+        Op::ReportMedia {
+            channel,
+            generation,
+            node,
+            last_msn,
+            media,
+        } => report_media(state, at, channel, *generation, *node, *last_msn, media),
+        Op::MarkReconnecting {
+            channel,
+            generation,
+        } => mark_reconnecting(state, at, channel, *generation),
+        Op::EndGeneration {
+            channel,
+            generation,
+            failed,
+        } => end(state, at, channel, *generation, *failed),
+        Op::ReportRecording {
+            channel,
+            generation,
+            piece,
+        } => report_recording(state, at, channel, *generation, piece),
+        Op::DeleteRecording {
+            channel,
+            generation,
+        } => delete_recording(state, at, channel, *generation),
+        Op::ForgetGeneration {
+            channel,
+            generation,
+        } => forget(state, *channel, *generation),
+        other => unreachable!("not a generation command: {other:?}"),
+    }
+}
 
 fn channel_id(state: &State, slug: &str) -> Result<ChannelId, Refusal> {
     state
@@ -41,12 +83,7 @@ fn originated<'a>(
 /// Exactly one claim wins: a channel has at most one active generation, whose origin
 /// holds a valid lease. A generation waiting for its publisher, or whose origin's lease
 /// has expired, resumes on the claimer.
-pub(super) fn claim(
-    state: &mut State,
-    at: i64,
-    slug: &str,
-    node: NodeId,
-) -> Result<Applied, Refusal> {
+fn claim(state: &mut State, at: i64, slug: &str, node: NodeId) -> Result<Applied, Refusal> {
     let id = channel_id(state, slug)?;
     if !state.lease_valid(node, at) {
         return Err(Refusal::LeaseInvalid { node });
@@ -130,7 +167,7 @@ pub(super) fn claim(
     })
 }
 
-pub(super) fn mark_live(
+fn mark_live(
     state: &mut State,
     at: i64,
     slug: &str,
@@ -151,7 +188,7 @@ pub(super) fn mark_live(
     Ok(Applied::Done)
 }
 
-pub(super) fn report_media(
+fn report_media(
     state: &mut State,
     at: i64,
     slug: &str,
@@ -175,7 +212,7 @@ pub(super) fn report_media(
     Ok(Applied::Done)
 }
 
-pub(super) fn mark_reconnecting(
+fn mark_reconnecting(
     state: &mut State,
     at: i64,
     slug: &str,
@@ -189,7 +226,7 @@ pub(super) fn mark_reconnecting(
     Ok(Applied::Done)
 }
 
-pub(super) fn end(
+fn end(
     state: &mut State,
     at: i64,
     slug: &str,
@@ -216,7 +253,7 @@ fn down_nodes(nodes: &BTreeMap<NodeId, Node>) -> Vec<NodeId> {
 
 /// A node's report of the recording piece it writes: created on the first one, replaced
 /// by later ones (its sizes only grow), sticky once failed.
-pub(super) fn report_recording(
+fn report_recording(
     state: &mut State,
     at: i64,
     slug: &str,
@@ -305,7 +342,7 @@ fn settle(r: &mut Recording, active: bool, down: &[NodeId], at: i64) {
 /// Deletes a finished recording: the record becomes a tombstone (status `deleted`,
 /// no pieces) and every node removes the generation's files. One being written (its
 /// generation is active) is refused.
-pub(super) fn delete_recording(
+fn delete_recording(
     state: &mut State,
     at: i64,
     slug: &str,
@@ -338,11 +375,7 @@ pub(super) fn delete_recording(
 }
 
 /// Removes an ended generation nothing can be played from (`State::forgettable`).
-pub(super) fn forget(
-    state: &mut State,
-    channel: ChannelId,
-    number: u64,
-) -> Result<Applied, Refusal> {
+fn forget(state: &mut State, channel: ChannelId, number: u64) -> Result<Applied, Refusal> {
     let g = state
         .generation(channel, number)
         .ok_or_else(|| Refusal::not_found("generation", number))?;

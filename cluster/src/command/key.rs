@@ -1,10 +1,23 @@
 //! Stream keys: only a verifier (SHA-256 of the key) is replicated.
 
-use super::{Applied, Refusal};
+use super::{Applied, Op, Refusal};
 use crate::model::StreamKey;
 use crate::state::State;
 
-pub(super) fn create(
+/// Applies a stream key command; `super::apply` routes only those here.
+pub(super) fn apply(state: &mut State, at: i64, op: &Op) -> Result<Applied, Refusal> {
+    match op {
+        Op::CreateKey {
+            channel,
+            key_id,
+            verifier,
+        } => create(state, at, channel, key_id, verifier),
+        Op::RevokeKey { channel, key_id } => revoke(state, at, channel, key_id),
+        other => unreachable!("not a stream key command: {other:?}"),
+    }
+}
+
+fn create(
     state: &mut State,
     at: i64,
     channel: &str,
@@ -77,12 +90,7 @@ pub(super) fn insert(
     );
 }
 
-pub(super) fn revoke(
-    state: &mut State,
-    at: i64,
-    channel: &str,
-    key_id: &str,
-) -> Result<Applied, Refusal> {
+fn revoke(state: &mut State, at: i64, channel: &str, key_id: &str) -> Result<Applied, Refusal> {
     let channel_id = state
         .channel_by_slug(channel)
         .map(|c| c.id)

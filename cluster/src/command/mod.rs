@@ -1,6 +1,6 @@
-//! Commands: what a proposer asks of the replicated state. One file per group; each
-//! checks its invariants against the state, then changes it, or refuses with a reason
-//! (and changes nothing).
+//! Commands: what a proposer asks of the replicated state. One file per group, whose
+//! `apply` takes that group's ops; each checks its invariants against the state, then
+//! changes it, or refuses with a reason (and changes nothing).
 
 mod admin;
 mod channel;
@@ -305,144 +305,41 @@ impl Refusal {
 }
 
 /// Applies one command; on refusal the state is unchanged.
+///
+/// Each group's file applies its own ops. This match only routes them, so adding an
+/// `Op` fails to compile until it is given a group.
 pub fn apply(state: &mut State, cmd: &Command) -> Result<Applied, Refusal> {
     let at = cmd.at_ms;
     match &cmd.op {
-        Op::RegisterNode {
-            node,
-            name,
-            urls,
-            lease_ttl_ms,
-        } => node::register(state, at, *node, name, urls, *lease_ttl_ms),
-        Op::RenewLease { node } => node::renew(state, at, *node),
-        Op::MarkNodeDown { node } => node::mark_down(state, at, *node),
-        Op::RemoveNode { node } => node::remove(state, at, *node),
-        Op::CreateAdminToken {
-            token_id,
-            name,
-            verifier,
-            read_only,
-        } => admin::create(state, at, token_id, name, verifier, *read_only),
-        Op::RevokeAdminToken { token_id } => admin::revoke(state, at, token_id),
-        Op::PutEndpoint {
-            name,
-            kind,
-            node,
-            url,
-            upstreams,
-            health,
-        } => endpoint::put(
-            state,
-            at,
-            endpoint::NewEndpoint {
-                name,
-                kind: *kind,
-                node: *node,
-                url,
-                upstreams,
-                health: *health,
-            },
-        ),
-        Op::DeleteEndpoint { name } => endpoint::delete(state, name),
-        Op::ReportSnapshot { endpoint, snapshot } => endpoint::report(state, endpoint, snapshot),
-        Op::ReportCapturePorts { node, devices } => port::report(state, at, *node, devices),
-        Op::UpdateCapturePort {
-            node,
-            device,
-            label,
-            enabled,
-        } => port::update(state, *node, *device, label.as_deref(), *enabled),
-        Op::BindCapturePort {
-            node,
-            device,
-            channel,
-        } => port::bind(state, *node, *device, channel.as_deref()),
-        Op::ReportPortStatus {
-            node,
-            device,
-            signal,
-            video_mode,
-            error,
-        } => port::report_status(
-            state,
-            *node,
-            *device,
-            *signal,
-            video_mode.as_deref(),
-            error.as_deref(),
-        ),
-        Op::CreateChannel {
-            slug,
-            title,
-            visibility,
-            ingest,
-            ll_hls,
-            recording,
-            retention,
-            placement,
-            first_key,
-            srt_passphrase,
-        } => channel::create(
-            state,
-            at,
-            channel::NewChannel {
-                slug,
-                title,
-                visibility: *visibility,
-                ingest,
-                ll_hls: *ll_hls,
-                recording: *recording,
-                retention: *retention,
-                placement: *placement,
-                srt_passphrase: srt_passphrase.as_deref(),
-                first_key: first_key.as_ref(),
-            },
-        ),
-        Op::UpdateChannel { slug, patch } => channel::update(state, slug, patch),
-        Op::DeleteChannel { slug } => channel::delete(state, at, slug),
-        Op::PlaceChannel { channel, node } => channel::place(state, at, channel, *node),
-        Op::CreateKey {
-            channel,
-            key_id,
-            verifier,
-        } => key::create(state, at, channel, key_id, verifier),
-        Op::RevokeKey { channel, key_id } => key::revoke(state, at, channel, key_id),
-        Op::ClaimChannel { channel, node } => generation::claim(state, at, channel, *node),
-        Op::MarkLive {
-            channel,
-            generation,
-            node,
-        } => generation::mark_live(state, at, channel, *generation, *node),
-        Op::ReportMedia {
-            channel,
-            generation,
-            node,
-            last_msn,
-            media,
-        } => generation::report_media(state, at, channel, *generation, *node, *last_msn, media),
-        Op::MarkReconnecting {
-            channel,
-            generation,
-        } => generation::mark_reconnecting(state, at, channel, *generation),
-        Op::EndGeneration {
-            channel,
-            generation,
-            failed,
-        } => generation::end(state, at, channel, *generation, *failed),
-        Op::ReportRecording {
-            channel,
-            generation,
-            piece,
-        } => generation::report_recording(state, at, channel, *generation, piece),
-        Op::DeleteRecording {
-            channel,
-            generation,
-        } => generation::delete_recording(state, at, channel, *generation),
-        Op::ForgetGeneration {
-            channel,
-            generation,
-        } => generation::forget(state, *channel, *generation),
-        Op::CreatePlaybackKey { key_id, secret } => playback::create(state, at, key_id, &secret.0),
-        Op::RetirePlaybackKey { key_id } => playback::retire(state, at, key_id),
+        op @ (Op::RegisterNode { .. }
+        | Op::RenewLease { .. }
+        | Op::MarkNodeDown { .. }
+        | Op::RemoveNode { .. }) => node::apply(state, at, op),
+        op @ (Op::CreateAdminToken { .. } | Op::RevokeAdminToken { .. }) => {
+            admin::apply(state, at, op)
+        }
+        op @ (Op::PutEndpoint { .. } | Op::DeleteEndpoint { .. } | Op::ReportSnapshot { .. }) => {
+            endpoint::apply(state, at, op)
+        }
+        op @ (Op::ReportCapturePorts { .. }
+        | Op::UpdateCapturePort { .. }
+        | Op::BindCapturePort { .. }
+        | Op::ReportPortStatus { .. }) => port::apply(state, at, op),
+        op @ (Op::CreateChannel { .. }
+        | Op::UpdateChannel { .. }
+        | Op::DeleteChannel { .. }
+        | Op::PlaceChannel { .. }) => channel::apply(state, at, op),
+        op @ (Op::CreateKey { .. } | Op::RevokeKey { .. }) => key::apply(state, at, op),
+        op @ (Op::ClaimChannel { .. }
+        | Op::MarkLive { .. }
+        | Op::ReportMedia { .. }
+        | Op::MarkReconnecting { .. }
+        | Op::EndGeneration { .. }
+        | Op::ReportRecording { .. }
+        | Op::DeleteRecording { .. }
+        | Op::ForgetGeneration { .. }) => generation::apply(state, at, op),
+        op @ (Op::CreatePlaybackKey { .. } | Op::RetirePlaybackKey { .. }) => {
+            playback::apply(state, at, op)
+        }
     }
 }

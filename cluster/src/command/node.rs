@@ -1,14 +1,30 @@
 //! Nodes and their leases: liveness is per node, one write per renewal.
 
-use super::{Applied, Refusal};
+use super::{Applied, Op, Refusal};
 use crate::model::{GenerationState, Lease, Node, NodeId, NodeUrls};
 use crate::state::State;
+
+/// Applies a node command; `super::apply` routes only those here.
+pub(super) fn apply(state: &mut State, at: i64, op: &Op) -> Result<Applied, Refusal> {
+    match op {
+        Op::RegisterNode {
+            node,
+            name,
+            urls,
+            lease_ttl_ms,
+        } => register(state, at, *node, name, urls, *lease_ttl_ms),
+        Op::RenewLease { node } => renew(state, at, *node),
+        Op::MarkNodeDown { node } => mark_down(state, at, *node),
+        Op::RemoveNode { node } => remove(state, at, *node),
+        other => unreachable!("not a node command: {other:?}"),
+    }
+}
 
 /// Bounds on a lease's time to live: shorter flaps on a slow disk, longer leaves a dead
 /// node's channels waiting too long.
 const LEASE_TTL_MS: std::ops::RangeInclusive<i64> = 1_000..=120_000;
 
-pub(super) fn register(
+fn register(
     state: &mut State,
     at: i64,
     id: NodeId,
@@ -52,7 +68,7 @@ pub(super) fn register(
     Ok(Applied::Done)
 }
 
-pub(super) fn renew(state: &mut State, at: i64, id: NodeId) -> Result<Applied, Refusal> {
+fn renew(state: &mut State, at: i64, id: NodeId) -> Result<Applied, Refusal> {
     let node = state
         .nodes
         .get_mut(&id)
@@ -63,7 +79,7 @@ pub(super) fn renew(state: &mut State, at: i64, id: NodeId) -> Result<Applied, R
     Ok(Applied::Done)
 }
 
-pub(super) fn remove(state: &mut State, at: i64, id: NodeId) -> Result<Applied, Refusal> {
+fn remove(state: &mut State, at: i64, id: NodeId) -> Result<Applied, Refusal> {
     if state.nodes.remove(&id).is_none() {
         return Err(Refusal::not_found("node", id));
     }
@@ -81,7 +97,7 @@ pub(super) fn remove(state: &mut State, at: i64, id: NodeId) -> Result<Applied, 
     Ok(Applied::Done)
 }
 
-pub(super) fn mark_down(state: &mut State, at: i64, id: NodeId) -> Result<Applied, Refusal> {
+fn mark_down(state: &mut State, at: i64, id: NodeId) -> Result<Applied, Refusal> {
     let node = state
         .nodes
         .get_mut(&id)

@@ -1,18 +1,22 @@
 //! Playback signing keys: made when first needed or on rotation, retired by an operator.
 
-use super::{Applied, Refusal};
+use super::{Applied, Op, Refusal};
 use crate::model::PlaybackKey;
 use crate::state::State;
+
+/// Applies a playback key command; `super::apply` routes only those here.
+pub(super) fn apply(state: &mut State, at: i64, op: &Op) -> Result<Applied, Refusal> {
+    match op {
+        Op::CreatePlaybackKey { key_id, secret } => create(state, at, key_id, &secret.0),
+        Op::RetirePlaybackKey { key_id } => retire(state, at, key_id),
+        other => unreachable!("not a playback key command: {other:?}"),
+    }
+}
 
 /// Most keys kept (retired ones included): rotation is an operator's act, not a loop.
 pub const MAX_PLAYBACK_KEYS: usize = 64;
 
-pub(super) fn create(
-    state: &mut State,
-    at: i64,
-    key_id: &str,
-    secret: &str,
-) -> Result<Applied, Refusal> {
+fn create(state: &mut State, at: i64, key_id: &str, secret: &str) -> Result<Applied, Refusal> {
     if key_id.is_empty()
         || key_id.len() > 32
         || !key_id
@@ -61,7 +65,7 @@ pub(super) fn create(
     Ok(Applied::Done)
 }
 
-pub(super) fn retire(state: &mut State, at: i64, key_id: &str) -> Result<Applied, Refusal> {
+fn retire(state: &mut State, at: i64, key_id: &str) -> Result<Applied, Refusal> {
     let key = state
         .playback_keys
         .get_mut(key_id)

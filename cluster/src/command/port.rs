@@ -3,9 +3,42 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Applied, Refusal};
+use super::{Applied, Op, Refusal};
 use crate::model::{CapturePort, Ingest, NodeId};
 use crate::state::State;
+
+/// Applies a capture port command; `super::apply` routes only those here.
+pub(super) fn apply(state: &mut State, at: i64, op: &Op) -> Result<Applied, Refusal> {
+    match op {
+        Op::ReportCapturePorts { node, devices } => report(state, at, *node, devices),
+        Op::UpdateCapturePort {
+            node,
+            device,
+            label,
+            enabled,
+        } => update(state, *node, *device, label.as_deref(), *enabled),
+        Op::BindCapturePort {
+            node,
+            device,
+            channel,
+        } => bind(state, *node, *device, channel.as_deref()),
+        Op::ReportPortStatus {
+            node,
+            device,
+            signal,
+            video_mode,
+            error,
+        } => report_status(
+            state,
+            *node,
+            *device,
+            *signal,
+            video_mode.as_deref(),
+            error.as_deref(),
+        ),
+        other => unreachable!("not a capture port command: {other:?}"),
+    }
+}
 
 /// A device a node found in its latest hardware scan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -17,7 +50,7 @@ pub struct DeviceSeen {
 /// A node's scan: new devices become ports (disabled, unlabelled); known ones are
 /// present again with the hardware's name, keeping what operators set; ones missing
 /// from the scan are marked absent.
-pub(super) fn report(
+fn report(
     state: &mut State,
     at: i64,
     node: NodeId,
@@ -80,7 +113,7 @@ pub(super) fn report(
     Ok(Applied::Done)
 }
 
-pub(super) fn update(
+fn update(
     state: &mut State,
     node: NodeId,
     device: u32,
@@ -109,7 +142,7 @@ pub(super) fn update(
 
 /// A node's view of one of its ports' input: signal, video mode, or why its capture
 /// pipeline does not run.
-pub(super) fn report_status(
+fn report_status(
     state: &mut State,
     node: NodeId,
     device: u32,
@@ -130,7 +163,7 @@ pub(super) fn report_status(
 /// Binds a port to a channel (the channel's ingest becomes this port), or unbinds it
 /// (`channel: None`; the channel goes back to push ingest). A port feeds at most one
 /// channel and a channel has one ingest at a time.
-pub(super) fn bind(
+fn bind(
     state: &mut State,
     node: NodeId,
     device: u32,
