@@ -3,9 +3,14 @@
 
 use anyhow::Result;
 use reqwest::Method;
-use serde_json::Value;
+use serde_json::{json, Value};
+use sluice_cluster::model::Generation;
 
-use super::{call, print_or, ApiArgs};
+use super::{call, done, output, wire_name, ApiArgs};
+use crate::http::api::channels::{GenerationList, Stopped, StreamStatus};
+use crate::http::api::nodes::{CapturePortList, CapturePortView, NodeList, NodeView};
+use crate::http::api::playback::{PlaybackKeyList, PlaybackKeyView, PlaybackToken};
+use crate::http::api::recordings::{RecordingList, RecordingView};
 
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum StreamCommand {
@@ -29,96 +34,83 @@ pub(crate) enum StreamCommand {
     },
 }
 
-fn bitrate(bps: &Value) -> String {
-    match bps.as_u64() {
-        Some(b) if b > 0 => format!("{:.2} Mbit/s", b as f64 / 1e6),
-        _ => "-".into(),
+fn bitrate(bps: u64) -> String {
+    if bps > 0 {
+        format!("{:.2} Mbit/s", bps as f64 / 1e6)
+    } else {
+        "-".into()
     }
 }
 
-fn media(g: &Value) -> String {
-    let m = &g["media"];
-    let codecs: Vec<&str> = m["codecs"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
+fn media(g: &Generation) -> String {
+    let m = &g.media;
     format!(
         "{}x{} {} {}",
-        m["width"],
-        m["height"],
-        codecs.join(","),
-        bitrate(&m["bitrate_bps"])
+        m.width,
+        m.height,
+        m.codecs.join(","),
+        bitrate(m.bitrate_bps)
     )
 }
 
 pub(crate) async fn stream(api: &ApiArgs, cmd: StreamCommand) -> Result<()> {
-    match cmd {
+    let out = match cmd {
         StreamCommand::Status { channel, json } => {
-            let v = call(
-                api,
-                Method::GET,
-                &format!("/api/v1/channels/{channel}/status"),
-                None,
-            )
-            .await?;
-            print_or(json, &v, || {
-                let g = &v["generation"];
-                if g.is_null() {
-                    return format!("{channel}: idle (no live stream)");
-                }
-                format!(
-                    "{channel}: {} (generation {}) on {}\nmedia: {}\nviewers: {}  playlist age: {}\nplay: {}",
-                    v["state"].as_str().unwrap_or_default(),
-                    g["number"],
-                    v["origin_name"].as_str().unwrap_or("?"),
-                    media(g),
-                    v["viewers"],
-                    v["playlist_age_ms"]
-                        .as_u64()
-                        .map_or("-".to_string(), |ms| format!("{ms} ms")),
-                    v["playlist_path"].as_str().unwrap_or_default()
-                )
-            });
+            let path = format!("/api/v1/channels/{channel}/status");
+            let answer = call(api, Method::GET, &path, None).await?;
+            output(json, &answer, |s: &StreamStatus| status_text(&channel, s))?
         }
         StreamCommand::Stop { channel, json } => {
-            let v = call(
-                api,
-                Method::POST,
-                &format!("/api/v1/channels/{channel}/stop"),
-                None,
-            )
-            .await?;
-            print_or(json, &v, || {
-                format!("{channel}: generation {} ended", v["generation"])
-            });
+            let path = format!("/api/v1/channels/{channel}/stop");
+            let answer = call(api, Method::POST, &path, None).await?;
+            output(json, &answer, |s: &Stopped| {
+                format!("{channel}: generation {} ended", s.generation)
+            })?
         }
         StreamCommand::History { channel, json } => {
-            let v = call(
-                api,
-                Method::GET,
-                &format!("/api/v1/channels/{channel}/generations"),
-                None,
-            )
-            .await?;
-            if json {
-                println!("{v}");
-                return Ok(());
-            }
-            println!("{:<6} {:<13} {:<20} media", "gen", "state", "origin");
-            for g in v["generations"].as_array().into_iter().flatten() {
-                println!(
-                    "{:<6} {:<13} {:<20} {}",
-                    g["number"],
-                    g["state"].as_str().unwrap_or_default(),
-                    g["origin"],
-                    media(g)
-                );
-            }
+            let path = format!("/api/v1/channels/{channel}/generations");
+            let answer = call(api, Method::GET, &path, None).await?;
+            output(json, &answer, generation_table)?
         }
-    }
+    };
+    println!("{out}");
     Ok(())
+}
+
+pub(super) fn status_text(channel: &str, s: &StreamStatus) -> String {
+    let Some(g) = &s.generation else {
+        return format!("{channel}: idle (no live stream)");
+    };
+    format!(
+        "{channel}: {} (generation {}) on {}\nmedia: {}\nviewers: {}  playlist age: {}\nplay: {}",
+        s.state,
+        g.number,
+        s.origin_name.as_deref().unwrap_or("?"),
+        media(g),
+        s.viewers,
+        s.playlist_age_ms
+            .map_or("-".to_string(), |ms| format!("{ms} ms")),
+        s.playlist_path
+    )
+}
+
+pub(super) fn generation_table(list: &GenerationList) -> String {
+    let mut lines = vec![format!(
+        "{:<6} {:<13} {:<20} media",
+        "gen", "state", "origin"
+    )];
+    // `gen` and `origin` print unpadded, as they always have (a JSON value takes no
+    // width).
+    for g in &list.generations {
+        lines.push(format!(
+            "{} {:<13} {} {}",
+            g.number,
+            wire_name(&g.state),
+            g.origin,
+            media(g)
+        ));
+    }
+    lines.join("\n")
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -135,13 +127,7 @@ pub(crate) enum NodeCommand {
     },
 }
 
-fn names(v: &Value) -> String {
-    let list: Vec<&str> = v
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
+fn names(list: &[String]) -> String {
     if list.is_empty() {
         "-".into()
     } else {
@@ -149,66 +135,66 @@ fn names(v: &Value) -> String {
     }
 }
 
-fn print_node_row(n: &Value) {
-    println!(
-        "{:<20} {:<16} {:<8} {:<7} {:<16} {:<16} {}",
-        n["id"],
-        n["name"].as_str().unwrap_or_default(),
-        if n["healthy"] == true {
-            "healthy"
-        } else {
-            "down"
-        },
-        if n["leader"] == true {
-            "leader"
-        } else if n["voter"] == true {
-            "voter"
-        } else {
-            "learner"
-        },
-        names(&n["origin_of"]),
-        names(&n["pulling"]),
-        n["capture_ports"].as_array().map_or(0, Vec::len)
-    );
-}
-
-fn print_node_header() {
-    println!(
+fn node_header() -> String {
+    format!(
         "{:<20} {:<16} {:<8} {:<7} {:<16} {:<16} capture ports",
         "id", "name", "lease", "role", "origin of", "pulling"
-    );
+    )
+}
+
+/// `id` prints unpadded, as it always has (a JSON value takes no width).
+fn node_row(n: &NodeView) -> String {
+    let role = if n.leader {
+        "leader"
+    } else if n.voter {
+        "voter"
+    } else {
+        "learner"
+    };
+    format!(
+        "{} {:<16} {:<8} {:<7} {:<16} {:<16} {}",
+        n.id,
+        n.name,
+        if n.healthy { "healthy" } else { "down" },
+        role,
+        names(&n.origin_of),
+        names(&n.pulling),
+        n.capture_ports.len()
+    )
+}
+
+pub(super) fn node_table(list: &NodeList) -> String {
+    let mut lines = vec![node_header()];
+    lines.extend(list.nodes.iter().map(node_row));
+    lines.join("\n")
+}
+
+pub(super) fn node_text(n: &NodeView) -> String {
+    let urls = &n.urls;
+    format!(
+        "{}\n{}\nhttp {}  rtmp {}  srt {}  cluster {}",
+        node_header(),
+        node_row(n),
+        urls.http,
+        urls.rtmp,
+        urls.srt,
+        urls.cluster
+    )
 }
 
 pub(crate) async fn node(api: &ApiArgs, cmd: NodeCommand) -> Result<()> {
-    match cmd {
+    let out = match cmd {
         NodeCommand::List { json } => {
-            let v = call(api, Method::GET, "/api/v1/nodes", None).await?;
-            if json {
-                println!("{v}");
-                return Ok(());
-            }
-            print_node_header();
-            for n in v["nodes"].as_array().into_iter().flatten() {
-                print_node_row(n);
-            }
+            let answer = call(api, Method::GET, "/api/v1/nodes", None).await?;
+            output(json, &answer, node_table)?
         }
         NodeCommand::Show { id, json } => {
-            let v = call(api, Method::GET, &format!("/api/v1/nodes/{id}"), None).await?;
-            if json {
-                println!("{v}");
-                return Ok(());
-            }
-            print_node_header();
-            print_node_row(&v);
-            println!(
-                "http {}  rtmp {}  srt {}  cluster {}",
-                v["urls"]["http"].as_str().unwrap_or_default(),
-                v["urls"]["rtmp"].as_str().unwrap_or_default(),
-                v["urls"]["srt"].as_str().unwrap_or_default(),
-                v["urls"]["cluster"].as_str().unwrap_or_default()
-            );
+            let path = format!("/api/v1/nodes/{id}");
+            let answer = call(api, Method::GET, &path, None).await?;
+            output(json, &answer, node_text)?
         }
-    }
+    };
+    println!("{out}");
     Ok(())
 }
 
@@ -267,54 +253,56 @@ pub(crate) enum PortCommand {
     },
 }
 
-fn print_port(p: &Value) {
-    let signal = match (&p["signal"], p["video_mode"].as_str(), p["error"].as_str()) {
-        (Value::Bool(true), Some(mode), _) => mode.to_string(),
-        (Value::Bool(true), None, _) => "yes".into(),
+/// `node` and `device` print unpadded, as they always have (a JSON value takes no
+/// width).
+fn port_row(p: &CapturePortView) -> String {
+    let port = &p.port;
+    let signal = match (
+        port.signal,
+        port.video_mode.as_deref(),
+        port.error.as_deref(),
+    ) {
+        (true, Some(mode), _) => mode.to_string(),
+        (true, None, _) => "yes".into(),
         (_, _, Some(why)) => format!("no ({why})"),
         _ => "-".into(),
     };
-    println!(
-        "{:<20} {:<6} {:<24} {:<16} {:<8} {:<8} {:<14} {}",
-        p["node"],
-        p["device"],
-        p["model"].as_str().unwrap_or_default(),
-        p["label"].as_str().unwrap_or_default(),
-        if p["enabled"] == true { "yes" } else { "no" },
-        if p["present"] == true { "yes" } else { "no" },
-        p["channel"].as_str().unwrap_or("-"),
+    format!(
+        "{} {} {:<24} {:<16} {:<8} {:<8} {:<14} {}",
+        port.node,
+        port.device,
+        port.model,
+        port.label,
+        if port.enabled { "yes" } else { "no" },
+        if port.present { "yes" } else { "no" },
+        p.channel.as_deref().unwrap_or("-"),
         signal
-    );
+    )
+}
+
+pub(super) fn port_table(ports: &[CapturePortView]) -> String {
+    let mut lines = vec![format!(
+        "{:<20} {:<6} {:<24} {:<16} {:<8} {:<8} {:<14} signal",
+        "node", "device", "model", "label", "enabled", "present", "channel"
+    )];
+    lines.extend(ports.iter().map(port_row));
+    lines.join("\n")
 }
 
 async fn patch_port(api: &ApiArgs, node: u64, device: u32, body: Value) -> Result<Value> {
-    call(
-        api,
-        Method::PATCH,
-        &format!("/api/v1/capture-ports/{node}/{device}"),
-        Some(body),
-    )
-    .await
+    let path = format!("/api/v1/capture-ports/{node}/{device}");
+    call(api, Method::PATCH, &path, Some(body)).await
 }
 
 pub(crate) async fn port(api: &ApiArgs, cmd: PortCommand) -> Result<()> {
-    let header = || {
-        println!(
-            "{:<20} {:<6} {:<24} {:<16} {:<8} {:<8} {:<14} signal",
-            "node", "device", "model", "label", "enabled", "present", "channel"
-        )
-    };
-    let (v, json) = match cmd {
+    let (answer, json) = match cmd {
         PortCommand::List { json } => {
-            let v = call(api, Method::GET, "/api/v1/capture-ports", None).await?;
-            if !json {
-                header();
-                for p in v["capture_ports"].as_array().into_iter().flatten() {
-                    print_port(p);
-                }
-                return Ok(());
-            }
-            (v, json)
+            let answer = call(api, Method::GET, "/api/v1/capture-ports", None).await?;
+            let out = output(json, &answer, |list: &CapturePortList| {
+                port_table(&list.capture_ports)
+            })?;
+            println!("{out}");
+            return Ok(());
         }
         PortCommand::Set {
             node,
@@ -325,7 +313,7 @@ pub(crate) async fn port(api: &ApiArgs, cmd: PortCommand) -> Result<()> {
             json,
         } => {
             let enabled = (enable || disable).then_some(enable);
-            let body = serde_json::json!({"label": label, "enabled": enabled});
+            let body = json!({"label": label, "enabled": enabled});
             (patch_port(api, node, device, body).await?, json)
         }
         PortCommand::Label {
@@ -334,15 +322,15 @@ pub(crate) async fn port(api: &ApiArgs, cmd: PortCommand) -> Result<()> {
             label,
             json,
         } => {
-            let body = serde_json::json!({ "label": label });
+            let body = json!({ "label": label });
             (patch_port(api, node, device, body).await?, json)
         }
         PortCommand::Enable { node, device, json } => {
-            let body = serde_json::json!({ "enabled": true });
+            let body = json!({ "enabled": true });
             (patch_port(api, node, device, body).await?, json)
         }
         PortCommand::Disable { node, device, json } => {
-            let body = serde_json::json!({ "enabled": false });
+            let body = json!({ "enabled": false });
             (patch_port(api, node, device, body).await?, json)
         }
         PortCommand::Bind {
@@ -352,22 +340,15 @@ pub(crate) async fn port(api: &ApiArgs, cmd: PortCommand) -> Result<()> {
             unbind: _,
             json,
         } => {
-            let v = call(
-                api,
-                Method::PUT,
-                &format!("/api/v1/capture-ports/{node}/{device}/channel"),
-                Some(serde_json::json!({ "channel": channel })),
-            )
-            .await?;
-            (v, json)
+            let path = format!("/api/v1/capture-ports/{node}/{device}/channel");
+            let body = json!({ "channel": channel });
+            (call(api, Method::PUT, &path, Some(body)).await?, json)
         }
     };
-    if json {
-        println!("{v}");
-    } else {
-        header();
-        print_port(&v);
-    }
+    let out = output(json, &answer, |p: &CapturePortView| {
+        port_table(std::slice::from_ref(p))
+    })?;
+    println!("{out}");
     Ok(())
 }
 
@@ -395,83 +376,67 @@ pub(crate) enum RecordingCommand {
     },
 }
 
-fn recording_line(r: &Value) -> String {
-    let mb = r["bytes"].as_u64().unwrap_or(0) as f64 / 1e6;
-    let seconds = r["duration_ms"].as_u64().unwrap_or(0) as f64 / 1e3;
+/// `gen` prints unpadded, as it always has (a JSON value takes no width).
+fn recording_line(r: &RecordingView) -> String {
+    let rec = &r.recording;
+    let mb = rec.bytes as f64 / 1e6;
+    let seconds = rec.duration_ms as f64 / 1e3;
     format!(
-        "{:<6} {:<10} {:>9.1} s {:>9.1} MB  {}{}",
-        r["generation"],
-        r["status"].as_str().unwrap_or_default(),
+        "{} {:<10} {:>9.1} s {:>9.1} MB  {}{}",
+        r.generation,
+        wire_name(&rec.status),
         seconds,
         mb,
-        r["playlist_path"].as_str().unwrap_or_default(),
-        r["reason"]
-            .as_str()
+        r.playlist_path,
+        rec.reason
+            .as_deref()
             .map(|why| format!("  ({why})"))
             .unwrap_or_default(),
     )
 }
 
+pub(super) fn recording_table(list: &RecordingList) -> String {
+    let mut lines = vec![format!(
+        "{:<6} {:<10} {:>11} {:>12}  playlist",
+        "gen", "status", "duration", "size"
+    )];
+    lines.extend(list.recordings.iter().map(recording_line));
+    lines.join("\n")
+}
+
 pub(crate) async fn recording(api: &ApiArgs, cmd: RecordingCommand) -> Result<()> {
-    match cmd {
+    let out = match cmd {
         RecordingCommand::List { channel, json } => {
-            let v = call(
-                api,
-                Method::GET,
-                &format!("/api/v1/channels/{channel}/recordings"),
-                None,
-            )
-            .await?;
-            print_or(json, &v, || {
-                let mut out = format!(
-                    "{:<6} {:<10} {:>11} {:>12}  playlist",
-                    "gen", "status", "duration", "size"
-                );
-                for r in v["recordings"].as_array().into_iter().flatten() {
-                    out.push('\n');
-                    out.push_str(&recording_line(r));
-                }
-                out
-            });
+            let path = format!("/api/v1/channels/{channel}/recordings");
+            let answer = call(api, Method::GET, &path, None).await?;
+            output(json, &answer, recording_table)?
         }
         RecordingCommand::Show {
             channel,
             generation,
             json,
         } => {
-            let v = call(
-                api,
-                Method::GET,
-                &format!("/api/v1/channels/{channel}/recordings/{generation}"),
-                None,
-            )
-            .await?;
-            print_or(json, &v, || {
-                format!(
-                    "{}\ndownload: {}",
-                    recording_line(&v),
-                    v["download_path"].as_str().unwrap_or_default()
-                )
-            });
+            let path = format!("/api/v1/channels/{channel}/recordings/{generation}");
+            let answer = call(api, Method::GET, &path, None).await?;
+            output(json, &answer, |r: &RecordingView| {
+                format!("{}\ndownload: {}", recording_line(r), r.download_path)
+            })?
         }
         RecordingCommand::Delete {
             channel,
             generation,
             json,
         } => {
-            call(
-                api,
-                Method::DELETE,
-                &format!("/api/v1/channels/{channel}/recordings/{generation}"),
-                None,
+            let path = format!("/api/v1/channels/{channel}/recordings/{generation}");
+            call(api, Method::DELETE, &path, None).await?;
+            done(
+                json,
+                json!({ "channel": channel, "deleted": generation }),
+                || format!("recording {generation} of {channel} deleted"),
             )
-            .await?;
-            let v = serde_json::json!({ "channel": channel, "deleted": generation });
-            print_or(json, &v, || {
-                format!("recording {generation} of {channel} deleted")
-            });
         }
-    }
+    };
+    println!("{out}");
     Ok(())
 }
 
@@ -509,78 +474,65 @@ pub(crate) enum PlaybackCommand {
 }
 
 pub(crate) async fn playback(api: &ApiArgs, cmd: PlaybackCommand) -> Result<()> {
-    match cmd {
+    let out = match cmd {
         PlaybackCommand::Token {
             channel,
             ttl,
             origin,
             json,
         } => {
-            let mut body = serde_json::json!({ "ttl_s": ttl });
+            let mut body = json!({ "ttl_s": ttl });
             if let Some(origin) = origin {
                 body["origin"] = Value::String(origin);
             }
-            let v = call(
-                api,
-                Method::POST,
-                &format!("/api/v1/channels/{channel}/playback-tokens"),
-                Some(body),
-            )
-            .await?;
-            print_or(json, &v, || {
+            let path = format!("/api/v1/channels/{channel}/playback-tokens");
+            let answer = call(api, Method::POST, &path, Some(body)).await?;
+            output(json, &answer, |t: &PlaybackToken| {
                 format!(
                     "token: {}\nplaylist: {}\nplayer: {}",
-                    v["token"].as_str().unwrap_or_default(),
-                    v["hls_path"].as_str().unwrap_or_default(),
-                    v["watch_path"].as_str().unwrap_or_default(),
+                    t.token, t.hls_path, t.watch_path
                 )
-            });
+            })?
         }
         PlaybackCommand::Keys { json } => {
-            let v = call(api, Method::GET, "/api/v1/playback-keys", None).await?;
-            print_or(json, &v, || {
-                let mut out = format!(
-                    "{:<14} {:<8} {:>15} {:>15}",
-                    "key", "signing", "created_ms", "retired_ms"
-                );
-                for k in v["keys"].as_array().into_iter().flatten() {
-                    out.push_str(&format!(
-                        "\n{:<14} {:<8} {:>15} {:>15}",
-                        k["key_id"].as_str().unwrap_or_default(),
-                        if k["signing"].as_bool().unwrap_or(false) {
-                            "yes"
-                        } else {
-                            ""
-                        },
-                        k["created_ms"],
-                        k["retired_ms"]
-                            .as_i64()
-                            .map_or("-".to_string(), |t| t.to_string()),
-                    ));
-                }
-                out
-            });
+            let answer = call(api, Method::GET, "/api/v1/playback-keys", None).await?;
+            output(json, &answer, playback_key_table)?
         }
         PlaybackCommand::Rotate { json } => {
-            let v = call(api, Method::POST, "/api/v1/playback-keys", None).await?;
-            print_or(json, &v, || {
+            let answer = call(api, Method::POST, "/api/v1/playback-keys", None).await?;
+            output(json, &answer, |k: &PlaybackKeyView| {
                 format!(
                     "key {} signs new tokens; retire older keys once their tokens have expired",
-                    v["key_id"].as_str().unwrap_or_default()
+                    k.key_id
                 )
-            });
+            })?
         }
         PlaybackCommand::Retire { key_id, json } => {
-            call(
-                api,
-                Method::DELETE,
-                &format!("/api/v1/playback-keys/{key_id}"),
-                None,
-            )
-            .await?;
-            let v = serde_json::json!({ "retired": key_id });
-            print_or(json, &v, || format!("key {key_id} retired"));
+            let path = format!("/api/v1/playback-keys/{key_id}");
+            call(api, Method::DELETE, &path, None).await?;
+            done(json, json!({ "retired": key_id }), || {
+                format!("key {key_id} retired")
+            })
         }
-    }
+    };
+    println!("{out}");
     Ok(())
+}
+
+/// `created_ms` prints unpadded, as it always has (a JSON value takes no width).
+pub(super) fn playback_key_table(list: &PlaybackKeyList) -> String {
+    let mut lines = vec![format!(
+        "{:<14} {:<8} {:>15} {:>15}",
+        "key", "signing", "created_ms", "retired_ms"
+    )];
+    for k in &list.keys {
+        lines.push(format!(
+            "{:<14} {:<8} {} {:>15}",
+            k.key_id,
+            if k.signing { "yes" } else { "" },
+            k.created_ms,
+            k.retired_ms.map_or("-".to_string(), |t| t.to_string()),
+        ));
+    }
+    lines.join("\n")
 }

@@ -1,17 +1,39 @@
 //! The CLI's client side: commands that call a node's admin API.
+//!
+//! A command reads the node's answer as the API's own response type (the struct its
+//! handler serializes, in `http::api`), so the CLI and the API share one definition
+//! and an answer without a field the CLI needs is an error, never a blank column.
+//! `--json` prints the answer as the node sent it.
+//!
+//! ```text
+//! command ──call──▶ /api/v1 on a node ──JSON──┬─▶ --json: printed as it came
+//!                                             └─▶ read as the API's type ─▶ table or sentence
+//! ```
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use reqwest::Method;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{json, Value};
+use sluice_cluster::model::{Ingest, LlHlsSettings};
 
-use crate::http::api::ClusterStatus;
+use crate::http::api::channels::{ChannelCreated, ChannelDetail, ChannelList, KeyCreated};
+use crate::http::api::endpoints::{EndpointList, EndpointView};
+use crate::http::api::members::MemberAdded;
+use crate::http::api::tokens::{TokenCreated, TokenList};
+use crate::http::api::{ApiError, ClusterStatus};
 
 mod live;
 pub(crate) use live::{
     node, playback, port, recording, stream, NodeCommand, PlaybackCommand, PortCommand,
     RecordingCommand, StreamCommand,
 };
+
+#[cfg(test)]
+mod tests;
 
 /// Where the API is and how to authenticate: `--server` and `--token-file`, or both
 /// found in a local `--data-dir`.
@@ -89,163 +111,155 @@ pub(crate) enum ClusterCommand {
 }
 
 pub(crate) async fn cluster(api: &ApiArgs, cmd: ClusterCommand) -> Result<()> {
-    use reqwest::Method;
-    match cmd {
-        ClusterCommand::Status { json } => cluster_status(api, json).await,
+    let out = match cmd {
+        ClusterCommand::Status { json } => cluster_status(api, json).await?,
         ClusterCommand::Join { url, json } => {
-            let v = call(
-                api,
-                Method::POST,
-                "/api/v1/cluster/join",
-                Some(serde_json::json!({ "member": url })),
-            )
-            .await?;
-            print_or(json, &v, || format!("joined the cluster of {url}"));
-            Ok(())
+            let body = json!({ "member": url });
+            let answer = call(api, Method::POST, "/api/v1/cluster/join", Some(body)).await?;
+            json_or(json, &answer, || format!("joined the cluster of {url}"))
         }
         ClusterCommand::Add { url, json } => {
-            let v = call(
-                api,
-                Method::POST,
-                "/api/v1/cluster/members",
-                Some(serde_json::json!({ "addr": url })),
-            )
-            .await?;
-            print_or(json, &v, || format!("node {} added as a voter", v["id"]));
-            Ok(())
+            let body = json!({ "addr": url });
+            let answer = call(api, Method::POST, "/api/v1/cluster/members", Some(body)).await?;
+            output(json, &answer, |added: &MemberAdded| {
+                format!("node {} added as a voter", added.id)
+            })?
         }
         ClusterCommand::Leave { json } => {
             let status: ClusterStatus =
-                serde_json::from_value(call(api, Method::GET, "/api/v1/cluster", None).await?)?;
-            remove(api, status.this_node, json).await?;
-            if !json {
-                println!(
-                    "node {} left the cluster: stop it; to bring it back, wipe its data dir and \
-                     start it with --join or --no-bootstrap",
-                    status.this_node
-                );
-            }
-            Ok(())
+                read(&call(api, Method::GET, "/api/v1/cluster", None).await?)?;
+            let id = status.this_node;
+            remove(api, id).await?;
+            done(json, json!({ "removed": id }), || {
+                format!(
+                    "node {id} left the cluster: stop it; to bring it back, wipe its data dir and \
+                     start it with --join or --no-bootstrap"
+                )
+            })
         }
         ClusterCommand::Remove { id, json } => {
-            remove(api, id, json).await?;
-            if !json {
-                println!("node {id} removed from the cluster");
-            }
-            Ok(())
+            remove(api, id).await?;
+            done(json, json!({ "removed": id }), || {
+                format!("node {id} removed from the cluster")
+            })
         }
-    }
-}
-
-async fn remove(api: &ApiArgs, id: u64, json: bool) -> Result<()> {
-    call(
-        api,
-        reqwest::Method::DELETE,
-        &format!("/api/v1/cluster/members/{id}"),
-        None,
-    )
-    .await?;
-    if json {
-        println!("{}", serde_json::json!({ "removed": id }));
-    }
+    };
+    println!("{out}");
     Ok(())
 }
 
-/// For commands whose API answer is empty: `value` for scripts, a sentence otherwise.
-fn done(json: bool, value: serde_json::Value, human: impl FnOnce() -> String) {
-    print_or(json, &value, human)
+async fn remove(api: &ApiArgs, id: u64) -> Result<()> {
+    let path = format!("/api/v1/cluster/members/{id}");
+    call(api, Method::DELETE, &path, None).await?;
+    Ok(())
 }
 
-fn print_or(json: bool, v: &serde_json::Value, human: impl FnOnce() -> String) {
-    if json {
-        println!("{v}");
-    } else {
-        println!("{}", human());
-    }
-}
-
-async fn cluster_status(api: &ApiArgs, json: bool) -> Result<()> {
-    let v = call(api, reqwest::Method::GET, "/api/v1/cluster", None).await?;
+async fn cluster_status(api: &ApiArgs, json: bool) -> Result<String> {
+    let status = call(api, Method::GET, "/api/v1/cluster", None).await?;
     // A node waiting to join has no replicated state to read endpoints from yet.
-    let endpoints = call(api, reqwest::Method::GET, "/api/v1/endpoints", None)
+    let endpoints = call(api, Method::GET, "/api/v1/endpoints", None)
         .await
-        .unwrap_or_else(|_| serde_json::json!({ "endpoints": [] }));
+        .unwrap_or_else(|_| json!({ "endpoints": [] }));
     if json {
-        let mut v = v;
-        v["endpoints"] = endpoints["endpoints"].clone();
-        println!("{v}");
-        return Ok(());
+        return Ok(with_fields_of(status, endpoints).to_string());
     }
-    let s: ClusterStatus = serde_json::from_value(v)?;
-    println!(
-        "leader: {}  term: {}  (answered by {})",
-        s.leader
-            .map(|l| l.to_string())
-            .unwrap_or_else(|| "none".into()),
-        s.term,
-        s.this_node
-    );
-    println!(
-        "{:<20} {:<16} {:<28} {:<6} healthy",
-        "id", "name", "cluster url", "voter"
-    );
-    for m in s.members {
-        println!(
+    Ok(cluster_text(&read(&status)?, &read(&endpoints)?))
+}
+
+/// Object `a` with the fields of object `b` added (two answers printed as one).
+fn with_fields_of(mut a: Value, b: Value) -> Value {
+    if let (Value::Object(a), Value::Object(b)) = (&mut a, b) {
+        a.extend(b);
+    }
+    a
+}
+
+fn cluster_text(s: &ClusterStatus, endpoints: &EndpointList) -> String {
+    let leader = s.leader.map_or_else(|| "none".into(), |l| l.to_string());
+    let mut lines = vec![
+        format!(
+            "leader: {leader}  term: {}  (answered by {})",
+            s.term, s.this_node
+        ),
+        format!(
+            "{:<20} {:<16} {:<28} {:<6} healthy",
+            "id", "name", "cluster url", "voter"
+        ),
+    ];
+    for m in &s.members {
+        lines.push(format!(
             "{:<20} {:<16} {:<28} {:<6} {}",
             m.id, m.name, m.addr, m.voter, m.healthy
-        );
+        ));
     }
-    println!();
-    print_endpoints(&endpoints);
-    Ok(())
+    lines.push(String::new());
+    lines.push(endpoint_table(&endpoints.endpoints));
+    lines.join("\n")
 }
 
 /// One line per endpoint with its latest snapshot.
-fn print_endpoints(v: &serde_json::Value) {
-    println!(
+fn endpoint_table(endpoints: &[EndpointView]) -> String {
+    let mut lines = vec![format!(
         "{:<20} {:<15} {:<28} {:<8} {:>7} {:>10} {:>5} {:>9}  parents",
         "endpoint", "kind", "url", "status", "viewers", "egress", "hit", "pl. age"
-    );
-    for e in v["endpoints"].as_array().into_iter().flatten() {
-        let snap = &e["last_snapshot"];
-        let egress = snap["egress_bps"]
-            .as_u64()
-            .map(|b| format!("{:.1}M", b as f64 / 1e6))
-            .unwrap_or_else(|| "-".into());
-        let hit = snap["hit_ratio"]
-            .as_f64()
-            .map(|r| format!("{:.0}%", r * 100.0))
-            .unwrap_or_else(|| "-".into());
-        let age = snap["playlist_age_ms"]
-            .as_u64()
-            .map(|ms| format!("{ms} ms"))
-            .unwrap_or_else(|| "-".into());
-        let parents: Vec<&str> = e["upstreams"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|u| u.as_str())
-            .collect();
-        println!(
+    )];
+    for e in endpoints {
+        let snap = e.last_snapshot.as_ref();
+        let dash = || "-".to_string();
+        let viewers = snap.map_or_else(dash, |s| s.viewers.to_string());
+        let egress = snap.map_or_else(dash, |s| format!("{:.1}M", s.egress_bps as f64 / 1e6));
+        let hit = snap
+            .and_then(|s| s.hit_ratio)
+            .map_or_else(dash, |r| format!("{:.0}%", r * 100.0));
+        let age = snap
+            .and_then(|s| s.playlist_age_ms)
+            .map_or_else(dash, |ms| format!("{ms} ms"));
+        let upstreams = &e.endpoint.upstreams;
+        let parents = if upstreams.is_empty() {
+            dash()
+        } else {
+            upstreams.join(",")
+        };
+        lines.push(format!(
             "{:<20} {:<15} {:<28} {:<8} {:>7} {:>10} {:>5} {:>9}  {}",
-            e["name"].as_str().unwrap_or_default(),
-            e["kind"].as_str().unwrap_or_default(),
-            e["url"].as_str().unwrap_or_default(),
-            e["status"].as_str().unwrap_or_default(),
-            snap["viewers"]
-                .as_u64()
-                .map(|n| n.to_string())
-                .unwrap_or_else(|| "-".into()),
+            e.endpoint.name,
+            wire_name(&e.endpoint.kind),
+            e.endpoint.url,
+            wire_name(&e.status),
+            viewers,
             egress,
             hit,
             age,
-            if parents.is_empty() {
-                "-".to_string()
-            } else {
-                parents.join(",")
-            },
-        );
+            parents,
+        ));
     }
+    lines.join("\n")
+}
+
+/// An endpoint's line, then its snapshot history.
+fn endpoint_text(e: &EndpointView) -> String {
+    let mut lines = vec![
+        endpoint_table(std::slice::from_ref(e)),
+        String::new(),
+        format!(
+            "{:<14} {:>7} {:>12} {:>12} {:>9}  health",
+            "at (ms)", "viewers", "egress bps", "ingress bps", "pl. age"
+        ),
+    ];
+    // The figures print unpadded and a missing age as `null`, as they always have (they
+    // were JSON values, which take no width).
+    for h in e.history.iter().flatten() {
+        lines.push(format!(
+            "{} {} {} {} {}  {}",
+            h.at_ms,
+            h.viewers,
+            h.egress_bps,
+            h.ingress_bps,
+            or_null(h.playlist_age_ms),
+            wire_name(&h.health)
+        ));
+    }
+    lines.join("\n")
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -287,39 +301,17 @@ pub(crate) enum EndpointCommand {
 }
 
 pub(crate) async fn endpoint(api: &ApiArgs, cmd: EndpointCommand) -> Result<()> {
-    use reqwest::Method;
-    match cmd {
+    let out = match cmd {
         EndpointCommand::List { json } => {
-            let v = call(api, Method::GET, "/api/v1/endpoints", None).await?;
-            if json {
-                println!("{v}");
-            } else {
-                print_endpoints(&v);
-            }
+            let answer = call(api, Method::GET, "/api/v1/endpoints", None).await?;
+            output(json, &answer, |list: &EndpointList| {
+                endpoint_table(&list.endpoints)
+            })?
         }
         EndpointCommand::Show { name, json } => {
-            let v = call(api, Method::GET, &format!("/api/v1/endpoints/{name}"), None).await?;
-            if json {
-                println!("{v}");
-            } else {
-                print_endpoints(&serde_json::json!({ "endpoints": [v.clone()] }));
-                println!();
-                println!(
-                    "{:<14} {:>7} {:>12} {:>12} {:>9}  health",
-                    "at (ms)", "viewers", "egress bps", "ingress bps", "pl. age"
-                );
-                for h in v["history"].as_array().into_iter().flatten() {
-                    println!(
-                        "{:<14} {:>7} {:>12} {:>12} {:>9}  {}",
-                        h["at_ms"],
-                        h["viewers"],
-                        h["egress_bps"],
-                        h["ingress_bps"],
-                        h["playlist_age_ms"],
-                        h["health"].as_str().unwrap_or_default()
-                    );
-                }
-            }
+            let path = format!("/api/v1/endpoints/{name}");
+            let answer = call(api, Method::GET, &path, None).await?;
+            output(json, &answer, endpoint_text)?
         }
         EndpointCommand::Put {
             name,
@@ -329,41 +321,27 @@ pub(crate) async fn endpoint(api: &ApiArgs, cmd: EndpointCommand) -> Result<()> 
             upstreams,
             json,
         } => {
-            let body = serde_json::json!({
+            let body = json!({
                 "kind": kind, "url": url, "node": node, "upstreams": upstreams,
             });
-            let v = call(
-                api,
-                Method::PUT,
-                &format!("/api/v1/endpoints/{name}"),
-                Some(body),
-            )
-            .await?;
-            print_or(json, &v, || format!("endpoint {name} saved"));
+            let path = format!("/api/v1/endpoints/{name}");
+            let answer = call(api, Method::PUT, &path, Some(body)).await?;
+            json_or(json, &answer, || format!("endpoint {name} saved"))
         }
         EndpointCommand::Delete { name, json } => {
-            call(
-                api,
-                Method::DELETE,
-                &format!("/api/v1/endpoints/{name}"),
-                None,
-            )
-            .await?;
-            done(json, serde_json::json!({ "deleted": name }), || {
+            let path = format!("/api/v1/endpoints/{name}");
+            call(api, Method::DELETE, &path, None).await?;
+            done(json, json!({ "deleted": name }), || {
                 format!("endpoint {name} deleted")
-            });
+            })
         }
-    }
+    };
+    println!("{out}");
     Ok(())
 }
 
 /// Calls the API; a non-2xx answer is an error carrying the API's message.
-async fn call(
-    api: &ApiArgs,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<serde_json::Value>,
-) -> Result<serde_json::Value> {
+async fn call(api: &ApiArgs, method: Method, path: &str, body: Option<Value>) -> Result<Value> {
     let (server, token) = api.resolve()?;
     let client = sluice_cluster::network::client_builder()
         .timeout(Duration::from_secs(15))
@@ -381,51 +359,114 @@ async fn call(
     let status = response.status();
     let text = response.text().await?;
     if !status.is_success() {
-        let message = serde_json::from_str::<serde_json::Value>(&text)
-            .ok()
-            .and_then(|v| v["error"].as_str().map(String::from))
-            .unwrap_or(text);
+        let message = serde_json::from_str::<ApiError>(&text).map_or(text, |e| e.error);
         bail!("{status}: {message}");
     }
     Ok(if text.is_empty() {
-        serde_json::Value::Null
+        Value::Null
     } else {
         serde_json::from_str(&text)?
     })
 }
 
+/// The node's answer read as the API type its handler serializes.
+fn read<T: DeserializeOwned>(answer: &Value) -> Result<T> {
+    T::deserialize(answer).context("the node's answer is not what this version of the CLI reads")
+}
+
+/// A command's output: with `--json` the node's answer as it came, otherwise what
+/// `render` makes of it read as the API's type.
+fn output<T: DeserializeOwned>(
+    json: bool,
+    answer: &Value,
+    render: impl FnOnce(&T) -> String,
+) -> Result<String> {
+    if json {
+        return Ok(answer.to_string());
+    }
+    Ok(render(&read(answer)?))
+}
+
+/// With `--json` the node's answer as it came, otherwise a sentence that needs nothing
+/// from it.
+fn json_or(json: bool, answer: &Value, sentence: impl FnOnce() -> String) -> String {
+    if json {
+        answer.to_string()
+    } else {
+        sentence()
+    }
+}
+
+/// For commands whose API answer is empty: `value` for scripts, a sentence otherwise.
+fn done(json: bool, value: Value, sentence: impl FnOnce() -> String) -> String {
+    json_or(json, &value, sentence)
+}
+
+/// How the API spells a unit variant (`live`, `external_edge`): the string it
+/// serializes to.
+fn wire_name(value: &impl Serialize) -> String {
+    match serde_json::to_value(value) {
+        Ok(Value::String(name)) => name,
+        _ => String::new(),
+    }
+}
+
+/// A value as compact JSON with its keys sorted, the way a parsed answer prints.
+fn as_json(value: &impl Serialize) -> Value {
+    serde_json::to_value(value).unwrap_or(Value::Null)
+}
+
+/// A number as JSON prints it: `null` when there is none.
+fn or_null(n: Option<u64>) -> String {
+    n.map_or_else(|| "null".into(), |n| n.to_string())
+}
+
+/// The `kind` the API gives a channel's ingest (a test keeps it the serde tag).
+fn ingest_kind(ingest: &Ingest) -> &'static str {
+    match ingest {
+        Ingest::Push => "push",
+        Ingest::SrtCaller { .. } => "srt_caller",
+        Ingest::HlsPull { .. } => "hls_pull",
+        Ingest::Sdi { .. } => "sdi",
+    }
+}
+
+// The flags of `channel create` (its help is the variant's doc comment).
+#[derive(Debug, clap::Args)]
+pub(crate) struct NewChannelArgs {
+    name: String,
+    #[arg(long, default_value = "")]
+    title: String,
+    /// Pull the stream from an SRT listener (srt://HOST:PORT?streamid=..&passphrase=..)
+    /// instead of waiting for a publisher.
+    #[arg(long, value_name = "URL")]
+    pull: Option<String>,
+    /// Run the channel's ingest on this node only (never moved when it is down).
+    #[arg(long, value_name = "NODE_ID")]
+    pin: Option<u64>,
+    /// Do not keep its streams as recordings (recording is on by default).
+    #[arg(long)]
+    no_recording: bool,
+    /// Let viewers scrub back this many seconds in the live playlist (DVR).
+    #[arg(long, value_name = "SECONDS")]
+    dvr: Option<u32>,
+    /// Delete finished recordings older than this many seconds (default 7 days).
+    #[arg(long, value_name = "SECONDS")]
+    keep_for: Option<u64>,
+    /// Delete the oldest finished recordings while the channel's exceed this size.
+    #[arg(long, value_name = "BYTES")]
+    keep_bytes: Option<u64>,
+    /// Viewers need a playback token (`sluice playback token NAME`).
+    #[arg(long)]
+    private: bool,
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum ChannelCommand {
     /// Create a channel; prints its stream key once (a pulled channel has none).
-    Create {
-        name: String,
-        #[arg(long, default_value = "")]
-        title: String,
-        /// Pull the stream from an SRT listener (srt://HOST:PORT?streamid=..&passphrase=..)
-        /// instead of waiting for a publisher.
-        #[arg(long, value_name = "URL")]
-        pull: Option<String>,
-        /// Run the channel's ingest on this node only (never moved when it is down).
-        #[arg(long, value_name = "NODE_ID")]
-        pin: Option<u64>,
-        /// Do not keep its streams as recordings (recording is on by default).
-        #[arg(long)]
-        no_recording: bool,
-        /// Let viewers scrub back this many seconds in the live playlist (DVR).
-        #[arg(long, value_name = "SECONDS")]
-        dvr: Option<u32>,
-        /// Delete finished recordings older than this many seconds (default 7 days).
-        #[arg(long, value_name = "SECONDS")]
-        keep_for: Option<u64>,
-        /// Delete the oldest finished recordings while the channel's exceed this size.
-        #[arg(long, value_name = "BYTES")]
-        keep_bytes: Option<u64>,
-        /// Viewers need a playback token (`sluice playback token NAME`).
-        #[arg(long)]
-        private: bool,
-        #[arg(long)]
-        json: bool,
-    },
+    Create(NewChannelArgs),
     List {
         #[arg(long)]
         json: bool,
@@ -460,183 +501,169 @@ pub(crate) enum KeyCommand {
 }
 
 pub(crate) async fn channel(api: &ApiArgs, cmd: ChannelCommand) -> Result<()> {
-    use reqwest::Method;
-    match cmd {
-        ChannelCommand::Create {
-            name,
-            title,
-            pull,
-            pin,
-            no_recording,
-            dvr,
-            keep_for,
-            keep_bytes,
-            private,
-            json,
-        } => {
-            let mut body = serde_json::json!({"name": name, "title": title});
-            if private {
-                body["visibility"] = serde_json::json!("private");
-            }
-            body["recording"] = serde_json::json!(!no_recording);
-            if let Some(seconds) = dvr {
-                body["ll_hls"] = serde_json::to_value(sluice_cluster::model::LlHlsSettings {
-                    dvr_window_s: seconds,
-                    ..Default::default()
-                })?;
-            }
-            if keep_for.is_some() || keep_bytes.is_some() {
-                body["retention"] = serde_json::json!({
-                    "max_age_s": keep_for.or(Some(7 * 24 * 3600)),
-                    "max_bytes": keep_bytes,
-                });
-            }
-            if let Some(url) = &pull {
-                body["ingest"] = serde_json::json!({"kind": "srt_caller", "url": url});
-            }
-            if let Some(node) = pin {
-                body["placement"] = serde_json::json!({"kind": "pinned", "node": node});
-            }
-            let v = call(api, Method::POST, "/api/v1/channels", Some(body)).await?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"channel": v["channel"], "stream_key": v["stream_key"], "key_id": v["key_id"]})
-                );
-            } else if pull.is_some() {
-                println!("channel {name} created: the cluster pulls it (no stream key)");
-            } else {
-                println!("channel {} created", name);
-                println!(
-                    "stream key (shown once): {}",
-                    v["stream_key"].as_str().unwrap_or_default()
-                );
-                println!("key id: {}", v["key_id"].as_str().unwrap_or_default());
-            }
-        }
-        ChannelCommand::List { json } => {
-            let v = call(api, Method::GET, "/api/v1/channels", None).await?;
-            if json {
-                println!("{v}");
-            } else {
-                println!("NAME\tINGEST\tPULLED BY\tRESTARTS\tTITLE\tALERT");
-                for c in v["channels"].as_array().into_iter().flatten() {
-                    let puller = c["puller"]
-                        .as_u64()
-                        .map_or("-".to_string(), |n| n.to_string());
-                    println!(
-                        "{}\t{}\t{}\t{}\t{}\t{}",
-                        c["slug"].as_str().unwrap_or_default(),
-                        c["ingest"]["kind"].as_str().unwrap_or_default(),
-                        puller,
-                        c["restarts"].as_u64().unwrap_or(0),
-                        c["title"].as_str().unwrap_or_default(),
-                        c["alert"].as_str().unwrap_or("")
-                    );
-                }
-            }
-        }
-        ChannelCommand::Show { name, json } => {
-            let v = call(api, Method::GET, &format!("/api/v1/channels/{name}"), None).await?;
-            if json {
-                println!("{v}");
-            } else {
-                let c = &v["channel"];
-                let g = &c["generation"];
-                println!(
-                    "channel:   {} ({})",
-                    name,
-                    c["title"].as_str().unwrap_or("")
-                );
-                println!("ingest:    {}", c["ingest"]);
-                println!("placement: {}", c["placement"]);
-                println!("ll-hls:    {}", c["ll_hls"]);
-                println!(
-                    "state:     {}",
-                    if g.is_null() {
-                        "idle".to_string()
-                    } else {
-                        format!(
-                            "{} (generation {}) on {}",
-                            g["state"].as_str().unwrap_or_default(),
-                            g["number"],
-                            c["origin_name"].as_str().unwrap_or("?")
-                        )
-                    }
-                );
-                println!("viewers:   {}", c["viewers"]);
-                for k in v["keys"].as_array().into_iter().flatten() {
-                    println!(
-                        "key:       {}{}",
-                        k["key_id"].as_str().unwrap_or_default(),
-                        if k["revoked_ms"].is_null() {
-                            ""
-                        } else {
-                            " (revoked)"
-                        }
-                    );
-                }
-                if let Some(alert) = c["alert"].as_str() {
-                    println!("alert:     {alert}");
-                }
-            }
-        }
-        ChannelCommand::Delete { name, json } => {
-            call(
-                api,
-                Method::DELETE,
-                &format!("/api/v1/channels/{name}"),
-                None,
-            )
-            .await?;
-            done(json, serde_json::json!({ "deleted": name }), || {
-                format!("channel {name} deleted")
-            });
-        }
-    }
+    let out = match cmd {
+        ChannelCommand::Create(args) => create_channel(api, &args).await?,
+        ChannelCommand::List { json } => list_channels(api, json).await?,
+        ChannelCommand::Show { name, json } => show_channel(api, &name, json).await?,
+        ChannelCommand::Delete { name, json } => delete_channel(api, &name, json).await?,
+    };
+    println!("{out}");
     Ok(())
 }
 
+impl NewChannelArgs {
+    /// The API's new-channel body: what the flags set, the API's defaults for the rest.
+    fn body(&self) -> Result<Value> {
+        let mut body = json!({"name": self.name, "title": self.title});
+        if self.private {
+            body["visibility"] = json!("private");
+        }
+        body["recording"] = json!(!self.no_recording);
+        if let Some(seconds) = self.dvr {
+            body["ll_hls"] = serde_json::to_value(LlHlsSettings {
+                dvr_window_s: seconds,
+                ..Default::default()
+            })?;
+        }
+        if self.keep_for.is_some() || self.keep_bytes.is_some() {
+            body["retention"] = json!({
+                "max_age_s": self.keep_for.or(Some(7 * 24 * 3600)),
+                "max_bytes": self.keep_bytes,
+            });
+        }
+        if let Some(url) = &self.pull {
+            body["ingest"] = json!({"kind": "srt_caller", "url": url});
+        }
+        if let Some(node) = self.pin {
+            body["placement"] = json!({"kind": "pinned", "node": node});
+        }
+        Ok(body)
+    }
+}
+
+async fn create_channel(api: &ApiArgs, args: &NewChannelArgs) -> Result<String> {
+    let answer = call(api, Method::POST, "/api/v1/channels", Some(args.body()?)).await?;
+    let created: ChannelCreated = read(&answer)?;
+    if args.json {
+        // The name and the key, without the channel's details.
+        let out = json!({
+            "channel": created.channel,
+            "stream_key": created.stream_key,
+            "key_id": created.key_id,
+        });
+        return Ok(out.to_string());
+    }
+    let name = &args.name;
+    if args.pull.is_some() {
+        return Ok(format!(
+            "channel {name} created: the cluster pulls it (no stream key)"
+        ));
+    }
+    Ok(format!(
+        "channel {name} created\nstream key (shown once): {}\nkey id: {}",
+        created.stream_key.as_deref().unwrap_or_default(),
+        created.key_id.as_deref().unwrap_or_default()
+    ))
+}
+
+async fn list_channels(api: &ApiArgs, json: bool) -> Result<String> {
+    let answer = call(api, Method::GET, "/api/v1/channels", None).await?;
+    output(json, &answer, channel_table)
+}
+
+fn channel_table(list: &ChannelList) -> String {
+    let mut lines = vec!["NAME\tINGEST\tPULLED BY\tRESTARTS\tTITLE\tALERT".to_string()];
+    for c in &list.channels {
+        let puller = c.puller.map_or("-".to_string(), |n| n.to_string());
+        lines.push(format!(
+            "{}\t{}\t{}\t{}\t{}\t{}",
+            c.slug,
+            ingest_kind(&c.ingest),
+            puller,
+            c.restarts,
+            c.title,
+            c.alert.as_deref().unwrap_or("")
+        ));
+    }
+    lines.join("\n")
+}
+
+async fn show_channel(api: &ApiArgs, name: &str, json: bool) -> Result<String> {
+    let path = format!("/api/v1/channels/{name}");
+    let answer = call(api, Method::GET, &path, None).await?;
+    output(json, &answer, |detail: &ChannelDetail| {
+        channel_text(name, detail)
+    })
+}
+
+fn channel_text(name: &str, detail: &ChannelDetail) -> String {
+    let c = &detail.channel;
+    let state = match &c.generation {
+        None => "idle".to_string(),
+        Some(g) => format!(
+            "{} (generation {}) on {}",
+            wire_name(&g.state),
+            g.number,
+            c.origin_name.as_deref().unwrap_or("?")
+        ),
+    };
+    let mut lines = vec![
+        format!("channel:   {name} ({})", c.title),
+        format!("ingest:    {}", as_json(&c.ingest)),
+        format!("placement: {}", as_json(&c.placement)),
+        format!("ll-hls:    {}", as_json(&c.ll_hls)),
+        format!("state:     {state}"),
+        format!("viewers:   {}", c.viewers),
+    ];
+    for k in &detail.keys {
+        let revoked = if k.revoked_ms.is_some() {
+            " (revoked)"
+        } else {
+            ""
+        };
+        lines.push(format!("key:       {}{revoked}", k.key_id));
+    }
+    if let Some(alert) = &c.alert {
+        lines.push(format!("alert:     {alert}"));
+    }
+    lines.join("\n")
+}
+
+async fn delete_channel(api: &ApiArgs, name: &str, json: bool) -> Result<String> {
+    let path = format!("/api/v1/channels/{name}");
+    call(api, Method::DELETE, &path, None).await?;
+    Ok(done(json, json!({ "deleted": name }), || {
+        format!("channel {name} deleted")
+    }))
+}
+
 pub(crate) async fn key(api: &ApiArgs, cmd: KeyCommand) -> Result<()> {
-    use reqwest::Method;
-    match cmd {
+    let out = match cmd {
         KeyCommand::Create { channel, json } => {
-            let v = call(
-                api,
-                Method::POST,
-                &format!("/api/v1/channels/{channel}/keys"),
-                None,
-            )
-            .await?;
-            if json {
-                println!("{v}");
-            } else {
-                println!(
-                    "stream key (shown once): {}",
-                    v["stream_key"].as_str().unwrap_or_default()
-                );
-                println!("key id: {}", v["key_id"].as_str().unwrap_or_default());
-            }
+            let path = format!("/api/v1/channels/{channel}/keys");
+            let answer = call(api, Method::POST, &path, None).await?;
+            output(json, &answer, |k: &KeyCreated| {
+                format!(
+                    "stream key (shown once): {}\nkey id: {}",
+                    k.stream_key, k.key_id
+                )
+            })?
         }
         KeyCommand::Revoke {
             channel,
             key_id,
             json,
         } => {
-            call(
-                api,
-                Method::DELETE,
-                &format!("/api/v1/channels/{channel}/keys/{key_id}"),
-                None,
-            )
-            .await?;
+            let path = format!("/api/v1/channels/{channel}/keys/{key_id}");
+            call(api, Method::DELETE, &path, None).await?;
             done(
                 json,
-                serde_json::json!({ "channel": channel, "revoked": key_id }),
+                json!({ "channel": channel, "revoked": key_id }),
                 || format!("key {key_id} of {channel} revoked"),
-            );
+            )
         }
-    }
+    };
+    println!("{out}");
     Ok(())
 }
 
@@ -663,65 +690,47 @@ pub(crate) enum TokenCommand {
 }
 
 pub(crate) async fn token(api: &ApiArgs, cmd: TokenCommand) -> Result<()> {
-    use reqwest::Method;
-    match cmd {
+    let out = match cmd {
         TokenCommand::Create {
             name,
             read_only,
             json,
         } => {
-            let v = call(
-                api,
-                Method::POST,
-                "/api/v1/tokens",
-                Some(serde_json::json!({ "name": name, "read_only": read_only })),
-            )
-            .await?;
-            print_or(json, &v, || {
-                format!(
-                    "token (shown once): {}\ntoken id: {}",
-                    v["token"].as_str().unwrap_or_default(),
-                    v["token_id"].as_str().unwrap_or_default()
-                )
-            });
+            let body = json!({ "name": name, "read_only": read_only });
+            let answer = call(api, Method::POST, "/api/v1/tokens", Some(body)).await?;
+            output(json, &answer, |t: &TokenCreated| {
+                format!("token (shown once): {}\ntoken id: {}", t.token, t.token_id)
+            })?
         }
         TokenCommand::List { json } => {
-            let v = call(api, Method::GET, "/api/v1/tokens", None).await?;
-            if json {
-                println!("{v}");
-            } else {
-                println!("{:<16} {:<10} {:<8} name", "token id", "access", "revoked");
-                for t in v["tokens"].as_array().into_iter().flatten() {
-                    println!(
-                        "{:<16} {:<10} {:<8} {}",
-                        t["token_id"].as_str().unwrap_or_default(),
-                        if t["read_only"] == true {
-                            "read"
-                        } else {
-                            "admin"
-                        },
-                        if t["revoked_ms"].is_null() {
-                            "no"
-                        } else {
-                            "yes"
-                        },
-                        t["name"].as_str().unwrap_or_default()
-                    );
-                }
-            }
+            let answer = call(api, Method::GET, "/api/v1/tokens", None).await?;
+            output(json, &answer, token_table)?
         }
         TokenCommand::Revoke { token_id, json } => {
-            call(
-                api,
-                Method::DELETE,
-                &format!("/api/v1/tokens/{token_id}"),
-                None,
-            )
-            .await?;
-            done(json, serde_json::json!({ "revoked": token_id }), || {
+            let path = format!("/api/v1/tokens/{token_id}");
+            call(api, Method::DELETE, &path, None).await?;
+            done(json, json!({ "revoked": token_id }), || {
                 format!("token {token_id} revoked")
-            });
+            })
         }
-    }
+    };
+    println!("{out}");
     Ok(())
+}
+
+fn token_table(list: &TokenList) -> String {
+    let mut lines = vec![format!(
+        "{:<16} {:<10} {:<8} name",
+        "token id", "access", "revoked"
+    )];
+    for t in &list.tokens {
+        lines.push(format!(
+            "{:<16} {:<10} {:<8} {}",
+            t.token_id,
+            if t.read_only { "read" } else { "admin" },
+            if t.revoked_ms.is_some() { "yes" } else { "no" },
+            t.name
+        ));
+    }
+    lines.join("\n")
 }

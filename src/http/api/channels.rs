@@ -169,54 +169,54 @@ pub(crate) fn channel_view(c: &Channel, st: &State, now: i64) -> ChannelView {
     }
 }
 
-#[derive(Serialize, ToSchema)]
-pub(super) struct ChannelCreated {
-    channel: String,
+#[derive(Serialize, Deserialize, ToSchema)]
+pub(crate) struct ChannelCreated {
+    pub(crate) channel: String,
     /// The stream key, shown this once (none for a pulled channel).
-    stream_key: Option<String>,
-    key_id: Option<String>,
-    details: Option<ChannelView>,
+    pub(crate) stream_key: Option<String>,
+    pub(crate) key_id: Option<String>,
+    pub(crate) details: Option<ChannelView>,
 }
 
-#[derive(Serialize, ToSchema)]
-pub(super) struct ChannelList {
-    channels: Vec<ChannelView>,
+#[derive(Serialize, Deserialize, ToSchema)]
+pub(crate) struct ChannelList {
+    pub(crate) channels: Vec<ChannelView>,
 }
 
-#[derive(Serialize, ToSchema)]
-pub(super) struct KeyView {
-    key_id: String,
-    created_ms: i64,
-    revoked_ms: Option<i64>,
+#[derive(Serialize, Deserialize, ToSchema)]
+pub(crate) struct KeyView {
+    pub(crate) key_id: String,
+    pub(crate) created_ms: i64,
+    pub(crate) revoked_ms: Option<i64>,
 }
 
-#[derive(Serialize, ToSchema)]
-pub(super) struct ChannelDetail {
-    channel: ChannelView,
-    keys: Vec<KeyView>,
-    generation: Option<Generation>,
+#[derive(Serialize, Deserialize, ToSchema)]
+pub(crate) struct ChannelDetail {
+    pub(crate) channel: ChannelView,
+    pub(crate) keys: Vec<KeyView>,
+    pub(crate) generation: Option<Generation>,
 }
 
-#[derive(Serialize, ToSchema)]
-pub(super) struct KeyCreated {
-    channel: String,
-    key_id: String,
+#[derive(Serialize, Deserialize, ToSchema)]
+pub(crate) struct KeyCreated {
+    pub(crate) channel: String,
+    pub(crate) key_id: String,
     /// Shown this once; the cluster keeps only a SHA-256.
-    stream_key: String,
+    pub(crate) stream_key: String,
 }
 
-#[derive(Serialize, ToSchema)]
-pub(super) struct Stopped {
-    channel: String,
-    generation: u64,
-    state: String,
+#[derive(Serialize, Deserialize, ToSchema)]
+pub(crate) struct Stopped {
+    pub(crate) channel: String,
+    pub(crate) generation: u64,
+    pub(crate) state: String,
 }
 
-#[derive(Serialize, ToSchema)]
-pub(super) struct GenerationList {
-    channel: String,
+#[derive(Serialize, Deserialize, ToSchema)]
+pub(crate) struct GenerationList {
+    pub(crate) channel: String,
     /// Newest first.
-    generations: Vec<Generation>,
+    pub(crate) generations: Vec<Generation>,
 }
 
 /// Whether a channel is live, where, with what media and how many viewers.

@@ -29,15 +29,15 @@ pub(super) struct PutEndpoint {
     health: Option<HealthThresholds>,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub(crate) struct EndpointView {
     #[serde(flatten)]
-    endpoint: Endpoint,
+    pub(crate) endpoint: Endpoint,
     /// The latest snapshot's health, or `stale` when it is too old (or there is none).
-    status: Health,
-    last_snapshot: Option<EndpointSnapshot>,
+    pub(crate) status: Health,
+    pub(crate) last_snapshot: Option<EndpointSnapshot>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    history: Option<Vec<EndpointSnapshot>>,
+    pub(crate) history: Option<Vec<EndpointSnapshot>>,
 }
 
 fn view(st: &State, e: &Endpoint, now: i64, with_history: bool) -> EndpointView {
@@ -55,9 +55,9 @@ fn view(st: &State, e: &Endpoint, now: i64, with_history: bool) -> EndpointView 
     }
 }
 
-#[derive(Serialize, ToSchema)]
-pub(super) struct EndpointList {
-    endpoints: Vec<EndpointView>,
+#[derive(Serialize, Deserialize, ToSchema)]
+pub(crate) struct EndpointList {
+    pub(crate) endpoints: Vec<EndpointView>,
 }
 
 #[utoipa::path(get, path = "/api/v1/endpoints", tag = "endpoints",

@@ -32,10 +32,10 @@ fn check_cluster_url(url: &str, field: &str) -> Result<(), Refused> {
     }
 }
 
-#[derive(Serialize, ToSchema)]
-pub(super) struct MemberAdded {
-    id: u64,
-    addr: String,
+#[derive(Serialize, Deserialize, ToSchema)]
+pub(crate) struct MemberAdded {
+    pub(crate) id: u64,
+    pub(crate) addr: String,
 }
 
 #[derive(Serialize, ToSchema)]

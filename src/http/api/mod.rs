@@ -22,12 +22,12 @@ use utoipa::{OpenApi, ToSchema};
 use crate::support::{now_ms, random_hex};
 
 pub(crate) mod channels;
-mod endpoints;
-mod members;
+pub(crate) mod endpoints;
+pub(crate) mod members;
 pub(crate) mod nodes;
-mod playback;
+pub(crate) mod playback;
 pub(crate) mod recordings;
-mod tokens;
+pub(crate) mod tokens;
 
 #[derive(Clone)]
 pub(crate) struct ApiState {
@@ -189,9 +189,9 @@ async fn openapi_json() -> Response {
 }
 
 /// Every refusal: a message, and the request field it is about when there is one.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub(crate) struct ApiError {
-    error: String,
+    pub(crate) error: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<String>,
 }

@@ -39,30 +39,30 @@ fn default_ttl() -> i64 {
     3600
 }
 
-#[derive(Serialize, ToSchema)]
-pub(super) struct PlaybackToken {
-    channel: String,
-    token: String,
-    expires_ms: i64,
+#[derive(Serialize, Deserialize, ToSchema)]
+pub(crate) struct PlaybackToken {
+    pub(crate) channel: String,
+    pub(crate) token: String,
+    pub(crate) expires_ms: i64,
     /// The multivariant playlist with the token: give players this URL (on any node or
     /// edge); every URL it leads to keeps the token.
-    hls_path: String,
+    pub(crate) hls_path: String,
     /// The player page with the token.
-    watch_path: String,
+    pub(crate) watch_path: String,
 }
 
-#[derive(Serialize, ToSchema)]
-pub(super) struct PlaybackKeyView {
-    key_id: String,
-    created_ms: i64,
-    retired_ms: Option<i64>,
+#[derive(Serialize, Deserialize, ToSchema)]
+pub(crate) struct PlaybackKeyView {
+    pub(crate) key_id: String,
+    pub(crate) created_ms: i64,
+    pub(crate) retired_ms: Option<i64>,
     /// This key signs new tokens (the newest key not retired).
-    signing: bool,
+    pub(crate) signing: bool,
 }
 
-#[derive(Serialize, ToSchema)]
-pub(super) struct PlaybackKeyList {
-    keys: Vec<PlaybackKeyView>,
+#[derive(Serialize, Deserialize, ToSchema)]
+pub(crate) struct PlaybackKeyList {
+    pub(crate) keys: Vec<PlaybackKeyView>,
 }
 
 /// Proposes a new signing key.

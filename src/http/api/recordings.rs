@@ -27,11 +27,11 @@ pub(crate) struct RecordingView {
     pub(crate) download_path: String,
 }
 
-#[derive(Serialize, ToSchema)]
-pub(super) struct RecordingList {
-    channel: String,
+#[derive(Serialize, Deserialize, ToSchema)]
+pub(crate) struct RecordingList {
+    pub(crate) channel: String,
     /// Newest first; deleted ones are not listed.
-    recordings: Vec<RecordingView>,
+    pub(crate) recordings: Vec<RecordingView>,
 }
 
 fn view(slug: &str, g: &Generation) -> Option<RecordingView> {

@@ -24,27 +24,27 @@ pub(super) struct NewToken {
     read_only: bool,
 }
 
-#[derive(Serialize, ToSchema)]
-pub(super) struct TokenView {
-    token_id: String,
-    name: String,
-    read_only: bool,
-    created_ms: i64,
-    revoked_ms: Option<i64>,
+#[derive(Serialize, Deserialize, ToSchema)]
+pub(crate) struct TokenView {
+    pub(crate) token_id: String,
+    pub(crate) name: String,
+    pub(crate) read_only: bool,
+    pub(crate) created_ms: i64,
+    pub(crate) revoked_ms: Option<i64>,
 }
 
-#[derive(Serialize, ToSchema)]
-pub(super) struct TokenCreated {
-    token_id: String,
-    name: String,
-    read_only: bool,
+#[derive(Serialize, Deserialize, ToSchema)]
+pub(crate) struct TokenCreated {
+    pub(crate) token_id: String,
+    pub(crate) name: String,
+    pub(crate) read_only: bool,
     /// The token itself, shown this once; the cluster keeps only a SHA-256.
-    token: String,
+    pub(crate) token: String,
 }
 
-#[derive(Serialize, ToSchema)]
-pub(super) struct TokenList {
-    tokens: Vec<TokenView>,
+#[derive(Serialize, Deserialize, ToSchema)]
+pub(crate) struct TokenList {
+    pub(crate) tokens: Vec<TokenView>,
 }
 
 #[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens",
