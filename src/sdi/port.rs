@@ -321,86 +321,11 @@ impl Feeder {
             else {
                 return;
             };
-            let first_dts = *dts_ms;
-            if self.refused_at.is_some_and(|t| t.elapsed() < RETRY_AFTER) {
+            if !self.start_publishing(origins, *dts_ms).await {
                 return;
             }
-            match origins.publish_captured(&self.slug).await {
-                Ok(p) => {
-                    tracing::info!(channel = %self.slug, "capture port publishing");
-                    let _ = p
-                        .send(Feed::Tracks {
-                            video: true,
-                            audio: true,
-                        })
-                        .await;
-                    self.publisher = Some(p);
-                    self.base_ms = first_dts;
-                    self.demuxer = FlvDemuxer::new();
-                    self.video_config = None;
-                    self.audio_config = None;
-                }
-                Err(e) => {
-                    tracing::warn!(channel = %self.slug, error = %e, "capture port cannot publish");
-                    self.refused_at = Some(Instant::now());
-                    return;
-                }
-            }
         }
-        let mut bodies: Vec<(bool, u32, Bytes)> = Vec::with_capacity(2);
-        match sample {
-            Sample::Video {
-                codec_data,
-                data,
-                dts_ms,
-                pts_ms,
-                keyframe,
-                ..
-            } => {
-                let Some(ts) = self.since_start(dts_ms) else {
-                    return;
-                };
-                if let Some(record) = codec_data.filter(|r| self.video_config.as_ref() != Some(r)) {
-                    let mut b = BytesMut::with_capacity(record.len() + 5);
-                    b.put_slice(&[0x17, 0x00, 0, 0, 0]);
-                    b.put_slice(&record);
-                    bodies.push((true, ts, b.freeze()));
-                    self.video_config = Some(record);
-                }
-                let cts = (pts_ms - dts_ms).clamp(-0x80_0000, 0x7f_ffff) as i32;
-                let mut b = BytesMut::with_capacity(data.len() + 5);
-                b.put_u8(if keyframe { 0x17 } else { 0x27 });
-                b.put_u8(0x01);
-                b.put_slice(&cts.to_be_bytes()[1..]);
-                b.put_slice(&data);
-                bodies.push((true, ts, b.freeze()));
-            }
-            Sample::Audio {
-                codec_data,
-                data,
-                pts_ms,
-            } => {
-                let Some(ts) = self.since_start(pts_ms) else {
-                    return;
-                };
-                if let Some(asc) = codec_data.filter(|c| self.audio_config.as_ref() != Some(c)) {
-                    let mut b = BytesMut::with_capacity(asc.len() + 2);
-                    b.put_slice(&[0xaf, 0x00]);
-                    b.put_slice(&asc);
-                    bodies.push((false, ts, b.freeze()));
-                    self.audio_config = Some(asc);
-                }
-                if self.audio_config.is_none() {
-                    return;
-                }
-                let mut b = BytesMut::with_capacity(data.len() + 2);
-                b.put_slice(&[0xaf, 0x01]);
-                b.put_slice(&data);
-                bodies.push((false, ts, b.freeze()));
-            }
-            Sample::Signal { .. } => return,
-        }
-        for (video, ts, body) in bodies {
+        for (video, ts, body) in self.flv_bodies(sample) {
             let parsed = if video {
                 self.demuxer.push_video(ts, &body)
             } else {
@@ -429,6 +354,95 @@ impl Feeder {
                 return;
             }
         }
+    }
+
+    /// Starts publishing the bound channel from a keyframe at `first_dts`; whether it
+    /// did (a refusal is retried after RETRY_AFTER).
+    async fn start_publishing(&mut self, origins: &Arc<Origins>, first_dts: i64) -> bool {
+        if self.refused_at.is_some_and(|t| t.elapsed() < RETRY_AFTER) {
+            return false;
+        }
+        match origins.publish_captured(&self.slug).await {
+            Ok(p) => {
+                tracing::info!(channel = %self.slug, "capture port publishing");
+                let _ = p
+                    .send(Feed::Tracks {
+                        video: true,
+                        audio: true,
+                    })
+                    .await;
+                self.publisher = Some(p);
+                self.base_ms = first_dts;
+                self.demuxer = FlvDemuxer::new();
+                self.video_config = None;
+                self.audio_config = None;
+                true
+            }
+            Err(e) => {
+                tracing::warn!(channel = %self.slug, error = %e, "capture port cannot publish");
+                self.refused_at = Some(Instant::now());
+                false
+            }
+        }
+    }
+
+    /// A sample as the FLV tag bodies RTMP would carry (a new decoder configuration
+    /// first): (video, timestamp since the start, body).
+    fn flv_bodies(&mut self, sample: Sample) -> Vec<(bool, u32, Bytes)> {
+        let mut bodies: Vec<(bool, u32, Bytes)> = Vec::with_capacity(2);
+        match sample {
+            Sample::Video {
+                codec_data,
+                data,
+                dts_ms,
+                pts_ms,
+                keyframe,
+                ..
+            } => {
+                let Some(ts) = self.since_start(dts_ms) else {
+                    return bodies;
+                };
+                if let Some(record) = codec_data.filter(|r| self.video_config.as_ref() != Some(r)) {
+                    let mut b = BytesMut::with_capacity(record.len() + 5);
+                    b.put_slice(&[0x17, 0x00, 0, 0, 0]);
+                    b.put_slice(&record);
+                    bodies.push((true, ts, b.freeze()));
+                    self.video_config = Some(record);
+                }
+                let cts = (pts_ms - dts_ms).clamp(-0x80_0000, 0x7f_ffff) as i32;
+                let mut b = BytesMut::with_capacity(data.len() + 5);
+                b.put_u8(if keyframe { 0x17 } else { 0x27 });
+                b.put_u8(0x01);
+                b.put_slice(&cts.to_be_bytes()[1..]);
+                b.put_slice(&data);
+                bodies.push((true, ts, b.freeze()));
+            }
+            Sample::Audio {
+                codec_data,
+                data,
+                pts_ms,
+            } => {
+                let Some(ts) = self.since_start(pts_ms) else {
+                    return bodies;
+                };
+                if let Some(asc) = codec_data.filter(|c| self.audio_config.as_ref() != Some(c)) {
+                    let mut b = BytesMut::with_capacity(asc.len() + 2);
+                    b.put_slice(&[0xaf, 0x00]);
+                    b.put_slice(&asc);
+                    bodies.push((false, ts, b.freeze()));
+                    self.audio_config = Some(asc);
+                }
+                if self.audio_config.is_none() {
+                    return bodies;
+                }
+                let mut b = BytesMut::with_capacity(data.len() + 2);
+                b.put_slice(&[0xaf, 0x01]);
+                b.put_slice(&data);
+                bodies.push((false, ts, b.freeze()));
+            }
+            Sample::Signal { .. } => {}
+        }
+        bodies
     }
 }
 
