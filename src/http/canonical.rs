@@ -208,15 +208,14 @@ mod gate_tests {
                 .map(|(_, v)| v)
                 .unwrap_or_default()
         }
-        let viewer = Router::new()
-            .route("/hls/{channel}/index.m3u8", get(echo))
-            .route("/hls/{channel}/{rendition}/index.m3u8", get(echo))
-            .route(
-                "/hls/{channel}/{rendition}/{generation}/{object}",
-                get(echo),
-            )
-            .route("/vod/{channel}/{file}", get(echo))
-            .route("/vod/{channel}/{generation}/{object}", get(echo));
+        let viewer = crate::http::ViewerRoutes {
+            multivariant: get(echo),
+            media_playlist: get(echo),
+            object: get(echo),
+            vod_file: get(echo),
+            vod_object: get(echo),
+        }
+        .router();
         outside(protect(viewer, Gate::new(Arc::new(View), Some("s".into()))))
     }
 

@@ -166,18 +166,15 @@ pub(crate) fn playlist_key(path: &str, d: &Directives) -> String {
 }
 
 pub(crate) fn router(state: HlsState) -> Router {
-    super::vod::router(state.clone()).merge(live_router(state))
-}
-
-fn live_router(state: HlsState) -> Router {
-    Router::new()
-        .route("/hls/{channel}/index.m3u8", get(multivariant_playlist))
-        .route("/hls/{channel}/{rendition}/index.m3u8", get(media_playlist))
-        .route(
-            "/hls/{channel}/{rendition}/{generation}/{object}",
-            get(object),
-        )
-        .with_state(state)
+    super::ViewerRoutes {
+        multivariant: get(multivariant_playlist),
+        media_playlist: get(media_playlist),
+        object: get(object),
+        vod_file: get(super::vod::download),
+        vod_object: get(super::vod::object),
+    }
+    .router()
+    .with_state(state)
 }
 
 pub(super) fn respond(

@@ -186,3 +186,28 @@ pub(crate) fn tune_http(
         .max_header_list_size(head as u32)
         .keep_alive_interval(Duration::from_secs(20));
 }
+
+/// The viewer URLs, one table for a node and for an external edge; each gives its own
+/// handlers (and state).
+pub(crate) struct ViewerRoutes<S> {
+    pub(crate) multivariant: axum::routing::MethodRouter<S>,
+    pub(crate) media_playlist: axum::routing::MethodRouter<S>,
+    pub(crate) object: axum::routing::MethodRouter<S>,
+    /// `/vod/{channel}/{file}`: a recording's MP4, or a piece's playlist.
+    pub(crate) vod_file: axum::routing::MethodRouter<S>,
+    pub(crate) vod_object: axum::routing::MethodRouter<S>,
+}
+
+impl<S: Clone + Send + Sync + 'static> ViewerRoutes<S> {
+    pub(crate) fn router(self) -> Router<S> {
+        Router::new()
+            .route("/hls/{channel}/index.m3u8", self.multivariant)
+            .route("/hls/{channel}/{rendition}/index.m3u8", self.media_playlist)
+            .route(
+                "/hls/{channel}/{rendition}/{generation}/{object}",
+                self.object,
+            )
+            .route("/vod/{channel}/{file}", self.vod_file)
+            .route("/vod/{channel}/{generation}/{object}", self.vod_object)
+    }
+}

@@ -15,8 +15,6 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, request::Parts, HeaderValue, StatusCode};
 use axum::response::Response;
-use axum::routing::get;
-use axum::Router;
 use bytes::Bytes;
 use sluice_cluster::command::validate_slug;
 use sluice_cluster::model::{Recording, RecordingPiece, RecordingStatus};
@@ -32,13 +30,6 @@ use crate::origin::RENDITION;
 const FINISHED: &str = "public, max-age=60";
 /// Largest piece playlist read from another node.
 const MAX_PIECE_PLAYLIST: usize = 64 * 1024 * 1024;
-
-pub(crate) fn router(state: HlsState) -> Router {
-    Router::new()
-        .route("/vod/{channel}/{file}", get(download))
-        .route("/vod/{channel}/{generation}/{object}", get(object))
-        .with_state(state)
-}
 
 /// The recording of `generation` (not deleted), and each of its pieces' holder's HTTP
 /// URL (`None` for this node).
@@ -116,7 +107,7 @@ fn piece_of(r: &Recording, name: ObjectName) -> Option<usize> {
     })
 }
 
-async fn object(
+pub(super) async fn object(
     State(s): State<HlsState>,
     Path((channel, generation, object)): Path<(String, String, String)>,
     parts: Parts,
@@ -212,7 +203,7 @@ async fn index(
 
 /// `/vod/{channel}/{generation}.mp4`: the init segment, then every segment in order,
 /// streamed as they are read: one fragmented MP4 that players and ffmpeg read whole.
-async fn download(
+pub(super) async fn download(
     State(s): State<HlsState>,
     Path((channel, file)): Path<(String, String)>,
     parts: Parts,

@@ -173,16 +173,15 @@ fn app(
         edge: edge.clone(),
         upstreams: upstreams.clone(),
     };
-    let viewer = Router::new()
-        .route("/hls/{channel}/index.m3u8", get(multivariant))
-        .route("/hls/{channel}/{rendition}/index.m3u8", get(media_playlist))
-        .route(
-            "/hls/{channel}/{rendition}/{generation}/{object}",
-            get(object),
-        )
-        .route("/vod/{channel}/{file}", get(recorded))
-        .route("/vod/{channel}/{generation}/{object}", get(recorded))
-        .with_state(state);
+    let viewer = crate::http::ViewerRoutes {
+        multivariant: get(multivariant),
+        media_playlist: get(media_playlist),
+        object: get(object),
+        vod_file: get(recorded),
+        vod_object: get(recorded),
+    }
+    .router()
+    .with_state(state);
     let access = Arc::new(EdgeAccess::default());
     if secret.is_none() {
         // Nothing to learn: its requests are unsigned, so upstreams refuse it every
