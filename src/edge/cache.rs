@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use axum::http::StatusCode;
 use bytes::Bytes;
+use reqwest::StatusCode;
 
 use super::Head;
 
@@ -154,7 +154,7 @@ impl Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
+    use reqwest::header::HeaderValue;
 
     fn head(status: StatusCode, cc: &'static str) -> Head {
         Head {

@@ -21,10 +21,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use reqwest::header::HeaderValue;
+use reqwest::StatusCode;
 use tokio::sync::watch;
 
 use cache::{Cache, Cached};
@@ -67,6 +67,21 @@ pub(crate) struct Head {
     pub(crate) status: StatusCode,
     pub(crate) cache_control: Option<HeaderValue>,
     pub(crate) content_type: Option<HeaderValue>,
+}
+
+/// What a pull-through answers, for the HTTP layer to send: the head the cache keeps
+/// (`no-store` when it has no Cache-Control), the seconds a cached answer spent in the
+/// cache, and the body, whole or streamed as the upstream sends it (an error item
+/// means the upstream broke off: the transfer must end truncated).
+pub(crate) struct Fetched {
+    pub(crate) head: Head,
+    pub(crate) age_s: Option<u64>,
+    pub(crate) body: FetchedBody,
+}
+
+pub(crate) enum FetchedBody {
+    Whole(Bytes),
+    Streamed(BoxStream<'static, std::io::Result<Bytes>>),
 }
 
 /// A fill in progress: the head once known, the chunks so far, and how it ended.
@@ -200,7 +215,7 @@ impl Edge {
         chain: &[Upstream],
         path_and_query: &str,
         via: Option<&str>,
-    ) -> Response {
+    ) -> Fetched {
         if via.is_some_and(|v| v.split(',').any(|n| n.trim() == self.name)) {
             return failure(
                 StatusCode::LOOP_DETECTED,
@@ -264,8 +279,8 @@ impl Edge {
         ))
     }
 
-    /// A response from the cache, counted as a hit.
-    fn cached(&self, key: &str) -> Option<Response> {
+    /// An answer from the cache, counted as a hit.
+    fn cached(&self, key: &str) -> Option<Fetched> {
         let hit = self.cache.lock().ok()?.get(key, Instant::now())?;
         self.counters.hits.fetch_add(1, Ordering::Relaxed);
         Some(cached_response(hit))
@@ -415,8 +430,14 @@ impl Edge {
         let head = Head {
             status: StatusCode::from_u16(response.status().as_u16())
                 .unwrap_or(StatusCode::BAD_GATEWAY),
-            cache_control: response.headers().get(header::CACHE_CONTROL).cloned(),
-            content_type: response.headers().get(header::CONTENT_TYPE).cloned(),
+            cache_control: response
+                .headers()
+                .get(reqwest::header::CACHE_CONTROL)
+                .cloned(),
+            content_type: response
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .cloned(),
         };
         // 503 is an answer (a blocking request whose part did not come in time), passed
         // on as it is; other server errors mean this upstream cannot serve: move on.
@@ -527,32 +548,24 @@ fn upstream_error(e: reqwest::Error) -> (StatusCode, String) {
     }
 }
 
-fn failure(status: StatusCode, why: &str) -> Response {
-    let mut r = (status, format!("{why}\n")).into_response();
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
+fn failure(status: StatusCode, why: &str) -> Fetched {
+    Fetched {
+        head: Head {
+            status,
+            cache_control: None,
+            content_type: Some(HeaderValue::from_static("text/plain; charset=utf-8")),
+        },
+        age_s: None,
+        body: FetchedBody::Whole(Bytes::from(format!("{why}\n"))),
+    }
 }
 
-fn with_head(mut r: Response, head: &Head) -> Response {
-    *r.status_mut() = head.status;
-    let h = r.headers_mut();
-    match &head.cache_control {
-        Some(v) => h.insert(header::CACHE_CONTROL, v.clone()),
-        None => h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-    };
-    if let Some(v) = &head.content_type {
-        h.insert(header::CONTENT_TYPE, v.clone());
+fn cached_response(hit: Cached) -> Fetched {
+    Fetched {
+        head: hit.head,
+        age_s: Some(hit.age_s),
+        body: FetchedBody::Whole(hit.body),
     }
-    r
-}
-
-fn cached_response(hit: Cached) -> Response {
-    let mut r = with_head(Body::from(hit.body).into_response(), &hit.head);
-    if let Ok(v) = HeaderValue::from_str(&hit.age_s.to_string()) {
-        r.headers_mut().insert(header::AGE, v);
-    }
-    r
 }
 
 /// One viewer's place in a fill; leaving (drop) lets the fill let go of what it read.
@@ -607,7 +620,7 @@ impl Drop for Reader {
 }
 
 /// Waits for the head, then streams every chunk as the fill receives it.
-async fn respond_from_fill(fill: Arc<Fill>) -> Response {
+async fn respond_from_fill(fill: Arc<Fill>) -> Fetched {
     let mut rx = fill.subscribe();
     // Joined before the head comes, so the start of the body is kept for this viewer.
     let Some(reader) = Reader::join(fill) else {
@@ -664,15 +677,19 @@ async fn respond_from_fill(fill: Arc<Fill>) -> Response {
         }
     });
     // Fused: a body may be polled again after its end (compression does).
-    with_head(
-        Body::from_stream(futures_util::StreamExt::fuse(body)).into_response(),
-        &head,
-    )
+    Fetched {
+        head,
+        age_s: None,
+        body: FetchedBody::Streamed(Box::pin(futures_util::StreamExt::fuse(body))),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::body::Body;
+    use axum::http::header;
+    use axum::response::IntoResponse;
     use futures_util::StreamExt;
 
     const CHUNK: usize = 64 << 10;
@@ -720,7 +737,10 @@ mod tests {
         let total = 1024; // 64 MiB
         let url = upstream(total, sent.clone()).await;
         let edge = edge();
-        let response = edge.fetch(&[Upstream::parent(url)], "/big.mp4", None).await;
+        let response = edge
+            .fetch(&[Upstream::parent(url)], "/big.mp4", None)
+            .await
+            .into_response();
         assert_eq!(response.status(), StatusCode::OK);
         let mut body = response.into_body().into_data_stream();
         let mut got = 0usize;
@@ -748,7 +768,10 @@ mod tests {
         let sent = Arc::new(AtomicU64::new(0));
         let url = upstream(4096, sent.clone()).await; // 256 MiB
         let edge = edge();
-        let response = edge.fetch(&[Upstream::parent(url)], "/big.mp4", None).await;
+        let response = edge
+            .fetch(&[Upstream::parent(url)], "/big.mp4", None)
+            .await
+            .into_response();
         let mut body = response.into_body().into_data_stream();
         let mut got = 0usize;
         while got < (2 << 20) {
@@ -775,7 +798,7 @@ mod tests {
             edge.fetch(&chain, "/big.mp4", None)
         );
         for r in [a, b] {
-            let bytes = axum::body::to_bytes(r.into_body(), usize::MAX)
+            let bytes = axum::body::to_bytes(r.into_response().into_body(), usize::MAX)
                 .await
                 .expect("body");
             assert_eq!(bytes.len(), 8 * CHUNK);

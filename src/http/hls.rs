@@ -466,13 +466,13 @@ async fn pull_playlist(s: &HlsState, parts: &Parts, channel: &str, key: &str) ->
         let Source::Remote(chain) = source(s, parts, channel, None) else {
             return None;
         };
-        let response = s.edge.fetch(&chain, key, via(parts)).await;
+        let fetched = s.edge.fetch(&chain, key, via(parts)).await;
         let unreachable = matches!(
-            response.status(),
+            fetched.head.status,
             StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT
         );
         if !unreachable || tokio::time::Instant::now() + ORIGIN_RETRY >= deadline {
-            return Some(response);
+            return Some(fetched.into_response());
         }
         tokio::time::sleep(ORIGIN_RETRY).await;
     }
@@ -533,7 +533,11 @@ async fn object(
         };
         return match local {
             Some(bytes) => media_object(bytes),
-            None => s.edge.fetch(&upstream, parts.uri.path(), via(&parts)).await,
+            None => s
+                .edge
+                .fetch(&upstream, parts.uri.path(), via(&parts))
+                .await
+                .into_response(),
         };
     }
     if let Some(origin) = s.origins.get(&channel) {
@@ -564,9 +568,11 @@ async fn object(
         Some(bytes) => media_object(bytes),
         // The generation may have moved on while the request waited here.
         None => match source(&s, &parts, &channel, Some(generation)) {
-            Source::Remote(upstream) => {
-                s.edge.fetch(&upstream, parts.uri.path(), via(&parts)).await
-            }
+            Source::Remote(upstream) => s
+                .edge
+                .fetch(&upstream, parts.uri.path(), via(&parts))
+                .await
+                .into_response(),
             Source::Local => not_found("object"),
         },
     }

@@ -211,3 +211,34 @@ impl<S: Clone + Send + Sync + 'static> ViewerRoutes<S> {
             .route("/vod/{channel}/{generation}/{object}", self.vod_object)
     }
 }
+
+/// A pull-through answer as an HTTP response: its status and kept headers (`no-store`
+/// when it has no Cache-Control), `Age` for a cached one, the body whole or streamed.
+impl axum::response::IntoResponse for crate::edge::Fetched {
+    fn into_response(self) -> axum::response::Response {
+        use axum::http::HeaderValue;
+        let body = match self.body {
+            crate::edge::FetchedBody::Whole(bytes) => axum::body::Body::from(bytes),
+            crate::edge::FetchedBody::Streamed(stream) => axum::body::Body::from_stream(stream),
+        };
+        let mut r = body.into_response();
+        *r.status_mut() = self.head.status;
+        let h = r.headers_mut();
+        h.insert(
+            header::CACHE_CONTROL,
+            self.head
+                .cache_control
+                .unwrap_or_else(|| HeaderValue::from_static("no-store")),
+        );
+        if let Some(v) = self.head.content_type {
+            h.insert(header::CONTENT_TYPE, v);
+        }
+        if let Some(v) = self
+            .age_s
+            .and_then(|a| HeaderValue::from_str(&a.to_string()).ok())
+        {
+            h.insert(header::AGE, v);
+        }
+        r
+    }
+}

@@ -14,7 +14,7 @@
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, request::Parts, HeaderValue, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use sluice_cluster::command::validate_slug;
 use sluice_cluster::model::{Recording, RecordingPiece, RecordingStatus};
@@ -77,7 +77,7 @@ async fn fetch_file(
                 url: url.to_string(),
                 origin: true,
             }];
-            s.edge.fetch(&chain, &path, via).await
+            s.edge.fetch(&chain, &path, via).await.into_response()
         }
         _ => {
             let dir = generation_dir(s.origins.spool_root(), channel, generation, RENDITION);

@@ -275,6 +275,7 @@ async fn recorded(
     s.edge
         .fetch(&s.upstreams, parts.uri.path(), via(&parts))
         .await
+        .into_response()
 }
 
 async fn multivariant(
@@ -288,6 +289,7 @@ async fn multivariant(
     s.edge
         .fetch(&s.upstreams, parts.uri.path(), via(&parts))
         .await
+        .into_response()
 }
 
 async fn media_playlist(
@@ -304,7 +306,10 @@ async fn media_playlist(
         Err(e) => return bad_request(e),
     };
     let key = playlist_key(parts.uri.path(), &directives);
-    s.edge.fetch(&s.upstreams, &key, via(&parts)).await
+    s.edge
+        .fetch(&s.upstreams, &key, via(&parts))
+        .await
+        .into_response()
 }
 
 async fn object(
@@ -322,6 +327,7 @@ async fn object(
     s.edge
         .fetch(&s.upstreams, parts.uri.path(), via(&parts))
         .await
+        .into_response()
 }
 
 #[cfg(test)]
