@@ -24,7 +24,7 @@ use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
 use sluice_cluster::command::validate_slug;
-use sluice_media::playlist::blocking::{self, Decision, Directives};
+use sluice_media::playlist::blocking::Directives;
 use sluice_media::playlist::multivariant;
 use sluice_media::playlist::names::{self, ObjectName};
 use sluice_media::playlist::Skip;
@@ -32,7 +32,7 @@ use sluice_media::playlist::Skip;
 use sluice_cluster::handle::ClusterHandle;
 
 use crate::edge::{Edge, Upstream, EDGE_HEADER, ORIGIN_PULL_HEADER};
-use crate::origin::spool::read_from_disk;
+use crate::origin::spool::{read_from_disk, PlaylistAnswer};
 use crate::origin::{ChannelOrigin, Origins, RENDITION};
 
 pub(super) const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
@@ -312,16 +312,6 @@ fn plain_playlist_cache(td: u32) -> String {
     }
 }
 
-/// What a playlist request gets, decided under the spool lock.
-enum Answer {
-    Render(Bytes),
-    Wait,
-    /// Another node took the generation over: pull from it.
-    Moved,
-    Missing,
-    Bad(&'static str),
-}
-
 async fn media_playlist(
     State(s): State<HlsState>,
     Path((channel, rendition)): Path<(String, String)>,
@@ -380,24 +370,6 @@ fn count_playlist_request(s: &HlsState, parts: &Parts, channel: &str, directives
     }
 }
 
-/// What this node's spool answers a playlist request with now.
-fn playlist_answer(sp: &crate::origin::spool::Spool, directives: &Directives) -> Answer {
-    match sp.playlist() {
-        // The generation went on elsewhere while this request waited here.
-        Some(p) if sp.ended && !p.is_ended() => Answer::Moved,
-        None if sp.ended => Answer::Missing,
-        None => Answer::Wait,
-        Some(p) => match blocking::decide(p, directives) {
-            Decision::Ready => match sp.rendered(directives.skip) {
-                Some(text) => Answer::Render(text),
-                None => Answer::Wait,
-            },
-            Decision::Wait => Answer::Wait,
-            Decision::BadRequest(why) => Answer::Bad(why),
-        },
-    }
-}
-
 /// A playlist this node packages: at once, or held until what the request asks for
 /// exists (at most 3 target durations), or pulled from where the generation moved.
 async fn local_playlist(
@@ -413,16 +385,16 @@ async fn local_playlist(
     let mut changes = origin.subscribe();
     let mut waiting_guard = None;
     loop {
-        match origin.read(|sp| playlist_answer(sp, directives)) {
-            Answer::Moved => {
+        match origin.read(|sp| sp.playlist_answer(directives)) {
+            PlaylistAnswer::Moved => {
                 if let Some(pulled) = pull_playlist(s, parts, channel, key).await {
                     return pulled;
                 }
                 // Back here already: wait for this node's new packaging loop.
             }
-            Answer::Missing => return not_found("playlist"),
-            Answer::Bad(why) => return bad_request(why),
-            Answer::Render(text) => {
+            PlaylistAnswer::Missing => return not_found("playlist"),
+            PlaylistAnswer::Bad(why) => return bad_request(why),
+            PlaylistAnswer::Render(text) => {
                 let td = target_duration(origin);
                 let cache = if directives.is_blocking() {
                     format!("public, max-age={}", td * 6)
@@ -433,7 +405,7 @@ async fn local_playlist(
             }
             // A plain request also waits for the first whole segment (a stream that
             // just started or resumed here), as long as a blocking one would.
-            Answer::Wait => {}
+            PlaylistAnswer::Wait => {}
         }
         if waiting_guard.is_none() {
             waiting_guard = Some(s.origins.metrics().waiting());
@@ -478,32 +450,6 @@ async fn pull_playlist(s: &HlsState, parts: &Parts, channel: &str, key: &str) ->
     }
 }
 
-/// Whether an object not there yet may still come soon (a hinted part, the open or
-/// next segment): such a request is held until it exists.
-fn may_come(origin: &ChannelOrigin, generation: u64, name: ObjectName) -> bool {
-    origin.read(|s| {
-        if s.generation != generation || s.ended {
-            return false;
-        }
-        // Made by an earlier origin of the generation, or never made by it: not here.
-        if let ObjectName::Part(msn, _) | ObjectName::Segment(msn) = name {
-            if msn < s.first_msn {
-                return false;
-            }
-        }
-        let Some(p) = s.playlist() else {
-            return !matches!(name, ObjectName::Init(_));
-        };
-        let (next_msn, _) = p.next_part();
-        match name {
-            ObjectName::Init(_) => false,
-            ObjectName::Part(msn, _) | ObjectName::Segment(msn) => {
-                msn + 1 >= next_msn && msn <= next_msn + 1
-            }
-        }
-    })
-}
-
 async fn object(
     State(s): State<HlsState>,
     Path((channel, rendition, generation, object)): Path<(String, String, String, String)>,
@@ -526,7 +472,7 @@ async fn object(
         let in_memory = s
             .origins
             .get(&channel)
-            .and_then(|o| o.read(|sp| spooled(sp, generation, name)));
+            .and_then(|o| o.read(|sp| sp.spooled(generation, name)));
         let local = match in_memory {
             Some(bytes) => Some(bytes),
             None => from_disk(&s, &channel, generation, name).await,
@@ -546,11 +492,11 @@ async fn object(
         let mut changes = origin.subscribe();
         let mut waiting_guard = None;
         loop {
-            let found = origin.read(|sp| spooled(sp, generation, name));
+            let found = origin.read(|sp| sp.spooled(generation, name));
             if let Some(bytes) = found {
                 return media_object(bytes);
             }
-            if !may_come(&origin, generation, name) {
+            if !origin.read(|sp| sp.may_come(generation, name)) {
                 break;
             }
             if waiting_guard.is_none() {
@@ -576,13 +522,6 @@ async fn object(
             Source::Local => not_found("object"),
         },
     }
-}
-
-/// An object of `generation` in the memory window, if this spool holds that generation.
-fn spooled(sp: &crate::origin::spool::Spool, generation: u64, name: ObjectName) -> Option<Bytes> {
-    (sp.generation == generation)
-        .then(|| sp.object(name))
-        .flatten()
 }
 
 async fn from_disk(

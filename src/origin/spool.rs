@@ -11,6 +11,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use sluice_media::playlist::blocking::{self, Decision, Directives};
 use sluice_media::playlist::multivariant::Variant;
 use sluice_media::playlist::names::{self, ObjectName};
 use sluice_media::playlist::{MediaPlaylist, Skip};
@@ -359,6 +360,69 @@ pub(crate) fn prune_disk(root: &Path, fallback: Duration, decide: &dyn Fn(&str, 
             let _ = std::fs::remove_dir(generation.path());
         }
         let _ = std::fs::remove_dir(channel.path());
+    }
+}
+
+/// What a playlist request gets from this node's spool now, decided under its lock.
+pub(crate) enum PlaylistAnswer {
+    Render(Bytes),
+    /// Not there yet: wait for the next change.
+    Wait,
+    /// Another node took the generation over: pull from it.
+    Moved,
+    Missing,
+    Bad(&'static str),
+}
+
+impl Spool {
+    /// The answer to a playlist request with `directives` (blocking, skip).
+    pub(crate) fn playlist_answer(&self, directives: &Directives) -> PlaylistAnswer {
+        match self.playlist() {
+            // The generation went on elsewhere while this request waited here.
+            Some(p) if self.ended && !p.is_ended() => PlaylistAnswer::Moved,
+            None if self.ended => PlaylistAnswer::Missing,
+            None => PlaylistAnswer::Wait,
+            Some(p) => match blocking::decide(p, directives) {
+                Decision::Ready => match self.rendered(directives.skip) {
+                    Some(text) => PlaylistAnswer::Render(text),
+                    None => PlaylistAnswer::Wait,
+                },
+                Decision::Wait => PlaylistAnswer::Wait,
+                Decision::BadRequest(why) => PlaylistAnswer::Bad(why),
+            },
+        }
+    }
+
+    /// An object of `generation` in the memory window, if this spool holds that
+    /// generation.
+    pub(crate) fn spooled(&self, generation: u64, name: ObjectName) -> Option<Bytes> {
+        (self.generation == generation)
+            .then(|| self.object(name))
+            .flatten()
+    }
+
+    /// Whether an object not there yet may still come soon (a hinted part, the open or
+    /// next segment): such a request is held until it exists.
+    pub(crate) fn may_come(&self, generation: u64, name: ObjectName) -> bool {
+        if self.generation != generation || self.ended {
+            return false;
+        }
+        // Made by an earlier origin of the generation, or never made by it: not here.
+        if let ObjectName::Part(msn, _) | ObjectName::Segment(msn) = name {
+            if msn < self.first_msn {
+                return false;
+            }
+        }
+        let Some(p) = self.playlist() else {
+            return !matches!(name, ObjectName::Init(_));
+        };
+        let (next_msn, _) = p.next_part();
+        match name {
+            ObjectName::Init(_) => false,
+            ObjectName::Part(msn, _) | ObjectName::Segment(msn) => {
+                msn + 1 >= next_msn && msn <= next_msn + 1
+            }
+        }
     }
 }
 
