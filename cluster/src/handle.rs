@@ -206,6 +206,37 @@ impl ClusterHandle {
         self.sm.read(f)
     }
 
+    /// Waits until this replica's state satisfies `f` (its answer), or `deadline`
+    /// passes (`None`). Woken by every entry applied here, and at least every `every`
+    /// for conditions that also depend on the clock (a lease running out).
+    pub async fn wait_local<T>(
+        &self,
+        deadline: tokio::time::Instant,
+        every: Duration,
+        f: impl Fn(&State) -> Option<T>,
+    ) -> Option<T> {
+        let mut applied = self.raft.metrics();
+        loop {
+            applied.borrow_and_update();
+            if let Some(v) = self.read_local(&f) {
+                return Some(v);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            let pause = tokio::time::Instant::now() + every;
+            tokio::select! {
+                changed = applied.changed() => {
+                    // Raft stopped: nothing more will be applied, only the clock moves.
+                    if changed.is_err() {
+                        tokio::time::sleep_until(pause.min(deadline)).await;
+                    }
+                }
+                _ = tokio::time::sleep_until(pause.min(deadline)) => {}
+            }
+        }
+    }
+
     /// A receiver that changes whenever this replica applies or the leader changes.
     pub fn watch(&self) -> tokio::sync::watch::Receiver<openraft::RaftMetrics<NodeId, BasicNode>> {
         self.raft.metrics()

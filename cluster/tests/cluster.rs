@@ -627,3 +627,45 @@ async fn a_linearizable_read_on_a_follower_sees_every_acknowledged_write() {
         assert!(seen, "follower read missed {slug}");
     }
 }
+
+/// A follower waiting for its own copy of the state to show a write wakes when the
+/// entry is applied there, and gives up at its deadline when the condition never holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_on_the_local_state_ends_when_it_applies_or_at_the_deadline() {
+    let mut c = TestCluster::new(1000).await;
+    c.form(3).await;
+    let leader = c.wait_leader(&[1, 2, 3]).await;
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    let h = c.nodes[&follower].handle.clone();
+    let waiting = tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        h.wait_local(deadline, Duration::from_secs(60), |s| {
+            s.channel_by_slug("awaited").map(|ch| ch.id)
+        })
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    c.nodes[&leader]
+        .handle
+        .propose(create("awaited"))
+        .await
+        .expect("propose");
+    let seen = waiting.await.expect("task");
+    assert!(seen.is_some(), "the follower never saw the channel");
+    // Woken by the apply, not by its 60 s poll.
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    let h = &c.nodes[&follower].handle;
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(300);
+    let never = h
+        .wait_local(deadline, Duration::from_millis(50), |s| {
+            s.channel_by_slug("never").map(|_| ())
+        })
+        .await;
+    assert!(never.is_none());
+    assert!(tokio::time::Instant::now() >= deadline);
+}

@@ -229,17 +229,18 @@ impl Origins {
         };
         let at_start = self.handle.read_local(held);
         let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            let left = self.handle.read_local(held);
-            if left == 0 {
-                return at_start;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                tracing::warn!(left, "drain: generations still live here at shutdown");
-                return at_start.saturating_sub(left);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let none_left = self
+            .handle
+            .wait_local(deadline, Duration::from_millis(50), |s| {
+                (held(s) == 0).then_some(())
+            })
+            .await;
+        if none_left.is_some() {
+            return at_start;
         }
+        let left = self.handle.read_local(held);
+        tracing::warn!(left, "drain: generations still live here at shutdown");
+        at_start.saturating_sub(left)
     }
 
     fn is_draining(&self) -> bool {
@@ -330,14 +331,17 @@ impl Origins {
         me: NodeId,
         deadline: tokio::time::Instant,
     ) -> Option<NodeId> {
-        loop {
-            let holder = self
+        let released = self
+            .handle
+            .wait_local(deadline, RELEASE_POLL, |s| {
+                held_elsewhere(s, id, me, now_ms()).is_none().then_some(())
+            })
+            .await;
+        match released {
+            Some(()) => None,
+            None => self
                 .handle
-                .read_local(|s| held_elsewhere(s, id, me, now_ms()));
-            if holder.is_none() || tokio::time::Instant::now() >= deadline {
-                return holder;
-            }
-            tokio::time::sleep(RELEASE_POLL).await;
+                .read_local(|s| held_elsewhere(s, id, me, now_ms())),
         }
     }
 
@@ -562,16 +566,13 @@ impl Origins {
     async fn wait_until_claim_applied(&self, origin: &ChannelOrigin, number: u64) {
         let me = self.handle.id();
         let applied_by = tokio::time::Instant::now() + CLAIM_APPLY_WAIT;
-        while tokio::time::Instant::now() < applied_by {
-            let shows_claim = self.handle.read_local(|s| {
+        self.handle
+            .wait_local(applied_by, Duration::from_millis(10), |s| {
                 s.generation(origin.id, number)
                     .is_some_and(|g| g.origin == me && g.state.is_active())
-            });
-            if shows_claim {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+                    .then_some(())
+            })
+            .await;
     }
 
     /// What a new packaging loop for `claim` starts from: after the last segment the
