@@ -338,67 +338,15 @@ impl Node {
             self.secret.clone(),
             sluice_cluster::network::CLUSTER_REQUEST_DEADLINE,
         );
-        let rx = self.shutdown.subscribe();
-        let Some(config) = tls else {
-            self.tasks.spawn(async move {
-                use axum::serve::ListenerExt;
-                let listener = listener.tap_io(|tcp| {
-                    let _ = tcp.set_nodelay(true);
-                });
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(wait(rx))
-                    .await;
-            });
-            return Ok(());
-        };
-        // Mutual TLS: a peer whose certificate the cluster CA did not sign is refused
-        // in the handshake (and logged), before any request is read.
-        use axum_server::accept::NoDelayAcceptor;
-        let acceptor = crate::http::accept::LoggedAcceptor::new(
-            axum_server::tls_rustls::RustlsAcceptor::new(
-                axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config)),
-            )
-            .acceptor(NoDelayAcceptor),
-            "cluster listener",
-        );
-        let server_handle = axum_server::Handle::new();
-        let stopping = server_handle.clone();
-        let listener = listener.into_std()?;
-        self.tasks.spawn(async move {
-            let served = match axum_server::from_tcp(listener) {
-                Ok(server) => {
-                    server
-                        .acceptor(acceptor)
-                        .handle(server_handle)
-                        .serve(app.into_make_service())
-                        .await
-                }
-                Err(e) => Err(e),
-            };
-            if let Err(e) = served {
-                tracing::error!(error = %e, "cluster listener failed");
-            }
-        });
-        self.tasks.spawn(async move {
-            wait(rx).await;
-            stopping.graceful_shutdown(Some(Duration::from_secs(2)));
-        });
+        let serving =
+            crate::http::serve::cluster_listener(listener, app, tls, self.shutdown.subscribe())?;
+        self.tasks.spawn(serving);
         Ok(())
     }
 
     /// The viewer routes, admin API and dashboard; HTTPS when a certificate is set.
     async fn serve_http(&mut self, listener: tokio::net::TcpListener) -> Result<()> {
         let c = &self.c;
-        let tls = match (&c.tls_cert, &c.tls_key) {
-            (Some(cert), Some(key)) => Some(
-                axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
-                    .await
-                    .with_context(|| {
-                        format!("loading TLS {} / {}", cert.display(), key.display())
-                    })?,
-            ),
-            _ => None,
-        };
         let app = crate::http::app(
             crate::http::api::ApiState {
                 handle: self.handle.clone(),
@@ -413,47 +361,16 @@ impl Node {
             self.secret.clone(),
             self.limits.clone(),
         );
-        let app = crate::http::canonical::outside(app)
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let server_handle = axum_server::Handle::new();
-        let listener = listener.into_std()?;
-        let limited = |plain| crate::http::accept::LimitedAcceptor {
-            limits: self.limits.clone(),
-            plain,
-        };
-        let (acceptor_tls, acceptor_plain) = (limited(false), limited(true));
-        let limits_config = self.limits.config.clone();
-        let serving = server_handle.clone();
-        self.tasks.spawn(async move {
-            let result = match tls {
-                // TCP_NODELAY: a response's last few bytes must not wait for the
-                // viewer's delayed ACK (40 ms on Linux), a part-sized stall.
-                Some(config) => match axum_server::from_tcp_rustls(listener, config) {
-                    Ok(server) => {
-                        let mut server = server.map(|tls| tls.acceptor(acceptor_tls));
-                        crate::http::tune_http(server.http_builder(), &limits_config);
-                        server.handle(serving).serve(app).await
-                    }
-                    Err(e) => Err(e),
-                },
-                None => match axum_server::from_tcp(listener) {
-                    Ok(server) => {
-                        let mut server = server.acceptor(acceptor_plain);
-                        crate::http::tune_http(server.http_builder(), &limits_config);
-                        server.handle(serving).serve(app).await
-                    }
-                    Err(e) => Err(e),
-                },
-            };
-            if let Err(e) = result {
-                tracing::error!(error = %e, "http listener failed");
-            }
-        });
-        let rx = self.shutdown.subscribe();
-        self.tasks.spawn(async move {
-            wait(rx).await;
-            server_handle.graceful_shutdown(Some(Duration::from_secs(2)));
-        });
+        let tls_files = c.tls_cert.as_deref().zip(c.tls_key.as_deref());
+        let serving = crate::http::serve::viewer_listener(
+            listener,
+            app,
+            tls_files,
+            self.limits.clone(),
+            self.shutdown.subscribe(),
+        )
+        .await?;
+        self.tasks.spawn(serving);
         Ok(())
     }
 
@@ -785,10 +702,6 @@ fn print_getting_started(c: &Config, host: &str, scheme: &str, http_port: u16, r
         c.data_dir.join("admin.token").display()
     );
     println!("More channels: sluice channel create NAME --data-dir {data_dir}\n");
-}
-
-async fn wait(mut rx: tokio::sync::watch::Receiver<bool>) {
-    let _ = rx.wait_for(|stop| *stop).await;
 }
 
 /// After a restart this node holds no publisher: generations the state still shows as
