@@ -399,14 +399,14 @@ impl Edge {
         }
     }
 
-    async fn stream_upstream(
+    /// Sends the request upstream (signed, marked as a pull to the origin when it is
+    /// one) and reads the head of its answer: a usable answer, or why to fail over.
+    async fn ask_upstream(
         &self,
         url: &str,
         origin: bool,
         via: &str,
-        key: &str,
-        fill: &Arc<Fill>,
-    ) -> Result<(), Attempt> {
+    ) -> Result<(reqwest::Response, Head), Attempt> {
         let mut request = self.client.get(url).header(EDGE_HEADER, via);
         if let Some(signature) = self.sign(url) {
             request = request.header(sluice_cluster::playback::UPSTREAM_HEADER, signature);
@@ -414,7 +414,7 @@ impl Edge {
         if origin {
             request = request.header(ORIGIN_PULL_HEADER, "1");
         }
-        let mut response = match tokio::time::timeout(self.timeout, request.send()).await {
+        let response = match tokio::time::timeout(self.timeout, request.send()).await {
             Err(_) => {
                 return Err(Attempt::Failover(
                     StatusCode::GATEWAY_TIMEOUT,
@@ -457,6 +457,20 @@ impl Edge {
                 format!("upstream answered {}: {}", head.status, text.trim()),
             ));
         }
+        Ok((response, head))
+    }
+
+    /// Fetches `url` into `fill`: its head, then every chunk as it comes, holding an
+    /// oversized body to the pace of its slowest reader.
+    async fn stream_upstream(
+        &self,
+        url: &str,
+        origin: bool,
+        via: &str,
+        key: &str,
+        fill: &Arc<Fill>,
+    ) -> Result<(), Attempt> {
+        let (mut response, head) = self.ask_upstream(url, origin, via).await?;
         // A body announced larger than the object limit is oversized from its start.
         let announced_large = response
             .content_length()
