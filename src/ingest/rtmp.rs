@@ -247,12 +247,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         let refusal = if let Some(why) = limits.publish_refusal(ip, now) {
             why
         } else if let Some(held) = limits.publisher() {
+            // Held from here: a refused publisher counts until its connection is
+            // closed (the refusal lingers while the encoder reads it).
+            self._slot = Some(held);
             match self.origins.publish(key).await {
                 Ok(p) => {
                     tracing::info!(peer = %self.peer, channel = %p.channel,
                         generation = p.generation, "rtmp publish accepted");
                     self.publisher = Some(p);
-                    self._slot = Some(held);
                     self.ingest.accept_publish(request_id)?;
                     return Ok(());
                 }
