@@ -2,7 +2,9 @@
 # Bounded fuzzing of what a publisher or a viewer can send (cargo-fuzz, libFuzzer with
 # AddressSanitizer): FLV/Enhanced RTMP tags, MPEG-TS, parameter sets, HLS requests, the
 # RTMP ingest and SRT datagrams through the SRT front's check into the SRT library; and
-# cluster RPC bodies, parsed as the Raft routes do, their commands applied. Each
+# cluster RPC bodies, parsed as the Raft routes do, their commands applied; viewer
+# request targets through the node's real canonical path, gate and router; and any
+# bytes an upstream sends, on a real socket, into the edge. Each
 # target runs FUZZ_SECONDS (default 20) from a fresh corpus seeded with the heads of the
 # media test fixtures, a few hand-made inputs and any checked-in crash inputs
 # (fuzz/regressions/<target>/). A crash, a timeout or an out-of-memory fails the script,
@@ -20,7 +22,8 @@ if [ "${1:-}" = "--long" ]; then
     FUZZ_SECONDS="${FUZZ_SECONDS:-3600}"
 fi
 FUZZ_SECONDS="${FUZZ_SECONDS:-20}"
-ALL_TARGETS=(flv_tags ts_demux parameter_sets hls_query rtmp_ingest srt_datagram cluster_rpc)
+ALL_TARGETS=(flv_tags ts_demux parameter_sets hls_query rtmp_ingest srt_datagram cluster_rpc
+    viewer_request edge_upstream)
 if [ "$#" -gt 0 ]; then
     TARGETS=("$@")
 else
@@ -39,7 +42,10 @@ fi
 FIXTURES="$PWD/media/tests/fixtures"
 cd fuzz
 # Release with debug assertions (overflow checks) and AddressSanitizer: the defaults.
-cargo +nightly fuzz build
+# 16 codegen units instead of cargo-fuzz's 1: the targets that link the node's own
+# crate (axum, openraft) take many minutes to build as one unit, for little speed.
+FUZZ_BUILD=(--codegen-units 16)
+cargo +nightly fuzz build "${FUZZ_BUILD[@]}"
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
@@ -94,6 +100,23 @@ seed() {
             done <seeds/cluster_rpc/state.jsonl
             printf '%s' '{"vote":{"leader_id":{"term":1,"node_id":1},"committed":true},"prev_log_id":null,"leader_commit":null,"entries":[{"log_id":{"leader_id":{"term":1,"node_id":1},"index":1},"payload":{"Normal":{"at_ms":5,"op":{"op":"claim_channel","channel":"news","node":2}}}},{"log_id":{"leader_id":{"term":1,"node_id":1},"index":2},"payload":{"Normal":{"at_ms":6,"op":{"op":"forget_generation","channel":2,"generation":1}}}}]}' >"$dir/append"
             ;;
+        viewer_request)
+            # The first byte: 1 puts a valid token route before the rest.
+            printf '\x00/hls/n%%65ws/source/index.m3u8?_HLS_msn=1' >"$dir/encoded"
+            printf '\x00/vod/%%6Eews/1/index.m3u8' >"$dir/vod"
+            printf '\x01/hls/%%6Eews/source/3/0.m4s' >"$dir/token"
+            printf '\x00//hls/./other/../news/index.m3u8' >"$dir/dots"
+            printf '\x00/watch/news' >"$dir/watch"
+            ;;
+        edge_upstream)
+            # The first byte picks the object (0 playlist, 1 part, 2 recording), the
+            # cache size (4) and an origin upstream (8); then the upstream's bytes.
+            printf '\x00HTTP/1.1 200 OK\r\nContent-Type: application/vnd.apple.mpegurl\r\nCache-Control: public, max-age=1\r\nContent-Length: 7\r\n\r\n#EXTM3U' >"$dir/playlist"
+            printf '\x01HTTP/1.1 200 OK\r\nCache-Control: public, max-age=18446744073709551615, immutable\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nmoof\r\n0\r\n\r\n' >"$dir/chunked"
+            printf '\x02HTTP/1.1 200 OK\r\nContent-Length: 999999999\r\n\r\nftyp' >"$dir/short"
+            printf '\x0dHTTP/1.1 503 Service Unavailable\r\nCache-Control: no-cache\r\n\r\n' >"$dir/unavailable"
+            printf '\x01HTTP/1.1 500 x\r\nContent-Length: 3\r\n\r\nbad' >"$dir/error"
+            ;;
         parameter_sets) ;;
     esac
     if [ -d "regressions/$target" ]; then
@@ -108,7 +131,7 @@ for target in "${TARGETS[@]}"; do
     seeds="$(seed "$target")"
     log="$work/$target.log"
     echo "fuzz: $target for ${FUZZ_SECONDS}s"
-    if ! cargo +nightly fuzz run "$target" "$corpus" "$seeds" -- \
+    if ! cargo +nightly fuzz run "${FUZZ_BUILD[@]}" "$target" "$corpus" "$seeds" -- \
         -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048 -timeout=10 \
         -artifact_prefix="artifacts/$target/" -print_final_stats=1 >"$log" 2>&1; then
         tail -n 60 "$log" >&2

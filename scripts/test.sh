@@ -30,5 +30,5 @@ scripts/fuzz.sh
 # end-to-end test with a simulated port. Built last: it replaces target/debug/sluice.
 cargo clippy --locked -p sluice --features sdi --all-targets -- -D warnings
 cargo build --locked -p sluice --features sdi --bins
-cargo test --locked -p sluice --features sdi --bins
+cargo test --locked -p sluice --features sdi --lib --bins
 cargo test --locked -p sluice-e2e --features sdi --test sdi

@@ -17,9 +17,10 @@ const LAYERS: &[&[&str]] = &[
     &["ingest", "sdi", "endpoint"],
     // The only axum user: viewer routes, admin API, dashboard, the listeners.
     &["http"],
-    // The composition root and the admin CLI.
-    &["node", "cli"],
-    &["main"],
+    // The composition root, the admin CLI, and the fuzz targets' entry points.
+    &["node", "cli", "fuzzing"],
+    // The command (the library's root; the binary calls it).
+    &["lib", "main"],
 ];
 
 /// Modules that may name axum, axum_server or hyper (outside their tests, which may

@@ -31,6 +31,9 @@ use crate::store::{NodeId, Response as Answer, StateMachine, TypeConfig};
 /// How long a forwarded request or a read-index wait may take.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a proposal may take to commit before its caller is told it did not.
+pub const PROPOSE_DEADLINE: Duration = Duration::from_secs(10);
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     #[error(transparent)]
@@ -289,13 +292,33 @@ impl ClusterHandle {
 
     /// Proposes a command and waits until it is committed and applied.
     pub async fn propose(&self, cmd: Command) -> Result<Applied, ClusterError> {
-        let answer = match self.raft.client_write(cmd.clone()).await {
-            Ok(r) => r.data,
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
-                self.forward("propose", &cmd).await?
+        self.propose_within(cmd, PROPOSE_DEADLINE).await
+    }
+
+    /// [`ClusterHandle::propose`], given up after `deadline` with
+    /// [`ClusterError::Timeout`]: a leader cut off from the majority cannot commit, and
+    /// nothing waiting on it may hang. A command given up on may still commit later
+    /// (it was sent): what proposes it must be ready to find it applied.
+    pub async fn propose_within(
+        &self,
+        cmd: Command,
+        deadline: Duration,
+    ) -> Result<Applied, ClusterError> {
+        let write = async {
+            match self.raft.client_write(cmd.clone()).await {
+                Ok(r) => Ok(r.data),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                    self.forward("propose", &cmd).await
+                }
+                Err(e) => Err(ClusterError::Raft(e.to_string())),
             }
-            Err(e) => return Err(ClusterError::Raft(e.to_string())),
         };
+        let answer = tokio::time::timeout(deadline, write).await.map_err(|_| {
+            ClusterError::Timeout(format!(
+                "the cluster did not commit the change within {deadline:?}: a majority of \
+                 the nodes may be unreachable from this one"
+            ))
+        })??;
         match answer.0 {
             Some(result) => Ok(result?),
             None => Err(ClusterError::Raft("no answer for a command".into())),
@@ -611,11 +634,19 @@ async fn propose_route(
     if let Some(r) = not_leader(&h) {
         return r;
     }
-    match h.raft.client_write(cmd).await {
-        Ok(r) => Json::<Answer>(r.data).into_response(),
-        Err(e) => failure(
+    // Within the forwarder's own wait: a leader that lost its majority answers instead
+    // of holding the request.
+    match tokio::time::timeout(PROPOSE_DEADLINE, h.raft.client_write(cmd)).await {
+        Ok(Ok(r)) => Json::<Answer>(r.data).into_response(),
+        Ok(Err(e)) => failure(
             StatusCode::SERVICE_UNAVAILABLE,
             ClusterError::Raft(e.to_string()),
+        ),
+        Err(_) => failure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ClusterError::Timeout(format!(
+                "the cluster did not commit the change within {PROPOSE_DEADLINE:?}"
+            )),
         ),
     }
 }

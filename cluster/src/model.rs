@@ -336,6 +336,13 @@ pub struct Generation {
     /// The generation's recording, when its channel records.
     #[serde(default)]
     pub recording: Option<Recording>,
+    /// Which claim of the generation is current: 1 for the first, one more for every
+    /// claim that resumes it (on another node, or on the same one again). An origin's
+    /// state changes and media reports carry the epoch it claimed; older epochs are
+    /// refused, so a paused or cut-off origin that wakes up cannot change a generation
+    /// another claim has taken over. 0 in state written before epochs existed.
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

@@ -6,6 +6,11 @@ use crate::model::{GenerationState, Placement};
 use crate::placement;
 use crate::state::State;
 
+/// How long a claimed generation may go without its first part before it is treated as
+/// waiting for its publisher. A publisher sends its first keyframe within seconds (an
+/// ingest connection idle for 10 s is closed), so a minute means nobody runs it.
+pub const STARTING_LIMIT_MS: i64 = 60_000;
+
 /// Commands for what time has made true: nodes whose lease expired are marked down
 /// (their generations wait for a publisher to reconnect), generations that waited
 /// longer than the reconnect grace end, and pulled channels without a live node to pull
@@ -22,6 +27,22 @@ pub fn decide(state: &State, now_ms: i64, reconnect_grace_ms: i64) -> Vec<Comman
         }
     }
     for g in state.all_generations() {
+        // A claim nobody runs: one that committed after its caller gave up waiting (a
+        // proposal past its deadline), or whose publisher left before its first part.
+        // It waits for a publisher like any other, and ends after the grace.
+        if g.state == GenerationState::Starting && now_ms - g.state_since_ms > STARTING_LIMIT_MS {
+            if let Some(channel) = state.channels.get(&g.channel) {
+                out.push(Command {
+                    at_ms: now_ms,
+                    op: Op::MarkReconnecting {
+                        channel: channel.slug.clone(),
+                        generation: g.number,
+                        node: None,
+                        epoch: 0,
+                    },
+                });
+            }
+        }
         if g.state == GenerationState::Reconnecting
             && now_ms - g.state_since_ms > reconnect_grace_ms
         {

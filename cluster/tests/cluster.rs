@@ -669,3 +669,26 @@ async fn waiting_on_the_local_state_ends_when_it_applies_or_at_the_deadline() {
     assert!(never.is_none());
     assert!(tokio::time::Instant::now() >= deadline);
 }
+
+/// A leader cut off from the majority cannot commit: a proposal through it is given
+/// up at its deadline with a timeout (the API answers 503), instead of hanging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proposal_to_a_leader_without_a_majority_ends_at_its_deadline() {
+    let mut c = TestCluster::new(1000).await;
+    c.form(3).await;
+    let old = c.wait_leader(&[1, 2, 3]).await;
+    let others: Vec<NodeId> = (1..=3).filter(|id| *id != old).collect();
+    c.faults.isolate(old, &others);
+    let started = std::time::Instant::now();
+    let got = c.nodes[&old]
+        .handle
+        .propose_within(create("minority"), Duration::from_secs(1))
+        .await;
+    assert!(
+        matches!(got, Err(ClusterError::Timeout(_))),
+        "{got:?} after {:?}",
+        started.elapsed()
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    c.faults.heal();
+}

@@ -38,6 +38,8 @@ impl RtmpPublisher {
     /// source address, say).
     pub fn publish_over(mut stream: TcpStream, app: &str, key: &str) -> Result<Self> {
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        // A server that stops reading cannot hang the test.
+        stream.set_write_timeout(Some(Duration::from_secs(20)))?;
         stream.set_nodelay(true)?;
         let mut hs = Handshake::new(PeerType::Client);
         stream.write_all(&hs.generate_outbound_p0_and_p1().map_err(rtmp_err)?)?;

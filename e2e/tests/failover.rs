@@ -1,13 +1,16 @@
 //! Surviving failures: the origin node killed mid-stream while hls.js plays from
 //! another node; chained external edges losing their first upstream; an upstream that
-//! errors or stalls, and nothing of it cached.
+//! errors or stalls, and nothing of it cached; an origin paused past its lease, one
+//! that missed its renewals, and one whose disk filled up.
 
 use std::io::{Read, Write};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use sluice_e2e::fault::{FaultProxy, Mode};
-use sluice_e2e::node::{three_nodes, wait_for, EdgeProcess, Http, Publisher, Server};
+use sluice_e2e::node::{three_nodes, wait_for, EdgeProcess, Http, Publisher, Respawning, Server};
 use sluice_e2e::{
     hinted_part, make_small_stream, media_sequence, play_page, play_url, validate_playlists,
     TempDir,
@@ -558,6 +561,279 @@ fn a_viewer_behind_the_live_edge_plays_on_when_the_origin_dies() -> Result<()> {
         "hls.js behind the live edge did not play on after the origin's death: {}\n{}",
         played.report,
         nodes[2].log()
+    );
+    Ok(())
+}
+
+/// The issue's fault schedule: 3 nodes with 3 s leases, the publisher on node A. A is
+/// paused (SIGSTOP) for 12 s; its encoder gives up on it and publishes to node B, which
+/// takes the generation over once A's lease lapsed. When A wakes up, it notices its
+/// publisher left and says so: that must not touch B's generation (it is fenced by
+/// B's newer claim). 15 s later the stream is still live on B, the same generation,
+/// and was never seen waiting for its publisher after B had it.
+#[test]
+fn a_paused_origin_that_wakes_up_leaves_the_new_origin_live() -> Result<()> {
+    let tmp = TempDir::new("paused-origin")?;
+    let fixture = fixture(&tmp)?;
+    let nodes = three_nodes(tmp.path(), &["--lease-ttl-ms", "3000"])?;
+    let http = Http::new(None)?;
+    let key = nodes[0].main_key()?;
+    let leader = nodes[0]
+        .cluster_status(&http)
+        .and_then(|s| s["leader"].as_u64())
+        .context("no leader")?;
+    let mut followers = Vec::new();
+    for n in &nodes {
+        if n.node_id()? != leader {
+            followers.push(n);
+        }
+    }
+    let (a, b) = (followers[0], followers[1]);
+    let b_id = b.node_id()?;
+    let mut first = Publisher::ffmpeg_loop(&fixture, &a.rtmp_url(&key), &tmp.path().join("a.log"))?;
+    let live = wait_for(Duration::from_secs(40), "main live on node A", || {
+        main_status(&http, b).filter(|s| s["state"] == "live")
+    })
+    .with_context(|| a.log())?;
+    let generation = live["generation"]["number"].clone();
+
+    // The parts node A has published of its open segment, and their bytes: whatever
+    // node B makes, these URLs keep their content (viewers and caches hold them as
+    // immutable).
+    let text = http.get(&a.url(MEDIA), &[])?.text();
+    let mut published = Vec::new();
+    for uri in text
+        .lines()
+        .filter_map(|l| l.strip_prefix("#EXT-X-PART:"))
+        .filter_map(|l| l.split("URI=\"").nth(1))
+        .map(|u| u.trim_end_matches('"').to_string())
+    {
+        let url = a.url(&format!("/hls/main/source/{uri}"));
+        let got = http.get(&url, &[])?;
+        if got.status == 200 {
+            published.push((uri, got.body));
+        }
+    }
+    ensure!(!published.is_empty(), "node A listed no part:\n{text}");
+    signal(a, "-STOP")?;
+    let paused = Instant::now();
+    first.kill();
+    let _second = Publisher::ffmpeg_loop(&fixture, &b.rtmp_url(&key), &tmp.path().join("b.log"))?;
+    wait_for(Duration::from_secs(11), "main live on node B", || {
+        main_status(&http, b)
+            .filter(|s| s["state"] == "live" && s["generation"]["origin"].as_u64() == Some(b_id))
+    })
+    .with_context(|| b.log())?;
+    std::thread::sleep(Duration::from_secs(12).saturating_sub(paused.elapsed()));
+    signal(a, "-CONT")?;
+
+    let watched = Instant::now();
+    let mut seen = Vec::new();
+    while watched.elapsed() < Duration::from_secs(15) {
+        if let Some(s) = main_status(&http, b) {
+            let state = (
+                s["state"].as_str().unwrap_or("?").to_string(),
+                s["generation"]["origin"].as_u64(),
+            );
+            if seen.last() != Some(&state) {
+                seen.push(state);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let now = main_status(&http, b).context("status")?;
+    ensure!(
+        now["state"] == "live"
+            && now["generation"]["origin"].as_u64() == Some(b_id)
+            && now["generation"]["number"] == generation,
+        "15 s after node A woke up the stream is {now}\nstates seen: {seen:?}\n{}",
+        a.log()
+    );
+    ensure!(
+        seen.iter().all(|(state, _)| state == "live"),
+        "the stream left live after node A woke up: {seen:?}"
+    );
+    // One URL, one content: node B never made different bytes under a URL node A had
+    // published (it resumes after A's last segment, reported or still open).
+    for (uri, bytes) in &published {
+        let got = http.get(&b.url(&format!("/hls/main/source/{uri}")), &[])?;
+        ensure!(
+            got.status != 200 || got.body == *bytes,
+            "{uri}: node B serves other bytes than node A published ({} vs {} bytes)",
+            got.body.len(),
+            bytes.len()
+        );
+    }
+    Ok(())
+}
+
+/// An origin that misses its lease renewals (paused 4.5 s with 3 s leases) while its
+/// publisher stays connected: the leader marks it down and its generation waiting for
+/// the publisher. When it wakes up, its publisher is still there: the generation is
+/// live again on the same node, and the supervisor does not end it when the reconnect
+/// grace (10 s here) runs out.
+#[test]
+fn an_origin_that_missed_its_lease_keeps_its_stream_live() -> Result<()> {
+    let tmp = TempDir::new("missed-lease")?;
+    let fixture = fixture(&tmp)?;
+    let nodes = three_nodes(
+        tmp.path(),
+        &["--lease-ttl-ms", "3000", "--reconnect-grace-ms", "10000"],
+    )?;
+    let http = Http::new(None)?;
+    let key = nodes[0].main_key()?;
+    let leader = nodes[0]
+        .cluster_status(&http)
+        .and_then(|s| s["leader"].as_u64())
+        .context("no leader")?;
+    let mut a = None;
+    let mut other = None;
+    for n in &nodes {
+        if n.node_id()? == leader {
+            other = Some(n);
+        } else if a.is_none() {
+            a = Some(n);
+        }
+    }
+    let (a, other) = (a.context("a follower")?, other.context("the leader")?);
+    let a_id = a.node_id()?;
+    let mut publisher =
+        Publisher::ffmpeg_loop(&fixture, &a.rtmp_url(&key), &tmp.path().join("a.log"))?;
+    let live = wait_for(Duration::from_secs(40), "main live on node A", || {
+        main_status(&http, other).filter(|s| s["state"] == "live")
+    })
+    .with_context(|| a.log())?;
+    let generation = live["generation"]["number"].clone();
+
+    signal(a, "-STOP")?;
+    let marked = wait_for(
+        Duration::from_secs(10),
+        "node A's stream marked waiting",
+        || main_status(&http, other).filter(|s| s["state"] == "reconnecting"),
+    );
+    signal(a, "-CONT")?;
+    marked.with_context(|| other.log())?;
+    // Past the grace from the moment it was marked.
+    std::thread::sleep(Duration::from_secs(13));
+    let now = main_status(&http, other).context("status")?;
+    ensure!(
+        publisher.wait_exit(Duration::from_millis(100)).is_none(),
+        "the publisher was dropped: {}",
+        publisher.output()
+    );
+    ensure!(
+        now["state"] == "live"
+            && now["generation"]["origin"].as_u64() == Some(a_id)
+            && now["generation"]["number"] == generation,
+        "13 s after node A came back, with its publisher connected, the stream is {now}\n{}",
+        a.log()
+    );
+    Ok(())
+}
+
+/// A tmpfs of `mib` MiB mounted at `dir` (made here) for the test's lifetime; unmounted
+/// on drop. Needs root, as the test command runs.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &std::path::Path, mib: u32) -> Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(dir)
+            .status()?
+            .success();
+        ensure!(
+            ok,
+            "mounting a {mib} MiB tmpfs at {} failed (the test needs root)",
+            dir.display()
+        );
+        Ok(Self(dir.to_path_buf()))
+    }
+
+    /// Writes zeros until the disk is full.
+    fn fill(&self) -> Result<()> {
+        let mut f = std::fs::File::create(self.0.join("filler"))?;
+        let block = vec![0u8; 1 << 20];
+        while f.write_all(&block).is_ok() {}
+        let _ = f.flush();
+        Ok(())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .args(["-l"])
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// The disk under a node's data dir (its Raft log and state) fills up while it
+/// originates a stream. The node cannot take part in the cluster any more: it stops its
+/// ingest, so its publisher (an encoder that tries the next node after a failure) moves
+/// to another node, which continues the generation; the node says why in its log and
+/// in `/readyz`, and keeps serving HTTP.
+#[test]
+fn a_node_whose_state_disk_fills_up_hands_its_stream_over() -> Result<()> {
+    let tmp = TempDir::new("full-disk")?;
+    // Declared first, dropped last: unmounted after the nodes stopped.
+    let disk = SmallDisk::mount(&tmp.path().join("n2"), 48)?;
+    let fixture = fixture(&tmp)?;
+    let nodes = three_nodes(tmp.path(), &["--lease-ttl-ms", "3000"])?;
+    let http = Http::new(None)?;
+    let key = nodes[0].main_key()?;
+    let (a, c) = (&nodes[1], &nodes[2]);
+    let a_id = a.node_id()?;
+    let urls = [a.rtmp_url(&key), c.rtmp_url(&key)];
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let fixture2 = fixture.clone();
+    let _publisher = Respawning::start(
+        move || {
+            let url = &urls[next.fetch_add(1, Ordering::SeqCst).min(1)];
+            let mut cmd = std::process::Command::new("ffmpeg");
+            cmd.args(["-hide_banner", "-loglevel", "warning", "-re"])
+                .args(["-stream_loop", "-1", "-i"])
+                .arg(&fixture2)
+                .args(["-c", "copy", "-f", "flv", url]);
+            cmd
+        },
+        &tmp.path().join("ffmpeg.log"),
+    )?;
+    let live = wait_for(Duration::from_secs(40), "main live on node A", || {
+        main_status(&http, c)
+            .filter(|s| s["state"] == "live" && s["generation"]["origin"].as_u64() == Some(a_id))
+    })
+    .with_context(|| a.log())?;
+    let generation = live["generation"]["number"].clone();
+
+    disk.fill()?;
+    let moved = wait_for(Duration::from_secs(60), "main live on another node", || {
+        main_status(&http, c).filter(|s| {
+            s["state"] == "live"
+                && s["generation"]["origin"]
+                    .as_u64()
+                    .is_some_and(|o| o != a_id)
+        })
+    })
+    .with_context(|| a.log())?;
+    ensure!(
+        moved["generation"]["number"] == generation,
+        "the stream did not continue its generation: {moved}"
+    );
+    let ready = http.get(&a.url("/readyz"), &[])?;
+    ensure!(
+        ready.status == 503 && ready.text().contains("cluster state"),
+        "node A's /readyz answered {}: {}\n{}",
+        ready.status,
+        ready.text(),
+        a.log()
+    );
+    ensure!(
+        a.log().contains("stops its ingest"),
+        "node A's log does not say why it stopped its ingest:\n{}",
+        a.log()
     );
     Ok(())
 }

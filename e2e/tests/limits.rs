@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use sluice_e2e::node::{connect_from, wait_for, Http, Publisher, Server};
+use sluice_e2e::node::{connect_from, wait_for, Http, Publisher, RssSampler, Server};
 use sluice_e2e::rtmp_client::RtmpPublisher;
 use sluice_e2e::{make_small_stream, media_sequence, TempDir};
 
@@ -197,5 +197,99 @@ fn floods_from_one_address_are_refused_while_others_keep_playing() -> Result<()>
     wait_for(Duration::from_secs(10), "the stream to go on", || {
         (live_msn(&http, &server).ok()? > msn_before).then_some(())
     })?;
+    Ok(())
+}
+
+/// The FLV tags of a file: (type, timestamp in ms, body).
+fn flv_tags(file: &[u8]) -> Vec<(u8, u32, Vec<u8>)> {
+    let mut tags = Vec::new();
+    let mut at = 9 + 4;
+    while at + 11 <= file.len() {
+        let kind = file[at];
+        let size = u32::from_be_bytes([0, file[at + 1], file[at + 2], file[at + 3]]) as usize;
+        let ts = u32::from_be_bytes([file[at + 7], file[at + 4], file[at + 5], file[at + 6]]);
+        let Some(body) = file.get(at + 11..at + 11 + size) else {
+            break;
+        };
+        tags.push((kind, ts, body.to_vec()));
+        at += 11 + size + 4;
+    }
+    tags
+}
+
+/// A publisher whose timestamps stop advancing never ends a part: past the packager's
+/// byte bound (96 MiB) the node disconnects it with the reason, and its memory stays
+/// bounded while the publisher keeps sending (here up to 1.2 GiB of 512 KiB frames,
+/// all at one time).
+#[test]
+fn a_publisher_whose_timestamps_stop_is_disconnected_in_bounded_memory() -> Result<()> {
+    let tmp = TempDir::new("stuck-timestamps")?;
+    let server = Server::start(&tmp.path().join("node"), &[])?;
+    let key = server.main_key()?;
+    let fixture = tmp.path().join("small.flv");
+    make_small_stream(&fixture)?;
+    let tags = flv_tags(&std::fs::read(&fixture)?);
+    let first = |kind: u8, packet: u8| {
+        tags.iter()
+            .find(|(k, _, body)| *k == kind && body.len() > 1 && body[1] == packet)
+            .map(|(_, _, body)| body.clone())
+    };
+    let config = first(9, 0).context("an AVC sequence header")?;
+    let keyframe = first(9, 1).context("a first frame")?;
+    ensure!(keyframe[0] >> 4 == 1, "the first frame is not a keyframe");
+    let audio_config = first(8, 0).context("an AAC sequence header")?;
+    let audio = first(8, 1).context("an AAC frame")?;
+
+    let sampler = RssSampler::start(server.pid().context("node pid")?);
+    let mut publisher = RtmpPublisher::publish(server.rtmp, "live", &key)?;
+    publisher.send_tag(9, 0, &config)?;
+    publisher.send_tag(8, 0, &audio_config)?;
+    publisher.send_tag(9, 0, &keyframe)?;
+    publisher.send_tag(8, 0, &audio)?;
+    // One length-prefixed non-IDR slice of 512 KiB.
+    let size = 512 * 1024;
+    let mut big = vec![0x27, 0x01, 0, 0, 0];
+    big.extend_from_slice(&(size as u32).to_be_bytes());
+    big.push(0x01);
+    big.resize(5 + 4 + size, 0);
+    let mut sent = 0usize;
+    let mut cut_off = false;
+    for i in 0..2400u32 {
+        let ts = 33 * i.min(10);
+        if publisher.send_tag(9, ts, &big).is_err() {
+            cut_off = true;
+            break;
+        }
+        sent += big.len();
+    }
+    let closed = cut_off || publisher.closed_within(Duration::from_secs(20))?;
+    let peak = sampler.peak();
+    drop(sampler);
+    ensure!(
+        closed,
+        "the node kept a publisher whose timestamps stopped ({} MiB sent)",
+        sent >> 20
+    );
+    wait_for(Duration::from_secs(10), "the reason in the log", || {
+        server
+            .log()
+            .contains("timestamps stopped advancing")
+            .then_some(())
+    })?;
+    // Whatever was sent (the node reads and drops what comes after its refusal while
+    // the encoder reads why): 96 MiB in the packager, the same written out as one part
+    // the spool keeps for blocking viewers, 32 MiB queued for the packager, and the
+    // node itself (a debug build): about 300 MiB seen here, for 600 MiB or 1.2 GiB sent.
+    ensure!(
+        peak <= 384 << 20,
+        "the node's RSS peaked at {} MiB ({} MiB sent)",
+        peak >> 20,
+        sent >> 20
+    );
+    eprintln!(
+        "stuck timestamps: {} MiB sent, RSS peak {} MiB",
+        sent >> 20,
+        peak >> 20
+    );
     Ok(())
 }

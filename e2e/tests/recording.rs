@@ -2,7 +2,8 @@
 //! back as HLS VOD (hls-parser strict, ffprobe, hls.js in Chromium) and as one MP4
 //! from a node that is not the origin; a failing disk fails the recording, not the live
 //! stream; retention deletes a finished recording on every node and never the one being
-//! written; a 5-minute DVR window answers delta updates.
+//! written; a 5-minute DVR window answers delta updates; a 1 GiB recording downloads
+//! through an external edge whose memory stays bounded.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
-use sluice_e2e::node::{three_nodes, wait_for, EdgeProcess, Http, Publisher, Server};
+use sluice_e2e::node::{three_nodes, wait_for, EdgeProcess, Http, Publisher, RssSampler, Server};
 use sluice_e2e::{ffprobe, make_test_stream, play_url, run_ok, validate_playlists, TempDir};
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -372,5 +373,86 @@ fn a_five_minute_dvr_window_answers_small_delta_updates() -> Result<()> {
         "oldest segment {oldest} answered {}",
         reply.status
     );
+    Ok(())
+}
+
+/// Every recorded segment file (`<msn>.m4s`) under `dir`.
+fn segment_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            segment_files(&path, out)?;
+        } else if path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".m4s"))
+            .is_some_and(|n| n.parse::<u64>().is_ok())
+        {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// An edge passes a recording's MP4 download through with at most its cache object
+/// limit plus a read-ahead window in memory, however large the file: 1 GiB through an
+/// edge with a 64 MiB cache stays under 64 MiB of cache plus 64 MiB for the process
+/// and the window (about 20 MiB idle). The recording's segments are grown on disk
+/// (zeros at the end: an edge passes bytes through whatever they hold) so the test
+/// does not have to encode a gigabyte.
+#[test]
+fn a_one_gib_recording_downloads_through_an_edge_in_bounded_memory() -> Result<()> {
+    let _serial = serial();
+    let f = fixtures();
+    let tmp = TempDir::new("recording-gib")?;
+    let node = Server::start(&tmp.path().join("node"), &[])?;
+    let http = Http::new(None)?;
+    let key = node.main_key()?;
+    push_once(&f.show, &node.rtmp_url(&key))?;
+    node.cli(&["stream", "stop", "main", "--json"])?;
+    wait_for(Duration::from_secs(30), "recording finalized", || {
+        let (status, v) = recording(&http, &node, "main", 1).ok()?;
+        (status == 200 && v["status"] == "finalized").then_some(())
+    })?;
+    let generation = node.dir.join("spool/main/1");
+    let mut segments = Vec::new();
+    segment_files(&generation, &mut segments)?;
+    ensure!(segments.len() >= 10, "recorded segments: {segments:?}");
+    let each = (1u64 << 30).div_ceil(segments.len() as u64);
+    let mut expected = 0;
+    for s in &segments {
+        let file = std::fs::OpenOptions::new().write(true).open(s)?;
+        file.set_len(each.max(file.metadata()?.len()))?;
+        expected += file.metadata()?.len();
+    }
+    let init = std::fs::read(node.dir.join("spool/main/1/source/init.mp4"))
+        .context("the recording's init segment")?;
+    expected += init.len() as u64;
+    ensure!(expected >= 1 << 30, "{expected} bytes recorded");
+
+    let cache = 64u64 << 20;
+    let edge = EdgeProcess::start(
+        &tmp.path().join("edge.log"),
+        &[node.base()],
+        &["--cache-bytes", &cache.to_string()],
+    )?;
+    let sampler = RssSampler::start(edge.pid().context("edge pid")?);
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(300))
+        .build()?;
+    let mut response = client.get(edge.url("/vod/main/1.mp4")).send()?;
+    ensure!(response.status() == 200, "download: {}", response.status());
+    let got = std::io::copy(&mut response, &mut std::io::sink())?;
+    let peak = sampler.peak();
+    drop(sampler);
+    ensure!(got == expected, "downloaded {got} of {expected} bytes");
+    let bound = cache + (64 << 20);
+    ensure!(
+        peak > 0 && peak <= bound,
+        "the edge's RSS peaked at {} MiB passing 1 GiB through (bound {} MiB)",
+        peak >> 20,
+        bound >> 20
+    );
+    eprintln!("1 GiB through the edge: RSS peak {} MiB", peak >> 20);
     Ok(())
 }

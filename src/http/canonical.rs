@@ -165,74 +165,21 @@ mod tests {
 /// sends, a private channel is served only with a valid token.
 #[cfg(test)]
 mod gate_tests {
-    use std::sync::Arc;
-
-    use axum::body::Body;
-    use axum::extract::Path;
-    use axum::routing::get;
     use proptest::prelude::*;
-    use sluice_cluster::model::PlaybackKey;
-    use tower::ServiceExt as _;
 
     use super::*;
-    use crate::http::access::{protect, AccessView, Gate, PrivateChannel};
+    use crate::http::probe::{Probe, PRIVATE};
 
-    const PRIVATE_ID: u64 = 7;
-
-    fn key() -> PlaybackKey {
-        PlaybackKey {
-            key_id: "k1".into(),
-            secret: "ab".repeat(32),
-            created_ms: 0,
-            retired_ms: None,
-        }
-    }
-
-    /// `news` is private; every other name is public.
-    struct View;
-    impl AccessView for View {
-        fn private_channel(&self, slug: &str) -> Option<PrivateChannel> {
-            (slug == "news").then(|| PrivateChannel {
-                id: PRIVATE_ID,
-                keys: vec![key()],
-            })
-        }
-    }
-
-    /// The viewer route table of a node and an external edge; each answers with the
-    /// channel its handler was given.
-    fn app() -> Router {
-        async fn echo(Path(p): Path<Vec<(String, String)>>) -> String {
-            p.into_iter()
-                .find(|(k, _)| k == "channel")
-                .map(|(_, v)| v)
-                .unwrap_or_default()
-        }
-        let viewer = crate::http::ViewerRoutes {
-            multivariant: get(echo),
-            media_playlist: get(echo),
-            object: get(echo),
-            vod_file: get(echo),
-            vod_object: get(echo),
-        }
-        .router();
-        outside(protect(viewer, Gate::new(Arc::new(View), Some("s".into()))))
-    }
-
-    fn served(app: &Router, rt: &tokio::runtime::Runtime, path: &str) -> Option<(u16, String)> {
-        let request = Request::builder().uri(path).body(Body::empty()).ok()?;
-        rt.block_on(async {
-            let response = app.clone().oneshot(request).await.ok()?;
-            let status = response.status().as_u16();
-            let body = axum::body::to_bytes(response.into_body(), 1 << 16)
-                .await
-                .ok()?;
-            Some((status, String::from_utf8_lossy(&body).into_owned()))
-        })
+    fn served(app: &Probe, rt: &tokio::runtime::Runtime, path: &str) -> Option<(u16, String)> {
+        rt.block_on(app.serve(path))
     }
 
     fn token() -> String {
-        sluice_cluster::playback::sign(&key(), PRIVATE_ID, i64::MAX / 2, None)
+        Probe::token()
+    }
+
+    fn app() -> Probe {
+        Probe::new()
     }
 
     #[test]
@@ -299,7 +246,7 @@ mod gate_tests {
             let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
             let path = format!("{leading}{}{query}", segments.join("/"));
             if let Some((200, channel)) = served(&app(), &rt, &path) {
-                prop_assert_ne!(channel, "news", "served {} without a token", path);
+                prop_assert_ne!(channel, PRIVATE, "served {} without a token", path);
             }
         }
 

@@ -7,6 +7,7 @@ pub(crate) mod api;
 pub(crate) mod canonical;
 pub(crate) mod external;
 pub(crate) mod hls;
+pub(crate) mod probe;
 pub(crate) mod serve;
 pub(crate) mod ui;
 mod vod;

@@ -16,6 +16,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, request::Parts, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use futures_util::StreamExt as _;
 use sluice_cluster::command::validate_slug;
 use sluice_cluster::model::{Recording, RecordingPiece, RecordingStatus};
 use sluice_media::playlist::names::{self, ObjectName};
@@ -270,15 +271,21 @@ pub(super) async fn download(
         for (msn, holder) in segments {
             let name = names::segment(msn);
             let fetched = fetch_file(&s, &parts, &slug, generation, holder.as_deref(), &name).await;
-            match body_of(fetched).await {
-                Some(bytes) => {
-                    if tx.send(Ok(bytes)).await.is_err() {
-                        return;
-                    }
-                }
+            if fetched.status() != StatusCode::OK {
                 // A segment lost to a failed write: the file goes on without it.
-                None => tracing::warn!(channel = %slug, generation, msn,
-                    "recorded segment missing from the MP4 download"),
+                tracing::warn!(channel = %slug, generation, msn,
+                    "recorded segment missing from the MP4 download");
+                continue;
+            }
+            // Passed on as it comes (whatever its size): a segment cut off midway ends
+            // the download cut off, never a file with half a segment in it.
+            let mut body = fetched.into_body().into_data_stream();
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(std::io::Error::other);
+                let broken = chunk.is_err();
+                if tx.send(chunk).await.is_err() || broken {
+                    return;
+                }
             }
         }
     });

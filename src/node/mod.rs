@@ -519,6 +519,11 @@ impl Node {
             self.c.reconnect_grace_ms,
             self.shutdown.subscribe(),
         ));
+        self.tasks.spawn(stop_ingest_if_storage_fails(
+            self.handle.clone(),
+            self.origins.clone(),
+            self.shutdown.subscribe(),
+        ));
     }
 
     /// What this node reports of itself as an endpoint.
@@ -709,25 +714,58 @@ fn print_getting_started(c: &Config, host: &str, scheme: &str, http_port: u16, r
 /// (to this node or another) rather than after the lease expires.
 async fn release_own_generations(handle: &ClusterHandle) {
     let me = handle.id();
-    let held: Vec<(String, u64)> = handle.read_local(|s| {
+    let held: Vec<(String, u64, u64)> = handle.read_local(|s| {
         s.all_generations()
             .filter(|g| g.origin == me)
             .filter(|g| matches!(g.state, GenerationState::Starting | GenerationState::Live))
             .filter_map(|g| {
                 s.channels
                     .get(&g.channel)
-                    .map(|c| (c.slug.clone(), g.number))
+                    .map(|c| (c.slug.clone(), g.number, g.epoch))
             })
             .collect()
     });
-    for (channel, generation) in held {
+    for (channel, generation, epoch) in held {
         tracing::info!(%channel, generation, "left live by the previous run: waiting for its publisher");
+        // Fenced: refused if another node (or a publisher here) claimed it meanwhile.
         let op = Op::MarkReconnecting {
             channel,
             generation,
+            node: Some(me),
+            epoch,
         };
         if let Err(e) = handle.propose_op(op).await {
             tracing::warn!(error = %e, "could not mark a generation reconnecting");
+        }
+    }
+}
+
+/// This node's Raft stops for good when its storage fails (a full disk, a broken
+/// file). The node can then neither renew its lease nor report its streams: it stops
+/// its ingest at once, so its publishers reconnect to nodes that can take the streams
+/// over, and keeps serving what it has. `/readyz` says why. Ends at `shutdown`.
+async fn stop_ingest_if_storage_fails(
+    handle: ClusterHandle,
+    origins: Arc<Origins>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut metrics = handle.raft().metrics();
+    loop {
+        let failed = match &metrics.borrow_and_update().running_state {
+            Ok(()) => None,
+            Err(fatal) => Some(fatal.to_string()),
+        };
+        if let Some(error) = failed {
+            tracing::error!(%error, "the cluster state store failed: this node stops its ingest \
+                so its streams continue on other nodes; /readyz says not ready");
+            origins.drain(Duration::from_secs(2)).await;
+            return;
+        }
+        tokio::select! {
+            changed = metrics.changed() => if changed.is_err() {
+                return;
+            },
+            _ = shutdown.changed() => return,
         }
     }
 }

@@ -16,7 +16,7 @@ pub(crate) mod spool;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,6 +36,10 @@ use spool::Spool;
 pub(crate) const RENDITION: &str = "source";
 /// Inputs queued between a publisher's connection and its packaging loop.
 const FEED_QUEUE: usize = 1024;
+/// Bytes of media queued there: a connection that reads faster than its loop packages
+/// waits (and its encoder with it, through the socket) instead of queueing without
+/// bound (1,024 frames of up to 16 MiB each, otherwise).
+const FEED_BYTES: usize = 32 << 20;
 /// How long a returning publisher waits for the loop to notice the old one left.
 const DETACH_WAIT: Duration = Duration::from_secs(2);
 /// How long an accepted claim waits for this node's copy of the state to apply it.
@@ -53,6 +57,13 @@ const RELEASE_WAIT: Duration = Duration::from_secs(8);
 const SRT_RELEASE_WAIT: Duration = Duration::from_secs(2);
 /// How often a waiting publisher looks at this node's copy of the state.
 const RELEASE_POLL: Duration = Duration::from_millis(50);
+
+/// A feed on its way to the packaging loop, holding its share of [`FEED_BYTES`] until
+/// the loop takes it.
+pub(crate) struct Queued {
+    pub(crate) feed: Feed,
+    _budget: Option<tokio::sync::OwnedSemaphorePermit>,
+}
 
 /// What a publisher's connection sends to the packaging loop.
 #[derive(Debug)]
@@ -88,7 +99,9 @@ pub(crate) struct KeyInfo {
 pub(crate) struct Publisher {
     pub(crate) channel: String,
     pub(crate) generation: u64,
-    tx: mpsc::Sender<Feed>,
+    tx: mpsc::Sender<Queued>,
+    /// [`FEED_BYTES`], shared by what is queued.
+    budget: Arc<tokio::sync::Semaphore>,
     draining: watch::Receiver<bool>,
 }
 
@@ -103,7 +116,19 @@ impl Publisher {
         if *self.draining.borrow() {
             return Err(Stopped);
         }
-        self.tx.send(feed).await.map_err(|_| Stopped)
+        let budget = match &feed {
+            Feed::Input { bytes, .. } => {
+                let share = (*bytes).clamp(1, FEED_BYTES) as u32;
+                let permit = self.budget.clone().acquire_many_owned(share).await;
+                Some(permit.map_err(|_| Stopped)?)
+            }
+            Feed::Tracks { .. } => None,
+        };
+        let queued = Queued {
+            feed,
+            _budget: budget,
+        };
+        self.tx.send(queued).await.map_err(|_| Stopped)
     }
 
     /// Why the channel no longer takes this publisher's media, in words for the
@@ -126,7 +151,7 @@ struct Control {
 /// The packaging loop of the channel's current generation.
 struct PipelineHandle {
     generation: u64,
-    publishers: mpsc::Sender<mpsc::Receiver<Feed>>,
+    publishers: mpsc::Sender<mpsc::Receiver<Queued>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -139,6 +164,9 @@ pub(crate) struct ChannelOrigin {
     control: mpsc::UnboundedSender<Control>,
     pipeline: tokio::sync::Mutex<Option<PipelineHandle>>,
     publisher_attached: AtomicBool,
+    /// The epoch of this node's latest claim of the channel's generation: what its
+    /// packaging loop's state changes and reports carry (a stale one is refused).
+    epoch: AtomicU64,
 }
 
 impl ChannelOrigin {
@@ -286,6 +314,7 @@ impl Origins {
             control,
             pipeline: tokio::sync::Mutex::new(None),
             publisher_attached: AtomicBool::new(false),
+            epoch: AtomicU64::new(0),
         });
         tokio::spawn(control_loop(self.handle.clone(), slug.to_string(), rx));
         map.insert(slug.to_string(), origin.clone());
@@ -458,6 +487,7 @@ impl Origins {
         ll_hls: LlHlsSettings,
     ) -> Result<Publisher, PublishRefused> {
         let claim = self.claim(origin, slug).await?;
+        origin.epoch.store(claim.epoch, Ordering::SeqCst);
         self.wait_until_claim_applied(origin, claim.number).await;
         let (tx, rx) = mpsc::channel(FEED_QUEUE);
         let mut pipeline = origin.pipeline.lock().await;
@@ -502,6 +532,7 @@ impl Origins {
             channel: slug.to_string(),
             generation: claim.number,
             tx,
+            budget: Arc::new(tokio::sync::Semaphore::new(FEED_BYTES)),
             draining: self.draining.subscribe(),
         })
     }
@@ -545,10 +576,14 @@ impl Origins {
                 number,
                 resumed,
                 last_msn,
+                epoch,
+                took_over,
             }) => Ok(Claim {
                 number,
                 resumed,
                 last_msn,
+                epoch,
+                took_over,
             }),
             Ok(other) => Err(PublishRefused::Cluster(format!(
                 "unexpected answer {other:?}"
@@ -578,7 +613,13 @@ impl Origins {
     /// What a new packaging loop for `claim` starts from: after the last segment the
     /// generation reported, with its timeline and the earlier origin's discontinuity.
     fn plan(&self, origin: &ChannelOrigin, claim: &Claim, ll_hls: LlHlsSettings) -> pipeline::Plan {
-        let first_msn = claim.last_msn.map_or(0, |m| m + 1);
+        // After the last segment reported; one further when the generation was taken
+        // from an origin that had not let go: it reports a segment when its first part
+        // is out, and that report may not have made it (the origin died or paused just
+        // then), so the segment after the last reported one may already have parts
+        // out there. Its number is listed as a gap, never made again: one URL, one
+        // content.
+        let first_msn = claim.last_msn.map_or(0, |m| m + 1) + u64::from(claim.took_over);
         let (recording, resume_at_us, earlier) = self.handle.read_local(|s| {
             let media = s
                 .generation(origin.id, claim.number)
@@ -618,6 +659,9 @@ struct Claim {
     resumed: bool,
     /// The last segment the generation reported before this claim.
     last_msn: Option<u64>,
+    epoch: u64,
+    /// From an origin that had not let go: see `Origins::plan`.
+    took_over: bool,
 }
 
 /// The other node that holds the channel's active generation at `now_ms`, if any: a

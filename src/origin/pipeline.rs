@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 
 use super::recording::{piece_file, Recorder};
 use super::spool::{generation_dir, DiskWriter};
-use super::{ChannelOrigin, Feed, Origins, RENDITION};
+use super::{ChannelOrigin, Feed, Origins, Queued, RENDITION};
 use crate::support::now_ms;
 
 /// How often the loop looks at the replicated state of its generation.
@@ -83,11 +83,11 @@ pub(super) async fn run(
     origins: Arc<Origins>,
     origin: Arc<ChannelOrigin>,
     plan: Plan,
-    mut publishers: mpsc::Receiver<mpsc::Receiver<Feed>>,
+    mut publishers: mpsc::Receiver<mpsc::Receiver<Queued>>,
 ) {
     let mut l = Loop::new(origins, origin, plan);
     let generation = l.plan.generation;
-    let mut current: Option<mpsc::Receiver<Feed>> = None;
+    let mut current: Option<mpsc::Receiver<Queued>> = None;
     let mut moved = false;
     let mut tick = tokio::time::interval(STATE_CHECK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -124,6 +124,7 @@ pub(super) async fn run(
                     l.flush_stopped(current.as_mut()).await;
                     break;
                 }
+                l.live_again_if_marked_away();
             }
         }
     }
@@ -188,23 +189,24 @@ impl Loop {
     /// What the publisher sent before the end (a stop right after its last frames,
     /// still on their way through its connection) belongs to the generation: it is
     /// packaged first, for at most STOP_FLUSH.
-    async fn flush_stopped(&mut self, current: Option<&mut mpsc::Receiver<Feed>>) {
+    async fn flush_stopped(&mut self, current: Option<&mut mpsc::Receiver<Queued>>) {
         let Some(rx) = current else {
             return;
         };
         let until = tokio::time::Instant::now() + STOP_FLUSH;
-        while let Ok(Some(feed)) = tokio::time::timeout_at(until, rx.recv()).await {
-            if self.feed(feed).is_err() {
+        while let Ok(Some(queued)) = tokio::time::timeout_at(until, rx.recv()).await {
+            if self.feed(queued.feed).is_err() {
                 break;
             }
         }
     }
 }
 
-/// The next input of the attached publisher; pending forever while none is attached.
-async fn next_feed(current: &mut Option<mpsc::Receiver<Feed>>) -> Option<Feed> {
+/// The next input of the attached publisher (its share of the queue's byte budget
+/// given back); pending forever while none is attached.
+async fn next_feed(current: &mut Option<mpsc::Receiver<Queued>>) -> Option<Feed> {
     match current {
-        Some(rx) => rx.recv().await,
+        Some(rx) => rx.recv().await.map(|q| q.feed),
         None => std::future::pending().await,
     }
 }
@@ -272,6 +274,8 @@ impl Loop {
         self.origin.tell(Op::MarkReconnecting {
             channel: self.origin.slug.clone(),
             generation: self.plan.generation,
+            node: Some(self.origins.handle.id()),
+            epoch: self.epoch(),
         });
     }
 
@@ -293,6 +297,7 @@ impl Loop {
                     channel: self.origin.slug.clone(),
                     generation: self.plan.generation,
                     node: self.origins.handle.id(),
+                    epoch: self.epoch(),
                 });
             }
         }
@@ -450,13 +455,51 @@ impl Loop {
             node: self.origins.handle.id(),
             last_msn: msn,
             media,
+            epoch: self.epoch(),
         });
+    }
+
+    /// The epoch of this node's claim, which every state change and report carries.
+    fn epoch(&self) -> u64 {
+        self.origin.epoch.load(Ordering::SeqCst)
+    }
+
+    /// The state says the generation waits for its publisher while the publisher is
+    /// here and sending (this node missed a lease renewal and was marked down, say):
+    /// it is live again. Without this the generation would end when the reconnect
+    /// grace ran out, with its publisher still connected.
+    fn live_again_if_marked_away(&mut self) {
+        if !self.marked_live || !self.origin.publisher_attached.load(Ordering::SeqCst) {
+            return;
+        }
+        let (me, epoch, id, number) = (
+            self.origins.handle.id(),
+            self.epoch(),
+            self.origin.id,
+            self.plan.generation,
+        );
+        let marked_away = self.origins.handle.read_local(|s| {
+            s.generation(id, number).is_some_and(|g| {
+                g.state == GenerationState::Reconnecting && g.origin == me && g.epoch == epoch
+            })
+        });
+        if marked_away {
+            tracing::info!(channel = %self.origin.slug, generation = number,
+                "marked as waiting for its publisher while it is here: live again");
+            self.origin.tell(Op::MarkLive {
+                channel: self.origin.slug.clone(),
+                generation: number,
+                node: me,
+                epoch,
+            });
+        }
     }
 
     /// Where the replicated state says this generation stands. A state that lags
     /// behind this node's own claim reads as ours.
     fn standing(&self) -> Standing {
         let me = self.origins.handle.id();
+        let epoch = self.epoch();
         let generation = self.plan.generation;
         let id = self.origin.id;
         self.origins
@@ -473,14 +516,12 @@ impl Loop {
                     Standing::Ours
                 }
                 None => Standing::Over,
-                Some(g) => match g.state {
-                    GenerationState::Ended | GenerationState::Failed => Standing::Over,
-                    GenerationState::Reconnecting => Standing::Ours,
-                    GenerationState::Starting | GenerationState::Live if g.origin == me => {
-                        Standing::Ours
-                    }
-                    GenerationState::Starting | GenerationState::Live => Standing::Moved,
-                },
+                Some(g) if !g.state.is_active() => Standing::Over,
+                // A copy that has not applied this node's claim yet.
+                Some(g) if g.epoch < epoch => Standing::Ours,
+                // Claimed since by another node (waiting for its publisher, or not).
+                Some(g) if g.origin != me => Standing::Moved,
+                Some(_) => Standing::Ours,
             })
     }
 

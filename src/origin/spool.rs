@@ -270,12 +270,26 @@ fn write_objects(dir: &Path, objects: Vec<(String, Bytes)>) -> Vec<(String, std:
         .into_iter()
         .map(|(name, data)| {
             let result = match &made {
-                Ok(()) => std::fs::write(dir.join(&name), &data),
+                Ok(()) => write_whole(dir, &name, &data),
                 Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
             };
             (name, result)
         })
         .collect()
+}
+
+/// Writes `name` under a temporary name and renames it into place: a reader (a viewer,
+/// a node pulling a recording, a restart) sees the old object or the whole new one,
+/// never a half-written or truncated one, and a failed write (a full disk) leaves the
+/// old one as it was.
+fn write_whole(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<()> {
+    let partial = dir.join(format!(".{name}.partial"));
+    let written =
+        std::fs::write(&partial, data).and_then(|()| std::fs::rename(&partial, dir.join(name)));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    written
 }
 
 /// Checks the spool root is writable (for `/readyz`).
@@ -490,6 +504,38 @@ mod tests {
         spool.end_playlist();
         let ended = spool.rendered(Skip::No).expect("a playlist");
         assert!(String::from_utf8_lossy(&ended).contains("#EXT-X-ENDLIST"));
+    }
+
+    /// An object is replaced whole or not at all: a write that fails (here its
+    /// temporary name is taken by a directory, as a full disk would fail it) leaves the
+    /// old object as it was, and no temporary file behind.
+    #[test]
+    fn objects_are_replaced_whole_or_not_at_all() {
+        let dir = std::env::temp_dir().join(format!("sluice-whole-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let objects = |data: &'static [u8]| vec![("index.m3u8".to_string(), Bytes::from(data))];
+        let first = write_objects(&dir, objects(b"first"));
+        assert!(first.iter().all(|(_, r)| r.is_ok()), "{first:?}");
+        let second = write_objects(&dir, objects(b"second, longer"));
+        assert!(second.iter().all(|(_, r)| r.is_ok()), "{second:?}");
+        assert_eq!(
+            std::fs::read(dir.join("index.m3u8")).expect("read"),
+            b"second, longer"
+        );
+        std::fs::create_dir(dir.join(".index.m3u8.partial")).expect("mkdir");
+        let failed = write_objects(&dir, objects(b"third"));
+        assert!(failed.iter().all(|(_, r)| r.is_err()), "{failed:?}");
+        assert_eq!(
+            std::fs::read(dir.join("index.m3u8")).expect("read"),
+            b"second, longer"
+        );
+        std::fs::remove_dir(dir.join(".index.m3u8.partial")).expect("rmdir");
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .expect("list")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names, ["index.m3u8"]);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     fn touch(path: &Path) {

@@ -17,18 +17,25 @@ pub(super) fn apply(state: &mut State, at: i64, op: &Op) -> Result<Applied, Refu
             channel,
             generation,
             node,
-        } => mark_live(state, at, channel, *generation, *node),
+            epoch,
+        } => mark_live(state, at, channel, *generation, (*node, *epoch)),
         Op::ReportMedia {
             channel,
             generation,
             node,
             last_msn,
             media,
-        } => report_media(state, at, channel, *generation, *node, *last_msn, media),
+            epoch,
+        } => {
+            let g = originated(state, channel, *generation, Some((*node, *epoch)))?;
+            report_media(g, at, *last_msn, media)
+        }
         Op::MarkReconnecting {
             channel,
             generation,
-        } => mark_reconnecting(state, at, channel, *generation),
+            node,
+            epoch,
+        } => mark_reconnecting(state, at, channel, *generation, node.map(|n| (n, *epoch))),
         Op::EndGeneration {
             channel,
             generation,
@@ -58,24 +65,32 @@ fn channel_id(state: &State, slug: &str) -> Result<ChannelId, Refusal> {
         .ok_or_else(|| Refusal::not_found("channel", slug))
 }
 
-/// The generation `number` of `channel`, active and originated on `node`.
+/// The generation `number` of `channel`, active and, when `fence` names a node and the
+/// epoch of its claim, originated there under that claim (epoch 0: not checked).
 fn originated<'a>(
     state: &'a mut State,
     slug: &str,
     number: u64,
-    node: Option<NodeId>,
+    fence: Option<(NodeId, u64)>,
 ) -> Result<&'a mut Generation, Refusal> {
     let id = channel_id(state, slug)?;
-    let not_origin = || Refusal::NotTheOrigin {
-        channel: slug.into(),
-        generation: number,
-        node: node.unwrap_or_default(),
-    };
     let g = state
         .generation_mut(id, number)
         .ok_or_else(|| Refusal::not_found("generation", number))?;
-    if !g.state.is_active() || node.is_some_and(|n| n != g.origin) {
-        return Err(not_origin());
+    if !g.state.is_active() || fence.is_some_and(|(n, _)| n != g.origin) {
+        return Err(Refusal::NotTheOrigin {
+            channel: slug.into(),
+            generation: number,
+            node: fence.map(|(n, _)| n).unwrap_or_default(),
+        });
+    }
+    if let Some((_, epoch)) = fence.filter(|(_, e)| *e != 0 && *e != g.epoch) {
+        return Err(Refusal::StaleEpoch {
+            channel: slug.into(),
+            generation: number,
+            epoch,
+            current: g.epoch,
+        });
     }
     Ok(g)
 }
@@ -128,16 +143,20 @@ fn claim(state: &mut State, at: i64, slug: &str, node: NodeId) -> Result<Applied
                 origin: active.origin,
             });
         }
+        let took_over = active.state != GenerationState::Reconnecting && active.origin != node;
         let Some(g) = state.generation_mut(key.0, key.1) else {
             return Err(Refusal::not_found("generation", key.1));
         };
         g.origin = node;
         g.state = GenerationState::Starting;
         g.state_since_ms = at;
+        g.epoch += 1;
         return Ok(Applied::Claimed {
             number: g.number,
             resumed: true,
             last_msn: g.last_msn,
+            epoch: g.epoch,
+            took_over,
         });
     }
     let Some(channel) = state.channels.get_mut(&id) else {
@@ -158,12 +177,15 @@ fn claim(state: &mut State, at: i64, slug: &str, node: NodeId) -> Result<Applied
             media: MediaInfo::default(),
             last_msn: None,
             recording: None,
+            epoch: 1,
         },
     );
     Ok(Applied::Claimed {
         number,
         resumed: false,
         last_msn: None,
+        epoch: 1,
+        took_over: false,
     })
 }
 
@@ -172,14 +194,15 @@ fn mark_live(
     at: i64,
     slug: &str,
     number: u64,
-    node: NodeId,
+    fence: (NodeId, u64),
 ) -> Result<Applied, Refusal> {
     // A removed node's generations wait for a new claim instead. (A node marked down
     // that still sends this is alive: its next renewal clears the mark.)
+    let node = fence.0;
     if !state.nodes.contains_key(&node) {
         return Err(Refusal::LeaseInvalid { node });
     }
-    let g = originated(state, slug, number, Some(node))?;
+    let g = originated(state, slug, number, Some(fence))?;
     if g.state != GenerationState::Live {
         g.state = GenerationState::Live;
         g.state_since_ms = at;
@@ -189,15 +212,11 @@ fn mark_live(
 }
 
 fn report_media(
-    state: &mut State,
+    g: &mut Generation,
     at: i64,
-    slug: &str,
-    number: u64,
-    node: NodeId,
     last_msn: u64,
     media: &MediaInfo,
 ) -> Result<Applied, Refusal> {
-    let g = originated(state, slug, number, Some(node))?;
     // Media sequence numbers never go back: a resumed origin continues after them.
     if let Some(current) = g.last_msn.filter(|c| *c > last_msn) {
         return Err(Refusal::WentBack {
@@ -217,8 +236,9 @@ fn mark_reconnecting(
     at: i64,
     slug: &str,
     number: u64,
+    fence: Option<(NodeId, u64)>,
 ) -> Result<Applied, Refusal> {
-    let g = originated(state, slug, number, None)?;
+    let g = originated(state, slug, number, fence)?;
     if g.state != GenerationState::Reconnecting {
         g.state = GenerationState::Reconnecting;
         g.state_since_ms = at;

@@ -147,10 +147,14 @@ pub enum Op {
         channel: String,
         node: NodeId,
     },
+    /// From the origin: its publisher is sending. `epoch`: the claim it holds (0, in
+    /// entries written before epochs, is not checked).
     MarkLive {
         channel: String,
         generation: u64,
         node: NodeId,
+        #[serde(default)]
+        epoch: u64,
     },
     ReportMedia {
         channel: String,
@@ -158,10 +162,18 @@ pub enum Op {
         node: NodeId,
         last_msn: u64,
         media: MediaInfo,
+        #[serde(default)]
+        epoch: u64,
     },
+    /// The generation waits for its publisher. From its origin (`node`, `epoch`: its
+    /// claim, checked), or without a node from a decision that the origin is gone.
     MarkReconnecting {
         channel: String,
         generation: u64,
+        #[serde(default)]
+        node: Option<NodeId>,
+        #[serde(default)]
+        epoch: u64,
     },
     EndGeneration {
         channel: String,
@@ -218,6 +230,13 @@ pub enum Applied {
         number: u64,
         resumed: bool,
         last_msn: Option<u64>,
+        /// The generation's epoch under this claim.
+        epoch: u64,
+        /// Taken from an origin that had not let it go (its lease lapsed while the
+        /// generation was live): its last segment may be one it had begun and not yet
+        /// reported, so the claimer starts a segment further on.
+        #[serde(default)]
+        took_over: bool,
     },
 }
 
@@ -242,6 +261,16 @@ pub enum Refusal {
         channel: String,
         generation: u64,
         node: NodeId,
+    },
+    #[error(
+        "generation {generation} of {channel:?} was claimed again (epoch {current}): \
+         epoch {epoch} no longer produces it"
+    )]
+    StaleEpoch {
+        channel: String,
+        generation: u64,
+        epoch: u64,
+        current: u64,
     },
     #[error("{what} would go back from {current} to {proposed}")]
     WentBack {

@@ -319,7 +319,9 @@ fn two_nodes_claim_one_channel_exactly_one_wins() {
         Ok(Applied::Claimed {
             number: 1,
             resumed: false,
-            last_msn: None
+            last_msn: None,
+            epoch: 1,
+            took_over: false,
         })
     );
     assert_eq!(
@@ -341,7 +343,9 @@ fn the_origin_itself_may_claim_its_live_generation_again() {
         Ok(Applied::Claimed {
             number: 1,
             resumed: true,
-            last_msn: None
+            last_msn: None,
+            epoch: 2,
+            took_over: false,
         })
     );
     assert_eq!(
@@ -397,6 +401,7 @@ fn a_claim_takes_over_from_an_origin_whose_lease_expired() {
             node: 1,
             last_msn: 41,
             media: MediaInfo::default(),
+            epoch: 0,
         },
     ))
     .expect("report");
@@ -414,7 +419,9 @@ fn a_claim_takes_over_from_an_origin_whose_lease_expired() {
         Ok(Applied::Claimed {
             number: 1,
             resumed: true,
-            last_msn: Some(41)
+            last_msn: Some(41),
+            epoch: 2,
+            took_over: true,
         })
     );
     let g = s.all_generations().next().expect("generation");
@@ -426,7 +433,8 @@ fn a_claim_takes_over_from_an_origin_whose_lease_expired() {
             Op::MarkLive {
                 channel: "news".into(),
                 generation: 1,
-                node: 1
+                node: 1,
+                epoch: 0,
             }
         )),
         Err(Refusal::NotTheOrigin { .. })
@@ -461,6 +469,7 @@ fn generation_lifecycle_and_media_sequence_never_goes_back() {
                 channel: "news".into(),
                 generation: 1,
                 node,
+                epoch: 0,
             },
         )
     };
@@ -478,6 +487,7 @@ fn generation_lifecycle_and_media_sequence_never_goes_back() {
                 node,
                 last_msn: msn,
                 media: MediaInfo::default(),
+                epoch: 0,
             },
         )
     };
@@ -500,6 +510,8 @@ fn generation_lifecycle_and_media_sequence_never_goes_back() {
         Op::MarkReconnecting {
             channel: "news".into(),
             generation: 1,
+            node: None,
+            epoch: 0,
         },
     ))
     .expect("reconnecting");
@@ -508,7 +520,9 @@ fn generation_lifecycle_and_media_sequence_never_goes_back() {
         Ok(Applied::Claimed {
             number: 1,
             resumed: true,
-            last_msn: Some(5)
+            last_msn: Some(5),
+            epoch: 2,
+            took_over: false,
         })
     );
     assert_eq!(s.generation(1, 1).expect("generation").origin, 2);
@@ -531,7 +545,9 @@ fn generation_lifecycle_and_media_sequence_never_goes_back() {
         Ok(Applied::Claimed {
             number: 2,
             resumed: false,
-            last_msn: None
+            last_msn: None,
+            epoch: 1,
+            took_over: false,
         })
     );
     // Ended generations cannot be touched again.
@@ -541,7 +557,8 @@ fn generation_lifecycle_and_media_sequence_never_goes_back() {
             Op::MarkLive {
                 channel: "news".into(),
                 generation: 1,
-                node: 2
+                node: 2,
+                epoch: 0,
             }
         )),
         Err(Refusal::NotTheOrigin { .. })
@@ -684,6 +701,7 @@ fn arbitrary_op() -> impl Strategy<Value = Op> {
                 channel,
                 generation,
                 node,
+                epoch: 0,
             }
         }),
         (slug.clone(), number.clone(), node.clone(), 0u64..20).prop_map(
@@ -692,12 +710,15 @@ fn arbitrary_op() -> impl Strategy<Value = Op> {
                 generation,
                 node,
                 last_msn,
-                media: MediaInfo::default()
+                media: MediaInfo::default(),
+                epoch: 0,
             }
         ),
         (slug.clone(), number.clone()).prop_map(|(channel, generation)| Op::MarkReconnecting {
             channel,
-            generation
+            generation,
+            node: None,
+            epoch: 0,
         }),
         (slug.clone(), number, any::<bool>()).prop_map(|(channel, generation, failed)| {
             Op::EndGeneration {
@@ -841,4 +862,181 @@ fn a_channel_and_its_first_key_are_created_together_or_not_at_all() {
         s.channel_for_verifier(VERIFIER_B).map(|c| c.slug.as_str()),
         Some("sport")
     );
+}
+
+fn live(node: NodeId, epoch: u64, at: i64) -> Command {
+    cmd(
+        at,
+        Op::MarkLive {
+            channel: "news".into(),
+            generation: 1,
+            node,
+            epoch,
+        },
+    )
+}
+
+fn reconnecting(node: NodeId, epoch: u64, at: i64) -> Command {
+    cmd(
+        at,
+        Op::MarkReconnecting {
+            channel: "news".into(),
+            generation: 1,
+            node: Some(node),
+            epoch,
+        },
+    )
+}
+
+fn media(node: NodeId, epoch: u64, last_msn: u64, at: i64) -> Command {
+    cmd(
+        at,
+        Op::ReportMedia {
+            channel: "news".into(),
+            generation: 1,
+            node,
+            last_msn,
+            media: MediaInfo::default(),
+            epoch,
+        },
+    )
+}
+
+/// Every claim of a generation is a new epoch; what an origin sends under an older
+/// claim (its own, before it claimed again) is refused, and changes nothing.
+#[test]
+fn an_origins_changes_under_an_older_claim_are_refused() {
+    let mut s = cluster();
+    assert!(matches!(
+        s.apply(&claim("news", 1, 10)),
+        Ok(Applied::Claimed { epoch: 1, .. })
+    ));
+    s.apply(&live(1, 1, 11)).expect("live under epoch 1");
+    s.apply(&media(1, 1, 3, 12)).expect("report under epoch 1");
+    // The publisher came back to node 1: a second claim, epoch 2.
+    assert!(matches!(
+        s.apply(&claim("news", 1, 20)),
+        Ok(Applied::Claimed {
+            epoch: 2,
+            resumed: true,
+            ..
+        })
+    ));
+    let stale = |r: Result<Applied, Refusal>| {
+        matches!(
+            r,
+            Err(Refusal::StaleEpoch {
+                epoch: 1,
+                current: 2,
+                ..
+            })
+        )
+    };
+    assert!(stale(s.apply(&live(1, 1, 21))));
+    assert!(stale(s.apply(&media(1, 1, 9, 22))));
+    assert!(stale(s.apply(&reconnecting(1, 1, 23))));
+    let g = s.generation(1, 1).expect("generation");
+    assert_eq!((g.state, g.last_msn), (GenerationState::Starting, Some(3)));
+    s.apply(&live(1, 2, 24)).expect("live under epoch 2");
+    s.apply(&reconnecting(1, 2, 25))
+        .expect("reconnecting under epoch 2");
+}
+
+/// The first fault: node 1 is paused past its lease, its encoder reconnects to
+/// node 2, which resumes the generation (epoch 2); node 1 wakes up and says its
+/// publisher left. That must not touch node 2's generation.
+#[test]
+fn a_paused_origin_that_wakes_cannot_mark_the_new_origins_generation() {
+    let mut s = cluster();
+    s.apply(&claim("news", 1, 10)).expect("claim");
+    s.apply(&live(1, 1, 20)).expect("live");
+    s.apply(&cmd(TTL, Op::RenewLease { node: 2 }))
+        .expect("renew");
+    assert!(matches!(
+        s.apply(&claim("news", 2, TTL + 1)),
+        Ok(Applied::Claimed {
+            epoch: 2,
+            resumed: true,
+            ..
+        })
+    ));
+    s.apply(&live(2, 2, TTL + 2)).expect("live on node 2");
+    // Node 1 wakes up (its lease renewed again) and reports its publisher gone.
+    s.apply(&cmd(TTL + 3, Op::RenewLease { node: 1 }))
+        .expect("renew");
+    assert!(matches!(
+        s.apply(&reconnecting(1, 1, TTL + 4)),
+        Err(Refusal::NotTheOrigin { node: 1, .. })
+    ));
+    assert!(matches!(
+        s.apply(&media(1, 1, 50, TTL + 5)),
+        Err(Refusal::NotTheOrigin { .. })
+    ));
+    let g = s.generation(1, 1).expect("generation");
+    assert_eq!((g.origin, g.state), (2, GenerationState::Live));
+}
+
+/// A node marked down (one missed renewal) has its generations wait for their
+/// publishers; its publisher never left, so it marks the generation live again under
+/// the same claim, and the supervisor has nothing to end.
+#[test]
+fn an_origin_marked_down_while_its_publisher_stayed_makes_it_live_again() {
+    let mut s = cluster();
+    s.apply(&claim("news", 1, 10)).expect("claim");
+    s.apply(&live(1, 1, 20)).expect("live");
+    s.apply(&cmd(TTL + 10, Op::MarkNodeDown { node: 1 }))
+        .expect("down");
+    assert_eq!(
+        s.generation(1, 1).expect("generation").state,
+        GenerationState::Reconnecting
+    );
+    s.apply(&cmd(TTL + 20, Op::RenewLease { node: 1 }))
+        .expect("renew");
+    s.apply(&live(1, 1, TTL + 30))
+        .expect("live again under the same claim");
+    let g = s.generation(1, 1).expect("generation");
+    assert_eq!((g.origin, g.state), (1, GenerationState::Live));
+    assert!(supervisor::decide(&s, TTL + 30 + 60_000, 30_000)
+        .iter()
+        .all(|c| !matches!(c.op, Op::EndGeneration { .. })));
+}
+
+/// A claim that committed after its caller gave up leaves a `starting` generation that
+/// no node runs: past the starting limit the supervisor has it wait for its publisher,
+/// and the reconnect grace ends it; a generation that went live is left alone.
+#[test]
+fn a_claim_nobody_runs_waits_for_its_publisher_and_then_ends() {
+    let mut s = cluster();
+    s.apply(&claim("news", 1, 10)).expect("claim");
+    let renew_all = |s: &mut State, at: i64| {
+        for n in 1..=3 {
+            s.apply(&cmd(at, Op::RenewLease { node: n }))
+                .expect("renew");
+        }
+    };
+    let early = 10 + supervisor::STARTING_LIMIT_MS;
+    renew_all(&mut s, early);
+    assert!(supervisor::decide(&s, early, 30_000).is_empty());
+    let late = early + 1;
+    renew_all(&mut s, late);
+    let decided = supervisor::decide(&s, late, 30_000);
+    assert_eq!(decided.len(), 1, "{decided:?}");
+    for c in &decided {
+        s.apply(c).expect("apply decision");
+    }
+    assert_eq!(
+        s.generation(1, 1).expect("generation").state,
+        GenerationState::Reconnecting
+    );
+    let ended = late + 30_001;
+    renew_all(&mut s, ended);
+    assert!(supervisor::decide(&s, ended, 30_000)
+        .iter()
+        .any(|c| matches!(c.op, Op::EndGeneration { generation: 1, .. })));
+    // A live generation is never touched by the starting limit.
+    let mut s = cluster();
+    s.apply(&claim("news", 1, 10)).expect("claim");
+    s.apply(&live(1, 1, 20)).expect("live");
+    renew_all(&mut s, late);
+    assert!(supervisor::decide(&s, late, 30_000).is_empty());
 }

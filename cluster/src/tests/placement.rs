@@ -83,6 +83,7 @@ fn a_pulled_channel_is_placed_on_the_least_loaded_node_and_moved_when_it_dies() 
             node: 2,
             last_msn: 7,
             media: MediaInfo::default(),
+            epoch: 0,
         },
     ))
     .expect("media");
@@ -118,7 +119,9 @@ fn a_pulled_channel_is_placed_on_the_least_loaded_node_and_moved_when_it_dies() 
         Ok(Applied::Claimed {
             number: 1,
             resumed: true,
-            last_msn: Some(7)
+            last_msn: Some(7),
+            epoch: 2,
+            took_over: false,
         })
     );
     // Node 2 comes back: the pull stays where it is.

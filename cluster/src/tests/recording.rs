@@ -60,6 +60,8 @@ fn a_recording_is_finalized_when_its_generation_ends_and_its_pieces_close() {
         Op::MarkReconnecting {
             channel: "news".into(),
             generation: 1,
+            node: None,
+            epoch: 0,
         },
     ))
     .expect("reconnecting");

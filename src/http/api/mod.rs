@@ -316,7 +316,13 @@ fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Refused> {
 /// every reason, one a line (an operator sees them all at once).
 async fn readyz(AxumState(s): AxumState<ApiState>) -> Response {
     let mut reasons = Vec::new();
-    if s.handle.raft().metrics().borrow().current_leader.is_none() {
+    let metrics = s.handle.raft().metrics().borrow().clone();
+    if let Err(fatal) = &metrics.running_state {
+        reasons.push(format!(
+            "the cluster state store failed ({fatal}): this node no longer takes part in \
+             the cluster and takes no publishers; restart it once its disk is fixed"
+        ));
+    } else if metrics.current_leader.is_none() {
         reasons.push("not joined to a cluster with a leader".to_string());
     }
     if let Err(why) = s.spool.lock().map(|r| r.clone()).unwrap_or(Ok(())) {
