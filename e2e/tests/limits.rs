@@ -270,12 +270,19 @@ fn a_publisher_whose_timestamps_stop_is_disconnected_in_bounded_memory() -> Resu
         "the node kept a publisher whose timestamps stopped ({} MiB sent)",
         sent >> 20
     );
+    // The reason goes to the encoder with the close (RTMP onStatus), and to the log.
     wait_for(Duration::from_secs(10), "the reason in the log", || {
         server
             .log()
-            .contains("timestamps stopped advancing")
+            .lines()
+            .any(|l| {
+                l.contains("rtmp connection ended")
+                    && l.contains("cannot package this stream")
+                    && l.contains("timestamps stopped advancing")
+            })
             .then_some(())
-    })?;
+    })
+    .with_context(|| server.log())?;
     // Whatever was sent (the node reads and drops what comes after its refusal while
     // the encoder reads why): 96 MiB in the packager, the same written out as one part
     // the spool keeps for blocking viewers, 32 MiB queued for the packager, and the

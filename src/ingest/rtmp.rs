@@ -217,7 +217,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                 if p.send(Feed::Input { input, bytes }).await.is_err() {
                     // The server closes: the encoder hears why first.
                     let reason = p.closed_reason();
-                    if let Ok(status) = closing_status(reason) {
+                    if let Ok(status) = closing_status(&reason) {
                         tell_and_close(&mut self.stream, &status, &mut self.buf).await;
                     }
                     return Err(anyhow::Error::new(Closed(reason)));
@@ -322,7 +322,7 @@ async fn tell_and_close<S: AsyncRead + AsyncWrite + Unpin>(
 /// The server ends a publishing connection, for this reason (told to the encoder).
 #[derive(Debug, thiserror::Error)]
 #[error("closing the publisher's connection: {0}")]
-struct Closed(&'static str);
+struct Closed(String);
 
 /// The stream id publishers publish on: the one `createStream` gives first (OBS, ffmpeg
 /// and GStreamer create one stream per connection).

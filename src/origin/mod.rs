@@ -65,6 +65,13 @@ pub(crate) struct Queued {
     _budget: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
+/// A publisher's queue as its packaging loop takes it, and where the loop says why it
+/// dropped the publisher (its connection tells the encoder).
+pub(crate) struct Attached {
+    pub(crate) rx: mpsc::Receiver<Queued>,
+    pub(crate) refused: Arc<std::sync::OnceLock<String>>,
+}
+
 /// What a publisher's connection sends to the packaging loop.
 #[derive(Debug)]
 pub(crate) enum Feed {
@@ -103,6 +110,8 @@ pub(crate) struct Publisher {
     /// [`FEED_BYTES`], shared by what is queued.
     budget: Arc<tokio::sync::Semaphore>,
     draining: watch::Receiver<bool>,
+    /// Set by the packaging loop when it refuses this publisher's media.
+    refused: Arc<std::sync::OnceLock<String>>,
 }
 
 /// The loop ended (the generation was stopped or ended), or the node is draining: the
@@ -133,11 +142,14 @@ impl Publisher {
 
     /// Why the channel no longer takes this publisher's media, in words for the
     /// encoder's operator (sent with the close where the protocol can carry it).
-    pub(crate) fn closed_reason(&self) -> &'static str {
+    pub(crate) fn closed_reason(&self) -> String {
         if *self.draining.borrow() {
             "this Sluice node is shutting down: publish again, the stream continues on another node"
+                .to_string()
+        } else if let Some(why) = self.refused.get() {
+            format!("the server cannot package this stream: {why}")
         } else {
-            "the stream was stopped or ended on the server"
+            "the stream was stopped or ended on the server".to_string()
         }
     }
 }
@@ -151,7 +163,7 @@ struct Control {
 /// The packaging loop of the channel's current generation.
 struct PipelineHandle {
     generation: u64,
-    publishers: mpsc::Sender<mpsc::Receiver<Queued>>,
+    publishers: mpsc::Sender<Attached>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -490,8 +502,12 @@ impl Origins {
         origin.epoch.store(claim.epoch, Ordering::SeqCst);
         self.wait_until_claim_applied(origin, claim.number).await;
         let (tx, rx) = mpsc::channel(FEED_QUEUE);
+        let refused = Arc::new(std::sync::OnceLock::new());
         let mut pipeline = origin.pipeline.lock().await;
-        let mut rx = Some(rx);
+        let mut rx = Some(Attached {
+            rx,
+            refused: refused.clone(),
+        });
         if let Some(p) = pipeline.as_ref().filter(|p| p.generation == claim.number) {
             if let Some(feed) = rx.take() {
                 if let Err(mpsc::error::SendError(back)) = p.publishers.send(feed).await {
@@ -534,6 +550,7 @@ impl Origins {
             tx,
             budget: Arc::new(tokio::sync::Semaphore::new(FEED_BYTES)),
             draining: self.draining.subscribe(),
+            refused,
         })
     }
 

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 
 use super::recording::{piece_file, Recorder};
 use super::spool::{generation_dir, DiskWriter};
-use super::{ChannelOrigin, Feed, Origins, Queued, RENDITION};
+use super::{Attached, ChannelOrigin, Feed, Origins, RENDITION};
 use crate::support::now_ms;
 
 /// How often the loop looks at the replicated state of its generation.
@@ -83,11 +83,11 @@ pub(super) async fn run(
     origins: Arc<Origins>,
     origin: Arc<ChannelOrigin>,
     plan: Plan,
-    mut publishers: mpsc::Receiver<mpsc::Receiver<Queued>>,
+    mut publishers: mpsc::Receiver<Attached>,
 ) {
     let mut l = Loop::new(origins, origin, plan);
     let generation = l.plan.generation;
-    let mut current: Option<mpsc::Receiver<Queued>> = None;
+    let mut current: Option<Attached> = None;
     let mut moved = false;
     let mut tick = tokio::time::interval(STATE_CHECK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -98,6 +98,9 @@ pub(super) async fn run(
                     if let Err(e) = l.feed(feed) {
                         tracing::warn!(channel = %l.origin.slug, generation, error = %e,
                             "publisher's media cannot be packaged: dropping the publisher");
+                        if let Some(a) = &current {
+                            let _ = a.refused.set(e.to_string());
+                        }
                         current = None;
                         l.publisher_left();
                     }
@@ -189,8 +192,8 @@ impl Loop {
     /// What the publisher sent before the end (a stop right after its last frames,
     /// still on their way through its connection) belongs to the generation: it is
     /// packaged first, for at most STOP_FLUSH.
-    async fn flush_stopped(&mut self, current: Option<&mut mpsc::Receiver<Queued>>) {
-        let Some(rx) = current else {
+    async fn flush_stopped(&mut self, current: Option<&mut Attached>) {
+        let Some(Attached { rx, .. }) = current else {
             return;
         };
         let until = tokio::time::Instant::now() + STOP_FLUSH;
@@ -204,9 +207,9 @@ impl Loop {
 
 /// The next input of the attached publisher (its share of the queue's byte budget
 /// given back); pending forever while none is attached.
-async fn next_feed(current: &mut Option<mpsc::Receiver<Queued>>) -> Option<Feed> {
+async fn next_feed(current: &mut Option<Attached>) -> Option<Feed> {
     match current {
-        Some(rx) => rx.recv().await.map(|q| q.feed),
+        Some(a) => a.rx.recv().await.map(|q| q.feed),
         None => std::future::pending().await,
     }
 }
