@@ -573,6 +573,16 @@ impl Drop for EdgeProcess {
     }
 }
 
+/// ffmpeg pushing `file` to an RTMP `url` in real time, looping for ever.
+pub fn ffmpeg_loop_command(file: &Path, url: &str) -> Command {
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-loglevel", "warning", "-re"])
+        .args(["-stream_loop", "-1", "-i"])
+        .arg(file)
+        .args(["-c", "copy", "-f", "flv", url]);
+    cmd
+}
+
 /// A publisher process (ffmpeg, GStreamer), killed on drop.
 pub struct Publisher {
     child: Option<Child>,
@@ -583,19 +593,7 @@ impl Publisher {
     /// ffmpeg pushing a file in real time, looped, without re-encoding: the encoder's
     /// settings are those the file was made with.
     pub fn ffmpeg_loop(file: &Path, url: &str, log: &Path) -> Result<Self> {
-        let mut cmd = Command::new("ffmpeg");
-        cmd.args([
-            "-hide_banner",
-            "-loglevel",
-            "warning",
-            "-re",
-            "-stream_loop",
-            "-1",
-            "-i",
-        ])
-        .arg(file)
-        .args(["-c", "copy", "-f", "flv", url]);
-        Self::spawn(&mut cmd, log)
+        Self::spawn(&mut ffmpeg_loop_command(file, url), log)
     }
 
     /// ffmpeg pushing a file in real time, looped, as MPEG-TS to `url` (SRT or UDP).

@@ -3,13 +3,12 @@
 //! same generation, each move as soon as the publisher reconnects and a leader is
 //! known (a stopping leader hands leadership to another node before it exits).
 
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use sluice_e2e::node::{three_nodes, wait_for, Http, Respawning, Server};
+use sluice_e2e::node::{ffmpeg_loop_command, three_nodes, wait_for, Http, Respawning, Server};
 use sluice_e2e::{make_small_stream, play_page, TempDir};
 
 /// Never fetched: the browser is answered with the npm copy.
@@ -71,12 +70,7 @@ fn rolling_restart(publish_to: &[usize]) -> Result<()> {
     let publisher = Respawning::start(
         move || {
             let url = &urls[next.fetch_add(1, Ordering::SeqCst) % urls.len()];
-            let mut cmd = Command::new("ffmpeg");
-            cmd.args(["-hide_banner", "-loglevel", "warning", "-re"])
-                .args(["-stream_loop", "-1", "-i"])
-                .arg(&fixture2)
-                .args(["-c", "copy", "-f", "flv", url]);
-            cmd
+            ffmpeg_loop_command(&fixture2, url)
         },
         &tmp.path().join("ffmpeg.log"),
     )?;

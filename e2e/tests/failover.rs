@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use sluice_e2e::fault::{FaultProxy, Mode};
-use sluice_e2e::node::{three_nodes, wait_for, EdgeProcess, Http, Publisher, Respawning, Server};
+use sluice_e2e::node::{
+    ffmpeg_loop_command, three_nodes, wait_for, EdgeProcess, Http, Publisher, Respawning, Server,
+};
 use sluice_e2e::{
     hinted_part, make_small_stream, media_sequence, play_page, play_url, validate_playlists,
     TempDir,
@@ -408,6 +410,31 @@ fn signal(node: &Server, signal: &str) -> Result<()> {
     Ok(())
 }
 
+/// The current leader and the other nodes, in order: tests pause followers, so that
+/// leases are judged by a leader that keeps running.
+fn leader_and_followers<'a>(
+    http: &Http,
+    nodes: &'a [Server],
+) -> Result<(&'a Server, Vec<&'a Server>)> {
+    let leader = nodes[0]
+        .cluster_status(http)
+        .and_then(|s| s["leader"].as_u64())
+        .context("no leader")?;
+    let mut leading = None;
+    let mut followers = Vec::new();
+    for n in nodes {
+        if n.node_id()? == leader {
+            leading = Some(n);
+        } else {
+            followers.push(n);
+        }
+    }
+    Ok((
+        leading.context("the leader is not one of the nodes")?,
+        followers,
+    ))
+}
+
 #[test]
 fn a_publisher_back_on_another_node_at_once_is_accepted() -> Result<()> {
     let tmp = TempDir::new("handover")?;
@@ -417,16 +444,7 @@ fn a_publisher_back_on_another_node_at_once_is_accepted() -> Result<()> {
     let key = nodes[0].main_key()?;
     // The origin and the node the encoder comes back to are followers: the claim must
     // wait for the old origin, not for a new leader.
-    let leader = nodes[0]
-        .cluster_status(&http)
-        .and_then(|s| s["leader"].as_u64())
-        .context("no leader")?;
-    let mut followers = Vec::new();
-    for n in &nodes {
-        if n.node_id()? != leader {
-            followers.push(n);
-        }
-    }
+    let (_, followers) = leader_and_followers(&http, &nodes)?;
     let (a, b) = (followers[0], followers[1]);
     let mut first = Publisher::ffmpeg_loop(&fixture, &a.rtmp_url(&key), &tmp.path().join("a.log"))?;
     let live = wait_for(
@@ -578,16 +596,7 @@ fn a_paused_origin_that_wakes_up_leaves_the_new_origin_live() -> Result<()> {
     let nodes = three_nodes(tmp.path(), &["--lease-ttl-ms", "3000"])?;
     let http = Http::new(None)?;
     let key = nodes[0].main_key()?;
-    let leader = nodes[0]
-        .cluster_status(&http)
-        .and_then(|s| s["leader"].as_u64())
-        .context("no leader")?;
-    let mut followers = Vec::new();
-    for n in &nodes {
-        if n.node_id()? != leader {
-            followers.push(n);
-        }
-    }
+    let (_, followers) = leader_and_followers(&http, &nodes)?;
     let (a, b) = (followers[0], followers[1]);
     let b_id = b.node_id()?;
     let mut first = Publisher::ffmpeg_loop(&fixture, &a.rtmp_url(&key), &tmp.path().join("a.log"))?;
@@ -682,20 +691,8 @@ fn an_origin_that_missed_its_lease_keeps_its_stream_live() -> Result<()> {
     )?;
     let http = Http::new(None)?;
     let key = nodes[0].main_key()?;
-    let leader = nodes[0]
-        .cluster_status(&http)
-        .and_then(|s| s["leader"].as_u64())
-        .context("no leader")?;
-    let mut a = None;
-    let mut other = None;
-    for n in &nodes {
-        if n.node_id()? == leader {
-            other = Some(n);
-        } else if a.is_none() {
-            a = Some(n);
-        }
-    }
-    let (a, other) = (a.context("a follower")?, other.context("the leader")?);
+    let (other, followers) = leader_and_followers(&http, &nodes)?;
+    let a = followers[0];
     let a_id = a.node_id()?;
     let mut publisher =
         Publisher::ffmpeg_loop(&fixture, &a.rtmp_url(&key), &tmp.path().join("a.log"))?;
@@ -792,12 +789,7 @@ fn a_node_whose_state_disk_fills_up_hands_its_stream_over() -> Result<()> {
     let _publisher = Respawning::start(
         move || {
             let url = &urls[next.fetch_add(1, Ordering::SeqCst).min(1)];
-            let mut cmd = std::process::Command::new("ffmpeg");
-            cmd.args(["-hide_banner", "-loglevel", "warning", "-re"])
-                .args(["-stream_loop", "-1", "-i"])
-                .arg(&fixture2)
-                .args(["-c", "copy", "-f", "flv", url]);
-            cmd
+            ffmpeg_loop_command(&fixture2, url)
         },
         &tmp.path().join("ffmpeg.log"),
     )?;

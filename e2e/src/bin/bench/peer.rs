@@ -233,18 +233,8 @@ impl Processes {
     pub(crate) fn rss_mib(&self) -> f64 {
         self.0
             .iter()
-            .filter_map(|pid| {
-                let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-                let kib: f64 = text
-                    .lines()
-                    .find_map(|l| l.strip_prefix("VmRSS:"))?
-                    .trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse()
-                    .ok()?;
-                Some(kib / 1024.0)
-            })
+            .filter_map(|pid| sluice_e2e::node::rss_bytes(*pid))
+            .map(|bytes| bytes as f64 / (1024.0 * 1024.0))
             .sum()
     }
 }
