@@ -15,7 +15,7 @@ use sluice_media::playlist::{Discontinuity, MediaPlaylist, PlaylistSettings};
 use sluice_media::{Input, Output, Packager, PackagerSettings, TrackConfig};
 use tokio::sync::mpsc;
 
-use super::recording::{piece_file, Recorder};
+use super::recording::{piece_file, PlaylistWrite, Recorder};
 use super::spool::{generation_dir, DiskWriter};
 use super::{Attached, ChannelOrigin, Feed, Origins, RENDITION};
 use crate::support::now_ms;
@@ -534,9 +534,13 @@ impl Loop {
         let Some(r) = self.recorder.as_mut() else {
             return;
         };
-        let text = r.playlist(closed);
         let name = piece_file(r.piece.first_msn);
-        if let Err(e) = self.writer.write(name, Bytes::from(text)) {
+        let queued = match r.take_playlist(closed) {
+            PlaylistWrite::Whole(text) => self.writer.write(name, Bytes::from(text)),
+            PlaylistWrite::Append(text) => self.writer.append(name, Bytes::from(text)),
+            PlaylistWrite::Nothing => Ok(()),
+        };
+        if let Err(e) = queued {
             if let Ok(mut first) = self.write_error.lock() {
                 first.get_or_insert_with(|| e.clone());
             }

@@ -183,6 +183,8 @@ pub(crate) async fn read_from_disk(
 /// What the disk writer is asked to do, in order.
 enum Job {
     Write(String, Bytes),
+    /// Added at the end of an object written before.
+    Append(String, Bytes),
     /// Answer once everything queued before is written (or failed).
     Flush(oneshot::Sender<()>),
 }
@@ -209,7 +211,8 @@ impl DiskWriter {
                 let mut flushes = Vec::new();
                 for job in batch.drain(..) {
                     match job {
-                        Job::Write(name, data) => objects.push((name, data)),
+                        Job::Write(name, data) => objects.push((name, data, false)),
+                        Job::Append(name, data) => objects.push((name, data, true)),
                         Job::Flush(done) => flushes.push(done),
                     }
                 }
@@ -254,8 +257,17 @@ impl DiskWriter {
 
     /// Queues an object; never waits (the packaging loop must not stall on a disk).
     pub(crate) fn write(&self, name: String, data: Bytes) -> Result<(), String> {
+        self.queue(Job::Write(name, data))
+    }
+
+    /// Queues bytes to add at the end of an object written before; never waits.
+    pub(crate) fn append(&self, name: String, data: Bytes) -> Result<(), String> {
+        self.queue(Job::Append(name, data))
+    }
+
+    fn queue(&self, job: Job) -> Result<(), String> {
         self.tx
-            .try_send(Job::Write(name, data))
+            .try_send(job)
             .map_err(|_| "the spool disk is not keeping up; object not written".to_string())
     }
 }
@@ -263,19 +275,33 @@ impl DiskWriter {
 /// Objects handed to one blocking write task at most.
 const DISK_BATCH: usize = 64;
 
-/// Writes objects into `dir` (made when missing), each with its own result.
-fn write_objects(dir: &Path, objects: Vec<(String, Bytes)>) -> Vec<(String, std::io::Result<()>)> {
+/// Writes objects into `dir` (made when missing), whole or (`true`) appended, each
+/// with its own result.
+fn write_objects(
+    dir: &Path,
+    objects: Vec<(String, Bytes, bool)>,
+) -> Vec<(String, std::io::Result<()>)> {
     let made = std::fs::create_dir_all(dir);
     objects
         .into_iter()
-        .map(|(name, data)| {
+        .map(|(name, data, append)| {
             let result = match &made {
+                Ok(()) if append => append_to(dir, &name, &data),
                 Ok(()) => write_whole(dir, &name, &data),
                 Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
             };
             (name, result)
         })
         .collect()
+}
+
+/// Adds `data` at the end of `name`, which must exist.
+fn append_to(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.join(name))?
+        .write_all(data)
 }
 
 /// Writes `name` under a temporary name and renames it into place: a reader (a viewer,
@@ -513,7 +539,8 @@ mod tests {
     fn objects_are_replaced_whole_or_not_at_all() {
         let dir = std::env::temp_dir().join(format!("sluice-whole-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let objects = |data: &'static [u8]| vec![("index.m3u8".to_string(), Bytes::from(data))];
+        let objects =
+            |data: &'static [u8]| vec![("index.m3u8".to_string(), Bytes::from(data), false)];
         let first = write_objects(&dir, objects(b"first"));
         assert!(first.iter().all(|(_, r)| r.is_ok()), "{first:?}");
         let second = write_objects(&dir, objects(b"second, longer"));
