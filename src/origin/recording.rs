@@ -1,9 +1,9 @@
 //! The recording of one generation on this origin node: every segment it writes is kept
 //! past the live window, and a playlist of them (`recording-{first msn}.m3u8`, one per
 //! stay of the generation on this node: a *piece*) grows on disk by what each segment
-//! adds (appended: the work per segment does not grow with the recording). Progress goes to the replicated Generation record; the first write that
-//! fails makes the recording `failed` with the reason, and the live stream goes on from
-//! memory.
+//! adds (appended: the work per segment does not grow with the recording). Progress
+//! goes to the replicated Generation record; the first write that fails makes the
+//! recording `failed` with the reason, and the live stream goes on from memory.
 //!
 //! ```text
 //! packager output --> Recorder (segment lines) --> DiskWriter (after the segment itself)
