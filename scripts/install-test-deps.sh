@@ -12,6 +12,8 @@ export DEBIAN_FRONTEND=noninteractive
 cd "$(dirname "$0")/.."
 CHROMIUM=/usr/bin/chromium
 NODE_MAJOR_MIN=20 # playwright-core requires it
+# libfaketime, as the faketime package installs it (the e2e tests preload it by this path).
+FAKETIME_LIB=/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1
 
 die() { echo "install-test-deps: $*" >&2; exit 1; }
 
@@ -44,20 +46,24 @@ python_ok || missing+=(python3-venv)
 nginx_ok() { command -v nginx >/dev/null && [ -f /usr/lib/nginx/modules/ngx_rtmp_module.so ]; }
 nginx_ok || missing+=(nginx-rtmp)
 command -v wrk >/dev/null || missing+=(wrk)
+# Clock skew in the failover tests: libfaketime preloaded into a node.
+faketime_ok() { [ -f "$FAKETIME_LIB" ]; }
+faketime_ok || missing+=(libfaketime)
 
 if [ ${#missing[@]} -gt 0 ]; then
   # ffprobe ships in the ffmpeg package; /usr/bin/chromium in chromium.
   if [ "$(id -u)" -ne 0 ]; then
     die "missing: ${missing[*]}. Install as root with:
-  apt-get update && apt-get install -y --no-install-recommends ffmpeg chromium etcd-server srt-tools python3 python3-venv nix-bin nginx-light libnginx-mod-rtmp wrk ${GST_PACKAGES[*]}"
+  apt-get update && apt-get install -y --no-install-recommends ffmpeg chromium etcd-server srt-tools python3 python3-venv nix-bin nginx-light libnginx-mod-rtmp wrk faketime ${GST_PACKAGES[*]}"
   fi
   command -v apt-get >/dev/null || die "missing: ${missing[*]}, and apt-get is not available to install them"
   apt-get update
-  apt-get install -y --no-install-recommends ffmpeg chromium etcd-server srt-tools python3 python3-venv nix-bin nginx-light libnginx-mod-rtmp wrk "${GST_PACKAGES[@]}"
+  apt-get install -y --no-install-recommends ffmpeg chromium etcd-server srt-tools python3 python3-venv nix-bin nginx-light libnginx-mod-rtmp wrk faketime "${GST_PACKAGES[@]}"
   command -v nix-instantiate >/dev/null || die "nix-bin is installed but nix-instantiate is not on PATH"
   python_ok || die "python3-venv is installed but 'python3 -m venv' cannot work (no venv/ensurepip module)"
   nginx_ok || die "nginx-light and libnginx-mod-rtmp are installed but nginx or its RTMP module is missing"
   command -v wrk >/dev/null || die "wrk is installed but not on PATH"
+  faketime_ok || die "faketime is installed but $FAKETIME_LIB is missing"
   command -v etcd >/dev/null || die "etcd-server is installed but etcd is not on PATH"
   command -v srt-live-transmit >/dev/null || die "srt-tools is installed but srt-live-transmit is not on PATH"
   gst_ok || die "GStreamer is installed but lacks an element (rtmp2sink x264enc avenc_aac flvmux decklinkvideosrc appsink ...) or its development files (check ${GST_PACKAGES[*]})"

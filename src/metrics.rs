@@ -440,14 +440,14 @@ fn channel_families() -> [(&'static str, &'static str, &'static str, ChannelValu
 /// kind, coalesced waiters, upstream failures, cache size.
 /// Channels the cluster will not move although their node is down (SDI, pinned), from
 /// this node's copy of the state: one line each, with the reason.
-pub(crate) fn render_alerts(out: &mut String, state: &sluice_cluster::State, now_ms: i64) {
+pub(crate) fn render_alerts(out: &mut String, state: &sluice_cluster::State) {
     let _ = writeln!(
         out,
         "# HELP sluice_channel_alert A channel whose node is down and that the cluster will not move (SDI hardware, a pin): 1 while it lasts."
     );
     let _ = writeln!(out, "# TYPE sluice_channel_alert gauge");
     for c in state.channels.values() {
-        if let Some(why) = sluice_cluster::placement::alert(state, c, now_ms) {
+        if let Some(why) = sluice_cluster::placement::alert(state, c) {
             let _ = writeln!(
                 out,
                 "sluice_channel_alert{{channel=\"{}\",reason=\"{}\"}} 1",
@@ -514,7 +514,14 @@ mod tests {
         use sluice_cluster::command::{Command, DeviceSeen, Op};
         use sluice_cluster::model::NodeUrls;
         let mut st = sluice_cluster::State::default();
-        let mut apply = |at_ms: i64, op: Op| st.apply(&Command { at_ms, op }).expect("applied");
+        let mut apply = |at_ms: i64, op: Op| {
+            st.apply(&Command {
+                at_ms,
+                op,
+                request: None,
+            })
+            .expect("applied")
+        };
         for node in [1, 2] {
             apply(
                 0,
@@ -560,10 +567,20 @@ mod tests {
             },
         );
         let mut alive = String::new();
-        render_alerts(&mut alive, &st, 1_000);
+        render_alerts(&mut alive, &st);
         assert!(!alive.contains("sluice_channel_alert{"), "{alive}");
+        // The leader marks node 2 down.
+        st.apply(&Command {
+            at_ms: 60_000,
+            op: Op::MarkNodeDown {
+                node: 2,
+                renewals: Some(0),
+            },
+            request: None,
+        })
+        .expect("marked down");
         let mut dead = String::new();
-        render_alerts(&mut dead, &st, 60_000);
+        render_alerts(&mut dead, &st);
         assert!(
             dead.contains("sluice_channel_alert{channel=\"studio\",reason=\""),
             "{dead}"

@@ -86,7 +86,18 @@ pub struct ClusterHandle {
     client: reqwest::Client,
     /// Cluster reads spent on credentials this replica does not know.
     auth_lookups: Arc<std::sync::Mutex<LookupBudget>>,
+    /// When this node sent its last lease renewal that committed (and that its replica
+    /// has applied everything up to): see [`ClusterHandle::lease_fresh`].
+    renewed: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
+
+/// The share of its lease a holder uses: past 5/6 of `lease_ttl_ms` since it sent its
+/// last renewal that committed, it publishes nothing new. The leader marks it down no
+/// sooner than a whole `lease_ttl_ms` after it saw that renewal, which is after it was
+/// sent; the sixth left over covers scheduling delays and the drift between the two
+/// monotonic clocks (parts per million), so a holder stops before any other node can
+/// be handed its streams.
+pub const LEASE_HOLDER_SHARE: (u32, u32) = (5, 6);
 
 /// Cluster reads a node may spend on credentials it does not know: a token bucket of
 /// `AUTH_LOOKUPS_PER_S`, holding at most `AUTH_LOOKUP_BURST`. A flood of wrong tokens or
@@ -167,7 +178,31 @@ impl ClusterHandle {
             auth_lookups: Arc::new(std::sync::Mutex::new(LookupBudget::new(
                 tokio::time::Instant::now(),
             ))),
+            renewed: Arc::new(std::sync::Mutex::new(None)),
         })
+    }
+
+    /// Records a lease renewal (or registration) sent at `sent` that committed, once
+    /// this replica has applied what was committed by then.
+    pub fn lease_renewed(&self, sent: std::time::Instant) {
+        let mut renewed = self
+            .renewed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *renewed = Some(renewed.map_or(sent, |r| r.max(sent)));
+    }
+
+    /// Whether this node may still publish what it originates: its last committed
+    /// renewal was sent less than [`LEASE_HOLDER_SHARE`] of `ttl` ago. A node that was
+    /// paused or cut off past that holds its output until a renewal commits again and
+    /// its replica shows where its streams stand.
+    pub fn lease_fresh(&self, ttl: Duration) -> bool {
+        let (num, den) = LEASE_HOLDER_SHARE;
+        let renewed = *self
+            .renewed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        renewed.is_some_and(|at| at.elapsed() < ttl * num / den)
     }
 
     /// Looks a credential up (an admin token's or a stream key's verifier): in this
@@ -326,11 +361,30 @@ impl ClusterHandle {
     }
 
     /// Proposes `op` stamped with this node's clock (what every proposer outside the
-    /// state machine does), and waits until it is committed and applied.
+    /// state machine does), with a fresh request id, and waits until it is committed
+    /// and applied.
     pub async fn propose_op(&self, op: Op) -> Result<Applied, ClusterError> {
-        self.propose(Command {
-            at_ms: self.clock_ms(),
-            op,
+        self.propose(self.command(op)).await
+    }
+
+    /// `op` stamped with this node's clock, with a fresh request id: proposed again
+    /// as it is, it is applied at most once.
+    pub fn command(&self, op: Op) -> Command {
+        Command::new(self.clock_ms(), op)
+    }
+
+    /// What the command with request id `request` answered, once this replica has
+    /// applied everything committed so far; `None` if it has not been applied (yet, or
+    /// ever, or so long ago that it is forgotten).
+    pub async fn request_outcome(
+        &self,
+        request: u64,
+    ) -> Result<Option<Result<Applied, Refusal>>, ClusterError> {
+        self.read_linearizable(|s| {
+            s.recent_requests
+                .iter()
+                .find(|(id, _)| *id == request)
+                .map(|(_, answer)| answer.clone())
         })
         .await
     }
@@ -634,6 +688,13 @@ async fn propose_route(
     if let Some(r) = not_leader(&h) {
         return r;
     }
+    // Every command committed is stamped with the leader's clock: the grace and start
+    // limits the supervisor measures compare times from one clock, not a proposer's
+    // (which may be 10 s off) against the leader's.
+    let cmd = Command {
+        at_ms: h.clock_ms(),
+        ..cmd
+    };
     // Within the forwarder's own wait: a leader that lost its majority answers instead
     // of holding the request.
     match tokio::time::timeout(PROPOSE_DEADLINE, h.raft.client_write(cmd)).await {

@@ -16,15 +16,22 @@ pub struct NodeUrls {
     pub srt: String,
 }
 
-/// A node's liveness: renewed by heartbeat, expired = down. Created with its heartbeat
-/// set to its creation time: an empty heartbeat would read as infinitely old.
+/// A node's liveness: renewed by heartbeat. The leader counts the renewals it sees
+/// arrive by its own monotonic clock and marks a node down after `ttl_ms` without one
+/// (`supervisor::LeaseWatch`); `heartbeat_ms` (the leader's wall clock at the last
+/// renewal) is shown to operators, never compared across nodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Lease {
     pub heartbeat_ms: i64,
     pub ttl_ms: i64,
+    /// Renewals (and registrations) so far: what the leader watches change.
+    #[serde(default)]
+    pub renewals: u64,
 }
 
 impl Lease {
+    /// Judged by one clock only: for a `MarkNodeDown` from before leases were watched
+    /// by the leader (it carries no renewal count).
     pub fn valid_at(&self, now_ms: i64) -> bool {
         now_ms - self.heartbeat_ms <= self.ttl_ms
     }
@@ -343,6 +350,11 @@ pub struct Generation {
     /// another claim has taken over. 0 in state written before epochs existed.
     #[serde(default)]
     pub epoch: u64,
+    /// Waiting because its origin was marked down or removed, not because the origin
+    /// said its publisher left: the origin may have published parts past `last_msn`,
+    /// so the next claim takes over (resumes a segment further on).
+    #[serde(default)]
+    pub abandoned: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

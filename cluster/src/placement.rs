@@ -18,14 +18,14 @@ pub enum Unplaceable {
 /// The node the channel's ingest should run on at `now_ms`: a pinned or SDI channel's
 /// own node while it is alive; otherwise the healthy node with the fewest channels
 /// (pulled or originated), the lowest id on a tie.
-pub fn choose(state: &State, channel: &Channel, now_ms: i64) -> Result<NodeId, Unplaceable> {
+pub fn choose(state: &State, channel: &Channel) -> Result<NodeId, Unplaceable> {
     let fixed = match (&channel.ingest, channel.placement) {
         (Ingest::Sdi { node, .. }, _) => Some((*node, Unplaceable::SdiNodeDown(*node))),
         (_, Placement::Pinned(node)) => Some((node, Unplaceable::PinnedNodeDown(node))),
         (_, Placement::Any) => None,
     };
     if let Some((node, down)) = fixed {
-        return if state.lease_valid(node, now_ms) {
+        return if state.node_up(node) {
             Ok(node)
         } else {
             Err(down)
@@ -34,7 +34,7 @@ pub fn choose(state: &State, channel: &Channel, now_ms: i64) -> Result<NodeId, U
     state
         .nodes
         .keys()
-        .filter(|id| state.lease_valid(**id, now_ms))
+        .filter(|id| state.node_up(**id))
         .min_by_key(|id| (load(state, **id, channel.id), **id))
         .copied()
         .ok_or(Unplaceable::NoHealthyNode)
@@ -64,14 +64,14 @@ fn load(state: &State, node: NodeId, except: u64) -> usize {
 /// What an operator must know about a channel the cluster will not move: its node is
 /// down and it is pinned there or fed by hardware there. `None` when nothing is wrong
 /// or the channel is not using a node (a push channel with nothing live).
-pub fn alert(state: &State, channel: &Channel, now_ms: i64) -> Option<String> {
+pub fn alert(state: &State, channel: &Channel) -> Option<String> {
     let uses_node = channel.ingest.is_pulled()
         || matches!(channel.ingest, Ingest::Sdi { .. })
         || state.active_generation(channel.id).is_some();
     if !uses_node {
         return None;
     }
-    match choose(state, channel, now_ms) {
+    match choose(state, channel) {
         Err(e @ (Unplaceable::PinnedNodeDown(_) | Unplaceable::SdiNodeDown(_))) => {
             Some(e.to_string())
         }

@@ -45,6 +45,10 @@ pub struct State {
     /// year as immutable) never name an earlier channel's bytes.
     #[serde(default)]
     pub retired_slugs: BTreeMap<String, u64>,
+    /// The last `command::RECENT_REQUESTS` request ids applied, oldest first, with
+    /// what each answered: the same request proposed again answers the same.
+    #[serde(default)]
+    pub recent_requests: VecDeque<(u64, Result<Applied, Refusal>)>,
 }
 
 impl State {
@@ -191,9 +195,10 @@ impl State {
             .find(|p| p.node == node && p.device == device)
     }
 
-    pub fn lease_valid(&self, node: NodeId, at_ms: i64) -> bool {
-        self.nodes
-            .get(&node)
-            .is_some_and(|n| !n.down && n.lease.valid_at(at_ms))
+    /// A registered node the leader has not marked down: liveness is the leader's
+    /// judgement (`supervisor::LeaseWatch`, by its own monotonic clock), never a
+    /// comparison of wall clocks from different nodes.
+    pub fn node_up(&self, node: NodeId) -> bool {
+        self.nodes.get(&node).is_some_and(|n| !n.down)
     }
 }

@@ -434,6 +434,7 @@ mod tests {
                 srt_passphrase: None,
                 first_key: None,
             },
+            request: None,
         }
     }
 

@@ -218,6 +218,7 @@ fn create(slug: &str) -> Command {
             srt_passphrase: None,
             first_key: None,
         },
+        request: None,
     }
 }
 
@@ -440,6 +441,7 @@ async fn random_partitions_and_concurrent_claims_keep_the_invariants() {
                 urls: Default::default(),
                 lease_ttl_ms: 120_000,
             },
+            request: None,
         };
         c.write(leader, register).await.expect("register");
     }
@@ -469,6 +471,7 @@ async fn random_partitions_and_concurrent_claims_keep_the_invariants() {
                 channel: slug.into(),
                 node,
             },
+            request: None,
         };
         let (rx, ry) = tokio::join!(write_via(&c, x, claim_by(x)), write_via(&c, y, claim_by(y)));
         // One node may win twice (an origin may claim its own generation again); two
@@ -502,6 +505,7 @@ async fn random_partitions_and_concurrent_claims_keep_the_invariants() {
                         generation,
                         failed: false,
                     },
+                    request: None,
                 };
                 if let Some(Response(Some(Ok(_)))) = write_via(&c, x, end).await {
                     acked_ends += 1;
@@ -668,6 +672,42 @@ async fn waiting_on_the_local_state_ends_when_it_applies_or_at_the_deadline() {
         .await;
     assert!(never.is_none());
     assert!(tokio::time::Instant::now() >= deadline);
+}
+
+/// A command sent again with its request id, through another node (its first answer
+/// lost, as when a forward times out), is applied once: both answers are the first
+/// one's, and the channel exists once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_sent_again_through_another_node_is_applied_once() {
+    let mut c = TestCluster::new(1000).await;
+    c.form(3).await;
+    let leader = c.wait_leader(&[1, 2, 3]).await;
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    let cmd = Command {
+        request: Some(0x5eed),
+        ..create("twice")
+    };
+    let first = c.nodes[&follower]
+        .handle
+        .propose(cmd.clone())
+        .await
+        .expect("created");
+    let again = c.nodes[&leader]
+        .handle
+        .propose(cmd)
+        .await
+        .expect("answered");
+    assert_eq!(again, first, "the retry answered otherwise");
+    let outcome = c.nodes[&follower]
+        .handle
+        .request_outcome(0x5eed)
+        .await
+        .expect("read");
+    assert_eq!(outcome, Some(Ok(first)));
+    let count = c.nodes[&leader]
+        .handle
+        .read_local(|s| s.channels.values().filter(|ch| ch.slug == "twice").count());
+    assert_eq!(count, 1);
 }
 
 /// A leader cut off from the majority cannot commit: a proposal through it is given

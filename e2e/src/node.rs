@@ -405,12 +405,22 @@ pub fn three_nodes_with_env(
     extra: &[&str],
     env: &[(&str, &str)],
 ) -> Result<Vec<Server>> {
-    let first = Server::start_with_env(&root.join("n1"), extra, env)?;
+    three_nodes_each_with_env(root, extra, [env, env, env])
+}
+
+/// [`three_nodes`] with environment variables set for each node (in order: the first
+/// starts the cluster).
+pub fn three_nodes_each_with_env(
+    root: &Path,
+    extra: &[&str],
+    envs: [&[(&str, &str)]; 3],
+) -> Result<Vec<Server>> {
+    let first = Server::start_with_env(&root.join("n1"), extra, envs[0])?;
     let join = format!("http://127.0.0.1:{}", first.cluster);
     let secret = first.dir.join("cluster.secret");
     let secret = secret.to_str().context("path")?.to_string();
     let mut nodes = vec![first];
-    for name in ["n2", "n3"] {
+    for (name, env) in ["n2", "n3"].into_iter().zip(&envs[1..]) {
         let mut flags = extra.to_vec();
         flags.extend(["--join", &join, "--cluster-secret-file", &secret]);
         nodes.push(Server::start_with_env(&root.join(name), &flags, env)?);

@@ -1,7 +1,7 @@
 //! Surviving failures: the origin node killed mid-stream while hls.js plays from
 //! another node; chained external edges losing their first upstream; an upstream that
 //! errors or stalls, and nothing of it cached; an origin paused past its lease, one
-//! that missed its renewals, and one whose disk filled up.
+//! that missed its renewals, and one whose disk filled up; nodes whose clocks disagree.
 
 use std::io::{Read, Write};
 use std::sync::atomic::Ordering;
@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context, Result};
 use sluice_e2e::fault::{FaultProxy, Mode};
 use sluice_e2e::node::{
-    ffmpeg_loop_command, three_nodes, wait_for, EdgeProcess, Http, Publisher, Respawning, Server,
+    ffmpeg_loop_command, three_nodes, three_nodes_each_with_env, wait_for, EdgeProcess, Http,
+    Publisher, Respawning, Server,
 };
 use sluice_e2e::{
     hinted_part, make_small_stream, media_sequence, play_page, play_url, validate_playlists,
@@ -676,6 +677,120 @@ fn a_paused_origin_that_wakes_up_leaves_the_new_origin_live() -> Result<()> {
     Ok(())
 }
 
+/// The URIs of the parts and segments a media playlist lists.
+fn object_uris(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| {
+            if let Some(part) = l.strip_prefix("#EXT-X-PART:") {
+                let uri = part.split("URI=\"").nth(1)?;
+                Some(uri.trim_end_matches('"').to_string())
+            } else if !l.starts_with('#') && l.ends_with(".m4s") {
+                Some(l.to_string())
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+/// An origin paused past its lease while its encoder stays connected (the encoder's
+/// writes block; ffmpeg `-re` catches up when they go through again), and a second
+/// encoder on node B takes the generation over. When node A wakes, its lease has run
+/// out: it publishes nothing more under the generation until it knows where it
+/// stands, then lets go. Every object URL either node serves has one content, and
+/// hls.js playing from the third node all along plays on without a reload.
+#[test]
+fn a_woken_origin_whose_encoder_stayed_publishes_nothing_after_the_takeover() -> Result<()> {
+    let tmp = TempDir::new("woken-origin")?;
+    let fixture = fixture(&tmp)?;
+    let nodes = three_nodes(tmp.path(), &["--lease-ttl-ms", "3000"])?;
+    let http = Http::new(None)?;
+    let key = nodes[0].main_key()?;
+    let (leader, followers) = leader_and_followers(&http, &nodes)?;
+    let (a, b) = (followers[0], followers[1]);
+    let b_id = b.node_id()?;
+    let _first = Publisher::ffmpeg_loop(&fixture, &a.rtmp_url(&key), &tmp.path().join("a.log"))?;
+    wait_for(Duration::from_secs(40), "main live on node A", || {
+        main_status(&http, b).filter(|s| s["state"] == "live")
+    })
+    .with_context(|| a.log())?;
+    let url = leader.url(MEDIA);
+    let player = std::thread::spawn(move || play_url(&url, "{}", 24, Duration::from_secs(120)));
+    std::thread::sleep(Duration::from_secs(6));
+    let before: std::collections::BTreeSet<String> =
+        object_uris(&http.get(&a.url(MEDIA), &[])?.text())
+            .into_iter()
+            .collect();
+    signal(a, "-STOP")?;
+    let paused = Instant::now();
+    let (_second, _) = publish_until_accepted(&fixture, b, &key, &tmp.path().join("b.log"))?;
+    wait_for(Duration::from_secs(20), "main live on node B", || {
+        main_status(&http, b)
+            .filter(|s| s["state"] == "live" && s["generation"]["origin"].as_u64() == Some(b_id))
+    })
+    .with_context(|| b.log())?;
+    std::thread::sleep(Duration::from_secs(8).saturating_sub(paused.elapsed()));
+    signal(a, "-CONT")?;
+
+    // What node A lists from now on, with its bytes as A serves them.
+    let mut from_a: std::collections::BTreeMap<String, Vec<u8>> = Default::default();
+    let woke = Instant::now();
+    while woke.elapsed() < Duration::from_secs(6) {
+        if let Ok(r) = http.get(&a.url(MEDIA), &[]) {
+            for uri in object_uris(&r.text()) {
+                if before.contains(&uri) || from_a.contains_key(&uri) {
+                    continue;
+                }
+                let got = http.get(&a.url(&format!("/hls/main/source/{uri}")), &[])?;
+                if got.status == 200 {
+                    from_a.insert(uri, got.body);
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut collisions = Vec::new();
+    for (uri, bytes) in &from_a {
+        let got = http.get(&b.url(&format!("/hls/main/source/{uri}")), &[])?;
+        if got.status == 200 && got.body != *bytes {
+            collisions.push(uri.clone());
+        }
+    }
+    eprintln!(
+        "node A listed {} objects after waking: {:?}",
+        from_a.len(),
+        from_a.keys().collect::<Vec<_>>()
+    );
+    ensure!(
+        collisions.is_empty(),
+        "node A published, after node B took over, other bytes under B's URLs: {collisions:?}\n{}",
+        a.log()
+    );
+    ensure!(
+        a.log().contains("lease was not renewed in time"),
+        "node A did not hold its output when it woke with a stale lease:\n{}",
+        a.log()
+    );
+    let now = main_status(&http, b).context("status")?;
+    ensure!(
+        now["state"] == "live" && now["generation"]["origin"].as_u64() == Some(b_id),
+        "after node A woke the stream is {now}"
+    );
+    let played = player
+        .join()
+        .map_err(|_| anyhow::anyhow!("player thread panicked"))??;
+    eprintln!(
+        "hls.js across the pause and the takeover: {}",
+        played.report
+    );
+    ensure!(
+        played.ok && played.current_time >= 24.0,
+        "hls.js did not play on across the pause: {}",
+        played.report
+    );
+    Ok(())
+}
+
 /// An origin that misses its lease renewals (paused 4.5 s with 3 s leases) while its
 /// publisher stays connected: the leader marks it down and its generation waiting for
 /// the publisher. When it wakes up, its publisher is still there: the generation is
@@ -724,6 +839,151 @@ fn an_origin_that_missed_its_lease_keeps_its_stream_live() -> Result<()> {
             && now["generation"]["number"] == generation,
         "13 s after node A came back, with its publisher connected, the stream is {now}\n{}",
         a.log()
+    );
+    Ok(())
+}
+
+/// libfaketime, preloaded into a node to skew its wall clock (installed by
+/// scripts/install-test-deps.sh).
+const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+
+/// The environment that runs a node with its wall clock `offset` away (`+10s`); its
+/// monotonic clock is left alone.
+fn skewed(offset: &'static str) -> [(&'static str, &'static str); 3] {
+    [
+        ("LD_PRELOAD", FAKETIME_LIB),
+        ("FAKETIME", offset),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+    ]
+}
+
+/// How far `node`'s wall clock is from this process's, from its `Date` header (seconds
+/// of the day; the offsets tested are far below half a day).
+fn clock_offset(http: &Http, node: &Server) -> Result<i64> {
+    let date = http.get(&node.url("/healthz"), &[])?.header("date");
+    let hms: Vec<i64> = date
+        .split_whitespace()
+        .nth(4)
+        .context("no time in the Date header")?
+        .split(':')
+        .map(|p| p.parse().unwrap_or(0))
+        .collect();
+    ensure!(hms.len() == 3, "Date header {date:?}");
+    let theirs = hms[0] * 3600 + hms[1] * 60 + hms[2];
+    let ours = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs()
+        % 86_400) as i64;
+    Ok((theirs - ours + 43_200).rem_euclid(86_400) - 43_200)
+}
+
+/// Leases are judged by the leader's own clock, not by comparing the nodes' wall
+/// clocks. With 3 s leases, node 2's clock 10 s behind and node 3's 10 s ahead: a stream
+/// on the slow node stays live and no node is ever reported down; a stream on the fast
+/// node is live on another node within 12 s of its death (renewals stamped 10 s ahead
+/// must not hold its lease 10 s longer).
+#[test]
+fn nodes_whose_clocks_are_10_s_apart_keep_their_leases_and_fail_over_in_time() -> Result<()> {
+    ensure!(
+        std::path::Path::new(FAKETIME_LIB).exists(),
+        "{FAKETIME_LIB} is missing: scripts/install-test-deps.sh installs it (faketime)"
+    );
+    let tmp = TempDir::new("skewed-clocks")?;
+    let fixture = fixture(&tmp)?;
+    let (slow, fast) = (skewed("-10s"), skewed("+10s"));
+    let mut nodes =
+        three_nodes_each_with_env(tmp.path(), &["--lease-ttl-ms", "3000"], [&[], &slow, &fast])?;
+    let http = Http::new(None)?;
+    let (slow_offset, fast_offset) = (
+        clock_offset(&http, &nodes[1])?,
+        clock_offset(&http, &nodes[2])?,
+    );
+    ensure!(
+        slow_offset <= -8 && fast_offset >= 8,
+        "the nodes' clocks are not skewed: {slow_offset} s and {fast_offset} s"
+    );
+    let key = nodes[0].main_key()?;
+    let ids = [
+        nodes[0].node_id()?,
+        nodes[1].node_id()?,
+        nodes[2].node_id()?,
+    ];
+    let auth = format!("Bearer {}", nodes[0].admin_token()?);
+
+    // The slow node originates for 20 s: live all along, every node healthy.
+    let mut publisher = Publisher::ffmpeg_loop(
+        &fixture,
+        &nodes[1].rtmp_url(&key),
+        &tmp.path().join("slow.log"),
+    )?;
+    wait_for(
+        Duration::from_secs(40),
+        "main live on the slow node",
+        || {
+            main_status(&http, &nodes[0]).filter(|s| {
+                s["state"] == "live" && s["generation"]["origin"].as_u64() == Some(ids[1])
+            })
+        },
+    )
+    .with_context(|| nodes[1].log())?;
+    let watched = Instant::now();
+    let mut seen = Vec::new();
+    while watched.elapsed() < Duration::from_secs(20) {
+        let state = main_status(&http, &nodes[0]).map(|s| s["state"].to_string());
+        let unhealthy: Vec<String> = http
+            .get(&nodes[0].url("/api/v1/nodes"), &[("authorization", &auth)])
+            .ok()
+            .and_then(|r| serde_json::from_slice::<serde_json::Value>(&r.body).ok())
+            .and_then(|v| v["nodes"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter(|n| n["healthy"] != true)
+            .map(|n| n["name"].to_string())
+            .collect();
+        let now = (state, unhealthy);
+        if seen.last() != Some(&now) {
+            seen.push(now);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    ensure!(
+        seen.iter()
+            .all(|(state, down)| state.as_deref() == Some("\"live\"") && down.is_empty()),
+        "with the slow node's clock 10 s behind, the stream or the nodes flapped \
+         (state, nodes not healthy): {seen:?}\n{}",
+        nodes[0].log()
+    );
+
+    // The encoder moves to the fast node; that node dies; it comes back on node 1.
+    publisher.kill();
+    let (_moved, _) =
+        publish_until_accepted(&fixture, &nodes[2], &key, &tmp.path().join("fast.log"))?;
+    wait_for(
+        Duration::from_secs(40),
+        "main live on the fast node",
+        || {
+            main_status(&http, &nodes[0]).filter(|s| {
+                s["state"] == "live" && s["generation"]["origin"].as_u64() == Some(ids[2])
+            })
+        },
+    )
+    .with_context(|| nodes[2].log())?;
+    nodes[2].kill();
+    let killed = Instant::now();
+    let (_back, _) =
+        publish_until_accepted(&fixture, &nodes[0], &key, &tmp.path().join("back.log"))?;
+    wait_for(Duration::from_secs(40), "main live on node 1", || {
+        main_status(&http, &nodes[0])
+            .filter(|s| s["state"] == "live" && s["generation"]["origin"].as_u64() == Some(ids[0]))
+    })
+    .with_context(|| nodes[0].log())?;
+    let took = killed.elapsed();
+    eprintln!("the stream was live again {took:?} after the fast node died");
+    ensure!(
+        took < Duration::from_secs(12),
+        "the stream was live again only {took:?} after the fast node (clock 10 s ahead) \
+         died, with 3 s leases\n{}",
+        nodes[0].log()
     );
     Ok(())
 }

@@ -55,6 +55,7 @@ fn generation(number: u64, state: GenerationState) -> Generation {
         last_msn: Some(42),
         recording: None,
         epoch: 1,
+        abandoned: false,
     }
 }
 

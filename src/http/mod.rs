@@ -160,9 +160,7 @@ pub(crate) fn app(
                     denials.render(&mut text);
                     limits.render(&mut text);
                     edge.render_metrics(&mut text);
-                    cluster.read_local(|s| {
-                        crate::metrics::render_alerts(&mut text, s, crate::support::now_ms())
-                    });
+                    cluster.read_local(|s| crate::metrics::render_alerts(&mut text, s));
                     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
                 }
             }),

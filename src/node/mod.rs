@@ -796,6 +796,8 @@ async fn liveness_loop(
 ) {
     let every = Duration::from_millis((lease_ttl_ms / 3).max(200) as u64);
     let mut registered = false;
+    // While this node leads: the term it leads in, and its own view of the leases.
+    let mut watch: Option<(u64, supervisor::LeaseWatch)> = None;
     loop {
         // A node waiting to be added, or one that left, holds no lease.
         if !handle.is_member() {
@@ -814,8 +816,16 @@ async fn liveness_loop(
                 lease_ttl_ms,
             }
         };
+        let sent = std::time::Instant::now();
         match handle.propose_op(op).await {
             Ok(_) => {
+                // Published output is fenced by the lease (`ClusterHandle::lease_fresh`):
+                // fresh again only once this replica has applied what was committed by
+                // then (a claim of its streams by another node included).
+                match handle.read_linearizable(|_| ()).await {
+                    Ok(()) => handle.lease_renewed(sent),
+                    Err(e) => tracing::debug!(error = %e, "lease renewed, replica not read"),
+                }
                 if !registered {
                     register_admin_token(&handle, &name, &admin_token).await;
                     release_own_generations(&handle).await;
@@ -824,9 +834,21 @@ async fn liveness_loop(
             }
             Err(e) => tracing::debug!(error = %e, "lease write failed; retrying"),
         }
-        if handle.raft().metrics().borrow().current_leader == Some(handle.id()) {
-            let decided =
-                handle.read_local(|s| supervisor::decide(s, now_ms(), reconnect_grace_ms));
+        let term = {
+            let m = handle.raft().metrics().borrow().clone();
+            (m.current_leader == Some(handle.id())).then_some(m.current_term)
+        };
+        // A new term (or leadership lost and won back) starts the watch afresh.
+        match (term, &watch) {
+            (Some(t), Some((held, _))) if *held == t => {}
+            (Some(t), _) => watch = Some((t, supervisor::LeaseWatch::new())),
+            (None, _) => watch = None,
+        }
+        if let Some((_, leases)) = watch.as_mut() {
+            let decided = handle.read_local(|s| {
+                let expired = leases.expired(s, std::time::Instant::now());
+                supervisor::decide(s, now_ms(), reconnect_grace_ms, &expired)
+            });
             for cmd in decided {
                 if let Err(e) = handle.propose(cmd).await {
                     tracing::debug!(error = %e, "supervisor command refused");

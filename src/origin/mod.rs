@@ -29,7 +29,6 @@ use sluice_media::Input;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::metrics::Metrics;
-use crate::support::now_ms;
 use spool::Spool;
 
 /// The one rendition an ingest becomes: Sluice repackages, it does not transcode.
@@ -375,14 +374,12 @@ impl Origins {
         let released = self
             .handle
             .wait_local(deadline, RELEASE_POLL, |s| {
-                held_elsewhere(s, id, me, now_ms()).is_none().then_some(())
+                held_elsewhere(s, id, me).is_none().then_some(())
             })
             .await;
         match released {
             Some(()) => None,
-            None => self
-                .handle
-                .read_local(|s| held_elsewhere(s, id, me, now_ms())),
+            None => self.handle.read_local(|s| held_elsewhere(s, id, me)),
         }
     }
 
@@ -681,33 +678,68 @@ struct Claim {
     took_over: bool,
 }
 
-/// The other node that holds the channel's active generation at `now_ms`, if any: a
-/// reconnecting generation, or one whose origin's lease has lapsed, is free to claim.
-fn held_elsewhere(
-    s: &sluice_cluster::State,
-    id: ChannelId,
-    me: NodeId,
-    now_ms: i64,
-) -> Option<NodeId> {
+/// The other node that holds the channel's active generation, if any: a reconnecting
+/// generation, or one whose origin the leader marked down, is free to claim.
+fn held_elsewhere(s: &sluice_cluster::State, id: ChannelId, me: NodeId) -> Option<NodeId> {
     s.active_generation(id).and_then(|g| {
         let holds = g.state != sluice_cluster::model::GenerationState::Reconnecting
             && g.origin != me
-            && s.lease_valid(g.origin, now_ms);
+            && s.node_up(g.origin);
         holds.then_some(g.origin)
     })
 }
 
 /// Proposes a channel's Raft writes one after another, so they apply in the order the
 /// node decided them. Writes nobody waits for are retried while there is no leader.
+/// How long a claim given up on (its proposal past its deadline) is watched for: a
+/// proposal still in flight commits or is dropped well within this.
+const ABANDONED_CLAIM_WATCH: Duration = Duration::from_secs(30);
+
+/// A claim whose caller gave up (its publisher was refused) may still commit: the
+/// generation would then wait, `starting`, for a publisher this node no longer has.
+/// Watched by its request id, and released under its own epoch if it did commit (a
+/// later claim, by this node or another, makes that release stale and refused).
+async fn release_if_claimed(handle: ClusterHandle, claim: sluice_cluster::command::Command) {
+    let (Some(request), Op::ClaimChannel { channel, node }) = (claim.request, &claim.op) else {
+        return;
+    };
+    let until = tokio::time::Instant::now() + ABANDONED_CLAIM_WATCH;
+    while tokio::time::Instant::now() < until {
+        match handle.request_outcome(request).await {
+            Ok(Some(Ok(Applied::Claimed { number, epoch, .. }))) => {
+                tracing::info!(channel = %channel, generation = number,
+                    "a claim given up on committed later: releasing it");
+                let released = handle
+                    .propose_op(Op::MarkReconnecting {
+                        channel: channel.clone(),
+                        generation: number,
+                        node: Some(*node),
+                        epoch,
+                    })
+                    .await;
+                if let Err(e) = released {
+                    tracing::debug!(channel = %channel, error = %e, "release refused");
+                }
+                return;
+            }
+            Ok(Some(_)) => return,
+            Ok(None) | Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
+    }
+}
+
 async fn control_loop(
     handle: ClusterHandle,
     slug: String,
     mut rx: mpsc::UnboundedReceiver<Control>,
 ) {
     while let Some(Control { op, reply }) = rx.recv().await {
+        // One command, one request id, however often it is sent: a retry whose first
+        // try committed after all (its answer lost) is not applied twice.
+        let cmd = handle.command(op);
         let mut attempt = 0;
         let result = loop {
-            let result = handle.propose_op(op.clone()).await;
+            let result = handle.propose(cmd.clone()).await;
             let retry = matches!(
                 result,
                 Err(ClusterError::NoLeader
@@ -721,6 +753,12 @@ async fn control_loop(
             attempt += 1;
             tokio::time::sleep(Duration::from_millis(500)).await;
         };
+        if matches!(
+            (&result, &cmd.op),
+            (Err(ClusterError::Timeout(_)), Op::ClaimChannel { .. })
+        ) {
+            tokio::spawn(release_if_claimed(handle.clone(), cmd.clone()));
+        }
         match reply {
             Some(tx) => {
                 let _ = tx.send(result);

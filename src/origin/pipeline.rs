@@ -25,6 +25,10 @@ const STATE_CHECK: Duration = Duration::from_millis(250);
 /// How long an ended generation's loop still takes what its publisher sent before the
 /// end (a publisher that goes on sending is cut after it).
 const STOP_FLUSH: Duration = Duration::from_secs(1);
+/// How many of its node's lease lengths a loop holds its output (its lease not renewed,
+/// see `Loop::may_publish`) before it lets the generation go: the node is cut off, and
+/// its publisher is better off reconnecting to a node that is not.
+const HELD_LEASES: u32 = 3;
 
 /// What a packager output leads to once the spool lock is released.
 enum After {
@@ -66,6 +70,10 @@ struct Loop {
     recorder: Option<Recorder>,
     /// The first disk write that failed (kept: the recording misses what it lost).
     write_error: Arc<Mutex<Option<String>>>,
+    /// This node's lease length, and since when the loop holds its output because the
+    /// lease was not renewed in time.
+    lease_ttl: Duration,
+    held_since: Option<Instant>,
 }
 
 /// Where a packaging loop's generation stands in the replicated state.
@@ -127,6 +135,15 @@ pub(super) async fn run(
                     l.flush_stopped(current.as_mut()).await;
                     break;
                 }
+                if l.held_too_long() {
+                    tracing::warn!(channel = %l.origin.slug, generation,
+                        "lease not renewed for {HELD_LEASES} leases: letting the stream go \
+                         (its publisher can reconnect to another node)");
+                    moved = true;
+                    break;
+                }
+                // Output held while the lease was stale goes out once it is renewed.
+                l.drain(Instant::now());
                 l.live_again_if_marked_away();
             }
         }
@@ -163,6 +180,11 @@ impl Loop {
         let recorder = plan
             .recording
             .then(|| Recorder::new(origins.handle.id(), plan.first_msn, plan.first_init_index));
+        let me = origins.handle.id();
+        let lease_ttl_ms = origins
+            .handle
+            .read_local(|s| s.nodes.get(&me).map(|n| n.lease.ttl_ms))
+            .unwrap_or(6_000);
         Loop {
             origins,
             origin,
@@ -177,7 +199,43 @@ impl Loop {
             last_reported_msn: None,
             recorder,
             write_error,
+            lease_ttl: Duration::from_millis(lease_ttl_ms.max(0) as u64),
+            held_since: None,
         }
+    }
+
+    /// Fencing on the holder's side: whether what the packager made may be published
+    /// now. Not while this node's lease is stale (its last committed renewal was sent
+    /// more than `LEASE_HOLDER_SHARE` of the lease ago: it was paused or cut off, and the
+    /// leader may be about to mark it down and hand the generation to another node).
+    /// The packager keeps its output meanwhile. Once a renewal commits again, output is
+    /// published only if this node's replica, which has then applied everything
+    /// committed before the renewal, still shows the generation as this node's.
+    fn may_publish(&mut self) -> bool {
+        if !self.origins.handle.lease_fresh(self.lease_ttl) {
+            if self.held_since.is_none() {
+                self.held_since = Some(Instant::now());
+                tracing::warn!(channel = %self.origin.slug, generation = self.plan.generation,
+                    "this node's lease was not renewed in time: holding the stream's output \
+                     until it is");
+            }
+            return false;
+        }
+        if self.held_since.is_some() {
+            if self.standing() != Standing::Ours {
+                return false;
+            }
+            self.held_since = None;
+            tracing::info!(channel = %self.origin.slug, generation = self.plan.generation,
+                "lease renewed: publishing the stream's output again");
+        }
+        true
+    }
+
+    /// Held for longer than `HELD_LEASES` leases: the node is cut off.
+    fn held_too_long(&self) -> bool {
+        self.held_since
+            .is_some_and(|at| at.elapsed() > self.lease_ttl * HELD_LEASES)
     }
 
     /// A publisher attached (again).
@@ -282,8 +340,12 @@ impl Loop {
         });
     }
 
-    /// Moves the packager's output into the spool and the playlist; one wake-up.
+    /// Moves the packager's output into the spool and the playlist; one wake-up. Held
+    /// in the packager while the node may not publish (`may_publish`).
     fn drain(&mut self, now: Instant) {
+        if self.packager.is_none() || !self.may_publish() {
+            return;
+        }
         let Some(mut packager) = self.packager.take() else {
             return;
         };
@@ -585,14 +647,19 @@ impl Loop {
         });
     }
 
-    /// The generation ended here: the recording's last playlist is written and flushed,
-    /// then the piece is reported closed (with the first write failure, if any).
+    /// The generation ended here: the recording's last playlist is written and put on
+    /// stable storage (fsync), then the piece is reported closed (with the first write
+    /// failure, if any): a recording reported finished survives a power cut.
     async fn close_recording(&mut self, closed: bool) {
         if self.recorder.is_none() {
             return;
         }
         self.write_recording(closed);
-        self.writer.flush().await;
+        if let Err(e) = self.writer.sync().await {
+            if let Ok(mut error) = self.write_error.lock() {
+                error.get_or_insert_with(|| format!("syncing the recording: {e}"));
+            }
+        }
         self.check_write_error();
         self.report_recording(closed);
     }

@@ -42,7 +42,14 @@ pub(crate) async fn enforce(handle: &ClusterHandle, spool_retention: Duration) -
             channel: channel.clone(),
             generation,
         };
-        match handle.propose(Command { at_ms: now, op }).await {
+        match handle
+            .propose(Command {
+                at_ms: now,
+                op,
+                request: None,
+            })
+            .await
+        {
             Ok(_) => {
                 deleted += 1;
                 tracing::info!(%channel, generation, "retention deleted a recording");
@@ -59,7 +66,14 @@ pub(crate) async fn enforce(handle: &ClusterHandle, spool_retention: Duration) -
             channel,
             generation,
         };
-        if let Err(e) = handle.propose(Command { at_ms: now, op }).await {
+        if let Err(e) = handle
+            .propose(Command {
+                at_ms: now,
+                op,
+                request: None,
+            })
+            .await
+        {
             tracing::warn!(channel, generation, error = %e, "retention could not forget a generation");
         }
     }

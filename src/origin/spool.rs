@@ -185,8 +185,10 @@ enum Job {
     Write(String, Bytes),
     /// Added at the end of an object written before.
     Append(String, Bytes),
-    /// Answer once everything queued before is written (or failed).
-    Flush(oneshot::Sender<()>),
+    /// Answer once everything queued before is written and on stable storage (fsync of
+    /// every object written since the last such flush, then of the folder), with how
+    /// many objects were synced.
+    Sync(oneshot::Sender<std::io::Result<usize>>),
 }
 
 /// Sends objects to the disk writer of one generation.
@@ -204,18 +206,22 @@ impl DiskWriter {
         tokio::spawn(async move {
             let mut failing = false;
             let mut batch = Vec::new();
+            // Objects written since the last sync (bounded: synced along the way when
+            // it grows, so a day-long recording does not keep every name).
+            let mut unsynced = std::collections::BTreeSet::new();
             // What is queued goes to one blocking task at a time (a thread hand-off per
             // object cost more than the write).
             while rx.recv_many(&mut batch, DISK_BATCH).await > 0 {
                 let mut objects = Vec::with_capacity(batch.len());
-                let mut flushes = Vec::new();
+                let mut syncs = Vec::new();
                 for job in batch.drain(..) {
                     match job {
                         Job::Write(name, data) => objects.push((name, data, false)),
                         Job::Append(name, data) => objects.push((name, data, true)),
-                        Job::Flush(done) => flushes.push(done),
+                        Job::Sync(done) => syncs.push(done),
                     }
                 }
+                unsynced.extend(objects.iter().map(|(name, _, _)| name.clone()));
                 let to = dir.clone();
                 let results = tokio::task::spawn_blocking(move || write_objects(&to, objects))
                     .await
@@ -239,20 +245,36 @@ impl DiskWriter {
                         }
                     }
                 }
-                for done in flushes {
-                    let _ = done.send(());
+                if !syncs.is_empty() || unsynced.len() > MAX_UNSYNCED {
+                    let names = std::mem::take(&mut unsynced);
+                    let to = dir.clone();
+                    let synced: Result<usize, String> =
+                        tokio::task::spawn_blocking(move || sync_objects(&to, &names))
+                            .await
+                            .map_err(|e| e.to_string())
+                            .and_then(|r| r.map_err(|e| e.to_string()));
+                    if let Err(e) = &synced {
+                        tracing::error!(dir = %dir.display(), error = %e, "spool sync failed");
+                    }
+                    for done in syncs {
+                        let _ = done.send(synced.clone().map_err(std::io::Error::other));
+                    }
                 }
             }
         });
         Self { tx }
     }
 
-    /// Waits until everything queued so far is written (or failed).
-    pub(crate) async fn flush(&self) {
+    /// Waits until everything queued so far is written and on stable storage (a
+    /// recording is reported finished only after this): the number of objects synced.
+    pub(crate) async fn sync(&self) -> std::io::Result<usize> {
         let (done, wait) = oneshot::channel();
-        if self.tx.send(Job::Flush(done)).await.is_ok() {
-            let _ = wait.await;
-        }
+        self.tx
+            .send(Job::Sync(done))
+            .await
+            .map_err(|_| std::io::Error::other("the disk writer has stopped"))?;
+        wait.await
+            .map_err(|_| std::io::Error::other("the disk writer has stopped"))?
     }
 
     /// Queues an object; never waits (the packaging loop must not stall on a disk).
@@ -274,6 +296,29 @@ impl DiskWriter {
 
 /// Objects handed to one blocking write task at most.
 const DISK_BATCH: usize = 64;
+
+/// Objects written but not yet synced, past which they are synced without being asked.
+const MAX_UNSYNCED: usize = 4096;
+
+/// fsyncs each object of `names` still in `dir` (one removed since is skipped), then
+/// `dir` itself (the renames and new names): how many objects were synced.
+fn sync_objects(dir: &Path, names: &std::collections::BTreeSet<String>) -> std::io::Result<usize> {
+    let mut synced = 0;
+    for name in names {
+        match std::fs::File::open(dir.join(name)) {
+            Ok(file) => {
+                file.sync_all()?;
+                synced += 1;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if dir.exists() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(synced)
+}
 
 /// Writes objects into `dir` (made when missing), whole or (`true`) appended, each
 /// with its own result.
@@ -562,6 +607,36 @@ mod tests {
             .map(|e| e.expect("entry").file_name())
             .collect();
         assert_eq!(names, ["index.m3u8"]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A durable flush fsyncs what was written since the last one (each name once,
+    /// appended or replaced), and nothing twice.
+    #[tokio::test]
+    async fn a_sync_puts_what_was_written_since_the_last_one_on_stable_storage() {
+        let dir = std::env::temp_dir().join(format!("sluice-sync-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let status: DiskStatus = Arc::new(|_| {});
+        let writer = DiskWriter::spawn(dir.clone(), status, Arc::new(Metrics::default()));
+        writer
+            .write("a.m3u8".into(), Bytes::from_static(b"#EXTM3U\n"))
+            .expect("queued");
+        writer
+            .append("a.m3u8".into(), Bytes::from_static(b"x\n"))
+            .expect("queued");
+        writer
+            .write("1.m4s".into(), Bytes::from_static(b"moof"))
+            .expect("queued");
+        assert_eq!(writer.sync().await.expect("synced"), 2);
+        assert_eq!(writer.sync().await.expect("synced"), 0, "nothing new");
+        writer
+            .append("a.m3u8".into(), Bytes::from_static(b"y\n"))
+            .expect("queued");
+        assert_eq!(writer.sync().await.expect("synced"), 1);
+        assert_eq!(
+            std::fs::read(dir.join("a.m3u8")).expect("read"),
+            b"#EXTM3U\nx\ny\n"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

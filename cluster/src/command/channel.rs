@@ -350,7 +350,7 @@ fn place(state: &mut State, at: i64, slug: &str, node: NodeId) -> Result<Applied
             "only pulled channels are placed",
         ));
     }
-    if !state.lease_valid(node, at) {
+    if !state.node_up(node) {
         return Err(Refusal::LeaseInvalid { node });
     }
     if let Placement::Pinned(pinned) = channel.placement {
@@ -364,7 +364,7 @@ fn place(state: &mut State, at: i64, slug: &str, node: NodeId) -> Result<Applied
     let moved_from_dead = match channel.puller {
         Some(current) if current == node => return Ok(Applied::Done),
         // A pin moved elsewhere: the old node lets go (it reads the new puller).
-        Some(current) if state.lease_valid(current, at) => {
+        Some(current) if state.node_up(current) => {
             if channel.placement != Placement::Pinned(node) {
                 return Err(Refusal::ChannelAlreadyLive {
                     channel: slug.into(),

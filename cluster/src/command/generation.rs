@@ -100,7 +100,7 @@ fn originated<'a>(
 /// has expired, resumes on the claimer.
 fn claim(state: &mut State, at: i64, slug: &str, node: NodeId) -> Result<Applied, Refusal> {
     let id = channel_id(state, slug)?;
-    if !state.lease_valid(node, at) {
+    if !state.node_up(node) {
         return Err(Refusal::LeaseInvalid { node });
     }
     // A pulled channel is published by the node placed to pull it, and no other.
@@ -136,14 +136,15 @@ fn claim(state: &mut State, at: i64, slug: &str, node: NodeId) -> Result<Applied
         // arbitrates between its own publishers.
         if active.state != GenerationState::Reconnecting
             && active.origin != node
-            && state.lease_valid(active.origin, at)
+            && state.node_up(active.origin)
         {
             return Err(Refusal::ChannelAlreadyLive {
                 channel: slug.into(),
                 origin: active.origin,
             });
         }
-        let took_over = active.state != GenerationState::Reconnecting && active.origin != node;
+        let took_over = active.abandoned
+            || (active.state != GenerationState::Reconnecting && active.origin != node);
         let Some(g) = state.generation_mut(key.0, key.1) else {
             return Err(Refusal::not_found("generation", key.1));
         };
@@ -151,6 +152,7 @@ fn claim(state: &mut State, at: i64, slug: &str, node: NodeId) -> Result<Applied
         g.state = GenerationState::Starting;
         g.state_since_ms = at;
         g.epoch += 1;
+        g.abandoned = false;
         return Ok(Applied::Claimed {
             number: g.number,
             resumed: true,
@@ -178,6 +180,7 @@ fn claim(state: &mut State, at: i64, slug: &str, node: NodeId) -> Result<Applied
             last_msn: None,
             recording: None,
             epoch: 1,
+            abandoned: false,
         },
     );
     Ok(Applied::Claimed {
@@ -207,6 +210,8 @@ fn mark_live(
         g.state = GenerationState::Live;
         g.state_since_ms = at;
     }
+    // Its origin is back under its claim and goes on from where it is.
+    g.abandoned = false;
     g.last_media_ms = g.last_media_ms.max(at);
     Ok(Applied::Done)
 }

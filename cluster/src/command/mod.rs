@@ -24,12 +24,44 @@ use crate::model::{
 };
 use crate::state::State;
 
-/// A command with the proposer's clock: `apply` never reads one.
+/// A command with the proposer's clock (the leader's, once committed: the leader
+/// stamps what it commits): `apply` never reads one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Command {
     pub at_ms: i64,
     pub op: Op,
+    /// The proposer's id for this request: a command proposed again with the same id
+    /// (its answer was lost: a timeout, a leader change) is not applied twice; it
+    /// answers what the first one did (`State::recent_requests`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<u64>,
 }
+
+impl Command {
+    /// `op` at `at_ms`, with a fresh random request id.
+    pub fn new(at_ms: i64, op: Op) -> Self {
+        Self {
+            at_ms,
+            op,
+            request: Some(new_request_id()),
+        }
+    }
+}
+
+/// A random request id (64 bits: ids are remembered for the last
+/// `RECENT_REQUESTS` commands only, so a collision is out of reach).
+pub fn new_request_id() -> u64 {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 8];
+    // The system's random source failing is not something to go on without.
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .expect("the system random source failed");
+    u64::from_le_bytes(bytes)
+}
+
+/// How many request ids the state remembers with their answers.
+pub const RECENT_REQUESTS: usize = 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "op")]
@@ -43,8 +75,12 @@ pub enum Op {
     RenewLease {
         node: NodeId,
     },
+    /// The leader saw no renewal from `node` for its lease's time to live, the last it
+    /// saw being number `renewals`: refused if another has applied since.
     MarkNodeDown {
         node: NodeId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        renewals: Option<u64>,
     },
     /// The node left the cluster: its record and its own endpoints go; its generations
     /// wait for their publishers to reconnect elsewhere.
@@ -338,6 +374,21 @@ impl Refusal {
 /// Each group's file applies its own ops. This match only routes them, so adding an
 /// `Op` fails to compile until it is given a group.
 pub fn apply(state: &mut State, cmd: &Command) -> Result<Applied, Refusal> {
+    let Some(request) = cmd.request else {
+        return apply_op(state, cmd);
+    };
+    if let Some((_, answer)) = state.recent_requests.iter().find(|(id, _)| *id == request) {
+        return answer.clone();
+    }
+    let answer = apply_op(state, cmd);
+    if state.recent_requests.len() >= RECENT_REQUESTS {
+        state.recent_requests.pop_front();
+    }
+    state.recent_requests.push_back((request, answer.clone()));
+    answer
+}
+
+fn apply_op(state: &mut State, cmd: &Command) -> Result<Applied, Refusal> {
     let at = cmd.at_ms;
     match &cmd.op {
         op @ (Op::RegisterNode { .. }

@@ -14,7 +14,7 @@ pub(super) fn apply(state: &mut State, at: i64, op: &Op) -> Result<Applied, Refu
             lease_ttl_ms,
         } => register(state, at, *node, name, urls, *lease_ttl_ms),
         Op::RenewLease { node } => renew(state, at, *node),
-        Op::MarkNodeDown { node } => mark_down(state, at, *node),
+        Op::MarkNodeDown { node, renewals } => mark_down(state, at, *node, *renewals),
         Op::RemoveNode { node } => remove(state, at, *node),
         other => unreachable!("not a node command: {other:?}"),
     }
@@ -51,7 +51,8 @@ fn register(
             name: name.into(),
         });
     }
-    // The lease starts now: a node never appears with an expired heartbeat.
+    // A node registering again (restarted) counts as a renewal.
+    let renewals = state.nodes.get(&id).map_or(0, |n| n.lease.renewals + 1);
     state.nodes.insert(
         id,
         Node {
@@ -61,6 +62,7 @@ fn register(
             lease: Lease {
                 heartbeat_ms: at,
                 ttl_ms: lease_ttl_ms,
+                renewals,
             },
             down: false,
         },
@@ -75,6 +77,7 @@ fn renew(state: &mut State, at: i64, id: NodeId) -> Result<Applied, Refusal> {
         .ok_or_else(|| Refusal::not_found("node", id))?;
     // Heartbeats never go back (a delayed renewal proposed earlier changes nothing).
     node.lease.heartbeat_ms = node.lease.heartbeat_ms.max(at);
+    node.lease.renewals += 1;
     node.down = false;
     Ok(Applied::Done)
 }
@@ -87,6 +90,7 @@ fn remove(state: &mut State, at: i64, id: NodeId) -> Result<Applied, Refusal> {
         if g.origin == id && matches!(g.state, GenerationState::Starting | GenerationState::Live) {
             g.state = GenerationState::Reconnecting;
             g.state_since_ms = at;
+            g.abandoned = true;
         }
     }
     // Its capture ports stay (hardware identity, with their bindings), but absent.
@@ -97,12 +101,21 @@ fn remove(state: &mut State, at: i64, id: NodeId) -> Result<Applied, Refusal> {
     Ok(Applied::Done)
 }
 
-fn mark_down(state: &mut State, at: i64, id: NodeId) -> Result<Applied, Refusal> {
+fn mark_down(
+    state: &mut State,
+    at: i64,
+    id: NodeId,
+    renewals: Option<u64>,
+) -> Result<Applied, Refusal> {
     let node = state
         .nodes
         .get_mut(&id)
         .ok_or_else(|| Refusal::not_found("node", id))?;
-    if node.lease.valid_at(at) {
+    let renewed = match renewals {
+        Some(seen) => node.lease.renewals != seen,
+        None => node.lease.valid_at(at),
+    };
+    if renewed {
         // Renewed since the supervisor looked: the node is alive.
         return Err(Refusal::LeaseStillValid { node: id });
     }
@@ -112,6 +125,7 @@ fn mark_down(state: &mut State, at: i64, id: NodeId) -> Result<Applied, Refusal>
         if g.origin == id && matches!(g.state, GenerationState::Starting | GenerationState::Live) {
             g.state = GenerationState::Reconnecting;
             g.state_since_ms = at;
+            g.abandoned = true;
         }
     }
     Ok(Applied::Done)

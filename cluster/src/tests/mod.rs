@@ -17,7 +17,34 @@ const VERIFIER_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
 const VERIFIER_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 
 fn cmd(at_ms: i64, op: Op) -> Command {
-    Command { at_ms, op }
+    Command {
+        at_ms,
+        op,
+        request: None,
+    }
+}
+
+/// The supervisor as a leader that saw each renewal when it was stamped (the leader
+/// stamps every command with its own clock), judging at `now_ms`; 30 s of grace.
+fn decide(s: &State, now_ms: i64) -> Vec<Command> {
+    let expired: Vec<(NodeId, u64)> = s
+        .nodes
+        .values()
+        .filter(|n| !n.down && !n.lease.valid_at(now_ms))
+        .map(|n| (n.id, n.lease.renewals))
+        .collect();
+    supervisor::decide(s, now_ms, 30_000, &expired)
+}
+
+/// The leader's `MarkNodeDown` for `node`, having seen its renewals as they are now.
+fn mark_down(s: &State, at: i64, node: NodeId) -> Command {
+    cmd(
+        at,
+        Op::MarkNodeDown {
+            node,
+            renewals: Some(s.nodes[&node].lease.renewals),
+        },
+    )
 }
 
 fn register(node: NodeId, at: i64) -> Command {
@@ -82,7 +109,7 @@ fn a_lease_is_created_with_its_heartbeat_set() {
     assert!(lease.valid_at(12_345 + TTL));
     assert!(!lease.valid_at(12_345 + TTL + 1));
     // Nothing for the supervisor to do right after registration.
-    assert!(supervisor::decide(&s, 12_345, 30_000).is_empty());
+    assert!(decide(&s, 12_345).is_empty());
 }
 
 #[test]
@@ -405,15 +432,16 @@ fn a_claim_takes_over_from_an_origin_whose_lease_expired() {
         },
     ))
     .expect("report");
-    // Node 2 renews; node 1 does not. Before node 1's lease runs out it still holds
-    // the channel; once it has, node 2 resumes the same generation after msn 41, even
-    // though the supervisor has not marked node 1 down yet.
+    // Node 2 renews; node 1 does not. Until the leader marks node 1 down it holds
+    // the channel (whatever the clocks say); once it has, node 2 resumes the same
+    // generation after msn 41.
     s.apply(&cmd(TTL, Op::RenewLease { node: 2 }))
         .expect("renew");
     assert!(matches!(
-        s.apply(&claim("news", 2, TTL)),
+        s.apply(&claim("news", 2, TTL + 60_000)),
         Err(Refusal::ChannelAlreadyLive { origin: 1, .. })
     ));
+    s.apply(&mark_down(&s, TTL + 1, 1)).expect("down");
     assert_eq!(
         s.apply(&claim("news", 2, TTL + 1)),
         Ok(Applied::Claimed {
@@ -444,6 +472,7 @@ fn a_claim_takes_over_from_an_origin_whose_lease_expired() {
 #[test]
 fn a_claim_needs_a_valid_lease() {
     let mut s = cluster();
+    s.apply(&mark_down(&s, TTL + 1, 1)).expect("down");
     assert_eq!(
         s.apply(&claim("news", 1, TTL + 1)),
         Err(Refusal::LeaseInvalid { node: 1 })
@@ -631,8 +660,8 @@ fn supervisor_marks_expired_nodes_down_and_their_generations_reconnecting() {
         s.apply(&cmd(6_000, Op::RenewLease { node: n }))
             .expect("renew");
     }
-    let decided = supervisor::decide(&s, 6_000, 30_000);
-    assert_eq!(decided, vec![cmd(6_000, Op::MarkNodeDown { node: 1 })]);
+    let decided = decide(&s, 6_000);
+    assert_eq!(decided, vec![mark_down(&s, 6_000, 1)]);
     for c in &decided {
         s.apply(c).expect("apply decision");
     }
@@ -642,15 +671,13 @@ fn supervisor_marks_expired_nodes_down_and_their_generations_reconnecting() {
         GenerationState::Reconnecting
     );
     // A node that renewed after the supervisor looked is not marked down.
+    let looked = mark_down(&s, 6_600, 1);
     s.apply(&cmd(6_500, Op::RenewLease { node: 1 }))
         .expect("renew");
-    assert_eq!(
-        s.apply(&cmd(6_600, Op::MarkNodeDown { node: 1 })),
-        Err(Refusal::LeaseStillValid { node: 1 })
-    );
+    assert_eq!(s.apply(&looked), Err(Refusal::LeaseStillValid { node: 1 }));
     assert!(!s.nodes[&1].down);
     // Past the grace, the waiting generation ends.
-    let decided = supervisor::decide(&s, 6_000 + 30_001, 30_000);
+    let decided = decide(&s, 6_000 + 30_001);
     assert!(decided.contains(&cmd(
         36_001,
         Op::EndGeneration {
@@ -659,6 +686,133 @@ fn supervisor_marks_expired_nodes_down_and_their_generations_reconnecting() {
             failed: false
         }
     )));
+}
+
+/// Leases as the leader sees them, by its own monotonic clock: the wall-clock stamps
+/// of the renewals (a node 10 s behind, one 10 s ahead) play no part. A node expires
+/// a whole time to live after the leader last saw it renew; a new leader's watch gives
+/// every node a whole time to live; a node already down is not marked again; a mark
+/// that a renewal overtook is refused.
+#[test]
+fn leases_expire_by_the_leaders_own_clock_whatever_the_nodes_clocks_say() {
+    use std::time::{Duration, Instant};
+    let mut s = cluster();
+    let ttl = Duration::from_millis(TTL as u64);
+    let ms = Duration::from_millis(1);
+    let t0 = Instant::now();
+    let mut watch = supervisor::LeaseWatch::new();
+    assert!(watch.expired(&s, t0).is_empty());
+    // Halfway, node 2 renews with its clock 10 s behind, node 3 with its clock 10 s
+    // ahead; node 1 says nothing.
+    s.apply(&cmd(-10_000, Op::RenewLease { node: 2 }))
+        .expect("renew");
+    s.apply(&cmd(10_000 + TTL, Op::RenewLease { node: 3 }))
+        .expect("renew");
+    assert!(watch.expired(&s, t0 + ttl / 2).is_empty());
+    assert!(
+        watch.expired(&s, t0 + ttl).is_empty(),
+        "a whole ttl is valid"
+    );
+    assert_eq!(watch.expired(&s, t0 + ttl + ms), vec![(1, 0)]);
+    // Node 3's stamp 10 s ahead holds nothing: a ttl after it was seen, it expires.
+    let late = t0 + ttl / 2 + ttl + ms;
+    assert_eq!(watch.expired(&s, late), vec![(1, 0), (2, 1), (3, 1)]);
+
+    // A new leader: everyone gets a whole ttl from its first look.
+    let mut fresh = supervisor::LeaseWatch::new();
+    assert!(fresh.expired(&s, late).is_empty());
+    assert!(fresh.expired(&s, late + ttl).is_empty());
+    let decided = supervisor::decide(&s, 0, 30_000, &fresh.expired(&s, late + ttl + ms));
+    assert_eq!(decided.len(), 3);
+    // Node 1 renews after the leader looked: its mark is refused, the others apply.
+    s.apply(&cmd(0, Op::RenewLease { node: 1 })).expect("renew");
+    for c in &decided {
+        let marked = s.apply(c);
+        match &c.op {
+            Op::MarkNodeDown { node: 1, .. } => {
+                assert_eq!(marked, Err(Refusal::LeaseStillValid { node: 1 }))
+            }
+            _ => assert_eq!(marked, Ok(Applied::Done)),
+        }
+    }
+    assert!(!s.node_up(2) && !s.node_up(3) && s.node_up(1));
+    // Down nodes are not marked again; node 1's renewal restarted its time to live.
+    assert!(fresh.expired(&s, late + ttl + ms * 2).is_empty());
+    assert_eq!(
+        fresh.expired(&s, late + ttl * 2 + ms * 3),
+        vec![(1, 1)],
+        "node 1 expires a ttl after its renewal was seen"
+    );
+}
+
+/// A request proposed again with the same id (its answer was lost to a timeout or a
+/// leader change) is applied once and answers the same: a retried claim never makes a
+/// second generation or a second epoch, a retried create is not "already exists".
+#[test]
+fn a_request_proposed_again_is_applied_once() {
+    let mut s = cluster();
+    let first = Command::new(
+        10,
+        Op::ClaimChannel {
+            channel: "news".into(),
+            node: 1,
+        },
+    );
+    let answer = s.apply(&first);
+    assert!(matches!(answer, Ok(Applied::Claimed { epoch: 1, .. })));
+    let before = s.clone();
+    assert_eq!(
+        s.apply(&Command {
+            at_ms: 99,
+            ..first.clone()
+        }),
+        answer
+    );
+    assert_eq!(s, before, "the retry changed the state");
+    // Another request (a new id) is a new claim: the same node claims again.
+    let again = Command::new(
+        20,
+        Op::ClaimChannel {
+            channel: "news".into(),
+            node: 1,
+        },
+    );
+    assert!(matches!(
+        s.apply(&again),
+        Ok(Applied::Claimed { epoch: 2, .. })
+    ));
+
+    let create = Command::new(30, create_channel("sports", 30).op);
+    let created = s.apply(&create);
+    assert!(matches!(created, Ok(Applied::ChannelCreated { .. })));
+    assert_eq!(s.apply(&create), created);
+    // A refusal is remembered too: the same request is refused the same way even
+    // after the state changed in a way that would let it through.
+    let early = Command::new(
+        40,
+        Op::ClaimChannel {
+            channel: "weather".into(),
+            node: 1,
+        },
+    );
+    assert!(matches!(s.apply(&early), Err(Refusal::NotFound { .. })));
+    s.apply(&create_channel("weather", 41)).expect("create");
+    assert!(matches!(s.apply(&early), Err(Refusal::NotFound { .. })));
+    // Commands without an id (older log entries) apply as they always did.
+    assert!(matches!(
+        s.apply(&create_channel("sports", 50)),
+        Err(Refusal::AlreadyExists { .. })
+    ));
+    // Only the last RECENT_REQUESTS are remembered.
+    for n in 0..crate::command::RECENT_REQUESTS as i64 {
+        s.apply(&Command::new(100 + n, Op::RenewLease { node: 2 }))
+            .expect("renew");
+    }
+    assert_eq!(s.recent_requests.len(), crate::command::RECENT_REQUESTS);
+    assert!(s
+        .recent_requests
+        .iter()
+        .all(|(id, _)| Some(*id) != first.request));
 }
 
 #[test]
@@ -694,7 +848,8 @@ fn arbitrary_op() -> impl Strategy<Value = Op> {
     let number = 1u64..=4;
     prop_oneof![
         (node.clone()).prop_map(|node| Op::RenewLease { node }),
-        (node.clone()).prop_map(|node| Op::MarkNodeDown { node }),
+        (node.clone(), proptest::option::of(0u64..4))
+            .prop_map(|(node, renewals)| Op::MarkNodeDown { node, renewals }),
         (slug.clone(), node.clone()).prop_map(|(channel, node)| Op::ClaimChannel { channel, node }),
         (slug.clone(), number.clone(), node.clone()).prop_map(|(channel, generation, node)| {
             Op::MarkLive {
@@ -952,6 +1107,7 @@ fn a_paused_origin_that_wakes_cannot_mark_the_new_origins_generation() {
     s.apply(&live(1, 1, 20)).expect("live");
     s.apply(&cmd(TTL, Op::RenewLease { node: 2 }))
         .expect("renew");
+    s.apply(&mark_down(&s, TTL + 1, 1)).expect("down");
     assert!(matches!(
         s.apply(&claim("news", 2, TTL + 1)),
         Ok(Applied::Claimed {
@@ -984,8 +1140,7 @@ fn an_origin_marked_down_while_its_publisher_stayed_makes_it_live_again() {
     let mut s = cluster();
     s.apply(&claim("news", 1, 10)).expect("claim");
     s.apply(&live(1, 1, 20)).expect("live");
-    s.apply(&cmd(TTL + 10, Op::MarkNodeDown { node: 1 }))
-        .expect("down");
+    s.apply(&mark_down(&s, TTL + 10, 1)).expect("down");
     assert_eq!(
         s.generation(1, 1).expect("generation").state,
         GenerationState::Reconnecting
@@ -996,7 +1151,7 @@ fn an_origin_marked_down_while_its_publisher_stayed_makes_it_live_again() {
         .expect("live again under the same claim");
     let g = s.generation(1, 1).expect("generation");
     assert_eq!((g.origin, g.state), (1, GenerationState::Live));
-    assert!(supervisor::decide(&s, TTL + 30 + 60_000, 30_000)
+    assert!(decide(&s, TTL + 30 + 60_000)
         .iter()
         .all(|c| !matches!(c.op, Op::EndGeneration { .. })));
 }
@@ -1016,10 +1171,10 @@ fn a_claim_nobody_runs_waits_for_its_publisher_and_then_ends() {
     };
     let early = 10 + supervisor::STARTING_LIMIT_MS;
     renew_all(&mut s, early);
-    assert!(supervisor::decide(&s, early, 30_000).is_empty());
+    assert!(decide(&s, early).is_empty());
     let late = early + 1;
     renew_all(&mut s, late);
-    let decided = supervisor::decide(&s, late, 30_000);
+    let decided = decide(&s, late);
     assert_eq!(decided.len(), 1, "{decided:?}");
     for c in &decided {
         s.apply(c).expect("apply decision");
@@ -1030,7 +1185,7 @@ fn a_claim_nobody_runs_waits_for_its_publisher_and_then_ends() {
     );
     let ended = late + 30_001;
     renew_all(&mut s, ended);
-    assert!(supervisor::decide(&s, ended, 30_000)
+    assert!(decide(&s, ended)
         .iter()
         .any(|c| matches!(c.op, Op::EndGeneration { generation: 1, .. })));
     // A live generation is never touched by the starting limit.
@@ -1038,5 +1193,5 @@ fn a_claim_nobody_runs_waits_for_its_publisher_and_then_ends() {
     s.apply(&claim("news", 1, 10)).expect("claim");
     s.apply(&live(1, 1, 20)).expect("live");
     renew_all(&mut s, late);
-    assert!(supervisor::decide(&s, late, 30_000).is_empty());
+    assert!(decide(&s, late).is_empty());
 }

@@ -50,13 +50,13 @@ fn a_pulled_channel_is_placed_on_the_least_loaded_node_and_moved_when_it_dies() 
     s.apply(&claim("news", 1, 10)).expect("claim news");
     s.apply(&create_pulled("venue", Placement::Any, 20))
         .expect("pulled channel");
-    let decided = supervisor::decide(&s, 100, 30_000);
+    let decided = decide(&s, 100);
     assert_eq!(decided, vec![place("venue", 2, 100)]);
     apply_all(&mut s, &decided);
     let venue = s.channel_by_slug("venue").expect("venue");
     assert_eq!((venue.puller, venue.restarts), (Some(2), 0));
     // Placed and alive: nothing more to decide.
-    assert!(supervisor::decide(&s, 200, 30_000).is_empty());
+    assert!(decide(&s, 200).is_empty());
 
     // Only the puller publishes it.
     assert_eq!(
@@ -96,24 +96,23 @@ fn a_pulled_channel_is_placed_on_the_least_loaded_node_and_moved_when_it_dies() 
         })
     );
 
-    // Node 2's lease expires: it is marked down and the pull moves to node 3 (node 1
-    // still carries "news"), through the same choice as the first start.
+    // Node 2's lease expires: it is marked down and, at the supervisor's next look, the
+    // pull moves to node 3 (node 1 still carries "news"), through the same choice as
+    // the first start.
     renew(&mut s, &[1, 3], 6_000);
-    let decided = supervisor::decide(&s, 6_000, 30_000);
-    assert_eq!(
-        decided,
-        vec![
-            cmd(6_000, Op::MarkNodeDown { node: 2 }),
-            place("venue", 3, 6_000)
-        ]
-    );
+    let decided = decide(&s, 6_000);
+    assert_eq!(decided, vec![mark_down(&s, 6_000, 2)]);
+    apply_all(&mut s, &decided);
+    let decided = decide(&s, 6_000);
+    assert_eq!(decided, vec![place("venue", 3, 6_000)]);
     apply_all(&mut s, &decided);
     let venue = s.channel_by_slug("venue").expect("venue");
     assert_eq!(
         (venue.puller, venue.restarts, venue.last_restart_ms),
         (Some(3), 1, Some(6_000))
     );
-    // Node 3 resumes the same generation after the last reported segment.
+    // Node 3 resumes the same generation after the last reported segment, taking over
+    // (node 2 was marked down: it may have published parts past it).
     assert_eq!(
         s.apply(&claim("venue", 3, 6_100)),
         Ok(Applied::Claimed {
@@ -121,12 +120,12 @@ fn a_pulled_channel_is_placed_on_the_least_loaded_node_and_moved_when_it_dies() 
             resumed: true,
             last_msn: Some(7),
             epoch: 2,
-            took_over: false,
+            took_over: true,
         })
     );
     // Node 2 comes back: the pull stays where it is.
     renew(&mut s, &[1, 2, 3], 7_000);
-    assert!(supervisor::decide(&s, 7_000, 30_000).is_empty());
+    assert!(decide(&s, 7_000).is_empty());
     assert_eq!(s.channel_by_slug("venue").expect("venue").puller, Some(3));
 }
 
@@ -135,7 +134,7 @@ fn pinned_and_sdi_channels_are_flagged_never_moved() {
     let mut s = cluster();
     s.apply(&create_pulled("venue", Placement::Pinned(2), 1))
         .expect("pinned pull");
-    let decided = supervisor::decide(&s, 100, 30_000);
+    let decided = decide(&s, 100);
     assert_eq!(decided, vec![place("venue", 2, 100)]);
     apply_all(&mut s, &decided);
     assert_eq!(
@@ -169,40 +168,37 @@ fn pinned_and_sdi_channels_are_flagged_never_moved() {
     .expect("bind");
     for slug in ["venue", "studio", "news"] {
         let c = s.channel_by_slug(slug).expect("channel");
-        assert_eq!(placement::alert(&s, c, 300), None, "{slug}");
+        assert_eq!(placement::alert(&s, c), None, "{slug}");
     }
 
     // Nodes 2 and 3 die: they are marked down, nothing is placed elsewhere, both
     // channels are flagged.
     renew(&mut s, &[1], 6_000);
-    let decided = supervisor::decide(&s, 6_000, 30_000);
+    let decided = decide(&s, 6_000);
     assert_eq!(
         decided,
-        vec![
-            cmd(6_000, Op::MarkNodeDown { node: 2 }),
-            cmd(6_000, Op::MarkNodeDown { node: 3 })
-        ]
+        vec![mark_down(&s, 6_000, 2), mark_down(&s, 6_000, 3)]
     );
     apply_all(&mut s, &decided);
-    assert!(supervisor::decide(&s, 6_100, 30_000).is_empty());
+    assert!(decide(&s, 6_100).is_empty());
     let venue = s.channel_by_slug("venue").expect("venue");
     assert_eq!((venue.puller, venue.restarts), (Some(2), 0));
-    let flagged = placement::alert(&s, venue, 6_100).expect("pinned flagged");
+    let flagged = placement::alert(&s, venue).expect("pinned flagged");
     assert!(flagged.contains("pinned to node 2"), "{flagged}");
     let studio = s.channel_by_slug("studio").expect("studio");
     assert_eq!(
-        placement::choose(&s, studio, 6_100),
+        placement::choose(&s, studio),
         Err(Unplaceable::SdiNodeDown(3))
     );
-    assert!(placement::alert(&s, studio, 6_100).is_some());
+    assert!(placement::alert(&s, studio).is_some());
     // A push channel with nothing live uses no node: no alert.
     let news = s.channel_by_slug("news").expect("news");
-    assert_eq!(placement::alert(&s, news, 6_100), None);
+    assert_eq!(placement::alert(&s, news), None);
     // Node 2 is back: the flag clears, the pull stays on it.
     renew(&mut s, &[1, 2], 7_000);
     let venue = s.channel_by_slug("venue").expect("venue");
-    assert_eq!(placement::alert(&s, venue, 7_000), None);
-    assert!(supervisor::decide(&s, 7_000, 30_000).is_empty());
+    assert_eq!(placement::alert(&s, venue), None);
+    assert!(decide(&s, 7_000).is_empty());
 }
 
 #[test]
@@ -210,7 +206,7 @@ fn a_new_pin_moves_the_pull_without_counting_a_restart() {
     let mut s = cluster();
     s.apply(&create_pulled("venue", Placement::Any, 1))
         .expect("pull");
-    let decided = supervisor::decide(&s, 100, 30_000);
+    let decided = decide(&s, 100);
     apply_all(&mut s, &decided);
     assert_eq!(s.channel_by_slug("venue").expect("venue").puller, Some(1));
     s.apply(&cmd(
@@ -224,7 +220,7 @@ fn a_new_pin_moves_the_pull_without_counting_a_restart() {
         },
     ))
     .expect("pin");
-    let decided = supervisor::decide(&s, 300, 30_000);
+    let decided = decide(&s, 300);
     assert_eq!(decided, vec![place("venue", 3, 300)]);
     apply_all(&mut s, &decided);
     let venue = s.channel_by_slug("venue").expect("venue");
@@ -236,7 +232,7 @@ fn changing_or_deleting_a_pulled_channel() {
     let mut s = cluster();
     s.apply(&create_pulled("venue", Placement::Any, 1))
         .expect("pull");
-    let decided = supervisor::decide(&s, 100, 30_000);
+    let decided = decide(&s, 100);
     apply_all(&mut s, &decided);
     s.apply(&claim("venue", 1, 200)).expect("claim");
     // Only pulled channels are placed; a push channel is published, not placed.

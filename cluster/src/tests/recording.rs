@@ -111,8 +111,7 @@ fn a_piece_whose_node_went_down_fails_the_ended_recording() {
     let mut s = cluster();
     s.apply(&claim("news", 1, 10)).expect("claim");
     s.apply(&report(20, piece(1, 0, 4, false))).expect("report");
-    s.apply(&cmd(TTL + 100, Op::MarkNodeDown { node: 1 }))
-        .expect("down");
+    s.apply(&mark_down(&s, TTL + 100, 1)).expect("down");
     s.apply(&end(TTL + 200)).expect("end");
     let r = recording(&s);
     assert_eq!(r.status, RecordingStatus::Failed);

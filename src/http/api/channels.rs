@@ -159,7 +159,7 @@ pub(crate) fn channel_view(c: &Channel, st: &State, now: i64) -> ChannelView {
         puller: c.puller,
         restarts: c.restarts,
         last_restart_ms: c.last_restart_ms,
-        alert: sluice_cluster::placement::alert(st, c, now),
+        alert: sluice_cluster::placement::alert(st, c),
         origin_name: origin
             .and_then(|o| st.nodes.get(&o))
             .map(|n| n.name.clone()),

@@ -74,7 +74,7 @@ fn node_view(st: &State, n: &Node, voters: &[u64], leader: Option<u64>, now: i64
         id: n.id,
         name: n.name.clone(),
         urls: n.urls.clone(),
-        healthy: st.lease_valid(n.id, now),
+        healthy: st.node_up(n.id),
         heartbeat_age_ms: now - n.lease.heartbeat_ms,
         lease_ttl_ms: n.lease.ttl_ms,
         voter: voters.contains(&n.id),
