@@ -5,6 +5,7 @@
 //! `SLUICE_BIN` points at the binary (without it the harness builds it once itself).
 
 pub mod fault;
+pub mod fault_suite;
 pub mod flv_writer;
 pub mod load;
 pub mod node;

@@ -196,6 +196,16 @@ impl Server {
         self.spawn()
     }
 
+    /// [`Server::restart`] with the process's environment replaced by `env` (kept for
+    /// later restarts).
+    pub fn restart_with_env(&mut self, env: &[(&str, &str)]) -> Result<()> {
+        self.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.restart()
+    }
+
     fn spawn(&mut self) -> Result<()> {
         let dir = self.dir.clone();
         let log = std::fs::OpenOptions::new()
@@ -821,9 +831,15 @@ pub struct Http {
 
 impl Http {
     pub fn new(tls_cert_pem: Option<&str>) -> Result<Self> {
+        Self::with_timeout(tls_cert_pem, Duration::from_secs(30))
+    }
+
+    /// [`Http::new`] giving up on a request after `timeout` (a paused server never
+    /// answers).
+    pub fn with_timeout(tls_cert_pem: Option<&str>, timeout: Duration) -> Result<Self> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut b = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(30))
+            .timeout(timeout)
             .no_proxy();
         if let Some(pem) = tls_cert_pem {
             b = b.tls_certs_only([reqwest::Certificate::from_pem(pem.as_bytes())?]);

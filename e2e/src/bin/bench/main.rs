@@ -6,6 +6,7 @@
 //! ```text
 //! cargo run --release -p sluice-e2e --bin bench -- [SCENARIO...] [--quick]
 //! cargo run --release -p sluice-e2e --bin bench -- viewers --url URL -n N [--seconds S]
+//! cargo run --release -p sluice-e2e --bin bench -- faults [--seeds N | --seed S] [--faults K]
 //! ```
 //! With no scenario, all run. `--quick` runs each for a few seconds (CI uses it so the
 //! harness cannot rot; its figures mean little).
@@ -19,6 +20,10 @@
 //! - `ingest`: CPU and memory per RTMP publisher; peer nginx-rtmp with HLS (`ingest.rs`).
 //! - `raft`: commits/s and leader failover; peer etcd (`raft.rs`).
 //! - `failover`: the origin killed; time until a viewer on a third node plays on.
+//!
+//! `faults` is not in the table: it runs the seeded fault-injection suite
+//! (`sluice_e2e::fault_suite`) for seeds 1..=N (default 10) or one seed, K faults each
+//! (default 5), and prints its invariant table and the viewer's stalls per fault kind.
 
 mod failover;
 mod ingest;
@@ -104,6 +109,9 @@ fn main() -> Result<()> {
     if args.iter().any(|a| a == "--url") {
         return viewers_command(&args);
     }
+    if args.first().is_some_and(|a| a == "faults") {
+        return faults_command(&args);
+    }
     let quick = args.iter().any(|a| a == "--quick");
     let mut scenarios: Vec<&str> = args
         .iter()
@@ -144,6 +152,58 @@ fn main() -> Result<()> {
     if !failed.is_empty() {
         bail!("scenarios that did not finish: {}", failed.join(", "));
     }
+    Ok(())
+}
+
+/// `bench faults [--seeds N | --seed S] [--faults K]`: the seeded fault suite.
+fn faults_command(args: &[String]) -> Result<()> {
+    let value = |flag: &str| -> Result<Option<u64>> {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .map(|v| {
+                v.parse()
+                    .with_context(|| format!("{flag} must be a number"))
+            })
+            .transpose()
+    };
+    let seeds: Vec<u64> = match (value("--seed")?, value("--seeds")?) {
+        (Some(one), _) => vec![one],
+        (None, n) => (1..=n.unwrap_or(10)).collect(),
+    };
+    let faults = value("--faults")?.unwrap_or(5) as usize;
+    use_release_sluice()?;
+    let root = std::env::temp_dir().join(format!("sluice-bench-faults-{}", std::process::id()));
+    std::fs::create_dir_all(&root)?;
+    let fixture = root.join("gop60.flv");
+    sluice_e2e::make_small_stream(&fixture)?;
+    let mut reports = Vec::new();
+    let mut errors = Vec::new();
+    for seed in seeds {
+        eprintln!("bench: faults seed {seed}");
+        let dir = root.join(format!("seed-{seed}"));
+        match sluice_e2e::fault_suite::run_seed(seed, faults, &fixture, &dir) {
+            Ok(r) => {
+                if r.violations.is_empty() {
+                    let _ = std::fs::remove_dir_all(&dir);
+                } else {
+                    eprintln!(
+                        "bench: seed {seed} broke invariants (logs in {}); replay: {}",
+                        dir.display(),
+                        r.replay()
+                    );
+                }
+                reports.push(r);
+            }
+            Err(e) => errors.push(format!("seed {seed} did not run: {e:#}")),
+        }
+    }
+    sluice_e2e::fault_suite::print_table(&reports);
+    let broken = reports.iter().filter(|r| !r.violations.is_empty()).count();
+    if broken > 0 || !errors.is_empty() {
+        bail!("{broken} seeds broke invariants; {}", errors.join("; "));
+    }
+    let _ = std::fs::remove_dir_all(&root);
     Ok(())
 }
 
