@@ -1,4 +1,4 @@
-//! The seeded fault-injection suite: three real nodes (3 s leases), an encoder that
+//! The seeded fault-injection suite: three or five real nodes (3 s leases), an encoder that
 //! retries like OBS (ffmpeg in a loop, pointed at the next node after each failure),
 //! admin writes through random nodes, an observer that reads every node's playlist and
 //! objects, and hls.js on a node the faults spare. A seed fixes the schedule of faults
@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::node::{three_nodes, wait_for, Http, Respawning, Server};
+use crate::node::{cluster_of, wait_for, Http, Respawning, Server};
 use crate::play_url;
 
 const MEDIA: &str = "/hls/main/source/index.m3u8";
@@ -77,10 +77,11 @@ pub struct Fault {
     pub offset: &'static str,
 }
 
-/// The schedule a seed makes: `count` faults on the nodes other than `viewer`.
-pub fn schedule(seed: u64, count: usize) -> (usize, Vec<Fault>) {
+/// The schedule a seed makes for `nodes` nodes: `count` faults on the nodes other
+/// than `viewer`.
+pub fn schedule(seed: u64, nodes: usize, count: usize) -> (usize, Vec<Fault>) {
     let mut rng = fastrand::Rng::with_seed(seed);
-    let viewer = rng.usize(0..3);
+    let viewer = rng.usize(0..nodes);
     let faults = (0..count)
         .map(|_| {
             let kind = match rng.u8(0..3) {
@@ -88,7 +89,7 @@ pub fn schedule(seed: u64, count: usize) -> (usize, Vec<Fault>) {
                 1 => FaultKind::Pause,
                 _ => FaultKind::Skew,
             };
-            let mut node = rng.usize(0..2);
+            let mut node = rng.usize(0..nodes - 1);
             if node >= viewer {
                 node += 1;
             }
@@ -259,24 +260,31 @@ fn encoder(fixture: &Path, rtmp_urls: Vec<String>, log: &Path) -> Result<Respawn
     )
 }
 
-/// Runs one seed's schedule of `count` faults in `root` (its nodes' data dirs and
-/// logs), publishing `fixture`.
-pub fn run_seed(seed: u64, count: usize, fixture: &Path, root: &Path) -> Result<SeedReport> {
+/// Runs one seed's schedule of `count` faults on `n` nodes in `root` (their data dirs
+/// and logs), publishing `fixture`.
+pub fn run_seed(
+    seed: u64,
+    n: usize,
+    count: usize,
+    fixture: &Path,
+    root: &Path,
+) -> Result<SeedReport> {
     anyhow::ensure!(
         Path::new(FAKETIME_LIB).exists(),
         "{FAKETIME_LIB} is missing: scripts/install-test-deps.sh installs it (faketime)"
     );
-    let (viewer, faults) = schedule(seed, count);
-    let mut nodes = three_nodes(
+    let (viewer, faults) = schedule(seed, n, count);
+    let mut nodes = cluster_of(
         root,
+        n,
         &["--lease-ttl-ms", "3000", "--reconnect-grace-ms", "30000"],
     )?;
     let http = Http::new(None)?;
     let key = nodes[0].main_key()?;
     let token = nodes[0].admin_token()?;
     let bases: Vec<String> = nodes.iter().map(Server::base).collect();
-    let rtmp: Vec<String> = (0..3)
-        .map(|i| nodes[(viewer + 1 + i) % 3].rtmp_url(&key))
+    let rtmp: Vec<String> = (0..n)
+        .map(|i| nodes[(viewer + 1 + i) % n].rtmp_url(&key))
         .collect();
     let encoder = encoder(fixture, rtmp, &root.join("encoder.log"))?;
     wait_for(Duration::from_secs(60), "the stream live", || {
@@ -290,9 +298,10 @@ pub fn run_seed(seed: u64, count: usize, fixture: &Path, root: &Path) -> Result<
     // Observer, writer and viewer run until the end.
     let seen = Arc::new(Mutex::new(Seen::default()));
     let stop = Arc::new(AtomicBool::new(false));
-    let up: Arc<[AtomicBool; 3]> = Arc::new(std::array::from_fn(|_| AtomicBool::new(true)));
+    let up: Arc<Vec<AtomicBool>> = Arc::new((0..n).map(|_| AtomicBool::new(true)).collect());
     // From when each node must be reported healthy (None: under a fault).
-    let settled: Arc<Mutex<[Option<Instant>; 3]>> = Arc::new(Mutex::new([Some(Instant::now()); 3]));
+    let settled: Arc<Mutex<Vec<Option<Instant>>>> =
+        Arc::new(Mutex::new(vec![Some(Instant::now()); n]));
     let ids: Vec<u64> = nodes.iter().map(Server::node_id).collect::<Result<_>>()?;
     let health = {
         let (seen, stop, settled) = (seen.clone(), stop.clone(), settled.clone());
@@ -307,12 +316,18 @@ pub fn run_seed(seed: u64, count: usize, fixture: &Path, root: &Path) -> Result<
                 };
                 let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
                 let now = Instant::now();
-                let settled = settled.lock().map(|s| *s).unwrap_or([None; 3]);
+                let settled = settled.lock().map(|s| s.clone()).unwrap_or_default();
                 for n in v["nodes"].as_array().into_iter().flatten() {
                     let Some(i) = ids.iter().position(|id| n["id"].as_u64() == Some(*id)) else {
                         continue;
                     };
-                    if n["healthy"] == false && settled[i].is_some_and(|at| now >= at) {
+                    if n["healthy"] == false
+                        && settled
+                            .get(i)
+                            .copied()
+                            .flatten()
+                            .is_some_and(|at| now >= at)
+                    {
                         let said = format!("node {i} was reported down while up and reachable");
                         if let Ok(mut s) = seen.lock() {
                             if !s.violations.contains(&said) {
@@ -348,12 +363,12 @@ pub fn run_seed(seed: u64, count: usize, fixture: &Path, root: &Path) -> Result<
             let http = Http::with_timeout(None, Duration::from_secs(15))?;
             let mut rng = fastrand::Rng::with_seed(seed ^ 0x5eed);
             let auth = format!("Bearer {token}");
-            let mut n = 0;
+            let mut written = 0;
             while !stop.load(Ordering::SeqCst) {
-                let i = rng.usize(0..3);
+                let i = rng.usize(0..n);
                 if up[i].load(Ordering::SeqCst) {
-                    let name = format!("w{seed}-{n}");
-                    n += 1;
+                    let name = format!("w{seed}-{written}");
+                    written += 1;
                     let body = serde_json::json!({ "name": name, "title": "written under faults" });
                     let reply = http.send(
                         reqwest::Method::POST,

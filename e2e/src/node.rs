@@ -418,6 +418,13 @@ pub fn three_nodes_with_env(
     three_nodes_each_with_env(root, extra, [env, env, env])
 }
 
+/// `n` nodes, each started with `extra` flags: the first starts the cluster, the others
+/// join it; returns once all are healthy voters.
+pub fn cluster_of(root: &Path, n: usize, extra: &[&str]) -> Result<Vec<Server>> {
+    let envs: Vec<&[(&str, &str)]> = vec![&[]; n];
+    nodes_each_with_env(root, extra, &envs)
+}
+
 /// [`three_nodes`] with environment variables set for each node (in order: the first
 /// starts the cluster).
 pub fn three_nodes_each_with_env(
@@ -425,33 +432,51 @@ pub fn three_nodes_each_with_env(
     extra: &[&str],
     envs: [&[(&str, &str)]; 3],
 ) -> Result<Vec<Server>> {
+    nodes_each_with_env(root, extra, &envs)
+}
+
+/// As many nodes as `envs`, each with its environment (`n1`, `n2`, ... under `root`).
+fn nodes_each_with_env(
+    root: &Path,
+    extra: &[&str],
+    envs: &[&[(&str, &str)]],
+) -> Result<Vec<Server>> {
     let first = Server::start_with_env(&root.join("n1"), extra, envs[0])?;
     let join = format!("http://127.0.0.1:{}", first.cluster);
     let secret = first.dir.join("cluster.secret");
     let secret = secret.to_str().context("path")?.to_string();
     let mut nodes = vec![first];
-    for (name, env) in ["n2", "n3"].into_iter().zip(&envs[1..]) {
+    for (i, env) in envs.iter().enumerate().skip(1) {
         let mut flags = extra.to_vec();
         flags.extend(["--join", &join, "--cluster-secret-file", &secret]);
-        nodes.push(Server::start_with_env(&root.join(name), &flags, env)?);
+        nodes.push(Server::start_with_env(
+            &root.join(format!("n{}", i + 1)),
+            &flags,
+            env,
+        )?);
     }
+    let voters = envs.len();
     let http = Http::new(None)?;
     let auth = format!("Bearer {}", nodes[0].admin_token()?);
-    wait_for(Duration::from_secs(30), "three healthy voters", || {
-        let r = http
-            .get(
-                &nodes[0].url("/api/v1/cluster"),
-                &[("authorization", &auth)],
-            )
-            .ok()?;
-        let v: serde_json::Value = serde_json::from_slice(&r.body).ok()?;
-        let healthy = v["members"]
-            .as_array()?
-            .iter()
-            .filter(|m| m["voter"] == true && m["healthy"] == true)
-            .count();
-        (healthy == 3).then_some(())
-    })?;
+    wait_for(
+        Duration::from_secs(30),
+        "every node a healthy voter",
+        || {
+            let r = http
+                .get(
+                    &nodes[0].url("/api/v1/cluster"),
+                    &[("authorization", &auth)],
+                )
+                .ok()?;
+            let v: serde_json::Value = serde_json::from_slice(&r.body).ok()?;
+            let healthy = v["members"]
+                .as_array()?
+                .iter()
+                .filter(|m| m["voter"] == true && m["healthy"] == true)
+                .count();
+            (healthy == voters).then_some(())
+        },
+    )?;
     Ok(nodes)
 }
 

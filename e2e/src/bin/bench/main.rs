@@ -6,7 +6,7 @@
 //! ```text
 //! cargo run --release -p sluice-e2e --bin bench -- [SCENARIO...] [--quick]
 //! cargo run --release -p sluice-e2e --bin bench -- viewers --url URL -n N [--seconds S]
-//! cargo run --release -p sluice-e2e --bin bench -- faults [--seeds N | --seed S] [--faults K]
+//! cargo run --release -p sluice-e2e --bin bench -- faults [--seeds N | --seed S] [--faults K] [--nodes 3|5]
 //! ```
 //! With no scenario, all run. `--quick` runs each for a few seconds (CI uses it so the
 //! harness cannot rot; its figures mean little).
@@ -23,7 +23,8 @@
 //!
 //! `faults` is not in the table: it runs the seeded fault-injection suite
 //! (`sluice_e2e::fault_suite`) for seeds 1..=N (default 10) or one seed, K faults each
-//! (default 5), and prints its invariant table and the viewer's stalls per fault kind.
+//! (default 5), on 3 nodes (or `--nodes`), and prints its invariant table and the
+//! viewer's stalls per fault kind.
 
 mod failover;
 mod ingest;
@@ -155,7 +156,8 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// `bench faults [--seeds N | --seed S] [--faults K]`: the seeded fault suite.
+/// `bench faults [--seeds N | --seed S] [--faults K] [--nodes N]`: the seeded fault
+/// suite.
 fn faults_command(args: &[String]) -> Result<()> {
     let value = |flag: &str| -> Result<Option<u64>> {
         args.iter()
@@ -172,6 +174,10 @@ fn faults_command(args: &[String]) -> Result<()> {
         (None, n) => (1..=n.unwrap_or(10)).collect(),
     };
     let faults = value("--faults")?.unwrap_or(5) as usize;
+    let nodes = value("--nodes")?.unwrap_or(3) as usize;
+    if nodes < 3 {
+        bail!("--nodes must be at least 3 (a fault leaves a majority)");
+    }
     use_release_sluice()?;
     let root = std::env::temp_dir().join(format!("sluice-bench-faults-{}", std::process::id()));
     std::fs::create_dir_all(&root)?;
@@ -182,7 +188,7 @@ fn faults_command(args: &[String]) -> Result<()> {
     for seed in seeds {
         eprintln!("bench: faults seed {seed}");
         let dir = root.join(format!("seed-{seed}"));
-        match sluice_e2e::fault_suite::run_seed(seed, faults, &fixture, &dir) {
+        match sluice_e2e::fault_suite::run_seed(seed, nodes, faults, &fixture, &dir) {
             Ok(r) => {
                 if r.violations.is_empty() {
                     let _ = std::fs::remove_dir_all(&dir);
