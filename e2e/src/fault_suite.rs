@@ -37,8 +37,19 @@ use crate::node::{cluster_of, wait_for, Http, Respawning, Server};
 use crate::play_url;
 
 const MEDIA: &str = "/hls/main/source/index.m3u8";
-/// The faults' libfaketime (installed by scripts/install-test-deps.sh).
-const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+/// libfaketime, preloaded into a node to skew its wall clock (installed by
+/// scripts/install-test-deps.sh).
+pub const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+
+/// The environment that runs a node with its wall clock `offset` away (`+10s`); its
+/// monotonic clock is left alone.
+pub fn skewed_clock(offset: &str) -> [(&'static str, &str); 3] {
+    [
+        ("LD_PRELOAD", FAKETIME_LIB),
+        ("FAKETIME", offset),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+    ]
+}
 /// How soon after the last fault heals the stream must be live and advancing again.
 pub const RECOVERY: Duration = Duration::from_secs(30);
 /// The longest the viewer node may go without a new part while faults run: a fault
@@ -156,7 +167,8 @@ fn tag_number(text: &str, tag: &str) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-fn object_uris(text: &str) -> Vec<String> {
+/// The URIs of the parts and segments a media playlist lists.
+pub fn object_uris(text: &str) -> Vec<String> {
     text.lines()
         .filter_map(|l| {
             if let Some(part) = l.strip_prefix("#EXT-X-PART:") {
@@ -428,11 +440,7 @@ pub fn run_seed(
             FaultKind::Skew => {
                 n.kill();
                 std::thread::sleep(f.lasting);
-                n.restart_with_env(&[
-                    ("LD_PRELOAD", FAKETIME_LIB),
-                    ("FAKETIME", f.offset),
-                    ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
-                ])?;
+                n.restart_with_env(&skewed_clock(f.offset))?;
             }
         }
         up[f.node].store(true, Ordering::SeqCst);
@@ -579,7 +587,8 @@ fn main_generation(http: &Http, node: &Server) -> Result<u64> {
         .with_context(|| format!("status {status}: {v}"))
 }
 
-fn signal(node: &Server, signal: &str) -> Result<()> {
+/// Sends `signal` (`-STOP`, `-CONT`) to a node's process.
+pub fn signal(node: &Server, signal: &str) -> Result<()> {
     let pid = node.pid().context("node not running")?;
     let ok = Command::new("kill")
         .args([signal, &pid.to_string()])

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use sluice_e2e::fault::{FaultProxy, Mode};
+use sluice_e2e::fault_suite::{object_uris, signal, skewed_clock, FAKETIME_LIB};
 use sluice_e2e::node::{
     ffmpeg_loop_command, three_nodes, three_nodes_each_with_env, wait_for, EdgeProcess, Http,
     Publisher, Respawning, Server,
@@ -400,17 +401,6 @@ fn main_status(http: &Http, node: &Server) -> Option<serde_json::Value> {
     (status == 200).then_some(v)
 }
 
-/// Sends `signal` (`-STOP`, `-CONT`) to a node's process.
-fn signal(node: &Server, signal: &str) -> Result<()> {
-    let pid = node.pid().context("node not running")?;
-    let ok = std::process::Command::new("kill")
-        .args([signal, &pid.to_string()])
-        .status()?
-        .success();
-    ensure!(ok, "kill {signal} {pid} failed");
-    Ok(())
-}
-
 /// The current leader and the other nodes, in order: tests pause followers, so that
 /// leases are judged by a leader that keeps running.
 fn leader_and_followers<'a>(
@@ -677,22 +667,6 @@ fn a_paused_origin_that_wakes_up_leaves_the_new_origin_live() -> Result<()> {
     Ok(())
 }
 
-/// The URIs of the parts and segments a media playlist lists.
-fn object_uris(text: &str) -> Vec<String> {
-    text.lines()
-        .filter_map(|l| {
-            if let Some(part) = l.strip_prefix("#EXT-X-PART:") {
-                let uri = part.split("URI=\"").nth(1)?;
-                Some(uri.trim_end_matches('"').to_string())
-            } else if !l.starts_with('#') && l.ends_with(".m4s") {
-                Some(l.to_string())
-            } else {
-                None
-            }
-        })
-        .collect()
-}
-
 /// An origin paused past its lease while its encoder stays connected (the encoder's
 /// writes block; ffmpeg `-re` catches up when they go through again), and a second
 /// encoder on node B takes the generation over. When node A wakes, its lease has run
@@ -843,20 +817,6 @@ fn an_origin_that_missed_its_lease_keeps_its_stream_live() -> Result<()> {
     Ok(())
 }
 
-/// libfaketime, preloaded into a node to skew its wall clock (installed by
-/// scripts/install-test-deps.sh).
-const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
-
-/// The environment that runs a node with its wall clock `offset` away (`+10s`); its
-/// monotonic clock is left alone.
-fn skewed(offset: &'static str) -> [(&'static str, &'static str); 3] {
-    [
-        ("LD_PRELOAD", FAKETIME_LIB),
-        ("FAKETIME", offset),
-        ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
-    ]
-}
-
 /// How far `node`'s wall clock is from this process's, from its `Date` header (seconds
 /// of the day; the offsets tested are far below half a day).
 fn clock_offset(http: &Http, node: &Server) -> Result<i64> {
@@ -890,7 +850,7 @@ fn nodes_whose_clocks_are_10_s_apart_keep_their_leases_and_fail_over_in_time() -
     );
     let tmp = TempDir::new("skewed-clocks")?;
     let fixture = fixture(&tmp)?;
-    let (slow, fast) = (skewed("-10s"), skewed("+10s"));
+    let (slow, fast) = (skewed_clock("-10s"), skewed_clock("+10s"));
     let mut nodes =
         three_nodes_each_with_env(tmp.path(), &["--lease-ttl-ms", "3000"], [&[], &slow, &fast])?;
     let http = Http::new(None)?;
