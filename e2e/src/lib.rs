@@ -381,6 +381,29 @@ impl TempDir {
         Ok(Self(dir))
     }
 
+    /// A directory for fixtures made once per test process and kept in a static, whose
+    /// drop never runs: the ones earlier processes left under the same tag are removed
+    /// first, when those processes have exited.
+    pub fn for_process(tag: &str) -> Result<Self> {
+        let prefix = format!("sluice-e2e-{tag}-");
+        if let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) {
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+                    continue;
+                };
+                let pid = rest.split('-').next().unwrap_or_default();
+                let running = pid.parse::<u32>().is_ok_and(|pid| {
+                    pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists()
+                });
+                if !running {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+        Self::new(tag)
+    }
+
     pub fn path(&self) -> &Path {
         &self.0
     }

@@ -34,7 +34,7 @@ struct Fixtures {
 fn fixtures() -> &'static Fixtures {
     static F: OnceLock<Fixtures> = OnceLock::new();
     F.get_or_init(|| {
-        let dir = TempDir::new("origin-fixtures").expect("temp dir");
+        let dir = TempDir::for_process("origin-fixtures").expect("temp dir");
         let gop60 = dir.path().join("gop60.flv");
         let gop250 = dir.path().join("gop250.flv");
         let x264 = |g: &'static str| {

@@ -32,7 +32,7 @@ struct Fixtures {
 fn fixtures() -> &'static Fixtures {
     static F: OnceLock<Fixtures> = OnceLock::new();
     F.get_or_init(|| {
-        let dir = TempDir::new("recording-fixtures").expect("temp dir");
+        let dir = TempDir::for_process("recording-fixtures").expect("temp dir");
         let show = dir.path().join("show.flv");
         let long = dir.path().join("long.flv");
         let x264 = |g: &'static str, preset: &'static str| {

@@ -27,7 +27,7 @@ const MEDIA: &str = "/hls/main/source/index.m3u8";
 fn fixture() -> &'static PathBuf {
     static F: OnceLock<(TempDir, PathBuf)> = OnceLock::new();
     &F.get_or_init(|| {
-        let dir = TempDir::new("srt-fixtures").expect("temp dir");
+        let dir = TempDir::for_process("srt-fixtures").expect("temp dir");
         let path = dir.path().join("gop60.flv");
         let x264 = [
             "-preset",
