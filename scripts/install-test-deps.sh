@@ -89,7 +89,8 @@ echo "node $(node --version), npm $(npm --version)"
 cd e2e/js
 # npm ci starts from an empty node_modules; skip it when the install matches the lock.
 if [ -f node_modules/.package-lock.json ] && [ node_modules/.package-lock.json -nt package-lock.json ] &&
-  [ -d node_modules/hls.js ] && [ -d node_modules/hls-parser ] && [ -d node_modules/playwright-core ]; then
+  [ -d node_modules/hls.js ] && [ -d node_modules/hls-parser ] && [ -d node_modules/playwright-core ] &&
+  [ -d node_modules/video.js ] && [ -d node_modules/shaka-player ]; then
   echo "e2e/js: node_modules up to date"
 elif [ -f package-lock.json ]; then
   npm ci --no-audit --no-fund

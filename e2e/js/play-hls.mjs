@@ -1,8 +1,10 @@
 #!/usr/bin/env node
-// Plays an HLS stream with hls.js in headless Chromium and reports what happened.
+// Plays an HLS stream in headless Chromium and reports what happened.
 // Usage:
 //   node play-hls.mjs --url URL [--min-seconds N] [--timeout-seconds T] [--until-ended]
 //        [--hls-config JSON]   (added to hls.js's config: { lowLatencyMode: true })
+//        [--player hlsjs|videojs|shaka|native]   (hls.js unless told: Video.js 8 with
+//        its defaults, Shaka Player in lowLatencyMode, or Chromium's own HLS)
 //   node play-hls.mjs --dir DIR --playlist REL [same options]   (serves DIR itself)
 //   node play-hls.mjs --page URL [same options]   (a Sluice /watch page; its hls.js
 //        script, wherever the page loads it from, is answered with the npm copy)
@@ -54,6 +56,7 @@ try {
       'timeout-seconds': { type: 'string', default: '60' },
       'until-ended': { type: 'boolean', default: false },
       'hls-config': { type: 'string', default: '{}' },
+      player: { type: 'string', default: 'hlsjs' },
       help: { type: 'boolean', default: false },
     },
   }).values;
@@ -75,12 +78,26 @@ const minSeconds = Number(opts['min-seconds'] ?? (untilEnded ? 0 : 5));
 const timeoutSeconds = Number(opts['timeout-seconds']);
 if (!Number.isFinite(minSeconds) || !(timeoutSeconds > 0)) usage('bad --min-seconds or --timeout-seconds');
 
-const hlsJsPath = createRequire(import.meta.url).resolve('hls.js/dist/hls.min.js');
+const PLAYERS = ['hlsjs', 'videojs', 'shaka', 'native'];
+if (!PLAYERS.includes(opts.player)) usage(`--player is one of ${PLAYERS.join(', ')}`);
+if (opts.player !== 'hlsjs' && !opts.url) usage('--player other than hlsjs needs --url');
+
+const require = createRequire(import.meta.url);
+const hlsJsPath = require.resolve('hls.js/dist/hls.min.js');
+// Each player's script, served as /player.js.
+const PLAYER_SCRIPTS = {
+  hlsjs: hlsJsPath,
+  videojs: require.resolve('video.js/dist/video.min.js'),
+  shaka: require.resolve('shaka-player/dist/shaka-player.compiled.js'),
+  native: null,
+};
+const playerScript = PLAYER_SCRIPTS[opts.player];
 const mediaRoot = opts.dir ? path.resolve(opts.dir) : null;
 
 const PAGE = `<!doctype html>
 <html><head><meta charset="utf-8"><title>play-hls</title></head>
-<body><video id="v" muted playsinline autoplay></video><script src="/hls.js"></script></body></html>`;
+<body><video id="v" muted playsinline autoplay></video>
+${playerScript ? '<script src="/player.js"></script>' : ''}</body></html>`;
 
 // Serves the player page, hls.js and (with --dir) the media files.
 async function handle(req, res) {
@@ -91,8 +108,8 @@ async function handle(req, res) {
   if (pathname === '/') {
     res.writeHead(200, { 'Content-Type': CONTENT_TYPES['.html'] });
     return res.end(PAGE);
-  } else if (pathname === '/hls.js') {
-    file = hlsJsPath;
+  } else if (pathname === '/player.js' && playerScript) {
+    file = playerScript;
   } else if (mediaRoot && pathname.startsWith('/media/')) {
     file = path.resolve(mediaRoot, '.' + decodeURIComponent(pathname.slice('/media'.length)));
     if (!file.startsWith(mediaRoot + path.sep)) file = null; // no escaping DIR
@@ -119,12 +136,58 @@ function bounded(promise, ms, what) {
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-// Runs inside the page: starts hls.js and records events into window.__play.
-function startPlayer([src, extraConfig]) {
+// Runs inside the page: starts the player and records events into window.__play.
+function startPlayer([src, extraConfig, player]) {
   const state = { fatalErrors: [], nonFatalErrors: 0, nonFatalSamples: [], ended: false };
   window.__play = state;
   const video = document.getElementById('v');
   video.addEventListener('ended', () => { state.ended = true; });
+  const nonFatal = (entry) => {
+    state.nonFatalErrors++;
+    state.nonFatalSamples.push(entry);
+    if (state.nonFatalSamples.length > 10) state.nonFatalSamples.shift();
+  };
+  if (player === 'native') {
+    if (!video.canPlayType('application/vnd.apple.mpegurl')) {
+      state.fatalErrors.push({ type: 'setup', details: 'no native HLS in this browser' });
+      return;
+    }
+    video.addEventListener('error', () => {
+      const e = video.error;
+      state.fatalErrors.push({ type: 'media', details: e ? `${e.code} ${e.message}` : 'error' });
+    });
+    video.src = src;
+    video.play().catch(() => {});
+    return;
+  }
+  if (player === 'videojs') {
+    // Video.js 8 with its defaults (VHS, llhls on); only the source type is given.
+    const vjs = window.videojs(video, Object.assign({ muted: true, autoplay: true }, extraConfig));
+    window.__vjs = vjs;
+    vjs.on('error', () => {
+      const e = vjs.error();
+      state.fatalErrors.push({ type: 'videojs', details: e ? `${e.code} ${e.message}` : 'error' });
+    });
+    vjs.src({ src, type: 'application/x-mpegURL' });
+    vjs.play().catch(() => {});
+    return;
+  }
+  if (player === 'shaka') {
+    window.shaka.polyfill.installAll();
+    const shakaPlayer = new window.shaka.Player();
+    window.__shaka = shakaPlayer;
+    shakaPlayer.configure(Object.assign({ streaming: { lowLatencyMode: true } }, extraConfig));
+    shakaPlayer.addEventListener('error', (event) => {
+      const e = event.detail;
+      const entry = { type: 'shaka', details: `${e.code} ${e.message || ''}`, severity: e.severity };
+      if (e.severity === 2) state.fatalErrors.push(entry); else nonFatal(entry);
+    });
+    shakaPlayer.attach(video)
+      .then(() => shakaPlayer.load(src))
+      .then(() => video.play().catch(() => {}))
+      .catch((e) => state.fatalErrors.push({ type: 'shaka-load', details: `${e.code} ${e.message || e}` }));
+    return;
+  }
   if (!window.Hls || !window.Hls.isSupported()) {
     state.fatalErrors.push({ type: 'setup', details: 'hls.js not supported (no MSE?)' });
     return;
@@ -140,9 +203,7 @@ function startPlayer([src, extraConfig]) {
     if (data.fatal) {
       state.fatalErrors.push(entry);
     } else {
-      state.nonFatalErrors++;
-      state.nonFatalSamples.push(entry); // keep the last few for the timeout report
-      if (state.nonFatalSamples.length > 10) state.nonFatalSamples.shift();
+      nonFatal(entry); // the last few are kept for the timeout report
     }
   });
   hls.on(window.Hls.Events.MANIFEST_PARSED, () => { video.play().catch(() => {}); });
@@ -194,7 +255,13 @@ function snapshot() {
   const details = hls && (hls.latestLevelDetails || (hls.levels[hls.currentLevel] || {}).details);
   // Nudge playback if autoplay stalled in paused state (e.g. play() raced with a load).
   if (video.paused && !video.ended && video.readyState >= 2) video.play().catch(() => {});
+  // Any player: how far behind the end of what the player calls seekable (its live
+  // edge) the picture is.
+  const seekable = video.seekable;
+  const edgeDistance = seekable.length > 0
+    ? +(seekable.end(seekable.length - 1) - video.currentTime).toFixed(3) : null;
   return {
+    edgeDistance,
     currentTime: video.currentTime,
     duration: Number.isFinite(video.duration) ? video.duration : null,
     fatalErrors: state.fatalErrors,
@@ -285,11 +352,13 @@ async function main() {
   } else {
     await page.goto(`${origin}/`, { waitUntil: 'load' });
     if (process.env.PLAY_HLS_DEBUG) {
-      // hls.js's own log, as for a page.
+      // The player's own log, as for a page, and every request it makes.
       page.on('console', (m) => console.error(`[page] ${m.text()}`));
-      hlsConfig = { ...hlsConfig, debug: true };
+      page.on('request', (r) => console.error(`[request] ${r.url()}`));
+      if (opts.player === 'hlsjs') hlsConfig = { ...hlsConfig, debug: true };
+      if (opts.player === 'videojs') await page.evaluate(() => window.videojs.log.level('debug'));
     }
-    await bounded(page.evaluate(startPlayer, [src, hlsConfig]), STEP_TIMEOUT_MS, 'player start');
+    await bounded(page.evaluate(startPlayer, [src, hlsConfig, opts.player]), STEP_TIMEOUT_MS, 'player start');
     console.error(`playing ${src}`);
   }
 
@@ -328,7 +397,7 @@ async function main() {
     }
     if (Date.now() - lastLog >= 2000) {
       lastLog = Date.now();
-      console.error(`t=${snap.currentTime.toFixed(2)} played=${result.played.toFixed(2)} latency=${snap.latency ?? '-'} nonFatal=${snap.nonFatalErrors}`);
+      console.error(`t=${snap.currentTime.toFixed(2)} played=${result.played.toFixed(2)} latency=${snap.latency ?? '-'} edge=${snap.edgeDistance ?? '-'} nonFatal=${snap.nonFatalErrors}`);
     }
     await sleep(POLL_MS);
   }

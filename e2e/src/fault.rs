@@ -4,7 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,6 +20,8 @@ pub enum Mode {
 struct Shared {
     mode: AtomicU8,
     stop: AtomicBool,
+    /// Bytes passed from the server to clients so far.
+    passed: AtomicU64,
     /// Connections open now, closed when the mode changes so none carries on in the
     /// old one.
     open: Mutex<Vec<TcpStream>>,
@@ -38,6 +40,7 @@ impl FaultProxy {
         let shared = Arc::new(Shared {
             mode: AtomicU8::new(Mode::Pass as u8),
             stop: AtomicBool::new(false),
+            passed: AtomicU64::new(0),
             open: Mutex::new(Vec::new()),
         });
         let s = shared.clone();
@@ -59,6 +62,12 @@ impl FaultProxy {
 
     pub fn base(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Bytes the server has sent through the proxy so far: a player behind it has
+    /// loaded media once this grows past the playlists' size.
+    pub fn passed_bytes(&self) -> u64 {
+        self.shared.passed.load(Ordering::Relaxed)
     }
 
     pub fn set(&self, mode: Mode) {
@@ -97,7 +106,13 @@ fn serve(mut client: TcpStream, target: u16, s: &Shared) {
                 let _ = std::io::copy(&mut c2, &mut u2);
                 let _ = u2.shutdown(Shutdown::Write);
             });
-            let _ = std::io::copy(&mut upstream, &mut client);
+            let mut buf = [0u8; 16384];
+            while let Ok(n) = upstream.read(&mut buf) {
+                if n == 0 || client.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+                s.passed.fetch_add(n as u64, Ordering::Relaxed);
+            }
             let _ = client.shutdown(Shutdown::Both);
             let _ = up.join();
         }

@@ -332,6 +332,57 @@ pub fn play_url(
     play(&args, timeout)
 }
 
+/// A player in the matrix: each plays in headless Chromium through `play-hls.mjs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Player {
+    /// hls.js in low-latency mode.
+    HlsJs,
+    /// Video.js 8 (VHS) with its default options.
+    VideoJs,
+    /// Shaka Player 5 in `lowLatencyMode`.
+    Shaka,
+    /// Chromium's own HLS (`video.src = url`).
+    Native,
+}
+
+impl Player {
+    pub const ALL: [Player; 4] = [
+        Player::HlsJs,
+        Player::VideoJs,
+        Player::Shaka,
+        Player::Native,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Player::HlsJs => "hlsjs",
+            Player::VideoJs => "videojs",
+            Player::Shaka => "shaka",
+            Player::Native => "native",
+        }
+    }
+}
+
+/// Plays a live HLS URL with `player` (its defaults, low-latency mode where it has
+/// one) until `min_seconds` of media played. The report's `edgeDistance` is how far the
+/// picture was behind the end of what the player called seekable.
+pub fn play_with(
+    player: Player,
+    url: &str,
+    min_seconds: u32,
+    timeout: Duration,
+) -> Result<Playback> {
+    let args = [
+        "--url".to_string(),
+        url.to_string(),
+        "--player".into(),
+        player.name().into(),
+        "--min-seconds".into(),
+        min_seconds.to_string(),
+    ];
+    play(&args, timeout)
+}
+
 fn play(args: &[String], timeout: Duration) -> Result<Playback> {
     let js = js_dir()?;
     let mut cmd = Command::new("node");

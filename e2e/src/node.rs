@@ -699,6 +699,14 @@ impl Publisher {
     }
 
     /// Waits for the process to exit by itself, at most `limit`: its exit code.
+    /// The exit code if the process has exited, without waiting.
+    pub fn exited(&mut self) -> Option<i32> {
+        match self.child.as_mut().map(|c| c.try_wait()) {
+            Some(Ok(Some(status))) => Some(status.code().unwrap_or(-1)),
+            _ => None,
+        }
+    }
+
     pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {

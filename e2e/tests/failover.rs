@@ -50,12 +50,26 @@ fn publish_until_accepted(
     log: &std::path::Path,
 ) -> Result<(Publisher, Instant)> {
     let deadline = Instant::now() + Duration::from_secs(40);
+    let http = Http::new(None)?;
+    let node = server.node_id()?;
     loop {
         let launched = Instant::now();
         let mut p = Publisher::ffmpeg_loop(fixture, &server.rtmp_url(key), log)?;
-        if p.wait_exit(Duration::from_secs(3)).is_none() {
+        // Accepted once the node has claimed the channel's generation with this
+        // publisher running; one still running a few seconds later may yet be refused
+        // on a loaded machine.
+        let accepted = wait_for(Duration::from_secs(10), "the publisher accepted", || {
+            if p.exited().is_some() {
+                return Some(false);
+            }
+            main_status(&http, server)
+                .filter(|s| s["generation"]["origin"].as_u64() == Some(node))
+                .map(|_| true)
+        });
+        if matches!(accepted, Ok(true)) && p.exited().is_none() {
             return Ok((p, launched));
         }
+        p.kill();
         ensure!(
             Instant::now() < deadline,
             "no publisher accepted by {} within 40 s:\n{}\n{}",
@@ -524,8 +538,19 @@ fn a_viewer_behind_the_live_edge_plays_on_when_the_origin_dies() -> Result<()> {
     // The viewer reaches node 3 through a proxy the test can stall.
     let proxy = FaultProxy::start(nodes[2].http)?;
     let url = format!("{}{MEDIA}", proxy.base());
+    let started = Instant::now();
     let player = std::thread::spawn(move || play_url(&url, "{}", 24, Duration::from_secs(120)));
-    std::thread::sleep(Duration::from_secs(8));
+    // The player has played a while: 8 s after it started, and at least 3 s after it
+    // loaded some 3 s of media through the proxy (Chromium may take long to start on a
+    // loaded machine).
+    wait_for(Duration::from_secs(60), "the viewer to load media", || {
+        (proxy.passed_bytes() > 300_000).then_some(())
+    })?;
+    std::thread::sleep(
+        Duration::from_secs(8)
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_secs(3)),
+    );
     // The viewer's network stalls while the origin makes three more segments, then
     // the origin dies with them.
     proxy.set(Mode::Stall);

@@ -394,9 +394,17 @@ async fn local_playlist(
             }
             PlaylistAnswer::Missing => return not_found("playlist"),
             PlaylistAnswer::Bad(why) => return bad_request(why),
-            PlaylistAnswer::Render(text) => {
+            PlaylistAnswer::Render { text, at_boundary } => {
                 let td = target_duration(origin);
-                let cache = if directives.is_blocking() {
+                let cache = if at_boundary && directives.is_blocking() {
+                    // A blocking answer that ends with a whole segment and only a hint
+                    // of the next part is not kept: Video.js (VHS) merges its hint-only
+                    // preload segment with the parts it had, asks for the same part
+                    // again, and a kept answer held it there for 6 target durations.
+                    // Asked again, the node answers with the playlist as it is then,
+                    // which soon lists the next part.
+                    "no-cache".to_string()
+                } else if directives.is_blocking() {
                     format!("public, max-age={}", td * 6)
                 } else {
                     plain_playlist_cache(td)

@@ -450,7 +450,12 @@ pub(crate) fn prune_disk(root: &Path, fallback: Duration, decide: &dyn Fn(&str, 
 
 /// What a playlist request gets from this node's spool now, decided under its lock.
 pub(crate) enum PlaylistAnswer {
-    Render(Bytes),
+    /// The playlist; `at_boundary` when it ends with a whole segment and only a hint of
+    /// the next one's first part (see [`Spool::playlist_answer`]).
+    Render {
+        text: Bytes,
+        at_boundary: bool,
+    },
     /// Not there yet: wait for the next change.
     Wait,
     /// Another node took the generation over: pull from it.
@@ -469,7 +474,10 @@ impl Spool {
             None => PlaylistAnswer::Wait,
             Some(p) => match blocking::decide(p, directives) {
                 Decision::Ready => match self.rendered(directives.skip) {
-                    Some(text) => PlaylistAnswer::Render(text),
+                    Some(text) => PlaylistAnswer::Render {
+                        text,
+                        at_boundary: !p.is_ended() && p.next_part().1 == 0,
+                    },
                     None => PlaylistAnswer::Wait,
                 },
                 Decision::Wait => PlaylistAnswer::Wait,

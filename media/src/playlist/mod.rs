@@ -306,7 +306,6 @@ impl MediaPlaylist {
     /// Writes the playlist; `skip` gives a delta update when the client asked for one.
     pub fn render(&self, skip: Skip, reports: &[RenditionReport]) -> String {
         let mut out = String::with_capacity(256 + self.segments.len() * 160);
-        self.write_header(&mut out);
         // Where the window ends, to decide which segments keep parts or may be skipped.
         let listed: Vec<&SegmentEntry> = self
             .segments
@@ -314,6 +313,11 @@ impl MediaPlaylist {
             .filter(|s| !s.parts.is_empty() || s.gap)
             .collect();
         let total_us: u64 = listed.iter().map(|s| s.listed_duration_us()).sum();
+        // A delta update is for a player already playing.
+        let join = (skip == Skip::No && !self.ended)
+            .then(|| self.join_point_us(&listed, total_us))
+            .flatten();
+        self.write_header(&mut out, join);
         let skipped = self.skipped_segments(skip, &listed, total_us);
         if skipped > 0 {
             tags::skip(&mut out, skipped, skip == Skip::V2);
@@ -327,12 +331,47 @@ impl MediaPlaylist {
         u64::from(self.settings.target_duration_s) * 1_000_000
     }
 
-    /// The tags before the first segment.
-    fn write_header(&self, out: &mut String) {
+    /// Where a player that joins now can start: the start of the last independent part
+    /// that ends the playlist at least PART-HOLD-BACK (three part targets) later, in
+    /// microseconds from the start of the playlist.
+    ///
+    /// A player can only start on a keyframe. hls.js looks back for an independent part
+    /// itself; Video.js (VHS) looks back one part only, and when its live point fell
+    /// further into a GOP it appended parts that decode to nothing until it gave the
+    /// playlist up. Written as `EXT-X-START` (hls.js, VHS, Shaka and native players
+    /// honour it), it is where hls.js would have started anyway.
+    fn join_point_us(&self, listed: &[&SegmentEntry], total_us: u64) -> Option<u64> {
+        let hold_back_us = 3_000 * u64::from(self.settings.part_target_ms);
+        let latest_us = total_us.checked_sub(hold_back_us)?;
+        let mut join = None;
+        let mut seg_start_us = 0u64;
+        for seg in listed {
+            let mut part_start_us = seg_start_us;
+            for part in seg.parts.iter().filter(|_| !seg.gap) {
+                if part_start_us > latest_us {
+                    return join;
+                }
+                if part.independent {
+                    join = Some(part_start_us);
+                }
+                part_start_us += part.duration_us;
+            }
+            seg_start_us += seg.listed_duration_us();
+        }
+        join
+    }
+
+    /// The tags before the first segment; `join_us`, where a joining player starts.
+    fn write_header(&self, out: &mut String, join_us: Option<u64>) {
         let s = &self.settings;
         let _ = writeln!(out, "#EXTM3U");
         tags::version(out, 9);
         tags::target_duration(out, s.target_duration_s);
+        if let Some(us) = join_us {
+            // A millisecond into the part: a player rounding the offset must not land
+            // in the part before.
+            tags::start(out, us.div_ceil(1000) + 1);
+        }
         tags::server_control(out, s.part_target_ms, s.target_duration_s);
         tags::part_inf(out, s.part_target_ms);
         tags::media_sequence(out, self.first_msn().unwrap_or(0));

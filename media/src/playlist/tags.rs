@@ -43,6 +43,15 @@ pub fn part_inf(out: &mut String, part_target_ms: u32) {
     );
 }
 
+/// Where a player joining should start, from the start of the playlist.
+pub fn start(out: &mut String, offset_ms: u64) {
+    let _ = writeln!(
+        out,
+        "#EXT-X-START:TIME-OFFSET={},PRECISE=YES",
+        secs_ms(offset_ms)
+    );
+}
+
 pub fn media_sequence(out: &mut String, msn: u64) {
     let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{msn}");
 }

@@ -78,6 +78,7 @@ fn live_playlist_exact_text() {
         "#EXTM3U
 #EXT-X-VERSION:9
 #EXT-X-TARGETDURATION:3
+#EXT-X-START:TIME-OFFSET=0.001,PRECISE=YES
 #EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,CAN-SKIP-UNTIL=18.000,PART-HOLD-BACK=0.600,HOLD-BACK=9.000
 #EXT-X-PART-INF:PART-TARGET=0.200
 #EXT-X-MEDIA-SEQUENCE:0
@@ -468,4 +469,31 @@ fn a_delta_update_lists_the_gaps() {
     assert!(delta.contains("#EXT-X-SKIP"), "{delta}");
     assert!(!delta.contains("#EXT-X-GAP"), "{delta}");
     assert!(pl.has_whole_segment());
+}
+
+#[test]
+fn a_joining_player_is_sent_to_the_last_keyframe_part_a_hold_back_before_the_end() {
+    // Three whole 2 s segments (a keyframe on each part 0), then 4 parts: 6.8 s. A
+    // hold-back (3 x 200 ms) before the end is 6.2 s; the last keyframe part at or
+    // before it starts at 6.0 s.
+    let pl = playlist(3, 4);
+    let text = pl.render(Skip::No, &[]);
+    assert!(
+        text.contains("#EXT-X-START:TIME-OFFSET=6.001,PRECISE=YES\n"),
+        "{text}"
+    );
+    // Exactly a hold-back after it still counts; one part less does not.
+    assert!(playlist(3, 3)
+        .render(Skip::No, &[])
+        .contains("TIME-OFFSET=6.001,"));
+    assert!(playlist(3, 2)
+        .render(Skip::No, &[])
+        .contains("TIME-OFFSET=4.001,"));
+    // A delta update is for a player already playing; an ended playlist starts at 0.
+    assert!(!pl.render(Skip::Yes, &[]).contains("EXT-X-START"));
+    let mut ended = playlist(3, 4);
+    ended.end();
+    assert!(!ended.render(Skip::No, &[]).contains("EXT-X-START"));
+    // Too short to hold back a whole hold-back: none.
+    assert!(!playlist(0, 2).render(Skip::No, &[]).contains("EXT-X-START"));
 }

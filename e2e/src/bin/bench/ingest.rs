@@ -100,7 +100,7 @@ fn sluice_cost(dir: &std::path::Path, m: usize, run_for: Duration) -> Result<Cos
 fn all_publishing(publishers: &mut [Publisher], server: &str) -> Result<()> {
     for (i, p) in publishers.iter_mut().enumerate() {
         ensure!(
-            p.wait_exit(Duration::ZERO).is_none(),
+            p.exited().is_none(),
             "publisher {i} to {server} ended: {}",
             p.output()
         );

@@ -1,0 +1,106 @@
+//! The player matrix: hls.js, Video.js 8 with its defaults, Shaka Player 5 in
+//! low-latency mode and Chromium's own HLS each play a live stream in headless Chromium,
+//! from the channel's origin, from another node of the cluster and through
+//! `sluice edge`, with the node's default limits.
+
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use sluice_e2e::node::{three_nodes, wait_for, EdgeProcess, Http, Publisher};
+use sluice_e2e::{make_small_stream, play_with, Playback, Player, TempDir};
+
+/// Media each player must play, and the wall-clock time it gets to do so.
+const PLAY_SECONDS: u32 = 15;
+const PLAY_LIMIT: Duration = Duration::from_secs(60);
+/// Longest the picture may stand still once playing. Video.js stood 18 s at a segment
+/// boundary when a blocking answer that ended there was kept by the browser's cache.
+const STALL_LIMIT_MS: f64 = 5000.0;
+
+/// Plays `url` with every player at once; a line per player, and what went wrong.
+fn play_everywhere(source: &str, url: &str) -> Vec<String> {
+    let runs: Vec<_> = Player::ALL
+        .iter()
+        .map(|&player| {
+            let url = url.to_string();
+            (
+                player,
+                std::thread::spawn(move || play_with(player, &url, PLAY_SECONDS, PLAY_LIMIT)),
+            )
+        })
+        .collect();
+    let mut failures = Vec::new();
+    for (player, run) in runs {
+        let name = player.name();
+        let played: Result<Playback> = run
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the player thread panicked")));
+        match played {
+            Err(e) => failures.push(format!("{name} from {source}: {e:#}")),
+            Ok(p) => {
+                let stall = p.report["maxStallMs"].as_f64().unwrap_or(f64::MAX);
+                eprintln!(
+                    "{name:8} from {source:13}: played {:.1} s, longest stall {stall:.0} ms, \
+                     {} behind the edge it saw",
+                    p.report["played"].as_f64().unwrap_or(0.0),
+                    p.report["edgeDistance"]
+                        .as_f64()
+                        .map_or("-".to_string(), |d| format!("{d:.2} s")),
+                );
+                if !p.ok {
+                    failures.push(format!("{name} from {source}: {}", p.report));
+                } else if stall > STALL_LIMIT_MS {
+                    failures.push(format!(
+                        "{name} from {source}: stood still {stall:.0} ms: {}",
+                        p.report
+                    ));
+                }
+            }
+        }
+    }
+    failures
+}
+
+#[test]
+fn every_player_plays_live_from_the_origin_another_node_and_an_edge() -> Result<()> {
+    let tmp = TempDir::new("players")?;
+    let fixture = tmp.path().join("gop60.flv");
+    make_small_stream(&fixture)?;
+    let nodes = three_nodes(tmp.path(), &[])?;
+    let key = nodes[0].main_key()?;
+    let _publisher = Publisher::ffmpeg_loop(
+        &fixture,
+        &nodes[0].rtmp_url(&key),
+        &tmp.path().join("ffmpeg.log"),
+    )?;
+    let http = Http::new(None)?;
+    wait_for(
+        Duration::from_secs(40),
+        "the stream live at its origin",
+        || {
+            let r = http
+                .get(&nodes[0].url("/hls/main/source/index.m3u8"), &[])
+                .ok()?;
+            (r.status == 200 && r.text().matches("#EXTINF").count() >= 2).then_some(())
+        },
+    )
+    .with_context(|| nodes[0].log())?;
+    let edge = EdgeProcess::start(&tmp.path().join("edge.log"), &[nodes[1].base()], &[])?;
+
+    let multivariant = "/hls/main/index.m3u8";
+    let mut failures = Vec::new();
+    for (source, url) in [
+        ("the origin", nodes[0].url(multivariant)),
+        ("another node", nodes[2].url(multivariant)),
+        ("an edge", edge.url(multivariant)),
+    ] {
+        failures.extend(play_everywhere(source, &url));
+    }
+    ensure!(
+        failures.is_empty(),
+        "{} of {} plays failed:\n{}",
+        failures.len(),
+        3 * Player::ALL.len(),
+        failures.join("\n")
+    );
+    Ok(())
+}
