@@ -321,15 +321,7 @@ pub fn play_url(
     min_seconds: u32,
     timeout: Duration,
 ) -> Result<Playback> {
-    let args = [
-        "--url".to_string(),
-        url.to_string(),
-        "--hls-config".into(),
-        hls_config.to_string(),
-        "--min-seconds".into(),
-        min_seconds.to_string(),
-    ];
-    play(&args, timeout)
+    play_live(Player::HlsJs, url, hls_config, min_seconds, timeout)
 }
 
 /// A player in the matrix: each plays in headless Chromium through `play-hls.mjs`.
@@ -372,11 +364,23 @@ pub fn play_with(
     min_seconds: u32,
     timeout: Duration,
 ) -> Result<Playback> {
+    play_live(player, url, "{}", min_seconds, timeout)
+}
+
+fn play_live(
+    player: Player,
+    url: &str,
+    hls_config: &str,
+    min_seconds: u32,
+    timeout: Duration,
+) -> Result<Playback> {
     let args = [
         "--url".to_string(),
         url.to_string(),
         "--player".into(),
         player.name().into(),
+        "--hls-config".into(),
+        hls_config.to_string(),
         "--min-seconds".into(),
         min_seconds.to_string(),
     ];

@@ -343,22 +343,31 @@ impl MediaPlaylist {
     fn join_point_us(&self, listed: &[&SegmentEntry], total_us: u64) -> Option<u64> {
         let hold_back_us = 3_000 * u64::from(self.settings.part_target_ms);
         let latest_us = total_us.checked_sub(hold_back_us)?;
-        let mut join = None;
-        let mut seg_start_us = 0u64;
-        for seg in listed {
+        // From the end back: only the last segments are looked at, however long the
+        // window (a DVR window holds hours of segments).
+        let mut seg_end_us = total_us;
+        for seg in listed.iter().rev() {
+            let seg_start_us = seg_end_us - seg.listed_duration_us();
+            seg_end_us = seg_start_us;
+            if seg.gap || seg_start_us > latest_us {
+                continue;
+            }
             let mut part_start_us = seg_start_us;
-            for part in seg.parts.iter().filter(|_| !seg.gap) {
+            let mut join = None;
+            for part in &seg.parts {
                 if part_start_us > latest_us {
-                    return join;
+                    break;
                 }
                 if part.independent {
                     join = Some(part_start_us);
                 }
                 part_start_us += part.duration_us;
             }
-            seg_start_us += seg.listed_duration_us();
+            if join.is_some() {
+                return join;
+            }
         }
-        join
+        None
     }
 
     /// The tags before the first segment; `join_us`, where a joining player starts.

@@ -494,6 +494,10 @@ fn a_joining_player_is_sent_to_the_last_keyframe_part_a_hold_back_before_the_end
     let mut ended = playlist(3, 4);
     ended.end();
     assert!(!ended.render(Skip::No, &[]).contains("EXT-X-START"));
+    // Counted from the first segment still in the window (10 of 30 here).
+    assert!(playlist(30, 4)
+        .render(Skip::No, &[])
+        .contains("TIME-OFFSET=20.001,"));
     // Too short to hold back a whole hold-back: none.
     assert!(!playlist(0, 2).render(Skip::No, &[]).contains("EXT-X-START"));
 }
