@@ -11,11 +11,44 @@ use anyhow::{bail, Context, Result};
 
 use crate::sluice_bin;
 
-/// A port free right now on loopback.
+/// Ports the harness hands out come from below the kernel's ephemeral range
+/// (32768-60999 by default), so no `bind(:0)` and no outgoing connection of any process
+/// can be given one between the check here and the server's own bind.
+const PORTS: std::ops::Range<u16> = 10_000..32_000;
+
+/// The next port to try in this process; each is handed out at most once. The start
+/// differs between processes (pid and clock), so two test binaries rarely meet.
+static NEXT_PORT: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// A port free right now on loopback, for TCP and UDP alike, and never handed out
+/// before by this process.
+///
+/// Asking the kernel for port 0 and closing the socket is not enough: the next such
+/// request may be given the same port (three in a row for one server made it bind one
+/// port twice, one start in a few thousand), and so may an outgoing connection.
 pub fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    let span = u64::from(PORTS.end - PORTS.start);
+    let _ = NEXT_PORT.compare_exchange(
+        u64::MAX,
+        {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::from(d.subsec_nanos()));
+            (u64::from(std::process::id()) * 7919 + nanos) % span
+        },
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..span {
+        let n = NEXT_PORT.fetch_add(1, Ordering::SeqCst);
+        let port = PORTS.start + u16::try_from(n % span)?;
+        let free = std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok();
+        if free {
+            return Ok(port);
+        }
+    }
+    bail!("no free port on 127.0.0.1 in {PORTS:?}")
 }
 
 /// A TCP connection to `to` from the local address `from` (another 127.0.0.x stands
@@ -42,9 +75,7 @@ pub fn connect_from(
 
 /// A UDP port nothing on 127.0.0.1 holds now (for an SRT listener).
 pub fn free_udp_port() -> Result<u16> {
-    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    free_port()
 }
 
 /// Polls `f` until it returns `Some`, for at most `limit`.
