@@ -1,5 +1,6 @@
 //! Writes FLV files, so tests can feed the packager what no encoder here sends: an
-//! HEVC elementary stream wrapped into Enhanced RTMP (`hvc1`) tags.
+//! HEVC elementary stream wrapped into Enhanced RTMP (`hvc1`) tags; and reads the tags
+//! of one, so a test can send them itself.
 
 use anyhow::{bail, Result};
 use sluice_media::codec::hevc::build_hvcc_record;
@@ -85,4 +86,21 @@ pub fn hevc_annexb_to_enhanced_flv(annexb: &[u8], fps: u32) -> Result<(Vec<u8>, 
         flv.tag(9, (i as u64 * 1000 / u64::from(fps)) as u32, &body);
     }
     Ok((flv.finish(), units.len()))
+}
+
+/// The FLV tags of a file: (type, timestamp in ms, body).
+pub fn flv_tags(file: &[u8]) -> Vec<(u8, u32, Vec<u8>)> {
+    let mut tags = Vec::new();
+    let mut at = 9 + 4;
+    while at + 11 <= file.len() {
+        let kind = file[at];
+        let size = u32::from_be_bytes([0, file[at + 1], file[at + 2], file[at + 3]]) as usize;
+        let ts = u32::from_be_bytes([file[at + 7], file[at + 4], file[at + 5], file[at + 6]]);
+        let Some(body) = file.get(at + 11..at + 11 + size) else {
+            break;
+        };
+        tags.push((kind, ts, body.to_vec()));
+        at += 11 + size + 4;
+    }
+    tags
 }

@@ -11,10 +11,12 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context, Result};
 use sluice_e2e::fault::{FaultProxy, Mode};
 use sluice_e2e::fault_suite::{object_uris, signal, skewed_clock, FAKETIME_LIB};
+use sluice_e2e::flv_writer::flv_tags;
 use sluice_e2e::node::{
-    ffmpeg_loop_command, three_nodes, three_nodes_each_with_env, wait_for, EdgeProcess, Http,
-    Publisher, Respawning, Server,
+    cluster_of, ffmpeg_loop_command, three_nodes, three_nodes_each_with_env, wait_for, EdgeProcess,
+    Http, Publisher, Respawning, Server,
 };
+use sluice_e2e::rtmp_client::RtmpPublisher;
 use sluice_e2e::{
     hinted_part, make_small_stream, media_sequence, play_page, play_url, validate_playlists,
     TempDir,
@@ -513,6 +515,112 @@ fn a_publisher_back_on_another_node_at_once_is_accepted() -> Result<()> {
         held.text(),
         a.log()
     );
+    Ok(())
+}
+
+/// An `onMetaData` message as encoders send it (`@setDataFrame`, name, properties).
+fn metadata() -> Vec<rml_rtmp::rml_amf0::Amf0Value> {
+    use rml_rtmp::rml_amf0::Amf0Value;
+    vec![
+        Amf0Value::Utf8String("@setDataFrame".into()),
+        Amf0Value::Utf8String("onMetaData".into()),
+        Amf0Value::Object(Default::default()),
+    ]
+}
+
+/// Players retry a 5xx and most give up on a 4xx: a channel that is going live answers
+/// its playlists, on its origin and on another node, by holding them until its first
+/// segment (then 200), or with 503 and a short cache lifetime; 404 only while offline.
+#[test]
+fn playlists_of_a_channel_going_live_are_held_then_503_never_404() -> Result<()> {
+    let tmp = TempDir::new("going-live")?;
+    let nodes = cluster_of(tmp.path(), 2, &[])?;
+    let http = Http::new(None)?;
+    let key = nodes[0].main_key()?;
+    let urls: Vec<String> = nodes
+        .iter()
+        .flat_map(|n| [n.url("/hls/main/index.m3u8"), n.url(MEDIA)])
+        .collect();
+    // Every URL asked at once; while they are held the publisher says it is there
+    // (a node ends a publisher that sends nothing for 10 s).
+    let all = |urls: &[String], publisher: Option<&mut RtmpPublisher>| {
+        let asks: Vec<_> = urls
+            .iter()
+            .map(|u| {
+                let u = u.clone();
+                std::thread::spawn(move || Http::new(None)?.get(&u, &[]))
+            })
+            .collect();
+        if let Some(p) = publisher {
+            while !asks.iter().all(|a| a.is_finished()) {
+                std::thread::sleep(Duration::from_millis(500));
+                p.send_amf0_data(metadata())?;
+            }
+        }
+        asks.into_iter()
+            .map(|a| a.join().map_err(|_| anyhow::anyhow!("viewer panicked"))?)
+            .collect::<Result<Vec<_>>>()
+    };
+
+    // Offline: 404 at once.
+    for (url, r) in urls.iter().zip(all(&urls, None)?) {
+        ensure!(
+            r.status == 404 && r.elapsed < Duration::from_secs(2),
+            "{url} of an offline channel: {} after {:?}",
+            r.status,
+            r.elapsed
+        );
+    }
+
+    // A publisher that has connected and sent nothing yet: the generation is starting.
+    let mut publisher = RtmpPublisher::publish(nodes[0].rtmp, "live", &key)?;
+    for n in &nodes {
+        wait_for(Duration::from_secs(20), "main starting", || {
+            main_status(&http, n).filter(|s| s["state"] == "starting")
+        })
+        .with_context(|| nodes[0].log())?;
+    }
+    for (url, r) in urls.iter().zip(all(&urls, Some(&mut publisher))?) {
+        ensure!(
+            r.status == 503 && r.elapsed >= Duration::from_secs(5),
+            "{url} of a starting channel: {} after {:?}: {}",
+            r.status,
+            r.elapsed,
+            r.text()
+        );
+        ensure!(
+            r.header("cache-control") == "public, max-age=1" && r.header("retry-after") == "1",
+            "{url}: a 503 kept too long or without Retry-After: {:?}",
+            r.headers
+        );
+    }
+
+    // Asked before the first segment, answered once it exists.
+    let held = {
+        let urls = urls.clone();
+        std::thread::spawn(move || all(&urls, None))
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    let stream = std::fs::read(fixture(&tmp)?)?;
+    for (kind, ts, body) in flv_tags(&stream) {
+        if matches!(kind, 8 | 9) {
+            publisher
+                .send_tag(kind, ts, &body)
+                .with_context(|| nodes[0].log())?;
+        }
+    }
+    let held = held
+        .join()
+        .map_err(|_| anyhow::anyhow!("viewers panicked"))??;
+    for (url, r) in urls.iter().zip(held) {
+        ensure!(
+            r.status == 200 && r.text().starts_with("#EXTM3U"),
+            "{url} asked before the first segment: {} {}\n{}",
+            r.status,
+            r.text(),
+            nodes[0].log()
+        );
+    }
     Ok(())
 }
 

@@ -9,6 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
+use sluice_e2e::flv_writer::flv_tags;
 use sluice_e2e::node::{connect_from, wait_for, Http, Publisher, RssSampler, Server};
 use sluice_e2e::rtmp_client::RtmpPublisher;
 use sluice_e2e::{make_small_stream, media_sequence, TempDir};
@@ -198,23 +199,6 @@ fn floods_from_one_address_are_refused_while_others_keep_playing() -> Result<()>
         (live_msn(&http, &server).ok()? > msn_before).then_some(())
     })?;
     Ok(())
-}
-
-/// The FLV tags of a file: (type, timestamp in ms, body).
-fn flv_tags(file: &[u8]) -> Vec<(u8, u32, Vec<u8>)> {
-    let mut tags = Vec::new();
-    let mut at = 9 + 4;
-    while at + 11 <= file.len() {
-        let kind = file[at];
-        let size = u32::from_be_bytes([0, file[at + 1], file[at + 2], file[at + 3]]) as usize;
-        let ts = u32::from_be_bytes([file[at + 7], file[at + 4], file[at + 5], file[at + 6]]);
-        let Some(body) = file.get(at + 11..at + 11 + size) else {
-            break;
-        };
-        tags.push((kind, ts, body.to_vec()));
-        at += 11 + size + 4;
-    }
-    tags
 }
 
 /// A publisher whose timestamps stop advancing never ends a part: past the packager's

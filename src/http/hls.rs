@@ -283,10 +283,22 @@ async fn multivariant_playlist(
         Ok(origin) => origin,
     };
     let Some(origin) = origin else {
-        return not_found("channel");
+        return unavailable(&s, &channel, "channel");
     };
-    let Some(variant) = origin.read(|sp| sp.variant.clone()) else {
-        return not_found("stream (nothing packaged yet)");
+    // A channel going live has no variant until its first segment: the request is
+    // held for it, as long as a blocking playlist request would be.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(u64::from(DEFAULT_TD_S) * 3);
+    let mut changes = origin.subscribe();
+    let variant = loop {
+        if let Some(v) = origin.read(|sp| sp.variant.clone()) {
+            break v;
+        }
+        if !matches!(
+            tokio::time::timeout_at(deadline, changes.changed()).await,
+            Ok(Ok(()))
+        ) {
+            return unavailable(&s, &channel, "stream (nothing packaged yet)");
+        }
     };
     respond(
         StatusCode::OK,
@@ -294,6 +306,41 @@ async fn multivariant_playlist(
         PLAYLIST_TYPE,
         multivariant::render(&[variant]),
     )
+}
+
+/// Whether `channel` exists and has a generation that is starting, live or
+/// reconnecting, in this node's replica of the state.
+fn goes_live(s: &HlsState, channel: &str) -> bool {
+    s.handle.read_local(|st| {
+        st.channel_by_slug(channel)
+            .and_then(|c| st.active_generation(c.id))
+            .is_some()
+    })
+}
+
+/// The answer for a playlist that cannot be given yet. While its channel is starting,
+/// live or reconnecting that is 503 with a short cache lifetime: players retry a 5xx
+/// and give up on a 4xx, and the stream is coming. Otherwise 404.
+fn unavailable(s: &HlsState, channel: &str, what: &str) -> Response {
+    if !goes_live(s, channel) {
+        return not_found(what);
+    }
+    service_unavailable(&format!(
+        "{what}: the channel is going live or moving to another node; ask again"
+    ))
+}
+
+/// 503, kept a second, and asked again after one.
+fn service_unavailable(why: &str) -> Response {
+    let mut r = respond(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "public, max-age=1",
+        "text/plain; charset=utf-8",
+        format!("{why}\n"),
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
 }
 
 fn target_duration(origin: &ChannelOrigin) -> u32 {
@@ -339,8 +386,11 @@ async fn media_playlist(
         Err(pulled) => return pulled,
         Ok(origin) => origin,
     };
-    let (Some(origin), true) = (origin, rendition == RENDITION) else {
+    if rendition != RENDITION {
         return not_found("playlist");
+    }
+    let Some(origin) = origin else {
+        return unavailable(&s, &channel, "playlist");
     };
     local_playlist(&s, &parts, &channel, &key, &origin, &directives).await
 }
@@ -392,7 +442,7 @@ async fn local_playlist(
                 }
                 // Back here already: wait for this node's new packaging loop.
             }
-            PlaylistAnswer::Missing => return not_found("playlist"),
+            PlaylistAnswer::Missing => return unavailable(s, channel, "playlist"),
             PlaylistAnswer::Bad(why) => return bad_request(why),
             PlaylistAnswer::Render { text, at_boundary } => {
                 let td = target_duration(origin);
@@ -421,14 +471,11 @@ async fn local_playlist(
         match tokio::time::timeout_at(deadline, changes.changed()).await {
             Ok(Ok(())) => {}
             _ if !directives.is_blocking() => {
-                return not_found("playlist (nothing packaged yet)");
+                return unavailable(s, channel, "playlist (nothing packaged yet)");
             }
             _ => {
-                return respond(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "public, max-age=1",
-                    "text/plain; charset=utf-8",
-                    "the requested segment or part did not appear within 3 target durations\n",
+                return service_unavailable(
+                    "the requested segment or part did not appear within 3 target durations",
                 )
             }
         }

@@ -214,7 +214,8 @@ impl<S: Clone + Send + Sync + 'static> ViewerRoutes<S> {
 }
 
 /// A pull-through answer as an HTTP response: its status and kept headers (`no-store`
-/// when it has no Cache-Control), `Age` for a cached one, the body whole or streamed.
+/// when it has no Cache-Control), `Age` for a cached one, `Retry-After` for a 503, the
+/// body whole or streamed.
 impl axum::response::IntoResponse for crate::edge::Fetched {
     fn into_response(self) -> axum::response::Response {
         use axum::http::HeaderValue;
@@ -233,6 +234,10 @@ impl axum::response::IntoResponse for crate::edge::Fetched {
         );
         if let Some(v) = self.head.content_type {
             h.insert(header::CONTENT_TYPE, v);
+        }
+        // Every 503 of the origin's says to ask again in a second; so does its relay.
+        if self.head.status == StatusCode::SERVICE_UNAVAILABLE {
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         if let Some(v) = self
             .age_s
