@@ -314,6 +314,23 @@ pub struct MediaInfo {
     /// segments again (as gaps) under the same number, and continues after it.
     #[serde(default)]
     pub discontinuity: Option<DiscontinuityRun>,
+    /// The playlist parameters the generation's first report gave: kept by the state
+    /// whatever later reports say, and continued by every origin that resumes it.
+    #[serde(default)]
+    pub playlist: Option<PlaylistParams>,
+}
+
+/// What a generation's media playlist must keep for as long as the generation lives
+/// (the channel's settings may change meanwhile; they apply to the next generation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PlaylistParams {
+    /// Segment target (EXT-X-TARGETDURATION follows from it).
+    pub segment_target_ms: u32,
+    /// EXT-X-PART-INF:PART-TARGET as advertised (the configured target fitted to the
+    /// frame rate).
+    pub part_target_ms: u32,
+    /// Segments in the live window.
+    pub window_segments: u32,
 }
 
 /// A run of segments under one discontinuity number (`EXT-X-DISCONTINUITY-SEQUENCE`

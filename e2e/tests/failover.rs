@@ -43,6 +43,30 @@ fn live(http: &Http, base: &str) -> Option<String> {
     (r.status == 200 && r.text().matches("#EXTINF").count() >= 2).then(|| r.text())
 }
 
+/// What one media playlist must keep under its URL.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct PlaylistParams {
+    target_duration: u64,
+    part_target: f64,
+    discontinuity_sequence: u64,
+}
+
+impl PlaylistParams {
+    fn of(text: &str) -> Option<Self> {
+        let tag = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.split(',').next().unwrap_or(v).to_string())
+        };
+        Some(Self {
+            target_duration: tag("#EXT-X-TARGETDURATION:")?.parse().ok()?,
+            part_target: tag("#EXT-X-PART-INF:PART-TARGET=")?.parse().ok()?,
+            discontinuity_sequence: tag("#EXT-X-DISCONTINUITY-SEQUENCE:")
+                .map_or(Some(0), |v| v.parse().ok())?,
+        })
+    }
+}
+
 /// ffmpeg against `server` until a publisher is accepted (not refused within a few
 /// seconds), as OBS retries on its own; with when the accepted one was started.
 fn publish_until_accepted(
@@ -248,6 +272,38 @@ fn viewers_survive_the_origins_death_and_chained_edges_fail_over() -> Result<()>
         "cluster status shows no endpoints:\n{table}"
     );
 
+    // The channel's LL-HLS settings change while it is live: they are for its next
+    // generation. This one keeps its own, on node 1 and on the node it resumes on.
+    let params = |text: &str| PlaylistParams::of(text);
+    let first_params = params(&http.get(&nodes[2].url(MEDIA), &[])?.text())
+        .context("no playlist parameters on node 3")?;
+    let (status, body) = nodes[0].api(
+        &http,
+        reqwest::Method::PATCH,
+        "/api/v1/channels/main",
+        serde_json::json!({"ll_hls": {"part_target_ms": 500, "segment_target_ms": 4000, "window_segments": 8}}),
+    )?;
+    ensure!(
+        status == 200,
+        "changing the channel's LL-HLS settings: {status} {body}"
+    );
+    // Every answer node 3 gives its plain playlist requests, from now until the stream
+    // has resumed on node 2.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (stop, url) = (stop.clone(), nodes[2].url(MEDIA));
+        std::thread::spawn(move || -> Result<Vec<(u16, Option<PlaylistParams>)>> {
+            let http = Http::new(None)?;
+            let mut seen = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                let r = http.get(&url, &[])?;
+                seen.push((r.status, params(&r.text())));
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Ok(seen)
+        })
+    };
+
     // hls.js plays from node 3 while node 1, the origin, is killed; the encoder comes
     // back on node 2 and playback resumes on the same URL.
     let page = nodes[2].url("/watch/main");
@@ -271,6 +327,42 @@ fn viewers_survive_the_origins_death_and_chained_edges_fail_over() -> Result<()>
     )
     .with_context(|| format!("{}\n{}", nodes[1].log(), nodes[2].log()))?;
     let resumed_after = killed.elapsed();
+    // Past the resume for a few seconds more.
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, Ordering::SeqCst);
+    let seen = watcher
+        .join()
+        .map_err(|_| anyhow::anyhow!("watcher panicked"))??;
+    let mut last_sequence = first_params.discontinuity_sequence;
+    for (status, p) in &seen {
+        ensure!(
+            matches!(status, 200 | 503),
+            "node 3 answered a playlist request {status} while the stream moved"
+        );
+        let Some(p) = p.filter(|_| *status == 200) else {
+            continue;
+        };
+        ensure!(
+            (p.target_duration, p.part_target)
+                == (first_params.target_duration, first_params.part_target),
+            "the playlist's TARGETDURATION/PART-TARGET changed under one URL: {first_params:?} -> {p:?}"
+        );
+        ensure!(
+            p.discontinuity_sequence >= last_sequence,
+            "EXT-X-DISCONTINUITY-SEQUENCE went back: {last_sequence} -> {p:?}"
+        );
+        last_sequence = p.discontinuity_sequence;
+    }
+    ensure!(
+        params(&resumed).map(|p| (p.target_duration, p.part_target))
+            == Some((first_params.target_duration, first_params.part_target)),
+        "the resumed playlist has other parameters than {first_params:?}:\n{resumed}"
+    );
+    eprintln!(
+        "{} playlist answers from node 3 across the failover, none 404, parameters kept: \
+         {first_params:?}",
+        seen.len()
+    );
     validate_playlists(&[
         nodes[2].url(MEDIA),
         format!("{}?_HLS_skip=YES", nodes[2].url(MEDIA)),

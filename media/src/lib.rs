@@ -32,4 +32,6 @@ pub(crate) mod testing;
 pub mod ts;
 
 pub use frame::{AudioConfig, Frame, TrackConfig, TrackKind, VideoCodec, VideoConfig};
-pub use packager::{Input, Output, Packager, PackagerError, PackagerSettings};
+pub use packager::{
+    Input, Output, Packager, PackagerError, PackagerSettings, PART_TARGET_MS_RANGE,
+};

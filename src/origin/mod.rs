@@ -23,7 +23,7 @@ use std::time::Duration;
 use sluice_cluster::command::{Applied, Op, Refusal};
 use sluice_cluster::handle::{ClusterError, ClusterHandle};
 use sluice_cluster::model::verifier_of;
-use sluice_cluster::model::{ChannelId, Ingest, LlHlsSettings, NodeId};
+use sluice_cluster::model::{ChannelId, Ingest, LlHlsSettings, NodeId, PlaylistParams};
 use sluice_media::playlist::Discontinuity;
 use sluice_media::Input;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -634,7 +634,7 @@ impl Origins {
         // out there. Its number is listed as a gap, never made again: one URL, one
         // content.
         let first_msn = claim.last_msn.map_or(0, |m| m + 1) + u64::from(claim.took_over);
-        let (recording, resume_at_us, earlier) = self.handle.read_local(|s| {
+        let (recording, resume_at_us, kept, earlier) = self.handle.read_local(|s| {
             let media = s
                 .generation(origin.id, claim.number)
                 .filter(|_| claim.resumed)
@@ -642,6 +642,7 @@ impl Origins {
             (
                 s.channels.get(&origin.id).is_some_and(|c| c.recording),
                 media.and_then(|m| m.timeline_end_us),
+                media.and_then(|m| m.playlist),
                 // Only the run of the segment the claim continues after: a copy of the
                 // state that lags behind it has an older report's run, whose number
                 // may not be the one players saw.
@@ -662,7 +663,14 @@ impl Origins {
             first_msn,
             first_init_index: if claim.resumed { first_msn as u32 } else { 0 },
             resumed: claim.resumed,
-            ll_hls,
+            // The generation's own parameters once an origin reported them; the
+            // channel's settings (which may have changed since) apply to new ones.
+            playlist: kept.unwrap_or(PlaylistParams {
+                segment_target_ms: ll_hls.segment_target_ms,
+                part_target_ms: ll_hls.part_target_ms,
+                window_segments: ll_hls.playlist_segments().max(3),
+            }),
+            part_target_kept: kept.is_some(),
         }
     }
 }

@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sluice_cluster::command::Op;
-use sluice_cluster::model::{DiscontinuityRun, GenerationState, LlHlsSettings, MediaInfo};
+use sluice_cluster::model::{DiscontinuityRun, GenerationState, MediaInfo, PlaylistParams};
 use sluice_media::playlist::names::{self, ObjectName};
 use sluice_media::playlist::{Discontinuity, MediaPlaylist, PlaylistSettings};
-use sluice_media::{Input, Output, Packager, PackagerSettings, TrackConfig};
+use sluice_media::{Input, Output, Packager, PackagerSettings, TrackConfig, PART_TARGET_MS_RANGE};
 use tokio::sync::mpsc;
 
 use super::recording::{piece_file, PlaylistWrite, Recorder};
@@ -43,7 +43,12 @@ pub(super) struct Plan {
     pub(super) first_msn: u64,
     pub(super) first_init_index: u32,
     pub(super) resumed: bool,
-    pub(super) ll_hls: LlHlsSettings,
+    /// The playlist's parameters: the channel's settings for a new generation, the
+    /// generation's own (from the state) for a resumed one.
+    pub(super) playlist: PlaylistParams,
+    /// `playlist.part_target_ms` is what an earlier origin advertised: advertised
+    /// again as it is, not fitted again.
+    pub(super) part_target_kept: bool,
     /// Where the generation's timeline ended at another origin (a resumed generation).
     pub(super) resume_at_us: Option<i64>,
     /// The discontinuity run of the last segment another origin made (a resumed
@@ -275,8 +280,15 @@ async fn next_feed(current: &mut Option<Attached>) -> Option<Feed> {
 impl Loop {
     fn packager_settings(&self) -> PackagerSettings {
         PackagerSettings {
-            part_target_ms: self.plan.ll_hls.part_target_ms,
-            segment_target_ms: self.plan.ll_hls.segment_target_ms,
+            part_target_ms: self.plan.playlist.part_target_ms.clamp(
+                *PART_TARGET_MS_RANGE.start(),
+                (*PART_TARGET_MS_RANGE.end()).min(self.plan.playlist.segment_target_ms),
+            ),
+            segment_target_ms: self.plan.playlist.segment_target_ms,
+            advertised_part_target_ms: self
+                .plan
+                .part_target_kept
+                .then_some(self.plan.playlist.part_target_ms),
             first_msn: self.plan.first_msn,
             first_init_index: self.plan.first_init_index,
             starts_with_discontinuity: self.plan.resumed,
@@ -377,7 +389,7 @@ impl Loop {
         let playlist = MediaPlaylist::new(PlaylistSettings {
             target_duration_s: p.settings().target_duration_s(),
             part_target_ms: p.part_target_ms(),
-            window_segments: self.plan.ll_hls.playlist_segments().max(3) as usize,
+            window_segments: self.plan.playlist.window_segments as usize,
             uri_prefix: format!("{}/", self.plan.generation),
         });
         if self.plan.resumed {
@@ -503,6 +515,11 @@ impl Loop {
                     number: d.number,
                     from_msn: d.from_msn,
                 }),
+            playlist: Some(PlaylistParams {
+                segment_target_ms: p.settings().segment_target_ms,
+                part_target_ms: p.part_target_ms(),
+                window_segments: self.plan.playlist.window_segments,
+            }),
             ..Default::default()
         };
         for c in p.track_configs() {

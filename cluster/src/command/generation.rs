@@ -231,7 +231,10 @@ fn report_media(
         });
     }
     g.last_msn = Some(last_msn);
+    // The generation owns its playlist parameters: the first report's stay.
+    let playlist = g.media.playlist.or(media.playlist);
     g.media = media.clone();
+    g.media.playlist = playlist;
     g.last_media_ms = g.last_media_ms.max(at);
     Ok(Applied::Done)
 }

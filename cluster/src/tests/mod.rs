@@ -469,6 +469,38 @@ fn a_claim_takes_over_from_an_origin_whose_lease_expired() {
     ));
 }
 
+/// A generation owns its playlist parameters: the first report's stay whatever later
+/// reports (an origin that resumed it with other channel settings) say.
+#[test]
+fn a_generations_playlist_parameters_are_the_first_reported() {
+    let mut s = cluster();
+    s.apply(&claim("news", 1, 10)).expect("claim");
+    let report = |msn, part_target_ms| {
+        cmd(
+            20,
+            Op::ReportMedia {
+                channel: "news".into(),
+                generation: 1,
+                node: 1,
+                last_msn: msn,
+                media: MediaInfo {
+                    playlist: Some(PlaylistParams {
+                        segment_target_ms: 2000,
+                        part_target_ms,
+                        window_segments: 6,
+                    }),
+                    ..MediaInfo::default()
+                },
+                epoch: 0,
+            },
+        )
+    };
+    s.apply(&report(1, 201)).expect("report");
+    s.apply(&report(2, 501)).expect("report");
+    let kept = s.generation(1, 1).and_then(|g| g.media.playlist);
+    assert_eq!(kept.map(|p| p.part_target_ms), Some(201));
+}
+
 #[test]
 fn a_claim_needs_a_valid_lease() {
     let mut s = cluster();

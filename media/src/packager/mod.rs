@@ -70,6 +70,10 @@ pub struct PackagerSettings {
     /// this generation, so a resumed stream's times never go back. `None`: the
     /// encoder's own times.
     pub resume_at_us: Option<i64>,
+    /// The PART-TARGET (ms) an earlier origin of this generation advertised: advertised
+    /// again, with parts fitted at or under it, so the playlist's PART-TARGET never
+    /// changes when the generation resumes (`None`: fitted from `part_target_ms`).
+    pub advertised_part_target_ms: Option<u32>,
 }
 
 impl Default for PackagerSettings {
@@ -83,6 +87,7 @@ impl Default for PackagerSettings {
             expect_video: true,
             expect_audio: true,
             resume_at_us: None,
+            advertised_part_target_ms: None,
         }
     }
 }
@@ -93,6 +98,10 @@ pub enum PackagerError {
     PartTarget { got: u32 },
     #[error("segment_target_ms must be at least part_target_ms ({part}) and at most {SEGMENT_TARGET_MS_MAX}, got {got}")]
     SegmentTarget { got: u32, part: u32 },
+    #[error(
+        "an earlier origin's PART-TARGET must be within 1..={SEGMENT_TARGET_MS_MAX}, got {got}"
+    )]
+    AdvertisedPartTarget { got: u32 },
     #[error(transparent)]
     Mux(#[from] MuxError),
     #[error("{bytes} bytes of media without the part ending: the publisher's timestamps stopped advancing")]
@@ -113,6 +122,12 @@ impl PackagerSettings {
                 got: self.segment_target_ms,
                 part: self.part_target_ms,
             });
+        }
+        if let Some(got) = self
+            .advertised_part_target_ms
+            .filter(|ms| *ms == 0 || *ms > SEGMENT_TARGET_MS_MAX)
+        {
+            return Err(PackagerError::AdvertisedPartTarget { got });
         }
         Ok(())
     }
@@ -403,12 +418,14 @@ impl Packager {
         &self.stats
     }
 
-    /// PART-TARGET in milliseconds as the playlist must advertise it: known once the
-    /// first init segment is out (the configured target until then).
+    /// PART-TARGET in milliseconds as the playlist must advertise it: an earlier
+    /// origin's, or known once the first init segment is out (the configured target
+    /// until then).
     pub fn part_target_ms(&self) -> u32 {
-        match self.part_target_us {
-            Some(us) => (us as u64).div_ceil(1000) as u32,
-            None => self.settings.part_target_ms,
+        match (self.settings.advertised_part_target_ms, self.part_target_us) {
+            (Some(ms), _) => ms,
+            (None, Some(us)) => (us as u64).div_ceil(1000) as u32,
+            (None, None) => self.settings.part_target_ms,
         }
     }
 
@@ -624,7 +641,11 @@ impl Packager {
         self.drive = 0;
         self.started = true;
         if self.part_target_us.is_none() {
-            self.part_target_us = Some(self.fitted_part_target_us());
+            let fitted = self.fitted_part_target_us();
+            self.part_target_us = Some(match self.settings.advertised_part_target_ms {
+                Some(ms) => fitted.min(i64::from(ms) * 1000),
+                None => fitted,
+            });
         }
         self.need_keyframe = video;
         self.init_dirty = true;

@@ -653,6 +653,55 @@ fn a_resumed_generation_keeps_counting_inits_and_starts_discontinuous() {
     assert_eq!(trace(&out)[..2], ["I2".to_string(), "S12d".to_string()]);
 }
 
+/// A generation resumed on another node advertises the PART-TARGET its playlist had,
+/// whatever the channel is set to now: the same encoder gets the same parts, one at
+/// another frame rate gets parts under that target.
+#[test]
+fn a_resumed_generation_advertises_the_earlier_part_target() {
+    let (first_out, first) = run(video_only(), &[video_config()], video_frames(30, 60, 120));
+    let advertised = first.part_target_ms();
+    assert_ne!(advertised, 200, "fitted to 30 fps");
+    let parts = |out: &[Output]| -> Vec<u64> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Part(p) => Some(p.duration_us),
+                _ => None,
+            })
+            .collect()
+    };
+    for fps in [30, 25, 24, 60] {
+        let settings = PackagerSettings {
+            part_target_ms: 500,
+            advertised_part_target_ms: Some(advertised),
+            ..video_only()
+        };
+        let (out, p) = run(
+            settings,
+            &[video_config()],
+            video_frames(fps, 2 * fps, 4 * fps),
+        );
+        assert_eq!(p.part_target_ms(), advertised, "{fps} fps");
+        let durations = parts(&out);
+        assert!(durations.len() >= 16, "{fps} fps: {durations:?}");
+        assert!(
+            durations.iter().all(|d| *d <= u64::from(advertised) * 1000),
+            "{fps} fps: {durations:?} over {advertised} ms"
+        );
+        if fps == 30 {
+            assert_eq!(
+                durations[..6],
+                parts(&first_out)[..6],
+                "the same parts again"
+            );
+        }
+    }
+    assert!(Packager::new(PackagerSettings {
+        advertised_part_target_ms: Some(0),
+        ..PackagerSettings::default()
+    })
+    .is_err());
+}
+
 /// A publisher whose timestamps stop advancing never ends a part: past
 /// MAX_QUEUED_BYTES the packager writes what it holds and refuses the publisher,
 /// instead of growing one part without bound.
