@@ -318,6 +318,17 @@ pub struct MediaInfo {
     /// whatever later reports say, and continued by every origin that resumes it.
     #[serde(default)]
     pub playlist: Option<PlaylistParams>,
+    /// Where segment `last_msn` began on the output timeline (µs), and on the wall
+    /// clock (ms since the Unix epoch): a resuming origin lists the segments it cannot
+    /// have (as gaps) where players had them, and continues its timeline after them.
+    #[serde(default)]
+    pub segment_start_us: Option<i64>,
+    #[serde(default)]
+    pub segment_date_ms: Option<i64>,
+    /// How long the whole segments before `last_msn` were (µs; up to 16, the latest
+    /// last).
+    #[serde(default)]
+    pub recent_durations_us: Vec<u64>,
 }
 
 /// What a generation's media playlist must keep for as long as the generation lives

@@ -43,6 +43,28 @@ fn live(http: &Http, base: &str) -> Option<String> {
     (r.status == 200 && r.text().matches("#EXTINF").count() >= 2).then(|| r.text())
 }
 
+/// Each whole segment's EXTINF in a media playlist, by sequence number (its URI is
+/// `GENERATION/MSN.m4s`).
+fn extinfs(text: &str) -> std::collections::BTreeMap<u64, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut extinf = None;
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix("#EXTINF:") {
+            extinf = Some(v.trim_end_matches(',').to_string());
+        } else if !line.starts_with('#') {
+            let msn = line
+                .rsplit('/')
+                .next()
+                .and_then(|f| f.strip_suffix(".m4s"))
+                .and_then(|n| n.parse().ok());
+            if let (Some(msn), Some(e)) = (msn, extinf.take()) {
+                out.insert(msn, e);
+            }
+        }
+    }
+    out
+}
+
 /// What one media playlist must keep under its URL.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct PlaylistParams {
@@ -309,7 +331,8 @@ fn viewers_survive_the_origins_death_and_chained_edges_fail_over() -> Result<()>
     let page = nodes[2].url("/watch/main");
     let player = std::thread::spawn(move || play_page(&page, 24, Duration::from_secs(120)));
     std::thread::sleep(Duration::from_secs(8));
-    let before = media_sequence(&http.get(&nodes[2].url(MEDIA), &[])?.text()).unwrap_or(0);
+    let before_text = http.get(&nodes[2].url(MEDIA), &[])?.text();
+    let before = media_sequence(&before_text).unwrap_or(0);
     let killed = Instant::now();
     nodes[0].kill();
     first.kill();
@@ -327,6 +350,25 @@ fn viewers_survive_the_origins_death_and_chained_edges_fail_over() -> Result<()>
     )
     .with_context(|| format!("{}\n{}", nodes[1].log(), nodes[2].log()))?;
     let resumed_after = killed.elapsed();
+    // The segments node 2 cannot have are listed (as gaps) as long as they were: a
+    // target duration each put the segment hls.js was in seconds off, and it stood
+    // still for 25 s.
+    let (was, now) = (extinfs(&before_text), extinfs(&resumed));
+    let compared: Vec<_> = was
+        .iter()
+        .filter(|(msn, _)| now.contains_key(msn))
+        .collect();
+    ensure!(
+        !compared.is_empty(),
+        "no segment of node 1's in the resumed playlist:\n{resumed}"
+    );
+    for (msn, extinf) in compared {
+        ensure!(
+            now[msn] == *extinf,
+            "segment {msn} was listed {extinf} by node 1, {} after the move:\n{resumed}",
+            now[msn]
+        );
+    }
     // Past the resume for a few seconds more.
     std::thread::sleep(Duration::from_secs(3));
     stop.store(true, Ordering::SeqCst);

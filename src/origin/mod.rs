@@ -23,8 +23,8 @@ use std::time::Duration;
 use sluice_cluster::command::{Applied, Op, Refusal};
 use sluice_cluster::handle::{ClusterError, ClusterHandle};
 use sluice_cluster::model::verifier_of;
-use sluice_cluster::model::{ChannelId, Ingest, LlHlsSettings, NodeId, PlaylistParams};
-use sluice_media::playlist::Discontinuity;
+use sluice_cluster::model::{ChannelId, Ingest, LlHlsSettings, MediaInfo, NodeId, PlaylistParams};
+use sluice_media::playlist::{Discontinuity, GapTimes};
 use sluice_media::Input;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -634,15 +634,19 @@ impl Origins {
         // out there. Its number is listed as a gap, never made again: one URL, one
         // content.
         let first_msn = claim.last_msn.map_or(0, |m| m + 1) + u64::from(claim.took_over);
-        let (recording, resume_at_us, kept, earlier) = self.handle.read_local(|s| {
-            let media = s
+        let (recording, resume_at_us, kept, last_report, earlier) = self.handle.read_local(|s| {
+            let generation = s
                 .generation(origin.id, claim.number)
-                .filter(|_| claim.resumed)
-                .map(|g| &g.media);
+                .filter(|_| claim.resumed);
+            let media = generation.map(|g| &g.media);
             (
                 s.channels.get(&origin.id).is_some_and(|c| c.recording),
                 media.and_then(|m| m.timeline_end_us),
                 media.and_then(|m| m.playlist),
+                // The report of the segment the claim continues after, only.
+                generation
+                    .filter(|g| g.last_msn.is_some() && g.last_msn == claim.last_msn)
+                    .map(|g| g.media.clone()),
                 // Only the run of the segment the claim continues after: a copy of the
                 // state that lags behind it has an older report's run, whose number
                 // may not be the one players saw.
@@ -655,9 +659,19 @@ impl Origins {
                     }),
             )
         });
+        let playlist = kept.unwrap_or(PlaylistParams {
+            segment_target_ms: ll_hls.segment_target_ms,
+            part_target_ms: ll_hls.part_target_ms,
+            window_segments: ll_hls.playlist_segments().max(3),
+        });
+        let (gap_times, resume_at_us) = match (claim.last_msn, last_report) {
+            (Some(last), Some(m)) => resume_after_gaps(last, first_msn, &m, playlist, resume_at_us),
+            _ => (GapTimes::default(), resume_at_us),
+        };
         pipeline::Plan {
             recording,
             resume_at_us,
+            gap_times,
             earlier,
             generation: claim.number,
             first_msn,
@@ -665,14 +679,46 @@ impl Origins {
             resumed: claim.resumed,
             // The generation's own parameters once an origin reported them; the
             // channel's settings (which may have changed since) apply to new ones.
-            playlist: kept.unwrap_or(PlaylistParams {
-                segment_target_ms: ll_hls.segment_target_ms,
-                part_target_ms: ll_hls.part_target_ms,
-                window_segments: ll_hls.playlist_segments().max(3),
-            }),
+            playlist,
             part_target_kept: kept.is_some(),
         }
     }
+}
+
+/// Where the segments a resuming origin cannot have are listed, and where its own
+/// timeline goes on: the earlier origin reported segment `last` (its first part out)
+/// with where and when it began and how long the whole ones before it were. Segment
+/// `last` and any after it up to `first_msn` are taken to last as long as the latest
+/// whole one (the segment target without one), and the own timeline starts after
+/// them, so media and playlist times agree (never before the reported end).
+fn resume_after_gaps(
+    last: u64,
+    first_msn: u64,
+    report: &MediaInfo,
+    playlist: PlaylistParams,
+    timeline_end_us: Option<i64>,
+) -> (GapTimes, Option<i64>) {
+    let recent = &report.recent_durations_us;
+    let times = GapTimes {
+        first_known_msn: last.saturating_sub(recent.len() as u64),
+        durations_us: recent.clone(),
+        other_us: Some(
+            recent
+                .last()
+                .copied()
+                .unwrap_or(u64::from(playlist.segment_target_ms) * 1000),
+        ),
+        dated: report.segment_date_ms.map(|ms| (last, ms)),
+    };
+    let resume_at_us = match report.segment_start_us {
+        Some(start) => {
+            let gaps_us: u64 = (last..first_msn).map(|m| times.duration_us(m, 0)).sum();
+            let after_gaps = start.saturating_add(i64::try_from(gaps_us).unwrap_or(i64::MAX));
+            Some(timeline_end_us.map_or(after_gaps, |end| end.max(after_gaps)))
+        }
+        None => timeline_end_us,
+    };
+    (times, resume_at_us)
 }
 
 /// A committed claim of a channel's generation.
@@ -777,5 +823,50 @@ async fn control_loop(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Segment 10 was reported at 20 s (its first part out); 8 and 9 were whole, 2 s
+    /// each. A takeover starts at 12: 10 and 11 are listed 2 s each, and the own
+    /// timeline goes on after them, at 24 s, where the playlist puts segment 12.
+    #[test]
+    fn a_takeover_continues_the_timeline_after_the_gaps_it_lists() {
+        let report = MediaInfo {
+            segment_start_us: Some(20_000_000),
+            segment_date_ms: Some(5_000),
+            recent_durations_us: vec![2_000_000, 2_000_000],
+            ..MediaInfo::default()
+        };
+        let params = PlaylistParams {
+            segment_target_ms: 4_000,
+            part_target_ms: 200,
+            window_segments: 6,
+        };
+        let (times, resume) = resume_after_gaps(10, 12, &report, params, Some(20_200_000));
+        assert_eq!(resume, Some(24_000_000));
+        assert_eq!(times.duration_us(9, 3_000_000), 2_000_000);
+        assert_eq!(times.duration_us(11, 3_000_000), 2_000_000);
+        assert_eq!(times.dated, Some((10, 5_000)));
+        // Never before where the earlier origin said its timeline ended.
+        let (_, resume) = resume_after_gaps(10, 12, &report, params, Some(30_000_000));
+        assert_eq!(resume, Some(30_000_000));
+        // Nothing whole reported: the segment target; no start: the reported end.
+        let first = MediaInfo {
+            segment_start_us: Some(0),
+            ..MediaInfo::default()
+        };
+        assert_eq!(
+            resume_after_gaps(0, 1, &first, params, Some(200_000)).1,
+            Some(4_000_000)
+        );
+        let old = MediaInfo::default();
+        assert_eq!(
+            resume_after_gaps(0, 1, &old, params, Some(200_000)).1,
+            Some(200_000)
+        );
     }
 }

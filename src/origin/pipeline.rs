@@ -11,7 +11,7 @@ use bytes::Bytes;
 use sluice_cluster::command::Op;
 use sluice_cluster::model::{DiscontinuityRun, GenerationState, MediaInfo, PlaylistParams};
 use sluice_media::playlist::names::{self, ObjectName};
-use sluice_media::playlist::{Discontinuity, MediaPlaylist, PlaylistSettings};
+use sluice_media::playlist::{Discontinuity, GapTimes, MediaPlaylist, PlaylistSettings};
 use sluice_media::{Input, Output, Packager, PackagerSettings, TrackConfig, PART_TARGET_MS_RANGE};
 use tokio::sync::mpsc;
 
@@ -49,8 +49,11 @@ pub(super) struct Plan {
     /// `playlist.part_target_ms` is what an earlier origin advertised: advertised
     /// again as it is, not fitted again.
     pub(super) part_target_kept: bool,
-    /// Where the generation's timeline ended at another origin (a resumed generation).
+    /// Where the generation's timeline goes on after another origin's (a resumed
+    /// generation).
     pub(super) resume_at_us: Option<i64>,
+    /// How long, and from when, the other origin's segments are listed (as gaps).
+    pub(super) gap_times: GapTimes,
     /// The discontinuity run of the last segment another origin made (a resumed
     /// generation): listed again as gaps.
     pub(super) earlier: Option<Discontinuity>,
@@ -393,10 +396,11 @@ impl Loop {
             uri_prefix: format!("{}/", self.plan.generation),
         });
         if self.plan.resumed {
-            playlist.resuming_at(
+            playlist.resuming_after(
                 self.plan.first_msn,
                 self.plan.first_init_index,
                 self.plan.earlier,
+                &self.plan.gap_times,
             )
         } else {
             playlist
@@ -499,7 +503,34 @@ impl Loop {
     }
 
     fn report(&self, p: &Packager, msn: u64) {
+        let (first_part_us, segment_date_ms, recent_durations_us) = self.origin.read(|s| {
+            let Some(pl) = s.playlist() else {
+                return (None, None, Vec::new());
+            };
+            let this = pl.segments().rev().find(|seg| seg.msn == msn);
+            // The whole segments right before this one, the latest last.
+            let mut recent: Vec<u64> = pl
+                .segments()
+                .rev()
+                .skip_while(|seg| seg.msn >= msn)
+                .zip((0..msn).rev())
+                .take(16)
+                .map_while(|(seg, expected)| seg.duration_us.filter(|_| seg.msn == expected))
+                .collect();
+            recent.reverse();
+            (
+                this.and_then(|seg| seg.parts.first())
+                    .map(|part| part.duration_us),
+                this.map(|seg| seg.program_date_time_ms),
+                recent,
+            )
+        });
         let mut media = MediaInfo {
+            segment_start_us: first_part_us
+                .and_then(|us| i64::try_from(us).ok())
+                .map(|us| p.output_end_us() - us),
+            segment_date_ms,
+            recent_durations_us,
             timeline_end_us: Some(p.output_end_us()),
             codecs: p
                 .track_configs()

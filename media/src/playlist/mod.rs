@@ -65,6 +65,49 @@ pub struct Discontinuity {
     pub from_msn: u64,
 }
 
+/// What an earlier origin of a resumed generation reported of its segments: how long
+/// they were and when one of them began, so they are listed (as gaps) where players
+/// had them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GapTimes {
+    /// Segment `first_known_msn + i` lasted `durations_us[i]`.
+    pub first_known_msn: u64,
+    pub durations_us: Vec<u64>,
+    /// How long the others are taken to be (the earlier origin's open segment, and one
+    /// it may have begun); `None`: a target duration.
+    pub other_us: Option<u64>,
+    /// Segment `.0` began at wall-clock time `.1` (ms since the Unix epoch).
+    pub dated: Option<(u64, i64)>,
+}
+
+impl GapTimes {
+    /// How long segment `msn` is listed.
+    pub fn duration_us(&self, msn: u64, target_duration_us: u64) -> u64 {
+        msn.checked_sub(self.first_known_msn)
+            .and_then(|i| self.durations_us.get(usize::try_from(i).ok()?))
+            .copied()
+            .or(self.other_us)
+            .unwrap_or(target_duration_us)
+            .max(1)
+    }
+
+    /// When segment `msn` began, counted from the dated one.
+    fn dated_ms(&self, msn: u64, target_duration_us: u64) -> Option<i64> {
+        let (at, ms) = self.dated?;
+        let span_ms = |from: u64, to: u64| -> i64 {
+            let us: u64 = (from..to)
+                .map(|m| self.duration_us(m, target_duration_us))
+                .sum();
+            i64::try_from(us / 1000).unwrap_or(i64::MAX)
+        };
+        Some(if msn >= at {
+            ms.saturating_add(span_ms(at, msn))
+        } else {
+            ms.saturating_sub(span_ms(msn, at))
+        })
+    }
+}
+
 /// A skip request (`_HLS_skip`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Skip {
@@ -91,6 +134,8 @@ pub struct MediaPlaylist {
     discontinuity_sequence: u64,
     /// How many segments at the front are gaps (`resuming_at`): they only ever leave.
     leading_gaps: usize,
+    /// The gaps have the dates the earlier origin gave them.
+    gaps_dated: bool,
     ended: bool,
 }
 
@@ -101,6 +146,7 @@ impl MediaPlaylist {
             segments: VecDeque::new(),
             discontinuity_sequence: 0,
             leading_gaps: 0,
+            gaps_dated: false,
             ended: false,
         }
     }
@@ -126,10 +172,24 @@ impl MediaPlaylist {
     /// the same number as the second, and a player reused the second's timestamp offset
     /// for media on a restarted clock.
     pub fn resuming_at(
+        self,
+        first_msn: u64,
+        init_index: u32,
+        earlier: Option<Discontinuity>,
+    ) -> Self {
+        self.resuming_after(first_msn, init_index, earlier, &GapTimes::default())
+    }
+
+    /// [`MediaPlaylist::resuming_at`], with the gaps listed for as long, and dated as,
+    /// `times` says the earlier origin's segments were: a player that played them
+    /// finds them where it had them (listed a target duration each, hls.js placed the
+    /// segment it was in seconds off and stood still for 25 s).
+    pub fn resuming_after(
         mut self,
         first_msn: u64,
         init_index: u32,
         earlier: Option<Discontinuity>,
+        times: &GapTimes,
     ) -> Self {
         let Some(earlier) = earlier.filter(|e| e.from_msn < first_msn) else {
             self.discontinuity_sequence = first_msn;
@@ -141,17 +201,25 @@ impl MediaPlaylist {
         for msn in earlier.from_msn.max(first_msn.saturating_sub(window))..first_msn {
             self.segments.push_back(SegmentEntry {
                 msn,
-                // Dated when the first own segment is: back from it, a target
-                // duration each.
+                // Dated below, or else when the first own segment is (back from it).
                 program_date_time_ms: 0,
                 discontinuity: false,
                 init_index,
                 parts: Vec::new(),
-                duration_us: Some(td_us),
+                duration_us: Some(times.duration_us(msn, td_us)),
                 gap: true,
             });
         }
         self.leading_gaps = self.segments.len();
+        // From the date the earlier origin reported, when it did.
+        let first = self.segments.front().map(|s| s.msn);
+        if let Some(mut at_ms) = first.and_then(|m| times.dated_ms(m, td_us)) {
+            for gap in &mut self.segments {
+                gap.program_date_time_ms = at_ms;
+                at_ms += i64::try_from(gap.duration_us.unwrap_or(0) / 1000).unwrap_or(0);
+            }
+            self.gaps_dated = true;
+        }
         self
     }
 
@@ -180,7 +248,7 @@ impl MediaPlaylist {
         &self.settings
     }
 
-    pub fn segments(&self) -> impl Iterator<Item = &SegmentEntry> {
+    pub fn segments(&self) -> impl DoubleEndedIterator<Item = &SegmentEntry> {
         self.segments.iter()
     }
 
@@ -193,7 +261,7 @@ impl MediaPlaylist {
         match output {
             Output::Init(_) => {}
             Output::SegmentStart(s) => {
-                if self.segments.len() == self.leading_gaps {
+                if self.segments.len() == self.leading_gaps && !self.gaps_dated {
                     let mut at_ms = s.program_date_time_ms;
                     for gap in self.segments.iter_mut().rev() {
                         at_ms -= gap.listed_duration_us().div_ceil(1000) as i64;

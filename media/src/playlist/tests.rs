@@ -437,6 +437,49 @@ fn a_resumed_playlist_lists_the_earlier_origins_segments_as_gaps() {
     assert_eq!(blind.discontinuity_sequence, 4);
 }
 
+/// The gaps a resumed generation lists are as long as the earlier origin said its
+/// segments were, and dated from the date it gave the last one; the first own segment
+/// keeps its own date.
+#[test]
+fn gaps_are_listed_as_long_and_dated_as_the_earlier_origin_reported() {
+    let run = Some(Discontinuity {
+        number: 2,
+        from_msn: 3,
+    });
+    // Segments 4 and 5 were whole (1.5 s, 2.5 s); 6 was open when reported, 7 taken
+    // over: as long as the latest whole one.
+    let times = GapTimes {
+        first_known_msn: 4,
+        durations_us: vec![1_500_000, 2_500_000],
+        other_us: Some(2_500_000),
+        dated: Some((6, 1_000_000)),
+    };
+    let mut pl = MediaPlaylist::new(settings()).resuming_after(8, 8, run, &times);
+    pl.apply(&start(8, true));
+    pl.apply(&part(8, 0));
+    let listed: Vec<_> = pl
+        .segments()
+        .map(|s| (s.msn, s.duration_us, s.program_date_time_ms, s.gap))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            // Before the known ones, as long as the others.
+            (3, Some(2_500_000), 1_000_000 - 4_000 - 2_500, true),
+            (4, Some(1_500_000), 1_000_000 - 4_000, true),
+            (5, Some(2_500_000), 1_000_000 - 2_500, true),
+            (6, Some(2_500_000), 1_000_000, true),
+            (7, Some(2_500_000), 1_002_500, true),
+            (8, None, 1_795_249_986_000 + 16_000, false),
+        ]
+    );
+    let text = pl.render(Skip::No, &[]);
+    assert!(
+        text.contains("#EXT-X-GAP\n#EXTINF:1.50000,\n1/4.m4s"),
+        "{text}"
+    );
+}
+
 /// A delta update never skips a gap: the player would fill it in from its copy of the
 /// earlier origin's playlist, where the segment was not a gap, and fetch it.
 #[test]
