@@ -325,6 +325,9 @@ pub struct MediaInfo {
     pub segment_start_us: Option<i64>,
     #[serde(default)]
     pub segment_date_ms: Option<i64>,
+    /// The init segment segment `last_msn` named.
+    #[serde(default)]
+    pub segment_init_index: Option<u32>,
     /// How long the whole segments before `last_msn` were (µs; up to 16, the latest
     /// last).
     #[serde(default)]

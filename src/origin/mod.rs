@@ -709,6 +709,7 @@ fn resume_after_gaps(
                 .unwrap_or(u64::from(playlist.segment_target_ms) * 1000),
         ),
         dated: report.segment_date_ms.map(|ms| (last, ms)),
+        init_index: report.segment_init_index,
     };
     let resume_at_us = match report.segment_start_us {
         Some(start) => {

@@ -503,33 +503,36 @@ impl Loop {
     }
 
     fn report(&self, p: &Packager, msn: u64) {
-        let (first_part_us, segment_date_ms, recent_durations_us) = self.origin.read(|s| {
-            let Some(pl) = s.playlist() else {
-                return (None, None, Vec::new());
-            };
-            let this = pl.segments().rev().find(|seg| seg.msn == msn);
-            // The whole segments right before this one, the latest last.
-            let mut recent: Vec<u64> = pl
-                .segments()
-                .rev()
-                .skip_while(|seg| seg.msn >= msn)
-                .zip((0..msn).rev())
-                .take(16)
-                .map_while(|(seg, expected)| seg.duration_us.filter(|_| seg.msn == expected))
-                .collect();
-            recent.reverse();
-            (
-                this.and_then(|seg| seg.parts.first())
-                    .map(|part| part.duration_us),
-                this.map(|seg| seg.program_date_time_ms),
-                recent,
-            )
-        });
+        let (first_part_us, segment_date_ms, segment_init_index, recent_durations_us) =
+            self.origin.read(|s| {
+                let Some(pl) = s.playlist() else {
+                    return (None, None, None, Vec::new());
+                };
+                let this = pl.segments().rev().find(|seg| seg.msn == msn);
+                // The whole segments right before this one, the latest last.
+                let mut recent: Vec<u64> = pl
+                    .segments()
+                    .rev()
+                    .skip_while(|seg| seg.msn >= msn)
+                    .zip((0..msn).rev())
+                    .take(16)
+                    .map_while(|(seg, expected)| seg.duration_us.filter(|_| seg.msn == expected))
+                    .collect();
+                recent.reverse();
+                (
+                    this.and_then(|seg| seg.parts.first())
+                        .map(|part| part.duration_us),
+                    this.map(|seg| seg.program_date_time_ms),
+                    this.map(|seg| seg.init_index),
+                    recent,
+                )
+            });
         let mut media = MediaInfo {
             segment_start_us: first_part_us
                 .and_then(|us| i64::try_from(us).ok())
                 .map(|us| p.output_end_us() - us),
             segment_date_ms,
+            segment_init_index,
             recent_durations_us,
             timeline_end_us: Some(p.output_end_us()),
             codecs: p

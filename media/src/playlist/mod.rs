@@ -78,6 +78,9 @@ pub struct GapTimes {
     pub other_us: Option<u64>,
     /// Segment `.0` began at wall-clock time `.1` (ms since the Unix epoch).
     pub dated: Option<(u64, i64)>,
+    /// The init segment the earlier origin's segments named: a player that had it
+    /// does not fetch another one for a gap (`None`: the resumed playlist's first).
+    pub init_index: Option<u32>,
 }
 
 impl GapTimes {
@@ -204,7 +207,7 @@ impl MediaPlaylist {
                 // Dated below, or else when the first own segment is (back from it).
                 program_date_time_ms: 0,
                 discontinuity: false,
-                init_index,
+                init_index: times.init_index.unwrap_or(init_index),
                 parts: Vec::new(),
                 duration_us: Some(times.duration_us(msn, td_us)),
                 gap: true,

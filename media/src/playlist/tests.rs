@@ -453,6 +453,7 @@ fn gaps_are_listed_as_long_and_dated_as_the_earlier_origin_reported() {
         durations_us: vec![1_500_000, 2_500_000],
         other_us: Some(2_500_000),
         dated: Some((6, 1_000_000)),
+        init_index: Some(5),
     };
     let mut pl = MediaPlaylist::new(settings()).resuming_after(8, 8, run, &times);
     pl.apply(&start(8, true));
@@ -478,6 +479,12 @@ fn gaps_are_listed_as_long_and_dated_as_the_earlier_origin_reported() {
         text.contains("#EXT-X-GAP\n#EXTINF:1.50000,\n1/4.m4s"),
         "{text}"
     );
+    // Under the init segment the earlier origin named, then the own one.
+    let (gaps, own) = text
+        .split_once("#EXT-X-DISCONTINUITY\n")
+        .expect("a discontinuity");
+    assert!(gaps.contains("#EXT-X-MAP:URI=\"1/init-5.mp4\""), "{text}");
+    assert!(own.contains("#EXT-X-MAP:URI=\"1/init.mp4\""), "{text}");
 }
 
 /// A delta update never skips a gap: the player would fill it in from its copy of the
