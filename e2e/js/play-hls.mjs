@@ -138,7 +138,7 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 // Runs inside the page: starts the player and records events into window.__play.
 function startPlayer([src, extraConfig, player]) {
-  const state = { fatalErrors: [], nonFatalErrors: 0, nonFatalSamples: [], ended: false };
+  const state = { fatalErrors: [], nonFatalErrors: 0, nonFatalSamples: [], ended: false, loaded: false };
   window.__play = state;
   const video = document.getElementById('v');
   video.addEventListener('ended', () => { state.ended = true; });
@@ -179,12 +179,19 @@ function startPlayer([src, extraConfig, player]) {
     shakaPlayer.configure(Object.assign({ streaming: { lowLatencyMode: true } }, extraConfig));
     shakaPlayer.addEventListener('error', (event) => {
       const e = event.detail;
-      const entry = { type: 'shaka', details: `${e.code} ${e.message || ''}`, severity: e.severity };
-      if (e.severity === 2) state.fatalErrors.push(entry); else nonFatal(entry);
+      // For an HTTP error Shaka's data starts with the URI and the status.
+      const said = Array.isArray(e.data) ? ` ${e.data.slice(0, 2).map(String).join(' ')}` : '';
+      const entry = { type: 'shaka', details: `${e.code} ${e.message || ''}${said}`, severity: e.severity };
+      // Shaka fires a live stream's failed segment fetch as CRITICAL before its default
+      // failure callback marks it recoverable and retries streaming: such an error is
+      // fatal only if playback does not go on (the run then times out). Any other
+      // critical error is fatal.
+      const retried = e.severity === 2 && e.category === 1 && state.loaded;
+      if (e.severity === 2 && !retried) state.fatalErrors.push(entry); else nonFatal(entry);
     });
     shakaPlayer.attach(video)
       .then(() => shakaPlayer.load(src))
-      .then(() => video.play().catch(() => {}))
+      .then(() => { state.loaded = true; return video.play().catch(() => {}); })
       .catch((e) => state.fatalErrors.push({ type: 'shaka-load', details: `${e.code} ${e.message || e}` }));
     return;
   }

@@ -355,6 +355,62 @@ impl Player {
     }
 }
 
+/// Plays `url` with every player at once, `seconds` of media each within `limit`; a
+/// line per player, and what went wrong (a stall over `stall_limit_ms(player)`, when it
+/// gives one).
+/// `PLAY_HLS_PLAYERS=videojs,shaka` plays only those (for finding out why one fails,
+/// with `PLAY_HLS_DEBUG`; a run that names none plays all).
+pub fn every_player(
+    source: &str,
+    url: &str,
+    seconds: u32,
+    limit: Duration,
+    stall_limit_ms: impl Fn(Player) -> Option<f64>,
+) -> Vec<String> {
+    let only = std::env::var("PLAY_HLS_PLAYERS").unwrap_or_default();
+    let runs: Vec<_> = Player::ALL
+        .iter()
+        .filter(|p| only.is_empty() || only.split(',').any(|name| name == p.name()))
+        .map(|&player| {
+            let url = url.to_string();
+            (
+                player,
+                std::thread::spawn(move || play_with(player, &url, seconds, limit)),
+            )
+        })
+        .collect();
+    let mut failures = Vec::new();
+    for (player, run) in runs {
+        let name = player.name();
+        let played: Result<Playback> = run
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the player thread panicked")));
+        match played {
+            Err(e) => failures.push(format!("{name} from {source}: {e:#}")),
+            Ok(p) => {
+                let stall = p.report["maxStallMs"].as_f64().unwrap_or(f64::MAX);
+                eprintln!(
+                    "{name:8} from {source:13}: played {:.1} s, longest stall {stall:.0} ms, \
+                     {} behind the edge it saw",
+                    p.report["played"].as_f64().unwrap_or(0.0),
+                    p.report["edgeDistance"]
+                        .as_f64()
+                        .map_or("-".to_string(), |d| format!("{d:.2} s")),
+                );
+                if !p.ok {
+                    failures.push(format!("{name} from {source}: {}", p.report));
+                } else if stall_limit_ms(player).is_some_and(|l| stall > l) {
+                    failures.push(format!(
+                        "{name} from {source}: stood still {stall:.0} ms: {}",
+                        p.report
+                    ));
+                }
+            }
+        }
+    }
+    failures
+}
+
 /// Plays a live HLS URL with `player` (its defaults, low-latency mode where it has
 /// one) until `min_seconds` of media played. The report's `edgeDistance` is how far the
 /// picture was behind the end of what the player called seekable.

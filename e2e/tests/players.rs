@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use sluice_e2e::node::{three_nodes, wait_for, EdgeProcess, Http, Publisher};
-use sluice_e2e::{make_small_stream, play_with, Playback, Player, TempDir};
+use sluice_e2e::{every_player, make_small_stream, Player, TempDir};
 
 /// Media each player must play, and the wall-clock time it gets to do so.
 const PLAY_SECONDS: u32 = 15;
@@ -16,48 +16,10 @@ const PLAY_LIMIT: Duration = Duration::from_secs(60);
 /// boundary when a blocking answer that ended there was kept by the browser's cache.
 const STALL_LIMIT_MS: f64 = 5000.0;
 
-/// Plays `url` with every player at once; a line per player, and what went wrong.
 fn play_everywhere(source: &str, url: &str) -> Vec<String> {
-    let runs: Vec<_> = Player::ALL
-        .iter()
-        .map(|&player| {
-            let url = url.to_string();
-            (
-                player,
-                std::thread::spawn(move || play_with(player, &url, PLAY_SECONDS, PLAY_LIMIT)),
-            )
-        })
-        .collect();
-    let mut failures = Vec::new();
-    for (player, run) in runs {
-        let name = player.name();
-        let played: Result<Playback> = run
-            .join()
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("the player thread panicked")));
-        match played {
-            Err(e) => failures.push(format!("{name} from {source}: {e:#}")),
-            Ok(p) => {
-                let stall = p.report["maxStallMs"].as_f64().unwrap_or(f64::MAX);
-                eprintln!(
-                    "{name:8} from {source:13}: played {:.1} s, longest stall {stall:.0} ms, \
-                     {} behind the edge it saw",
-                    p.report["played"].as_f64().unwrap_or(0.0),
-                    p.report["edgeDistance"]
-                        .as_f64()
-                        .map_or("-".to_string(), |d| format!("{d:.2} s")),
-                );
-                if !p.ok {
-                    failures.push(format!("{name} from {source}: {}", p.report));
-                } else if stall > STALL_LIMIT_MS {
-                    failures.push(format!(
-                        "{name} from {source}: stood still {stall:.0} ms: {}",
-                        p.report
-                    ));
-                }
-            }
-        }
-    }
-    failures
+    every_player(source, url, PLAY_SECONDS, PLAY_LIMIT, |_| {
+        Some(STALL_LIMIT_MS)
+    })
 }
 
 #[test]
