@@ -328,10 +328,33 @@ pub struct MediaInfo {
     /// The init segment segment `last_msn` named.
     #[serde(default)]
     pub segment_init_index: Option<u32>,
-    /// How long the whole segments before `last_msn` were (µs; up to 16, the latest
-    /// last).
+    /// How long the whole segments up to `last_msn` were (µs; up to 16, the latest
+    /// last, which is segment `recent_last_msn`: `last_msn` once it is whole, else the
+    /// one before).
     #[serde(default)]
     pub recent_durations_us: Vec<u64>,
+    #[serde(default)]
+    pub recent_last_msn: Option<u64>,
+    /// The longest time between two keyframes of the current publisher (ms): a
+    /// player can only start on one.
+    #[serde(default)]
+    pub keyframe_interval_ms: Option<u32>,
+}
+
+/// Above this a publisher's keyframe interval is worth telling the operator about.
+pub const KEYFRAME_WARN_MS: u32 = 4_000;
+
+/// What an operator is told of a publisher's keyframe interval when it is long: a
+/// player joins on a keyframe, so viewers start up to that far behind the live edge.
+pub fn keyframe_warning(interval_ms: u32) -> Option<String> {
+    (interval_ms > KEYFRAME_WARN_MS).then(|| {
+        format!(
+            "keyframe interval {:.1} s: viewers join up to {} s behind; set the encoder's \
+             keyframe interval to 1-2 s",
+            f64::from(interval_ms) / 1000.0,
+            interval_ms / 1000
+        )
+    })
 }
 
 /// What a generation's media playlist must keep for as long as the generation lives

@@ -114,7 +114,13 @@ try {
     await page.click(`#channel-table tr[data-channel="${opts.channel}"] a`);
     await page.waitForSelector('#preview');
     await page.waitForFunction(() => document.getElementById('live-state')?.textContent === 'live');
-    return { server: await page.textContent('#obs-server'), origin: await page.textContent('#origin') };
+    // The publisher's keyframe interval, once a report has seen two keyframes.
+    await page.waitForFunction(() => document.getElementById('keyframes')?.textContent.startsWith('every'));
+    return {
+      server: await page.textContent('#obs-server'),
+      origin: await page.textContent('#origin'),
+      keyframes: await page.textContent('#keyframes'),
+    };
   });
   await step('preview plays', async () => {
     const frame = page.frameLocator('#preview');

@@ -85,6 +85,14 @@ fn an_operator_sees_the_cluster_watches_a_channel_and_stops_it_from_the_dashboar
         *server == format!("rtmp://127.0.0.1:{}/live", nodes[0].rtmp),
         "OBS server shown: {server}"
     );
+    // A 2 s GOP: its interval shown, no warning.
+    let keyframes = report["steps"]["channel page"]["value"]["keyframes"]
+        .as_str()
+        .unwrap_or_default();
+    ensure!(
+        keyframes.starts_with("every ") && !keyframes.contains("join"),
+        "keyframes shown: {keyframes}"
+    );
     let played = &report["steps"]["preview plays"]["value"];
     ensure!(
         played["second"].as_f64() > played["first"].as_f64(),

@@ -578,6 +578,38 @@ fn long_gops_and_a_gstreamer_publisher() -> Result<()> {
         server.url("/hls/main/index.m3u8"),
         media_url(&server, "main"),
     ])?;
+    // The operator is told that viewers join up to 8 s behind: in the channel's API
+    // answer (and so on the dashboard and in `sluice channel show`), and in the log,
+    // once for the publish.
+    let warning = wait_for(Duration::from_secs(30), "the keyframe warning", || {
+        let (status, v) = server
+            .api(
+                &http,
+                reqwest::Method::GET,
+                "/api/v1/channels/main",
+                serde_json::Value::Null,
+            )
+            .ok()?;
+        let first = v["channel"]["warnings"].as_array()?.first()?.as_str()?;
+        (status == 200).then(|| first.to_string())
+    })?;
+    ensure!(
+        warning
+            == "keyframe interval 8.3 s: viewers join up to 8 s behind; set the encoder's \
+                   keyframe interval to 1-2 s",
+        "warning: {warning}"
+    );
+    std::thread::sleep(Duration::from_secs(9));
+    let logged = server
+        .log()
+        .lines()
+        .filter(|l| l.contains("keyframe interval 8.3 s") && l.contains("channel=main"))
+        .count();
+    ensure!(
+        logged == 1,
+        "the warning was logged {logged} times:\n{}",
+        server.log()
+    );
     wait_live(&http, &server, "gst", 2).with_context(|| gst.output())?;
     validate_playlists(&[server.url("/hls/gst/index.m3u8"), media_url(&server, "gst")])?;
     let mv = http.get(&server.url("/hls/gst/index.m3u8"), &[])?.text();

@@ -626,6 +626,9 @@ fn channel_text(name: &str, detail: &ChannelDetail) -> String {
     if let Some(alert) = &c.alert {
         lines.push(format!("alert:     {alert}"));
     }
+    for warning in &c.warnings {
+        lines.push(format!("warning:   {warning}"));
+    }
     lines.join("\n")
 }
 

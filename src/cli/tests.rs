@@ -82,6 +82,7 @@ fn channel(slug: &str, generation: Option<Generation>) -> ChannelView {
         generation,
         viewers: 12,
         playlist_age_ms: Some(340),
+        warnings: Vec::new(),
     }
 }
 
@@ -104,6 +105,7 @@ fn channel_detail() -> ChannelDetail {
     ChannelDetail {
         channel: ChannelView {
             alert: Some("pinned".into()),
+            warnings: vec!["keyframe interval 8.3 s: viewers join up to 8 s behind".into()],
             ..channel("news", Some(live.clone()))
         },
         keys: vec![
@@ -402,7 +404,8 @@ fn a_live_channel_shows_its_settings_generation_and_keys() {
          viewers:   12\n\
          key:       a1b2c3d4\n\
          key:       e5f6a7b8 (revoked)\n\
-         alert:     pinned"
+         alert:     pinned\n\
+         warning:   keyframe interval 8.3 s: viewers join up to 8 s behind"
     );
 }
 

@@ -197,7 +197,7 @@ const PAGE: &str = r##"<!doctype html>
                 link,
                 g ? el("span", { "class": g.state === "live" ? "ok" : "bad", text: g.state }) : el("span", { "class": "muted", text: "idle" }),
                 c.origin_name || "–", media, g ? bps(g.media.bitrate_bps) : "–", String(c.viewers),
-                ms(c.playlist_age_ms), c.ingest.kind, c.alert || "",
+                ms(c.playlist_age_ms), c.ingest.kind, [c.alert].concat(c.warnings || []).filter(Boolean).join("; "),
               ], { "data-channel": c.slug });
             }), "channel-table"));
         var endpointSection = el("section", { id: "endpoints" },
@@ -266,7 +266,10 @@ const PAGE: &str = r##"<!doctype html>
           el("dt", { text: "Bitrate" }), el("dd", { text: media ? bps(media.bitrate_bps) : "–" }),
           el("dt", { text: "Viewers" }), el("dd", { text: String(c.viewers) }),
           el("dt", { text: "Ingest" }), el("dd", { text: c.ingest.kind + (c.ingest.url ? " " + c.ingest.url : "") }),
-          el("dt", { text: "Spool" }), el("dd", { text: media && media.spool_error ? "degraded: " + media.spool_error : "ok" })));
+          el("dt", { text: "Spool" }), el("dd", { text: media && media.spool_error ? "degraded: " + media.spool_error : "ok" }),
+          el("dt", { text: "Keyframes" }), el("dd", { id: "keyframes", text: media && media.keyframe_interval_ms
+            ? "every " + (media.keyframe_interval_ms / 1000).toFixed(1) + " s at most" + ((c.warnings || []).length ? ": " + c.warnings.join("; ") : "")
+            : "–" })));
         document.getElementById("stop").disabled = !g;
         var server = here ? here.urls.rtmp : "";
         var activeKeys = keys.filter(function (k) { return k.revoked_ms === null; }).map(function (k) { return k.key_id; });

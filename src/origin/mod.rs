@@ -686,11 +686,11 @@ impl Origins {
 }
 
 /// Where the segments a resuming origin cannot have are listed, and where its own
-/// timeline goes on: the earlier origin reported segment `last` (its first part out)
-/// with where and when it began and how long the whole ones before it were. Segment
-/// `last` and any after it up to `first_msn` are taken to last as long as the latest
-/// whole one (the segment target without one), and the own timeline starts after
-/// them, so media and playlist times agree (never before the reported end).
+/// timeline goes on: the earlier origin reported segment `last` (its first part out,
+/// or all of it when its publisher left) with where and when it began and how long the
+/// whole ones up to it were. The others up to `first_msn` are taken to last as long as
+/// the latest whole one (the segment target without one), and the own timeline starts
+/// after them, so media and playlist times agree (never before the reported end).
 fn resume_after_gaps(
     last: u64,
     first_msn: u64,
@@ -700,7 +700,10 @@ fn resume_after_gaps(
 ) -> (GapTimes, Option<i64>) {
     let recent = &report.recent_durations_us;
     let times = GapTimes {
-        first_known_msn: last.saturating_sub(recent.len() as u64),
+        first_known_msn: report
+            .recent_last_msn
+            .map_or(last, |m| m + 1)
+            .saturating_sub(recent.len() as u64),
         durations_us: recent.clone(),
         other_us: Some(
             recent
@@ -840,6 +843,7 @@ mod tests {
             segment_start_us: Some(20_000_000),
             segment_date_ms: Some(5_000),
             recent_durations_us: vec![2_000_000, 2_000_000],
+            recent_last_msn: Some(9),
             ..MediaInfo::default()
         };
         let params = PlaylistParams {
@@ -864,6 +868,17 @@ mod tests {
             resume_after_gaps(0, 1, &first, params, Some(200_000)).1,
             Some(4_000_000)
         );
+        // Reported again when the publisher left: segment 10 was whole (1.5 s), 11
+        // starts after it.
+        let left = MediaInfo {
+            recent_durations_us: vec![2_000_000, 1_500_000],
+            recent_last_msn: Some(10),
+            ..report.clone()
+        };
+        let (times, resume) = resume_after_gaps(10, 11, &left, params, Some(21_500_000));
+        assert_eq!(resume, Some(21_500_000));
+        assert_eq!(times.duration_us(10, 3_000_000), 1_500_000);
+        assert_eq!(times.duration_us(9, 3_000_000), 2_000_000);
         let old = MediaInfo::default();
         assert_eq!(
             resume_after_gaps(0, 1, &old, params, Some(200_000)).1,

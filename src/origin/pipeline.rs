@@ -12,7 +12,9 @@ use sluice_cluster::command::Op;
 use sluice_cluster::model::{DiscontinuityRun, GenerationState, MediaInfo, PlaylistParams};
 use sluice_media::playlist::names::{self, ObjectName};
 use sluice_media::playlist::{Discontinuity, GapTimes, MediaPlaylist, PlaylistSettings};
-use sluice_media::{Input, Output, Packager, PackagerSettings, TrackConfig, PART_TARGET_MS_RANGE};
+use sluice_media::{
+    Input, Output, Packager, PackagerSettings, TrackConfig, TrackKind, PART_TARGET_MS_RANGE,
+};
 use tokio::sync::mpsc;
 
 use super::recording::{piece_file, PlaylistWrite, Recorder};
@@ -82,6 +84,34 @@ struct Loop {
     /// lease was not renewed in time.
     lease_ttl: Duration,
     held_since: Option<Instant>,
+    keyframes: KeyframeWatch,
+}
+
+/// The longest time between the current publisher's keyframes, and whether the
+/// operator was told it is long (once per publish).
+#[derive(Default)]
+struct KeyframeWatch {
+    last_dts: Option<i64>,
+    longest_ms: Option<u32>,
+    warned: bool,
+}
+
+impl KeyframeWatch {
+    /// A keyframe at `dts` (video ticks): the warning, the first time the interval is
+    /// long. A jump back or of more than a minute is the publisher's clock, not a GOP.
+    fn keyframe(&mut self, dts: i64) -> Option<String> {
+        let ticks_per_ms = i64::from(sluice_media::frame::VIDEO_TIMESCALE) / 1000;
+        let since = self
+            .last_dts
+            .replace(dts)
+            .map(|last| (dts - last) / ticks_per_ms);
+        let ms = since.filter(|ms| (1..=60_000).contains(ms))?;
+        let ms = u32::try_from(ms).ok()?;
+        let longest = self.longest_ms.map_or(ms, |l| l.max(ms));
+        self.longest_ms = Some(longest);
+        let warning = sluice_cluster::model::keyframe_warning(longest)?;
+        (!std::mem::replace(&mut self.warned, true)).then_some(warning)
+    }
 }
 
 /// Where a packaging loop's generation stands in the replicated state.
@@ -209,6 +239,7 @@ impl Loop {
             write_error,
             lease_ttl: Duration::from_millis(lease_ttl_ms.max(0) as u64),
             held_since: None,
+            keyframes: KeyframeWatch::default(),
         }
     }
 
@@ -311,8 +342,13 @@ impl Loop {
             }
             Feed::Input { input, bytes } => {
                 let now = Instant::now();
-                if let Input::Frame(_) = input {
+                if let Input::Frame(f) = &input {
                     self.origins.metrics().ingest(&self.origin.slug, bytes, now);
+                    if f.keyframe && f.track == TrackKind::Video {
+                        if let Some(warning) = self.keyframes.keyframe(f.dts) {
+                            tracing::warn!(channel = %self.origin.slug, "{warning}");
+                        }
+                    }
                 }
                 if self.packager.is_none() {
                     self.packager = Some(Packager::new(self.packager_settings())?);
@@ -333,6 +369,8 @@ impl Loop {
         self.origin
             .publisher_attached
             .store(false, Ordering::SeqCst);
+        // The next publisher's keyframes are its own.
+        self.keyframes = KeyframeWatch::default();
         if let Some(p) = self.packager.as_mut() {
             if let Err(e) = p.push(Input::Discontinuity, now_ms()) {
                 tracing::warn!(channel = %self.origin.slug, error = %e, "closing the open part failed");
@@ -503,37 +541,47 @@ impl Loop {
     }
 
     fn report(&self, p: &Packager, msn: u64) {
-        let (first_part_us, segment_date_ms, segment_init_index, recent_durations_us) =
-            self.origin.read(|s| {
-                let Some(pl) = s.playlist() else {
-                    return (None, None, None, Vec::new());
-                };
-                let this = pl.segments().rev().find(|seg| seg.msn == msn);
-                // The whole segments right before this one, the latest last.
-                let mut recent: Vec<u64> = pl
-                    .segments()
-                    .rev()
-                    .skip_while(|seg| seg.msn >= msn)
-                    .zip((0..msn).rev())
-                    .take(16)
-                    .map_while(|(seg, expected)| seg.duration_us.filter(|_| seg.msn == expected))
-                    .collect();
-                recent.reverse();
-                (
-                    this.and_then(|seg| seg.parts.first())
-                        .map(|part| part.duration_us),
-                    this.map(|seg| seg.program_date_time_ms),
-                    this.map(|seg| seg.init_index),
-                    recent,
-                )
+        // Segment `msn` and the whole ones before it: reported with its first part, or
+        // again, whole, when the publisher left.
+        let (elapsed_us, segment_date_ms, segment_init_index, recent) = self.origin.read(|s| {
+            let Some(pl) = s.playlist() else {
+                return (None, None, None, Vec::new());
+            };
+            let this = pl.segments().rev().find(|seg| seg.msn == msn);
+            // How much of segment `msn` is out: all of it, or its first part.
+            let elapsed = this.and_then(|seg| {
+                seg.duration_us
+                    .or_else(|| seg.parts.first().map(|part| part.duration_us))
             });
+            // The whole segments up to it, the latest last (at most 16).
+            let mut recent: Vec<(u64, u64)> = pl
+                .segments()
+                .rev()
+                .skip_while(|seg| seg.msn > msn)
+                .map_while(|seg| seg.duration_us.map(|d| (seg.msn, d)))
+                .take(16)
+                .collect();
+            recent.reverse();
+            (
+                elapsed,
+                this.map(|seg| seg.program_date_time_ms),
+                this.map(|seg| seg.init_index),
+                recent,
+            )
+        });
+        // Only a run that ends at `msn` or the one before, with no number missing.
+        let contiguous = recent.windows(2).all(|w| w[1].0 == w[0].0 + 1)
+            && recent.last().is_some_and(|(m, _)| *m + 1 >= msn);
+        let recent = if contiguous { recent } else { Vec::new() };
         let mut media = MediaInfo {
-            segment_start_us: first_part_us
+            segment_start_us: elapsed_us
                 .and_then(|us| i64::try_from(us).ok())
                 .map(|us| p.output_end_us() - us),
             segment_date_ms,
             segment_init_index,
-            recent_durations_us,
+            recent_last_msn: recent.last().map(|(m, _)| *m),
+            recent_durations_us: recent.iter().map(|(_, d)| *d).collect(),
+            keyframe_interval_ms: self.keyframes.longest_ms,
             timeline_end_us: Some(p.output_end_us()),
             codecs: p
                 .track_configs()
@@ -741,5 +789,37 @@ impl Loop {
         } else {
             tracing::info!(channel = %self.origin.slug, generation = self.plan.generation, "generation ended");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::KeyframeWatch;
+
+    const TICKS_PER_S: i64 = sluice_media::frame::VIDEO_TIMESCALE as i64;
+
+    /// OBS's default: a keyframe every 250 frames at 30 fps. Told once per publish, with
+    /// the longest interval; a clock that jumps is not a GOP.
+    #[test]
+    fn a_long_keyframe_interval_is_told_once() {
+        let mut watch = KeyframeWatch::default();
+        let gop = 250 * TICKS_PER_S / 30;
+        assert_eq!(watch.keyframe(0), None);
+        assert_eq!(watch.keyframe(2 * TICKS_PER_S), None, "2 s is fine");
+        let told = watch.keyframe(2 * TICKS_PER_S + gop);
+        assert_eq!(
+            told.as_deref(),
+            Some(
+                "keyframe interval 8.3 s: viewers join up to 8 s behind; set the encoder's \
+                 keyframe interval to 1-2 s"
+            )
+        );
+        assert_eq!(watch.keyframe(2 * TICKS_PER_S + 2 * gop), None, "once");
+        assert_eq!(watch.longest_ms, Some(8333));
+        let mut jumped = KeyframeWatch::default();
+        assert_eq!(jumped.keyframe(0), None);
+        assert_eq!(jumped.keyframe(3600 * TICKS_PER_S), None);
+        assert_eq!(jumped.keyframe(TICKS_PER_S), None);
+        assert_eq!(jumped.longest_ms, None);
     }
 }

@@ -117,6 +117,10 @@ pub(crate) struct ChannelView {
     pub(crate) viewers: u64,
     /// Age of the newest part at the origin when it last reported (ms).
     pub(crate) playlist_age_ms: Option<u64>,
+    /// What the operator should change about the live stream (a long keyframe
+    /// interval).
+    #[serde(default)]
+    pub(crate) warnings: Vec<String>,
 }
 
 pub(crate) fn channel_view(c: &Channel, st: &State, now: i64) -> ChannelView {
@@ -163,6 +167,12 @@ pub(crate) fn channel_view(c: &Channel, st: &State, now: i64) -> ChannelView {
         origin_name: origin
             .and_then(|o| st.nodes.get(&o))
             .map(|n| n.name.clone()),
+        warnings: generation
+            .as_ref()
+            .and_then(|g| g.media.keyframe_interval_ms)
+            .and_then(sluice_cluster::model::keyframe_warning)
+            .into_iter()
+            .collect(),
         generation,
         viewers,
         playlist_age_ms,
