@@ -311,26 +311,34 @@ impl MediaPlaylist {
         self.ended = true;
     }
 
+    /// Drops the oldest segments past the window, but never below three target
+    /// durations of whole segments (the draft's floor for a live playlist: a window of
+    /// 3 segments of 2 s would list 6 s under a TARGETDURATION of 3).
     fn trim(&mut self) {
-        let complete = self
+        let floor_us = 3 * u64::from(self.settings.target_duration_s) * 1_000_000;
+        let (mut complete, mut total_us) = self
             .segments
             .iter()
-            .filter(|s| s.duration_us.is_some())
-            .count();
-        let mut excess = complete.saturating_sub(self.settings.window_segments.max(1));
-        while excess > 0 {
-            match self.segments.pop_front() {
-                Some(s) => {
-                    if s.discontinuity {
-                        self.discontinuity_sequence += 1;
-                    }
-                    if s.gap {
-                        self.leading_gaps -= 1;
-                    }
-                }
-                None => break,
+            .filter_map(|s| s.duration_us)
+            .fold((0usize, 0u64), |(n, us), d| (n + 1, us + d));
+        while complete > self.settings.window_segments.max(1) {
+            let Some(front_us) = self.segments.front().and_then(|s| s.duration_us) else {
+                break;
+            };
+            if total_us - front_us < floor_us {
+                break;
             }
-            excess -= 1;
+            let Some(s) = self.segments.pop_front() else {
+                break;
+            };
+            if s.discontinuity {
+                self.discontinuity_sequence += 1;
+            }
+            if s.gap {
+                self.leading_gaps -= 1;
+            }
+            complete -= 1;
+            total_us -= front_us;
         }
     }
 

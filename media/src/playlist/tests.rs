@@ -138,11 +138,12 @@ fn a_hint_that_opens_the_next_segment_takes_one_of_the_three_part_slots() {
 
 #[test]
 fn window_drops_old_segments_and_counts_discontinuities() {
+    // A window of 2 segments, but never under 3 target durations (9 s): 5 of 2 s.
     let mut pl = MediaPlaylist::new(PlaylistSettings {
         window_segments: 2,
         ..settings()
     });
-    for msn in 0..5 {
+    for msn in 0..8 {
         pl.apply(&start(msn, msn == 1));
         pl.apply(&part(msn, 0));
         pl.apply(&end(msn));
@@ -255,13 +256,39 @@ fn directive_parse_errors_name_the_parameter() {
     assert_eq!(q("token=abc&_HLS_skip=v2").skip, Skip::V2);
 }
 
+/// The draft's floor: a live playlist is never cut below three target durations, so
+/// a window of 3 segments of 2 s under a TARGETDURATION of 3 lists 5 of them.
+#[test]
+fn a_short_window_keeps_three_target_durations() {
+    let mut pl = MediaPlaylist::new(PlaylistSettings {
+        window_segments: 3,
+        ..settings()
+    });
+    for msn in 0..12 {
+        pl.apply(&start(msn, false));
+        pl.apply(&part(msn, 0));
+        pl.apply(&end(msn));
+    }
+    let listed: u64 = pl.segments().filter_map(|s| s.duration_us).sum();
+    assert_eq!((pl.first_msn(), listed), (Some(7), 10_000_000));
+    // A long window is the window.
+    let mut long = MediaPlaylist::new(settings());
+    for msn in 0..30 {
+        long.apply(&start(msn, false));
+        long.apply(&part(msn, 0));
+        long.apply(&end(msn));
+    }
+    assert_eq!(long.first_msn(), Some(20));
+}
+
 #[test]
 fn a_discontinuity_first_in_the_window_keeps_its_tag() {
     let mut pl = MediaPlaylist::new(PlaylistSettings {
         window_segments: 2,
         ..settings()
     });
-    for msn in 0..3 {
+    // 12 s: 10 s are kept (at least 3 target durations).
+    for msn in 0..6 {
         pl.apply(&start(msn, msn == 1));
         pl.apply(&part(msn, 0));
         pl.apply(&end(msn));
@@ -413,14 +440,14 @@ fn a_resumed_playlist_lists_the_earlier_origins_segments_as_gaps() {
         })
     );
     // Own segments push the gaps out; the count of discontinuities follows only own.
-    for msn in 13..16 {
+    for msn in 13..18 {
         pl.apply(&start(msn, false));
         pl.apply(&part(msn, 0));
         pl.apply(&end(msn));
     }
     let text = pl.render(Skip::No, &[]);
     assert!(!text.contains("#EXT-X-GAP"), "{text}");
-    assert_eq!(pl.first_msn(), Some(12));
+    assert_eq!(pl.first_msn(), Some(13));
     // Only the earlier origin's last run is listed; a playlist that ends before its
     // first own segment keeps the gaps.
     let run = Some(Discontinuity {
