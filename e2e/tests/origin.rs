@@ -162,7 +162,8 @@ fn obs_like_rtmp_push_plays_on_the_watch_page_and_decodes() -> Result<()> {
     let _serial = serial();
     let f = fixtures();
     let tmp = TempDir::new("origin-play")?;
-    let server = Server::start(&tmp.path().join("node"), &["--hlsjs-url", HLSJS_URL])?;
+    // The player page loads the node's own hls.js (Chromium here has no internet).
+    let server = Server::start(&tmp.path().join("node"), &[])?;
     let key = server.main_key()?;
     let _publisher =
         Publisher::ffmpeg_loop(&f.gop60, &server.rtmp_url(&key), &tmp.path().join("ff.log"))?;
@@ -179,6 +180,29 @@ fn obs_like_rtmp_push_plays_on_the_watch_page_and_decodes() -> Result<()> {
         format!("{media}?_HLS_msn={}", msn + 1),
         format!("{media}?_HLS_skip=YES"),
     ])?;
+
+    // The node serves its own player script: hls.js 1.7.4 as the npm package has it,
+    // kept for a year under its versioned URL.
+    let page = http.get(&server.url("/watch/main"), &[])?.text();
+    ensure!(
+        page.contains("src=\"/assets/hls-1.7.4.min.js\""),
+        "the watch page does not load the node's hls.js:\n{page}"
+    );
+    let script = http.get(&server.url("/assets/hls-1.7.4.min.js"), &[])?;
+    let npm = std::fs::read(sluice_e2e::js_dir()?.join("node_modules/hls.js/dist/hls.min.js"))?;
+    ensure!(
+        script.status == 200 && script.body == npm,
+        "the node's hls.js: HTTP {}, {} bytes, not the npm package's {} bytes",
+        script.status,
+        script.body.len(),
+        npm.len()
+    );
+    ensure!(
+        script.header("cache-control") == "public, max-age=31536000, immutable"
+            && script.header("content-type").starts_with("text/javascript"),
+        "the node's hls.js: {:?}",
+        script.headers
+    );
 
     // hls.js on the player page plays 10 s of the live stream.
     let watch = server.url("/watch/main");

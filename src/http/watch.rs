@@ -11,14 +11,32 @@ use axum::routing::get;
 use axum::Router;
 use sluice_cluster::command::validate_slug;
 
-/// hls.js from its public CDN unless the operator serves a copy (`player.hlsjs_url`).
-pub(crate) const DEFAULT_HLSJS_URL: &str =
-    "https://cdn.jsdelivr.net/npm/hls.js@1.7.4/dist/hls.min.js";
+/// The player script the page loads: the node's own copy (it plays on a network without
+/// internet) unless the operator names another (`player.hlsjs_url`, e.g. a CDN).
+pub(crate) const DEFAULT_HLSJS_URL: &str = "/assets/hls-1.7.4.min.js";
+/// hls.js 1.7.4's `dist/hls.min.js`, unmodified (Apache-2.0, `src/http/player/LICENSE`).
+const HLSJS: &[u8] = include_bytes!("player/hls.min.js");
 
 pub(crate) fn router(hlsjs_url: Arc<str>) -> Router {
     Router::new()
         .route("/watch/{channel}", get(page))
         .with_state(hlsjs_url)
+        .route(
+            DEFAULT_HLSJS_URL,
+            get(player_script).layer(tower_http::compression::CompressionLayer::new()),
+        )
+}
+
+/// The built-in hls.js: its URL names its version, so it is kept for a year.
+async fn player_script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+        ],
+        HLSJS,
+    )
+        .into_response()
 }
 
 /// Escapes text for an HTML attribute or a JavaScript string inside the page.
@@ -127,3 +145,19 @@ const PAGE: &str = r#"<!doctype html>
 </body>
 </html>
 "#;
+
+#[cfg(test)]
+mod tests {
+    /// The URL names the release that is built in.
+    #[test]
+    fn the_built_in_player_url_names_its_version() {
+        let version = super::DEFAULT_HLSJS_URL
+            .strip_prefix("/assets/hls-")
+            .and_then(|v| v.strip_suffix(".min.js"))
+            .expect("a versioned URL");
+        let quoted = format!("\"{version}\"");
+        assert!(super::HLSJS
+            .windows(quoted.len())
+            .any(|w| w == quoted.as_bytes()));
+    }
+}
