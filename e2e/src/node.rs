@@ -571,6 +571,8 @@ impl Drop for RssSampler {
 pub struct EdgeProcess {
     pub http: u16,
     pub log: PathBuf,
+    /// Started with `--tls-cert`: its URLs are https://.
+    tls: bool,
     child: Option<Child>,
 }
 
@@ -597,11 +599,18 @@ impl EdgeProcess {
         let mut e = Self {
             http,
             log: log.to_path_buf(),
+            tls: extra.contains(&"--tls-cert"),
             child: Some(child),
         };
         let client = Http::new(None)?;
         let health = e.url("/healthz");
         wait_for(Duration::from_secs(30), "sluice edge to answer", || {
+            if e.tls {
+                // The TLS listener does not speak plain HTTP; accepting is enough here.
+                return std::net::TcpStream::connect(("127.0.0.1", http))
+                    .ok()
+                    .map(|_| ());
+            }
             client
                 .get(&health, &[])
                 .ok()
@@ -620,7 +629,8 @@ impl EdgeProcess {
     }
 
     pub fn base(&self) -> String {
-        format!("http://127.0.0.1:{}", self.http)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.http)
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -10,7 +10,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use sluice_e2e::node::{wait_for, Http, Publisher, Reply, Server, TlsFiles};
+use sluice_e2e::node::{wait_for, EdgeProcess, Http, Publisher, Reply, Server, TlsFiles};
 use sluice_e2e::rtmp_client::RtmpPublisher;
 use sluice_e2e::{ffprobe, make_test_stream, play_page, validate_playlists, TempDir};
 
@@ -492,6 +492,58 @@ fn the_same_over_http2_with_tls() -> Result<()> {
     );
     check_viewer_protocol(&server, &http, &f.gop60, &tmp.path().join("ff.log"))
         .with_context(|| server.log())
+}
+
+/// `sluice edge` with a certificate speaks TLS with HTTP/2 by ALPN, as a node does
+/// (Safari needs HTTP/2 for low-latency HLS): playlists, parts and the player script.
+#[test]
+fn an_edge_serves_over_http2_with_tls() -> Result<()> {
+    let _serial = serial();
+    let f = fixtures();
+    let tmp = TempDir::new("edge-tls")?;
+    let tls = TlsFiles::create(tmp.path())?;
+    let (cert, key) = (
+        tls.cert.display().to_string(),
+        tls.key.display().to_string(),
+    );
+    let server = Server::start(&tmp.path().join("node"), &[])?;
+    let key_of_main = server.main_key()?;
+    let _publisher = Publisher::ffmpeg_loop(
+        &f.gop60,
+        &server.rtmp_url(&key_of_main),
+        &tmp.path().join("ff.log"),
+    )?;
+    let plain = Http::new(None)?;
+    wait_live(&plain, &server, "main", 2)?;
+    let edge = EdgeProcess::start(
+        &tmp.path().join("edge.log"),
+        &[server.base()],
+        &["--tls-cert", &cert, "--tls-key", &key],
+    )?;
+    let http = Http::new(Some(&tls.cert_pem))?;
+    let playlist = http.get(&edge.url("/hls/main/source/index.m3u8"), &[])?;
+    ensure!(
+        playlist.status == 200 && playlist.version == reqwest::Version::HTTP_2,
+        "the media playlist through the TLS edge: HTTP {} over {:?}\n{}",
+        playlist.status,
+        playlist.version,
+        edge.log()
+    );
+    let part = sluice_e2e::hinted_part(&playlist.text()).context("a preload hint")?;
+    let part = http.get(&edge.url(&format!("/hls/main/source/{part}")), &[])?;
+    ensure!(
+        part.status == 200 && !part.body.is_empty() && part.version == reqwest::Version::HTTP_2,
+        "the hinted part through the TLS edge: HTTP {} over {:?}",
+        part.status,
+        part.version
+    );
+    let script = http.get(&edge.url("/assets/hls-1.7.4.min.js"), &[])?;
+    ensure!(
+        script.status == 200 && script.body.len() > 100_000,
+        "the player script from the TLS edge: HTTP {}",
+        script.status
+    );
+    Ok(())
 }
 
 #[test]

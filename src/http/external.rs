@@ -131,28 +131,6 @@ pub(crate) fn app(
         .layer(axum::middleware::from_fn(crate::http::access_log))
 }
 
-/// Serves `app` until SIGTERM or Ctrl-C, with the same limits, slow-client guard and
-/// TCP_NODELAY as a node's listener.
-pub(crate) async fn serve(listener: tokio::net::TcpListener, app: Router) -> anyhow::Result<()> {
-    let limits = Arc::new(crate::limits::Limits::new(Default::default()));
-    let mut server = axum_server::from_tcp(listener.into_std()?)?.acceptor(
-        crate::http::accept::LimitedAcceptor {
-            limits: limits.clone(),
-            plain: true,
-        },
-    );
-    crate::http::tune_http(server.http_builder(), &limits.config);
-    let handle = axum_server::Handle::new();
-    let stopping = handle.clone();
-    tokio::spawn(async move {
-        crate::support::wait_for_signal().await;
-        stopping.graceful_shutdown(Some(Duration::from_secs(2)));
-    });
-    let app = crate::http::canonical::outside(app);
-    server.handle(handle).serve(app.into_make_service()).await?;
-    Ok(())
-}
-
 fn via(parts: &Parts) -> Option<&str> {
     parts.headers.get(EDGE_HEADER).and_then(|v| v.to_str().ok())
 }

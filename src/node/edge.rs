@@ -6,6 +6,8 @@
 //! GET /watch/{name}   the player page
 //! GET /healthz, /metrics
 //! ```
+//!
+//! Plain HTTP/1.1, or with `--tls-cert/--tls-key` TLS with HTTP/2 by ALPN, as a node.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -43,6 +45,13 @@ pub(crate) struct EdgeArgs {
     /// Without it, private channels get 403 here. Use https upstreams with it.
     #[arg(long)]
     cluster_secret_file: Option<std::path::PathBuf>,
+    /// With `--tls-key`: the viewer listener speaks TLS, with HTTP/2 by ALPN (Safari
+    /// needs HTTP/2 for low-latency HLS) and HTTP/1.1. A PEM certificate chain.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of `--tls-cert`.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
 }
 
 /// Checks an upstream URL: `http(s)://host[:port]`, no path, query or fragment.
@@ -85,12 +94,28 @@ pub(crate) async fn run(args: EdgeArgs) -> Result<()> {
         .await
         .with_context(|| format!("binding http listener {}", args.http))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, %name, upstreams = ?args.upstreams, "edge listening");
+    let tls = args.tls_cert.as_deref().zip(args.tls_key.as_deref());
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let serving = crate::http::serve::viewer_listener(
+        listener,
+        app,
+        tls,
+        Arc::new(crate::limits::Limits::new(Default::default())),
+        stopping,
+    )
+    .await?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%addr, %name, upstreams = ?args.upstreams, scheme, "edge listening");
     println!(
-        "Sluice edge {name} on http://{addr}, pulling from {}",
+        "Sluice edge {name} on {scheme}://{addr}, pulling from {}",
         args.upstreams.join(", ")
     );
-    crate::http::external::serve(listener, app).await
+    tokio::spawn(async move {
+        crate::support::wait_for_signal().await;
+        let _ = stop.send(true);
+    });
+    serving.await;
+    Ok(())
 }
 
 #[cfg(test)]
