@@ -25,7 +25,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct LimitsConfig {
     /// Open connections from one address, on the HTTP listener and on the RTMP
-    /// listeners (each counted apart).
+    /// listeners (each counted apart). High by default: every viewer behind one NAT or
+    /// proxy shares its address, and an LL-HLS viewer on HTTP/1.1 keeps two
+    /// connections (a held playlist request and a part).
     pub(crate) connections_per_ip: u32,
     /// Publishers (RTMP, RTMPS, SRT) this node ingests at once.
     pub(crate) publishers_per_node: u32,
@@ -42,21 +44,22 @@ pub(crate) struct LimitsConfig {
     pub(crate) http_idle_timeout_ms: u64,
     /// A response write that makes no progress for this long closes the connection.
     pub(crate) slow_client_timeout_ms: u64,
-    /// Blocking playlist requests one address may have held at once.
+    /// Blocking playlist requests one address may have held at once (one or two per
+    /// viewer; other nodes' signed pulls are not counted).
     pub(crate) blocking_requests_per_client: u32,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
-            connections_per_ip: 256,
+            connections_per_ip: 1024,
             publishers_per_node: 128,
             failed_publishes_per_ip_per_minute: 20,
             http_max_header_bytes: 16 * 1024,
             http_max_body_bytes: 1024 * 1024,
             http_idle_timeout_ms: 10_000,
             slow_client_timeout_ms: 30_000,
-            blocking_requests_per_client: 64,
+            blocking_requests_per_client: 1024,
         }
     }
 }
@@ -410,6 +413,23 @@ mod tests {
             blocking_requests_per_client: 1,
             ..Default::default()
         })
+    }
+
+    /// 500 viewers behind one NAT (a school, an office, a carrier-grade NAT) each hold
+    /// a playlist request and a part connection: the defaults let them all in (with
+    /// 64 held requests per address, the 65th viewer got 429), and still cap one host.
+    #[test]
+    fn the_defaults_let_500_viewers_share_one_address() {
+        let l = Limits::new(LimitsConfig::default());
+        let nat: IpAddr = "198.51.100.7".parse().expect("ip");
+        let held: Vec<_> = (0..1000).map(|_| l.blocking_request(nat)).collect();
+        assert!(held.iter().all(Option::is_some));
+        let open: Vec<_> = (0..1000)
+            .map(|_| l.connection(Listener::Http, nat))
+            .collect();
+        assert!(open.iter().all(Option::is_some));
+        let more: Vec<_> = (0..100).map(|_| l.blocking_request(nat)).collect();
+        assert!(more.iter().any(Option::is_none), "still a cap per address");
     }
 
     /// An IPv6 host rotating through its /64 is one client; another /64 is another; an
