@@ -122,6 +122,7 @@ pub(crate) fn run(opts: &Options) -> Result<Summary> {
         expect_video: media.has_video,
         expect_audio: media.has_audio,
         advertised_part_target_ms: None,
+        dated_until_ms: None,
     };
     let mut packager = Packager::new(settings.clone())?;
     // Made at the first init segment, when the packager has fitted PART-TARGET.

@@ -668,10 +668,16 @@ impl Origins {
             (Some(last), Some(m)) => resume_after_gaps(last, first_msn, &m, playlist, resume_at_us),
             _ => (GapTimes::default(), resume_at_us),
         };
+        // The own segments are dated after the earlier origin's (listed as gaps).
+        let dated_until_ms = gap_times.dated.map(|(from, ms)| {
+            let us: u64 = (from..first_msn).map(|m| gap_times.duration_us(m, 0)).sum();
+            ms.saturating_add(i64::try_from(us / 1000).unwrap_or(i64::MAX))
+        });
         pipeline::Plan {
             recording,
             resume_at_us,
             gap_times,
+            dated_until_ms,
             earlier,
             generation: claim.number,
             first_msn,

@@ -56,6 +56,8 @@ pub(super) struct Plan {
     pub(super) resume_at_us: Option<i64>,
     /// How long, and from when, the other origin's segments are listed (as gaps).
     pub(super) gap_times: GapTimes,
+    /// Where the other origin's dates end: the own segments are dated no earlier.
+    pub(super) dated_until_ms: Option<i64>,
     /// The discontinuity run of the last segment another origin made (a resumed
     /// generation): listed again as gaps.
     pub(super) earlier: Option<Discontinuity>,
@@ -329,6 +331,7 @@ impl Loop {
             expect_video: self.expect.0,
             expect_audio: self.expect.1,
             resume_at_us: self.plan.resume_at_us,
+            dated_until_ms: self.plan.dated_until_ms,
         }
     }
 

@@ -74,6 +74,9 @@ pub struct PackagerSettings {
     /// again, with parts fitted at or under it, so the playlist's PART-TARGET never
     /// changes when the generation resumes (`None`: fitted from `part_target_ms`).
     pub advertised_part_target_ms: Option<u32>,
+    /// Where an earlier origin's dates of this generation end (ms since the Unix
+    /// epoch): the first segment is dated no earlier.
+    pub dated_until_ms: Option<i64>,
 }
 
 impl Default for PackagerSettings {
@@ -88,6 +91,7 @@ impl Default for PackagerSettings {
             expect_audio: true,
             resume_at_us: None,
             advertised_part_target_ms: None,
+            dated_until_ms: None,
         }
     }
 }
@@ -278,6 +282,8 @@ struct OpenSegment {
     start: i64,
     parts: u32,
     bytes: u64,
+    /// Its EXT-X-PROGRAM-DATE-TIME (ms since the Unix epoch).
+    date_ms: i64,
 }
 
 /// How the next frame taken maps input times to the output timeline.
@@ -358,6 +364,9 @@ pub struct Packager {
     /// seen at the start, fixed for the generation.
     part_target_us: Option<i64>,
     pdt_anchor: Option<(i64, i64)>,
+    /// Where the last whole segment ends on the EXT-X-PROGRAM-DATE-TIME clock (ms): a
+    /// segment after a discontinuity is dated no earlier.
+    dated_until_ms: Option<i64>,
     outputs: VecDeque<Output>,
     stats: PackagerStats,
 }
@@ -368,6 +377,7 @@ impl Packager {
         let first_init_index = settings.first_init_index;
         let starts_with_discontinuity = settings.starts_with_discontinuity;
         let resume_at_us = settings.resume_at_us.map(|us| us.max(0));
+        let dated_until_ms = settings.dated_until_ms;
         Ok(Self {
             next_msn: settings.first_msn,
             settings,
@@ -393,6 +403,7 @@ impl Packager {
             part_target_us: None,
             timeline_end_us: resume_at_us.unwrap_or(0),
             pdt_anchor: None,
+            dated_until_ms,
             outputs: VecDeque::new(),
             stats: PackagerStats::default(),
         })
@@ -928,12 +939,19 @@ impl Packager {
             let start_us = self.tracks[self.drive].to_us(start);
             let discontinuity = std::mem::take(&mut self.discontinuity_pending);
             if discontinuity || self.pdt_anchor.is_none() {
-                self.pdt_anchor = Some((now_unix_ms, start_us));
+                // Dated by the wall clock, but never before the segment before it ends
+                // (an encoder that sent faster than real time before it reconnected):
+                // dates that overlap tell a player two segments play at once.
+                let at_ms = self
+                    .dated_until_ms
+                    .map_or(now_unix_ms, |until| now_unix_ms.max(until));
+                self.pdt_anchor = Some((at_ms, start_us));
             }
             let (anchor_ms, anchor_us) = self.pdt_anchor.unwrap_or((now_unix_ms, start_us));
+            let date_ms = anchor_ms + (start_us - anchor_us) / 1000;
             self.outputs.push_back(Output::SegmentStart(SegmentStart {
                 msn: self.next_msn,
-                program_date_time_ms: anchor_ms + (start_us - anchor_us) / 1000,
+                program_date_time_ms: date_ms,
                 discontinuity,
                 init_index: self.next_init_index.saturating_sub(1),
             }));
@@ -942,6 +960,7 @@ impl Packager {
                 start,
                 parts: 0,
                 bytes: 0,
+                date_ms,
             });
         }
         self.part = Some(OpenPart { start });
@@ -1053,6 +1072,8 @@ impl Packager {
         if let Some(bps) = (segment.bytes.saturating_mul(8_000_000)).checked_div(duration_us) {
             self.stats.peak_segment_bps = self.stats.peak_segment_bps.max(bps);
         }
+        self.dated_until_ms =
+            Some(segment.date_ms + i64::try_from(duration_us.div_ceil(1000)).unwrap_or(0));
         self.outputs.push_back(Output::SegmentEnd(SegmentEnd {
             msn: segment.msn,
             duration_us,

@@ -469,6 +469,71 @@ fn part_tfdts(out: &[Output]) -> Vec<u64> {
         .collect()
 }
 
+/// A publisher that sent 10 s of media within a second of wall clock, then reconnected:
+/// the segment after the discontinuity is dated by the wall clock, but not before the
+/// segment before it ends (their dates would overlap).
+#[test]
+fn a_segment_after_a_discontinuity_is_not_dated_before_the_last_one_ends() {
+    let mut p = Packager::new(video_only()).expect("settings");
+    p.push(Input::Config(video_config()), NOW_MS)
+        .expect("config");
+    for f in video_frames(30, 60, 300) {
+        p.push(Input::Frame(f), NOW_MS).expect("frame");
+    }
+    p.push(Input::Discontinuity, NOW_MS + 1000)
+        .expect("discontinuity");
+    for f in video_frames(30, 60, 120) {
+        p.push(Input::Frame(f), NOW_MS + 1000).expect("frame");
+    }
+    p.finish().expect("finish");
+    let out = drain_all(&mut p);
+    let mut until = None;
+    let mut checked = 0;
+    for o in &out {
+        match o {
+            Output::SegmentStart(s) => {
+                if let Some(until) = until {
+                    assert!(
+                        s.program_date_time_ms >= until,
+                        "segment {} dated {} before the last one ended at {until}",
+                        s.msn,
+                        s.program_date_time_ms
+                    );
+                    checked += 1;
+                }
+                until = Some(s.program_date_time_ms);
+            }
+            Output::SegmentEnd(e) => {
+                until = until.map(|d| d + (e.duration_us / 1000) as i64);
+            }
+            _ => {}
+        }
+    }
+    assert!(checked >= 5, "{checked} segments checked");
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::SegmentStart(s) if s.discontinuity)));
+}
+
+/// A resumed generation's first segment is dated after the earlier origin's last one
+/// (listed as gaps), even when this node's clock is behind.
+#[test]
+fn a_resumed_generation_is_dated_after_the_earlier_origins_segments() {
+    let settings = PackagerSettings {
+        dated_until_ms: Some(NOW_MS + 60_000),
+        ..video_only()
+    };
+    let (out, _) = run(settings, &[video_config()], video_frames(30, 60, 120));
+    let dates: Vec<i64> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::SegmentStart(s) => Some(s.program_date_time_ms),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(dates, [NOW_MS + 60_000, NOW_MS + 62_000]);
+}
+
 #[test]
 fn two_discontinuities_in_a_row_keep_the_timeline_and_the_new_publisher() {
     let mut p = Packager::new(video_only()).expect("settings");
