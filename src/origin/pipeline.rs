@@ -3,6 +3,7 @@
 //! drops (the generation waits for it to come back, with a discontinuity) and ends when
 //! the replicated state says the generation ended (grace over, or stopped).
 
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -87,6 +88,29 @@ struct Loop {
     lease_ttl: Duration,
     held_since: Option<Instant>,
     keyframes: KeyframeWatch,
+    /// The codecs each init segment of this loop names.
+    init_codecs: BTreeMap<u32, Vec<String>>,
+}
+
+/// CODECS for the multivariant playlist: every codec of a segment in the window, not
+/// only the current publisher's (one that came back with another profile, or with
+/// audio now, left segments in the window a player must be able to decode). The
+/// current ones first; init segments that left the window are forgotten.
+fn window_codecs(
+    current: &[String],
+    playlist: &MediaPlaylist,
+    init_codecs: &mut BTreeMap<u32, Vec<String>>,
+) -> Vec<String> {
+    let listed: std::collections::BTreeSet<u32> =
+        playlist.segments().map(|s| s.init_index).collect();
+    init_codecs.retain(|index, _| listed.contains(index));
+    let mut codecs = current.to_vec();
+    for c in init_codecs.values().flatten() {
+        if !codecs.contains(c) {
+            codecs.push(c.clone());
+        }
+    }
+    codecs
 }
 
 /// The longest time between the current publisher's keyframes, and whether the
@@ -242,6 +266,7 @@ impl Loop {
             lease_ttl: Duration::from_millis(lease_ttl_ms.max(0) as u64),
             held_since: None,
             keyframes: KeyframeWatch::default(),
+            init_codecs: BTreeMap::new(),
         }
     }
 
@@ -461,6 +486,13 @@ impl Loop {
         spool.playlist_mut(|| self.new_playlist(p)).apply(output);
         match output {
             Output::Init(init) => {
+                self.init_codecs.insert(
+                    init.index,
+                    init.tracks
+                        .iter()
+                        .map(|t| t.codec_string().to_string())
+                        .collect(),
+                );
                 if let Some(r) = self.recorder.as_mut() {
                     r.init(init.index, init.data.len());
                 }
@@ -507,8 +539,12 @@ impl Loop {
         }
         if matches!(output, Output::Part(_) | Output::SegmentEnd(_)) {
             let estimate = (self.part_bytes * 8_000_000).checked_div(self.part_us);
+            let init_codecs = &mut self.init_codecs;
             spool.variant = p.variant(format!("{RENDITION}/index.m3u8")).map(|mut v| {
                 v.bandwidth = v.bandwidth.max(estimate.unwrap_or(0));
+                if let Some(playlist) = spool.playlist() {
+                    v.codecs = window_codecs(&v.codecs, playlist, init_codecs);
+                }
                 v
             });
         }
@@ -797,7 +833,66 @@ impl Loop {
 
 #[cfg(test)]
 mod tests {
-    use super::KeyframeWatch;
+    use super::{window_codecs, KeyframeWatch};
+    use sluice_media::packager::{Part, SegmentEnd, SegmentStart};
+    use sluice_media::playlist::{MediaPlaylist, PlaylistSettings};
+    use sluice_media::Output;
+    use std::collections::BTreeMap;
+
+    /// A publisher that came back with another H.264 profile left segments of the
+    /// first in the window: CODECS names both, until they leave it.
+    #[test]
+    fn codecs_name_every_init_segment_in_the_window() {
+        let mut playlist = MediaPlaylist::new(PlaylistSettings {
+            target_duration_s: 3,
+            part_target_ms: 200,
+            window_segments: 2,
+            uri_prefix: "1/".into(),
+        });
+        let segment = |playlist: &mut MediaPlaylist, msn: u64, init_index: u32| {
+            for output in [
+                Output::SegmentStart(SegmentStart {
+                    msn,
+                    program_date_time_ms: 0,
+                    discontinuity: msn > 0,
+                    init_index,
+                }),
+                Output::Part(Part {
+                    msn,
+                    index: 0,
+                    duration_us: 2_000_000,
+                    independent: true,
+                    data: bytes::Bytes::new(),
+                }),
+                Output::SegmentEnd(SegmentEnd {
+                    msn,
+                    duration_us: 2_000_000,
+                    parts: 1,
+                    bytes: 0,
+                }),
+            ] {
+                playlist.apply(&output);
+            }
+        };
+        segment(&mut playlist, 0, 0);
+        segment(&mut playlist, 1, 1);
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let mut inits = BTreeMap::from([
+            (0, names(&["avc1.42c01e", "mp4a.40.2"])),
+            (1, names(&["avc1.64001f", "mp4a.40.2"])),
+        ]);
+        let current = names(&["avc1.64001f", "mp4a.40.2"]);
+        assert_eq!(
+            window_codecs(&current, &playlist, &mut inits),
+            names(&["avc1.64001f", "mp4a.40.2", "avc1.42c01e"])
+        );
+        // Segment 0 leaves the window (3 target durations: 5 of 2 s are kept).
+        for msn in 2..7 {
+            segment(&mut playlist, msn, 1);
+        }
+        assert_eq!(window_codecs(&current, &playlist, &mut inits), current);
+        assert_eq!(inits.len(), 1);
+    }
 
     const TICKS_PER_S: i64 = sluice_media::frame::VIDEO_TIMESCALE as i64;
 
