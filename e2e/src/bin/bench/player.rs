@@ -1,14 +1,16 @@
 //! Scenario 2: player latency. hls.js (low-latency mode) in headless Chromium plays
 //! the live stream for a while; the figure is `hls.latency`, its distance behind the
 //! live edge, at the end. Sluice at 200 ms and 500 ms parts; the peer is nginx-rtmp's
-//! classic HLS (2 s fragments, the same GOP) played the same way.
+//! classic HLS (2 s fragments, the same GOP) played the same way. Video.js 8 with its
+//! defaults and Shaka 5 in low-latency mode play both too: their figure is the
+//! distance behind the end of what they call seekable (they have no `hls.latency`).
 
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use serde_json::json;
 use sluice_e2e::node::{load_test_config, Http, Publisher, Server};
-use sluice_e2e::{play_url, Playback, TempDir};
+use sluice_e2e::{play_url, play_with, Playback, Player, TempDir};
 
 use crate::live::{wait_live, MEDIA};
 use crate::peer::Nginx;
@@ -27,10 +29,26 @@ pub(crate) const CONFIGS: [(&str, &str); 2] = [
     ("catch-up 1.5x", r#"{"maxLiveSyncPlaybackRate":1.5}"#),
 ];
 
+/// The players other than hls.js, and what each is measured by.
+const OTHERS: [Player; 2] = [Player::VideoJs, Player::Shaka];
+
+/// How far behind the end of what `player` calls seekable it played `url`, at the end.
+fn edge_distance(player: Player, url: &str, seconds: u32, what: &str) -> Result<f64> {
+    let limit = Duration::from_secs(u64::from(seconds) + 60);
+    let p = play_with(player, url, seconds, limit)?;
+    let name = player.name();
+    ensure!(p.ok, "{name} did not play {what}: {}", p.report);
+    p.report["edgeDistance"]
+        .as_f64()
+        .with_context(|| format!("{name} reported no seekable range for {what}: {}", p.report))
+}
+
+/// hls.js with each of `configs`, then (with `others`) Video.js and Shaka.
 fn sluice_latency(
     dir: &std::path::Path,
     part_ms: u32,
     configs: &[(&str, &str)],
+    others: bool,
     seconds: u32,
 ) -> Result<Vec<f64>> {
     let server = Server::start(dir, &["--config", &load_test_config(dir)?])?;
@@ -64,12 +82,14 @@ fn sluice_latency(
         text.contains(&expected),
         "the playlist does not say {expected}:\n{text}"
     );
-    play_all(
-        &server.url(MEDIA),
-        configs,
-        seconds,
-        &format!("sluice at {part_ms} ms parts"),
-    )
+    let what = format!("sluice at {part_ms} ms parts");
+    let mut figures = play_all(&server.url(MEDIA), configs, seconds, &what)?;
+    if others {
+        for player in OTHERS {
+            figures.push(edge_distance(player, &server.url(MEDIA), seconds, &what)?);
+        }
+    }
+    Ok(figures)
 }
 
 fn nginx_latency(dir: &std::path::Path, seconds: u32) -> Result<Vec<f64>> {
@@ -77,7 +97,16 @@ fn nginx_latency(dir: &std::path::Path, seconds: u32) -> Result<Vec<f64>> {
     let stream = bench_stream(3000)?;
     let _publisher = Publisher::ffmpeg_loop(&stream, &nginx.rtmp_url("main"), &dir.join("ff.log"))?;
     wait_live(&nginx.hls_url("main"), 2).with_context(|| nginx.errors())?;
-    play_all(&nginx.hls_url("main"), &CONFIGS, seconds, "nginx-rtmp")
+    let mut figures = play_all(&nginx.hls_url("main"), &CONFIGS, seconds, "nginx-rtmp")?;
+    for player in OTHERS {
+        figures.push(edge_distance(
+            player,
+            &nginx.hls_url("main"),
+            seconds,
+            "nginx-rtmp",
+        )?);
+    }
+    Ok(figures)
 }
 
 /// hls.js's latency on `url` with each of `configs`, one browser after the other.
@@ -98,18 +127,26 @@ pub(crate) fn run(quick: bool, table: &mut Table) -> Result<()> {
     use_release_sluice()?;
     let tmp = TempDir::new("bench-player")?;
     let seconds = if quick { 4 } else { 30 };
-    let fast = sluice_latency(&tmp.path().join("p200"), 200, &CONFIGS, seconds)?;
-    let slow = sluice_latency(&tmp.path().join("p500"), 500, &CONFIGS[1..], seconds)?;
+    let fast = sluice_latency(&tmp.path().join("p200"), 200, &CONFIGS, true, seconds)?;
+    let slow = sluice_latency(&tmp.path().join("p500"), 500, &CONFIGS[1..], false, seconds)?;
     let peer = nginx_latency(&tmp.path().join("nginx"), seconds)?;
     table.note(format!(
         "player: hls.js (lowLatencyMode) in headless Chromium, hls.latency after {seconds} s \
          of play, 720p30 3 Mbit/s with a 2 s GOP; peer nginx-rtmp HLS with 2 s fragments, \
          6 s playlist, played by the same hls.js with the same settings"
     ));
+    table.note(format!(
+        "player: Video.js 8 (defaults) and Shaka 5 (lowLatencyMode) in the same Chromium, \
+         {seconds} s of play each; their figure is the distance behind the end of what \
+         they call seekable (neither has hls.latency), for sluice and the same nginx-rtmp \
+         stream"
+    ));
     let rows = [
         (200, CONFIGS[0].0, fast[0], peer[0], "<= 1.0 s"),
         (200, CONFIGS[1].0, fast[1], peer[1], "<= 1.0 s"),
         (500, CONFIGS[1].0, slow[0], peer[1], "-"),
+        (200, "Video.js 8 defaults", fast[2], peer[2], "-"),
+        (200, "Shaka 5 lowLatencyMode", fast[3], peer[3], "-"),
     ];
     for (parts, config, latency, peer, target) in rows {
         table.row(
