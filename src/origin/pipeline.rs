@@ -92,6 +92,27 @@ struct Loop {
     init_codecs: BTreeMap<u32, Vec<String>>,
 }
 
+/// The whole segments up to segment `msn` (itself once it is whole), the latest last,
+/// at most 16, with their durations (µs): a run with no number missing that ends at
+/// `msn` or the one before, or nothing.
+fn recent_whole(playlist: &MediaPlaylist, msn: u64) -> Vec<(u64, u64)> {
+    let mut recent: Vec<(u64, u64)> = playlist
+        .segments()
+        .rev()
+        .skip_while(|seg| seg.msn > msn || (seg.msn == msn && seg.duration_us.is_none()))
+        .map_while(|seg| seg.duration_us.map(|d| (seg.msn, d)))
+        .take(16)
+        .collect();
+    recent.reverse();
+    let contiguous = recent.windows(2).all(|w| w[1].0 == w[0].0 + 1)
+        && recent.last().is_some_and(|(m, _)| *m + 1 >= msn);
+    if contiguous {
+        recent
+    } else {
+        Vec::new()
+    }
+}
+
 /// CODECS for the multivariant playlist: every codec of a segment in the window, not
 /// only the current publisher's (one that came back with another profile, or with
 /// audio now, left segments in the window a player must be able to decode). The
@@ -592,26 +613,13 @@ impl Loop {
                 seg.duration_us
                     .or_else(|| seg.parts.first().map(|part| part.duration_us))
             });
-            // The whole segments up to it, the latest last (at most 16).
-            let mut recent: Vec<(u64, u64)> = pl
-                .segments()
-                .rev()
-                .skip_while(|seg| seg.msn > msn)
-                .map_while(|seg| seg.duration_us.map(|d| (seg.msn, d)))
-                .take(16)
-                .collect();
-            recent.reverse();
             (
                 elapsed,
                 this.map(|seg| seg.program_date_time_ms),
                 this.map(|seg| seg.init_index),
-                recent,
+                recent_whole(pl, msn),
             )
         });
-        // Only a run that ends at `msn` or the one before, with no number missing.
-        let contiguous = recent.windows(2).all(|w| w[1].0 == w[0].0 + 1)
-            && recent.last().is_some_and(|(m, _)| *m + 1 >= msn);
-        let recent = if contiguous { recent } else { Vec::new() };
         let mut media = MediaInfo {
             segment_start_us: elapsed_us
                 .and_then(|us| i64::try_from(us).ok())
@@ -833,11 +841,72 @@ impl Loop {
 
 #[cfg(test)]
 mod tests {
-    use super::{window_codecs, KeyframeWatch};
+    use super::{recent_whole, window_codecs, KeyframeWatch};
     use sluice_media::packager::{Part, SegmentEnd, SegmentStart};
     use sluice_media::playlist::{MediaPlaylist, PlaylistSettings};
     use sluice_media::Output;
     use std::collections::BTreeMap;
+
+    /// What a report says of the whole segments before its own: reported with its first
+    /// part, the open segment is not one of them; reported again when the publisher
+    /// left, it is.
+    #[test]
+    fn a_report_names_the_whole_segments_up_to_its_own() {
+        let mut playlist = MediaPlaylist::new(PlaylistSettings {
+            target_duration_s: 3,
+            part_target_ms: 200,
+            window_segments: 40,
+            uri_prefix: "1/".into(),
+        });
+        let start = |msn| {
+            Output::SegmentStart(SegmentStart {
+                msn,
+                program_date_time_ms: 0,
+                discontinuity: false,
+                init_index: 0,
+            })
+        };
+        let part = |msn| {
+            Output::Part(Part {
+                msn,
+                index: 0,
+                duration_us: 200_000,
+                independent: true,
+                data: bytes::Bytes::new(),
+            })
+        };
+        let end = |msn, duration_us| {
+            Output::SegmentEnd(SegmentEnd {
+                msn,
+                duration_us,
+                parts: 1,
+                bytes: 0,
+            })
+        };
+        for msn in 0..20 {
+            playlist.apply(&start(msn));
+            playlist.apply(&part(msn));
+            playlist.apply(&end(msn, 2_000_000 + msn));
+        }
+        playlist.apply(&start(20));
+        playlist.apply(&part(20));
+        let open = recent_whole(&playlist, 20);
+        assert_eq!(open.len(), 16);
+        assert_eq!(open.first(), Some(&(4, 2_000_004)));
+        assert_eq!(open.last(), Some(&(19, 2_000_019)));
+        playlist.apply(&end(20, 1_500_000));
+        assert_eq!(recent_whole(&playlist, 20).last(), Some(&(20, 1_500_000)));
+        // Nothing whole before the first segment.
+        let mut fresh = MediaPlaylist::new(PlaylistSettings {
+            target_duration_s: 3,
+            part_target_ms: 200,
+            window_segments: 40,
+            uri_prefix: "1/".into(),
+        });
+        fresh.apply(&start(0));
+        fresh.apply(&part(0));
+        assert!(recent_whole(&fresh, 0).is_empty());
+    }
 
     /// A publisher that came back with another H.264 profile left segments of the
     /// first in the window: CODECS names both, until they leave it.
