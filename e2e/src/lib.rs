@@ -231,10 +231,17 @@ pub fn make_test_stream(path: &Path, size: &str, seconds: u32, x264: &[&str]) ->
 /// A light live-like stream for the cluster tests and benchmarks: 640x360, 2 s GOP,
 /// 800 kbit/s x264 veryfast zerolatency, 12 s (publishers loop it).
 pub fn make_small_stream(path: &Path) -> Result<()> {
+    make_light_stream(path, 12)
+}
+
+/// [`make_small_stream`] `seconds` long: for a test whose players must not meet the
+/// point where `ffmpeg -stream_loop -c copy` starts it again (its times jump there, and
+/// Chromium's own HLS once failed to parse that segment).
+pub fn make_light_stream(path: &Path, seconds: u32) -> Result<()> {
     make_test_stream(
         path,
         "640x360",
-        12,
+        seconds,
         &[
             "-preset",
             "veryfast",

@@ -18,7 +18,7 @@ use sluice_e2e::node::{
 };
 use sluice_e2e::rtmp_client::RtmpPublisher;
 use sluice_e2e::{
-    every_player, hinted_part, make_small_stream, make_test_stream, media_sequence, play_page,
+    every_player, hinted_part, make_light_stream, make_small_stream, media_sequence, play_page,
     play_url, validate_playlists, Player, TempDir,
 };
 
@@ -806,21 +806,7 @@ fn every_player_plays_on_through_an_origin_failover() -> Result<()> {
     // `ffmpeg -stream_loop -c copy` starts the 12 s stream again with a jump in its
     // times, before the failover.
     let fixture = tmp.path().join("45s.flv");
-    make_test_stream(
-        &fixture,
-        "640x360",
-        45,
-        &[
-            "-preset",
-            "veryfast",
-            "-tune",
-            "zerolatency",
-            "-g",
-            "60",
-            "-b:v",
-            "800k",
-        ],
-    )?;
+    make_light_stream(&fixture, 45)?;
     let mut nodes = three_nodes(tmp.path(), &["--lease-ttl-ms", "3000"])?;
     let key = nodes[0].main_key()?;
     let mut first = Publisher::ffmpeg_loop(

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use sluice_e2e::node::{three_nodes, wait_for, EdgeProcess, Http, Publisher};
-use sluice_e2e::{every_player, make_small_stream, Player, TempDir};
+use sluice_e2e::{every_player, make_light_stream, Player, TempDir};
 
 /// Media each player must play, and the wall-clock time it gets to do so.
 const PLAY_SECONDS: u32 = 15;
@@ -25,8 +25,9 @@ fn play_everywhere(source: &str, url: &str) -> Vec<String> {
 #[test]
 fn every_player_plays_live_from_the_origin_another_node_and_an_edge() -> Result<()> {
     let tmp = TempDir::new("players")?;
+    // Never looped while the players play (three sources, one after the other).
     let fixture = tmp.path().join("gop60.flv");
-    make_small_stream(&fixture)?;
+    make_light_stream(&fixture, 120)?;
     let nodes = three_nodes(tmp.path(), &[])?;
     let key = nodes[0].main_key()?;
     let _publisher = Publisher::ffmpeg_loop(
