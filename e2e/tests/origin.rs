@@ -875,11 +875,21 @@ fn a_node_restarted_mid_stream_takes_its_publisher_back() -> Result<()> {
         first_after.0
     );
     let text = http.get(&media_url(&server, "main"), &[])?.text();
-    let map = text
-        .lines()
-        .find_map(|l| l.strip_prefix("#EXT-X-MAP:URI=\""))
-        .map(|u| u.trim_end_matches('"').to_string())
-        .context("EXT-X-MAP")?;
+    let map_in = |text: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("#EXT-X-MAP:URI=\""))
+            .map(|u| u.trim_end_matches('"').to_string())
+    };
+    // The gaps under the init segment the node named before the restart; its own
+    // segments under a new one.
+    let (gaps, own) = text
+        .split_once("#EXT-X-DISCONTINUITY\n")
+        .context("no discontinuity")?;
+    ensure!(
+        map_in(gaps).as_deref() == Some("1/init.mp4"),
+        "the gaps are not under the earlier init segment:\n{text}"
+    );
+    let map = map_in(own).context("EXT-X-MAP of the own segments")?;
     ensure!(
         map.starts_with("1/init-"),
         "the resumed generation reuses an init name: {map}"
