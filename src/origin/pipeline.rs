@@ -122,9 +122,14 @@ fn window_codecs(
     playlist: &MediaPlaylist,
     init_codecs: &mut BTreeMap<u32, Vec<String>>,
 ) -> Vec<String> {
-    let listed: std::collections::BTreeSet<u32> =
-        playlist.segments().map(|s| s.init_index).collect();
-    init_codecs.retain(|index, _| listed.contains(index));
+    // One init segment (nearly always): nothing to forget, and no walk of the window
+    // (a DVR window holds thousands of segments) on every part.
+    if init_codecs.len() > 1 {
+        // Init indexes only grow through a loop: the window names its oldest segment's
+        // and later ones.
+        let oldest = playlist.segments().next().map_or(0, |s| s.init_index);
+        init_codecs.retain(|index, _| *index >= oldest);
+    }
     let mut codecs = current.to_vec();
     for c in init_codecs.values().flatten() {
         if !codecs.contains(c) {
@@ -151,7 +156,7 @@ impl KeyframeWatch {
         let since = self
             .last_dts
             .replace(dts)
-            .map(|last| (dts - last) / ticks_per_ms);
+            .map(|last| dts.saturating_sub(last) / ticks_per_ms);
         let ms = since.filter(|ms| (1..=60_000).contains(ms))?;
         let ms = u32::try_from(ms).ok()?;
         let longest = self.longest_ms.map_or(ms, |l| l.max(ms));
