@@ -106,6 +106,28 @@ impl PlaylistParams {
     }
 }
 
+/// Three nodes started with `flags`, and `fixture` published to node 1 (looped) until
+/// its playlist lists two segments there: the nodes, the stream key, the publisher.
+fn live_on_node_1(
+    tmp: &TempDir,
+    fixture: &std::path::Path,
+    flags: &[&str],
+) -> Result<(Vec<Server>, String, Publisher)> {
+    let nodes = three_nodes(tmp.path(), flags)?;
+    let key = nodes[0].main_key()?;
+    let first = Publisher::ffmpeg_loop(
+        fixture,
+        &nodes[0].rtmp_url(&key),
+        &tmp.path().join("ff1.log"),
+    )?;
+    let http = Http::new(None)?;
+    wait_for(Duration::from_secs(40), "the stream live on node 1", || {
+        live(&http, &nodes[0].base())
+    })
+    .with_context(|| nodes[0].log())?;
+    Ok((nodes, key, first))
+}
+
 /// ffmpeg against `server` until a publisher is accepted (not refused within a few
 /// seconds), as OBS retries on its own; with when the accepted one was started.
 fn publish_until_accepted(
@@ -151,21 +173,12 @@ fn viewers_survive_the_origins_death_and_chained_edges_fail_over() -> Result<()>
     let _beside = beside_others();
     let tmp = TempDir::new("failover")?;
     let fixture = fixture(&tmp)?;
-    let mut nodes = three_nodes(
-        tmp.path(),
+    let (mut nodes, key, mut first) = live_on_node_1(
+        &tmp,
+        &fixture,
         &["--hlsjs-url", HLSJS_URL, "--lease-ttl-ms", "3000"],
     )?;
-    let key = nodes[0].main_key()?;
-    let mut first = Publisher::ffmpeg_loop(
-        &fixture,
-        &nodes[0].rtmp_url(&key),
-        &tmp.path().join("ff1.log"),
-    )?;
     let http = Http::new(None)?;
-    wait_for(Duration::from_secs(40), "the stream live on node 1", || {
-        live(&http, &nodes[0].base())
-    })
-    .with_context(|| nodes[0].log())?;
 
     // Two external edges: B pulls from A, then from node 3; A from node 3, which is not
     // the origin and pulls from node 1 in turn.
@@ -811,18 +824,8 @@ fn every_player_plays_on_through_an_origin_failover() -> Result<()> {
     // times, before the failover.
     let fixture = tmp.path().join("45s.flv");
     make_light_stream(&fixture, 45)?;
-    let mut nodes = three_nodes(tmp.path(), &["--lease-ttl-ms", "3000"])?;
-    let key = nodes[0].main_key()?;
-    let mut first = Publisher::ffmpeg_loop(
-        &fixture,
-        &nodes[0].rtmp_url(&key),
-        &tmp.path().join("ff1.log"),
-    )?;
+    let (mut nodes, key, mut first) = live_on_node_1(&tmp, &fixture, &["--lease-ttl-ms", "3000"])?;
     let http = Http::new(None)?;
-    wait_for(Duration::from_secs(40), "the stream live on node 1", || {
-        live(&http, &nodes[0].base())
-    })
-    .with_context(|| nodes[0].log())?;
     let url = nodes[2].url("/hls/main/index.m3u8");
     // 30 s of media each: the failover comes after 12 s of it, at most.
     let players = std::thread::spawn(move || {
@@ -864,18 +867,8 @@ fn a_viewer_behind_the_live_edge_plays_on_when_the_origin_dies() -> Result<()> {
     let _beside = beside_others();
     let tmp = TempDir::new("behind")?;
     let fixture = fixture(&tmp)?;
-    let mut nodes = three_nodes(tmp.path(), &["--lease-ttl-ms", "3000"])?;
-    let key = nodes[0].main_key()?;
-    let mut first = Publisher::ffmpeg_loop(
-        &fixture,
-        &nodes[0].rtmp_url(&key),
-        &tmp.path().join("ff1.log"),
-    )?;
+    let (mut nodes, key, mut first) = live_on_node_1(&tmp, &fixture, &["--lease-ttl-ms", "3000"])?;
     let http = Http::new(None)?;
-    wait_for(Duration::from_secs(40), "the stream live on node 1", || {
-        live(&http, &nodes[0].base())
-    })
-    .with_context(|| nodes[0].log())?;
     // The viewer reaches node 3 through a proxy the test can stall.
     let proxy = FaultProxy::start(nodes[2].http)?;
     let url = format!("{}{MEDIA}", proxy.base());
